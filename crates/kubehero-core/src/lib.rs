@@ -1,0 +1,16 @@
+//! KubeHero's domain: who is asking ([`Principal`]), what they hold ([`Role`], [`Grant`]) and the one pure
+//! function that decides whether they may do something ([`authorize`]).
+//!
+//! Security rules this crate upholds:
+//! - authorization is a pure function of (principal, action, target); it does no I/O and cannot fail open;
+//! - a check passes only if some held grant, whose scope covers the target, grants the action;
+//! - secrets never live in these types: a principal carries identifiers, never credentials.
+
+pub mod authz;
+pub mod glob;
+pub mod principal;
+pub mod role;
+
+pub use authz::{authorize, Action, Decision, Target};
+pub use principal::{normalize_grants, AuthMethod, Principal, PrincipalKind};
+pub use role::{parse_group_roles, Binding, BindingSubject, Grant, GroupRolesError, ParseRoleError, Role, Scope};

@@ -1,0 +1,126 @@
+//! Who is making a request. A principal is built once per request by authentication and then only read.
+
+use crate::role::{Grant, Role, Scope};
+use serde::Serialize;
+
+/// How the principal proved who it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMethod {
+    /// No credential, in open mode only.
+    Anonymous,
+    /// An OIDC JWT from a configured issuer.
+    Jwt,
+    /// A static (`KUBEHERO_API_KEYS`) or managed (`/api/v1/api-keys`) API key.
+    ApiKey,
+    /// A dashboard session cookie.
+    Session,
+    /// A CLI token from `kubehero login`.
+    CliToken,
+    /// A cluster agent's mTLS client certificate.
+    Mtls,
+}
+
+impl AuthMethod {
+    /// The snake-case name used in metrics labels, `whoami` and audit rows.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthMethod::Anonymous => "anonymous",
+            AuthMethod::Jwt => "jwt",
+            AuthMethod::ApiKey => "api_key",
+            AuthMethod::Session => "session",
+            AuthMethod::CliToken => "cli_token",
+            AuthMethod::Mtls => "mtls",
+        }
+    }
+}
+
+/// What kind of actor this is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PrincipalKind {
+    /// A human from the IdP (JWT, session, CLI token).
+    Person,
+    /// A service account holding an API key.
+    ApiKey,
+    /// A registered cluster's agent.
+    Agent,
+    /// An unauthenticated caller in open mode.
+    Anonymous,
+}
+
+/// An authenticated (or, in open mode, anonymous) caller and every grant it holds.
+///
+/// `grants` is the union of everything bound to the principal; [`Principal::roles`] and
+/// [`Principal::display_role`] are derived from it. It never holds the credential itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub kind: PrincipalKind,
+    /// Stable subject: the IdP's username claim, or the first 16 hex chars of an API key's SHA-256.
+    pub sub: String,
+    pub email: Option<String>,
+    /// Groups after the issuer's prefix was applied.
+    pub groups: Vec<String>,
+    /// The issuer that vouched for a JWT-derived principal.
+    pub issuer: Option<String>,
+    pub auth_method: AuthMethod,
+    /// For API keys: the `sub` of the person who created the key.
+    pub owner: Option<String>,
+    /// Every grant the principal holds; always contains at least global `viewer`.
+    pub grants: Vec<Grant>,
+    /// Unix seconds after which this principal's credential is no longer valid, if it expires.
+    pub expires_at: Option<i64>,
+}
+
+impl Principal {
+    /// The anonymous open-mode caller: a global `viewer`.
+    pub fn anonymous() -> Principal {
+        Principal {
+            kind: PrincipalKind::Anonymous,
+            sub: "anonymous".to_string(),
+            email: None,
+            groups: Vec::new(),
+            issuer: None,
+            auth_method: AuthMethod::Anonymous,
+            owner: None,
+            grants: vec![Grant::global(Role::Viewer)],
+            expires_at: None,
+        }
+    }
+
+    /// The distinct roles held globally, sorted lowest display rank first.
+    pub fn roles(&self) -> Vec<Role> {
+        let mut v: Vec<Role> =
+            self.grants.iter().filter(|g| g.scope == Scope::Global).map(|g| g.role).collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    /// Grants limited to a cluster or namespace.
+    pub fn scoped_grants(&self) -> impl Iterator<Item = &Grant> {
+        self.grants.iter().filter(|g| g.scope != Scope::Global)
+    }
+
+    /// The highest-ranked global role (owner > admin > member > auditor > viewer), for display only:
+    /// authorization always looks at every grant.
+    pub fn display_role(&self) -> Role {
+        self.roles().into_iter().max().unwrap_or(Role::Viewer)
+    }
+
+    /// Whether any global grant is `role` or covers it.
+    pub fn holds_globally(&self, role: Role) -> bool {
+        self.grants.iter().any(|g| g.scope == Scope::Global && g.role.covers(role))
+    }
+}
+
+/// Adds `viewer` when no global grant exists, dedups, and orders grants. Every authenticated principal can
+/// read: this is seed 001's "no group match: viewer" default, kept even when only scoped grants matched.
+pub fn normalize_grants(mut grants: Vec<Grant>) -> Vec<Grant> {
+    if !grants.iter().any(|g| g.scope == Scope::Global) {
+        grants.push(Grant::global(Role::Viewer));
+    }
+    grants.sort();
+    grants.dedup();
+    grants
+}
