@@ -1,0 +1,265 @@
+//! KubeHero's storage. Business code sees only the traits in this file; [`open`] picks SQLite (the embedded
+//! default) or PostgreSQL (several replicas) from a database URL. Only this crate knows SQL.
+//!
+//! Rules every implementation keeps:
+//! - every multi-row change (a policy transition and its history row) is one transaction;
+//! - unique-key violations become [`StoreError::AlreadyExists`], never a generic error;
+//! - secrets are never stored: API keys are kept as their SHA-256 only;
+//! - times are Unix seconds (`i64`), ids are strings chosen by the caller.
+
+mod migrate;
+mod postgres;
+mod sqlite;
+
+use async_trait::async_trait;
+use kubehero_core::{Binding, Role};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+pub use postgres::PostgresStore;
+pub use sqlite::SqliteStore;
+
+/// Errors from the store. Each maps to exactly one API error code in the server.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The addressed row does not exist (→ `not_found`).
+    #[error("{0} not found")]
+    NotFound(String),
+    /// A row with the same unique key exists (→ `already_exists`).
+    #[error("{0} already exists")]
+    AlreadyExists(String),
+    /// A precondition on the current state failed: stale version, wrong policy state (→ `failed_precondition`).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The database could not be reached or refused the operation (→ `unavailable`). The message names the
+    /// backend and the failure but never the connection password.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// Stored data could not be decoded (→ `internal`): a bug or a hand-edited database.
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    /// The database URL or options are invalid (start-up only).
+    #[error("invalid database configuration: {0}")]
+    Config(String),
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// A registered cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cluster {
+    /// Unique name (DNS label rules, checked by the server).
+    pub name: String,
+    /// The Kubernetes API server URL the cp will proxy to, when known.
+    pub api_server_url: Option<String>,
+    /// Free-form labels.
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// `sub` of the principal that registered it.
+    pub created_by: String,
+    pub created_at: i64,
+}
+
+/// The lifecycle state of a policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PolicyState {
+    Draft,
+    Armed,
+    Disarmed,
+}
+
+impl PolicyState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PolicyState::Draft => "draft",
+            PolicyState::Armed => "armed",
+            PolicyState::Disarmed => "disarmed",
+        }
+    }
+    pub fn parse(s: &str) -> Option<PolicyState> {
+        match s {
+            "draft" => Some(PolicyState::Draft),
+            "armed" => Some(PolicyState::Armed),
+            "disarmed" => Some(PolicyState::Disarmed),
+            _ => None,
+        }
+    }
+}
+
+/// A policy: a spec that applies to a cluster (optionally one namespace) and can be armed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Policy {
+    pub id: String,
+    pub name: String,
+    pub cluster: String,
+    pub namespace: Option<String>,
+    /// `sub` of the creator; members may edit only their own drafts.
+    pub owner: String,
+    pub spec: serde_json::Value,
+    pub state: PolicyState,
+    /// Incremented on every change; used for optimistic concurrency.
+    pub version: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// One recorded change of a policy (creation, edit, arm, disarm, undo).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PolicyTransition {
+    pub policy_id: String,
+    /// 1-based, per policy, no gaps.
+    pub seq: i64,
+    /// `create`, `update`, `arm`, `disarm`, `undo`.
+    pub action: String,
+    /// State before (None for `create`).
+    pub from_state: Option<PolicyState>,
+    pub to_state: PolicyState,
+    /// The policy version after this transition.
+    pub version: i64,
+    /// The spec after this transition.
+    pub spec: serde_json::Value,
+    pub actor: String,
+    pub at: i64,
+}
+
+/// A role binding stored in the database, managed through `/api/v1/role-bindings`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredBinding {
+    pub id: String,
+    #[serde(flatten)]
+    pub binding: Binding,
+    pub created_by: String,
+    pub created_at: i64,
+}
+
+/// A managed API key. The key itself is never stored: only its SHA-256 (lowercase hex).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiKeyRecord {
+    /// First 16 hex chars of the SHA-256: the key's public id and the principal's `sub`.
+    pub id: String,
+    /// Full SHA-256 of the key, lowercase hex (64 chars). Unique.
+    #[serde(skip_serializing)]
+    pub hash: String,
+    pub name: String,
+    pub role: Role,
+    /// `sub` of the person who created it.
+    pub owner: String,
+    pub created_at: i64,
+    pub expires_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+}
+
+/// Clusters.
+#[async_trait]
+pub trait ClusterStore: Send + Sync {
+    async fn list_clusters(&self) -> Result<Vec<Cluster>>;
+    async fn get_cluster(&self, name: &str) -> Result<Cluster>;
+    /// `AlreadyExists` if the name is taken.
+    async fn create_cluster(&self, cluster: &Cluster) -> Result<()>;
+    /// `NotFound` if absent.
+    async fn delete_cluster(&self, name: &str) -> Result<()>;
+}
+
+/// Policies and their history.
+#[async_trait]
+pub trait PolicyStore: Send + Sync {
+    /// Ordered by `created_at`, then id. `cluster` filters when given.
+    async fn list_policies(&self, cluster: Option<&str>) -> Result<Vec<Policy>>;
+    async fn get_policy(&self, id: &str) -> Result<Policy>;
+    /// Inserts the policy (version 1) and its `create` transition in one transaction.
+    /// `AlreadyExists` if the id, or the (cluster, name) pair, is taken.
+    async fn create_policy(&self, policy: &Policy) -> Result<()>;
+    /// Replaces name and spec if the stored version equals `expected_version` and the state is `draft`;
+    /// bumps the version, records an `update` transition. `Conflict` otherwise, `NotFound` if absent.
+    async fn update_policy(
+        &self,
+        id: &str,
+        expected_version: i64,
+        name: &str,
+        spec: &serde_json::Value,
+        actor: &str,
+        at: i64,
+    ) -> Result<Policy>;
+    /// Moves the policy from `from` to `to` if its current state is `from`; bumps the version and records a
+    /// transition named `action`, all in one transaction. `Conflict` if the state is not `from`.
+    async fn transition_policy(
+        &self,
+        id: &str,
+        from: PolicyState,
+        to: PolicyState,
+        action: &str,
+        actor: &str,
+        at: i64,
+    ) -> Result<Policy>;
+    /// Every transition of one policy, oldest first. `NotFound` if the policy does not exist.
+    async fn policy_history(&self, id: &str) -> Result<Vec<PolicyTransition>>;
+}
+
+/// Role bindings.
+#[async_trait]
+pub trait BindingStore: Send + Sync {
+    async fn list_bindings(&self) -> Result<Vec<StoredBinding>>;
+    /// `AlreadyExists` if an identical (subject, role, scope) binding exists.
+    async fn create_binding(&self, binding: &StoredBinding) -> Result<()>;
+    async fn delete_binding(&self, id: &str) -> Result<()>;
+}
+
+/// Managed API keys.
+#[async_trait]
+pub trait ApiKeyStore: Send + Sync {
+    /// `AlreadyExists` on a duplicate id or hash.
+    async fn create_api_key(&self, key: &ApiKeyRecord) -> Result<()>;
+    /// Looks a key up by its full SHA-256 hex, whatever its state (the caller checks expiry/revocation).
+    async fn find_api_key_by_hash(&self, hash: &str) -> Result<Option<ApiKeyRecord>>;
+    /// All keys, or those of one owner; newest first.
+    async fn list_api_keys(&self, owner: Option<&str>) -> Result<Vec<ApiKeyRecord>>;
+    async fn get_api_key(&self, id: &str) -> Result<ApiKeyRecord>;
+    /// Sets `revoked_at` if not already set. `NotFound` if absent; revoking twice is not an error.
+    async fn revoke_api_key(&self, id: &str, at: i64) -> Result<ApiKeyRecord>;
+}
+
+/// IdP and integration settings: named JSON documents, owner-managed.
+#[async_trait]
+pub trait SettingsStore: Send + Sync {
+    async fn get_setting(&self, key: &str) -> Result<Option<serde_json::Value>>;
+    async fn list_settings(&self) -> Result<Vec<(String, serde_json::Value)>>;
+    async fn put_setting(&self, key: &str, value: &serde_json::Value, at: i64) -> Result<()>;
+}
+
+/// The whole store: every aggregate plus health.
+#[async_trait]
+pub trait Store: ClusterStore + PolicyStore + BindingStore + ApiKeyStore + SettingsStore {
+    /// A cheap round trip for `/readyz`.
+    async fn ping(&self) -> Result<()>;
+    /// `sqlite` or `postgres`, for logs and `/readyz`.
+    fn backend(&self) -> &'static str;
+}
+
+/// Opens the database named by `url` (`sqlite:PATH`, `sqlite::memory:`, `postgres://…`), applies pending
+/// migrations, and returns it behind the [`Store`] trait.
+pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(SqliteStore::open(url).await?))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(PostgresStore::open(url).await?))
+    } else {
+        Err(StoreError::Config(format!(
+            "unsupported database URL scheme in {:?}: use sqlite:PATH or postgres://USER@HOST:PORT/DB",
+            redact_url(url)
+        )))
+    }
+}
+
+/// Hides the password of a `scheme://user:password@host` URL for messages.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.find(':') {
+                Some(c) => format!("{}{}:***{}", &url[..s + 3], &creds[..c], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
