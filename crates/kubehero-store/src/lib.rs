@@ -9,6 +9,7 @@
 
 mod migrate;
 mod postgres;
+mod sql;
 mod sqlite;
 
 use async_trait::async_trait;

@@ -1,1 +1,60 @@
-//! placeholder
+//! PostgreSQL, for several control-plane replicas sharing one database.
+//!
+//! Every connection runs with `synchronous_commit=on`, so a commit is durable (flushed to the WAL) before the
+//! server answers. Acquiring a connection gives up after [`ACQUIRE_TIMEOUT`]: a dead database turns into
+//! `Unavailable` within seconds instead of a request that hangs.
+
+use crate::{migrate, redact_url, sql, Result, StoreError};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Executor, PgPool, Postgres, Transaction};
+use std::str::FromStr;
+use std::time::Duration;
+
+/// Upper bound on waiting for a pooled or new connection (including connecting to a dead server).
+pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+const MAX_CONNECTIONS: u32 = 10;
+
+/// The PostgreSQL implementation of [`crate::Store`].
+#[derive(Debug, Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+impl PostgresStore {
+    /// Connects to the database named by a `postgres://` URL and applies pending migrations (once, even
+    /// when several replicas start together).
+    pub async fn open(url: &str) -> Result<PostgresStore> {
+        let options = PgConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Config(format!("bad PostgreSQL URL {}: {e}", redact_url(url))))?
+            .application_name("kubehero");
+        let pool = PgPoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .after_connect(|conn, _meta| {
+                Box::pin(async move {
+                    conn.execute("SET synchronous_commit = on").await?;
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await
+            .map_err(|e| {
+                StoreError::Unavailable(format!("cannot connect to PostgreSQL at {}: {e}", redact_url(url)))
+            })?;
+        migrate::run_postgres(&pool).await?;
+        Ok(PostgresStore { pool })
+    }
+
+    /// Starts a transaction (READ COMMITTED). Writers of one policy serialise on the row lock taken by the
+    /// transaction's first statement, an `UPDATE` of that row.
+    async fn begin(&self) -> Result<Transaction<'static, Postgres>> {
+        self.pool.begin().await.map_err(Self::err("transaction"))
+    }
+
+    /// Closes every connection; later calls fail with `Unavailable`.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+sql::sql_store!(PostgresStore, "postgres");

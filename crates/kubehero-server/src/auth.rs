@@ -1,0 +1,195 @@
+//! Authentication: the one middleware that turns the request's credential into a [`Principal`], and the
+//! [`Auth`] extractor handlers use to get it.
+//!
+//! Rules (DESIGN.md invariants 2, 4, 6):
+//! - a credential that is present but fails any check is 401, in every mode; it never falls back to anonymous;
+//! - without a credential: anonymous `viewer` in open mode, 401 with `KUBEHERO_REQUIRE_AUTH=true`;
+//! - tokens are never logged: these functions are `#[instrument(skip_all)]` and errors carry reasons only;
+//! - a JWT is routed by its unverified `iss` to exactly one configured issuer; nothing a token names is fetched.
+
+use crate::error::{ApiError, Code};
+use crate::grants::Identity;
+use crate::state::AppState;
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use axum::http::HeaderMap;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use kubehero_authn::{sha256_hex, AuthnError, VerifiedToken, API_KEY_PREFIX};
+use kubehero_core::{AuthMethod, Principal, PrincipalKind};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// The authenticated principal of a request, put in the request extensions by [`authenticate_request`].
+#[derive(Debug, Clone)]
+pub struct Auth(pub Arc<Principal>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Auth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        parts.extensions.get::<Auth>().cloned().ok_or_else(|| {
+            tracing::error!(path = %parts.uri.path(), "route is not behind the authentication layer");
+            ApiError::new(Code::Internal, "internal error; the server log has details")
+        })
+    }
+}
+
+/// Middleware on every API route: authenticates, then hands the principal to the handler.
+#[tracing::instrument(skip_all)]
+pub async fn authenticate_request(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    match authenticate(&state, req.headers()).await {
+        Ok(p) => {
+            req.extensions_mut().insert(Auth(Arc::new(p)));
+            next.run(req).await
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Extracts the bearer token. `Ok(None)` when there is no `Authorization` header.
+fn bearer(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
+    let mut values = headers.get_all(AUTHORIZATION).iter();
+    let Some(v) = values.next() else { return Ok(None) };
+    if values.next().is_some() {
+        return Err(ApiError::unauthenticated("more than one Authorization header"));
+    }
+    let v = v.to_str().map_err(|_| ApiError::unauthenticated("the Authorization header is not ASCII"))?;
+    let (scheme, token) = v.split_once(' ').ok_or_else(|| ApiError::unauthenticated("use Authorization: Bearer <token>"))?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(ApiError::unauthenticated("only the Bearer scheme is supported"));
+    }
+    let token = token.trim();
+    if token.is_empty() {
+        return Err(ApiError::unauthenticated("empty bearer token"));
+    }
+    Ok(Some(token))
+}
+
+/// Authenticates a request's headers into a principal.
+#[tracing::instrument(skip_all)]
+pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Principal, ApiError> {
+    let token = match bearer(headers) {
+        Ok(Some(t)) => t,
+        Ok(None) if state.require_auth => {
+            state.metrics.authentication("none", "missing_credential");
+            return Err(ApiError::unauthenticated("authentication required: send Authorization: Bearer <token>"));
+        }
+        Ok(None) => {
+            state.metrics.authentication("anonymous", "ok");
+            return Ok(Principal::anonymous());
+        }
+        Err(e) => {
+            state.metrics.authentication("none", "malformed_header");
+            return Err(e);
+        }
+    };
+    if token.starts_with(API_KEY_PREFIX) {
+        let r = managed_api_key(state, token).await;
+        state.metrics.authentication("api_key", if r.is_ok() { "ok" } else { "rejected" });
+        return r;
+    }
+    if let Some(m) = state.api_keys.lookup(token) {
+        state.metrics.authentication("api_key", "ok");
+        return Ok(key_principal(state, m.id, m.role, None, None));
+    }
+    match jwt(state, token).await {
+        Ok(p) => {
+            state.metrics.authentication("jwt", "ok");
+            Ok(p)
+        }
+        Err(e) => {
+            state.metrics.authentication("jwt", e.reason());
+            tracing::info!(reason = e.reason(), "bearer token rejected");
+            Err(ApiError::unauthenticated(format!("invalid bearer token: {e}")))
+        }
+    }
+}
+
+async fn jwt(state: &AppState, token: &str) -> Result<Principal, AuthnError> {
+    let now = state.clock.now();
+    let verified = match state.token_cache.get(token, now) {
+        Some(v) => v,
+        None => {
+            let started = Instant::now();
+            let v = state.verifier.verify(token, now).await;
+            state.metrics.verification(started.elapsed().as_secs_f64());
+            let v = Arc::new(v?);
+            state.token_cache.insert(token, v.clone());
+            v
+        }
+    };
+    Ok(person_principal(state, &verified))
+}
+
+fn person_principal(state: &AppState, v: &VerifiedToken) -> Principal {
+    let grants = state.bindings.grants_for(&Identity {
+        issuer: Some(&v.issuer),
+        sub: &v.sub,
+        email: v.email.as_deref(),
+        groups: &v.groups,
+        legacy_roles: &v.legacy_roles,
+    });
+    Principal {
+        kind: PrincipalKind::Person,
+        sub: v.sub.clone(),
+        email: v.email.clone(),
+        groups: v.groups.clone(),
+        issuer: Some(v.issuer.clone()),
+        auth_method: AuthMethod::Jwt,
+        owner: None,
+        grants,
+        expires_at: Some(v.exp),
+    }
+}
+
+fn key_principal(
+    state: &AppState,
+    id: String,
+    role: kubehero_core::Role,
+    owner: Option<String>,
+    expires_at: Option<i64>,
+) -> Principal {
+    let grants = state.bindings.grants_for_key(&id, role);
+    Principal {
+        kind: PrincipalKind::ApiKey,
+        sub: id,
+        email: None,
+        groups: Vec::new(),
+        issuer: None,
+        auth_method: AuthMethod::ApiKey,
+        owner,
+        grants,
+        expires_at,
+    }
+}
+
+/// A `khk_…` key created through the API: looked up by its SHA-256 on every request, so revocation takes
+/// effect at once on every replica.
+async fn managed_api_key(state: &AppState, token: &str) -> Result<Principal, ApiError> {
+    let hash = sha256_hex(token);
+    let rec = state.store.find_api_key_by_hash(&hash).await.map_err(ApiError::from)?;
+    let now = state.clock.now();
+    let Some(rec) = rec else {
+        return Err(ApiError::unauthenticated("invalid bearer token: unknown API key"));
+    };
+    if rec.revoked_at.is_some() {
+        return Err(ApiError::unauthenticated("invalid bearer token: API key revoked"));
+    }
+    if rec.expires_at.is_some_and(|e| now >= e) {
+        return Err(ApiError::unauthenticated("invalid bearer token: API key expired"));
+    }
+    Ok(key_principal(state, rec.id, rec.role, Some(rec.owner), rec.expires_at))
+}
+
+/// Authorizes `action` on `target` for `p` through the one pure function; handlers call it before anything
+/// else that acts on the request.
+pub fn allow(p: &Principal, action: kubehero_core::Action, target: kubehero_core::Target<'_>) -> Result<(), ApiError> {
+    match kubehero_core::authorize(p, action, target) {
+        kubehero_core::Decision::Allow => Ok(()),
+        kubehero_core::Decision::Deny { needed } => {
+            Err(ApiError::denied(format!("{} requires {needed}", action.as_str())))
+        }
+    }
+}

@@ -1,0 +1,488 @@
+//! Control-plane configuration: seed 001's seven environment variables, the `KUBEHERO_*` settings, and an
+//! optional TOML file (`KUBEHERO_CONFIG`) for what env vars express badly (several issuers, per-issuer claim
+//! names and prefixes, scoped bindings). Environment overrides the file. A bad value stops start-up with a
+//! [`ConfigError`] that names the variable and the fix.
+//!
+//! The environment is read through the [`Env`] trait so tests pass a map and never call `set_var`.
+
+use kubehero_authn::{IssuerConfig, Secret, StaticApiKeys};
+use kubehero_core::{parse_group_roles, Binding, BindingSubject, Role, Scope};
+use serde::Deserialize;
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Where configuration values come from.
+pub trait Env {
+    /// The value of `name`, if set (an empty value counts as unset).
+    fn var(&self, name: &str) -> Option<String>;
+    /// Every variable name, for the unknown-`KUBEHERO_*` warning.
+    fn names(&self) -> Vec<String>;
+}
+
+/// The process environment.
+pub struct ProcessEnv;
+
+impl Env for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok().filter(|v| !v.is_empty())
+    }
+    fn names(&self) -> Vec<String> {
+        std::env::vars_os().filter_map(|(k, _)| k.into_string().ok()).collect()
+    }
+}
+
+impl Env for HashMap<String, String> {
+    fn var(&self, name: &str) -> Option<String> {
+        self.get(name).filter(|v| !v.is_empty()).cloned()
+    }
+    fn names(&self) -> Vec<String> {
+        self.keys().cloned().collect()
+    }
+}
+
+/// One documented setting: its variable, what it does, its default.
+pub struct Setting {
+    pub name: &'static str,
+    pub help: &'static str,
+    pub default: &'static str,
+}
+
+/// Every setting, in the order `--help` and the README list them.
+pub const SETTINGS: &[Setting] = &[
+    Setting { name: "OIDC_ISSUER_URL", help: "Issuer URL of the identity provider; discovery and JWKS are fetched from it. https:// required except on loopback.", default: "unset: no JWT issuer" },
+    Setting { name: "OIDC_AUDIENCE", help: "Audience the tokens must carry (comma-separated for several). Empty skips the aud check (not recommended).", default: "unset" },
+    Setting { name: "KUBEHERO_GROUP_ROLES", help: "Comma-separated group=role pairs mapping groups claim values to viewer, member, auditor, admin, owner.", default: "unset: everyone is viewer" },
+    Setting { name: "KUBEHERO_API_KEYS", help: "Static API keys for service accounts: comma-separated <token> or <token>:<role> (default role viewer). Kept as SHA-256 only.", default: "unset" },
+    Setting { name: "KUBEHERO_SCIM_TOKEN", help: "Bearer token for SCIM 2.0 provisioning. Empty disables SCIM.", default: "unset: SCIM off" },
+    Setting { name: "KUBEHERO_REQUIRE_AUTH", help: "true: requests without a credential get 401. false (open mode): they are an anonymous viewer.", default: "false" },
+    Setting { name: "AUDIT_HMAC_KEY", help: "HMAC-SHA256 key that signs audit rows (at least 32 characters).", default: "unset" },
+    Setting { name: "KUBEHERO_LISTEN", help: "Address and port to listen on.", default: "127.0.0.1:8080" },
+    Setting { name: "KUBEHERO_DATA_DIR", help: "Directory for the embedded SQLite database and local state.", default: "./kubehero-data" },
+    Setting { name: "KUBEHERO_DATABASE_URL", help: "sqlite:PATH (embedded) or postgres://USER:PASSWORD@HOST:PORT/DB (several replicas).", default: "sqlite:<data dir>/kubehero.db" },
+    Setting { name: "KUBEHERO_TLS_CERT", help: "PEM certificate chain; with KUBEHERO_TLS_KEY the server speaks HTTPS (rustls).", default: "unset: plain HTTP" },
+    Setting { name: "KUBEHERO_TLS_KEY", help: "PEM private key for KUBEHERO_TLS_CERT.", default: "unset" },
+    Setting { name: "KUBEHERO_CONFIG", help: "TOML file for several issuers, per-issuer claims, prefixes and group maps, and scoped bindings.", default: "unset" },
+    Setting { name: "KUBEHERO_LOG", help: "Log filter (tracing EnvFilter syntax), e.g. info or kubehero_authn=debug.", default: "info" },
+    Setting { name: "KUBEHERO_LOG_FORMAT", help: "text or json.", default: "text" },
+];
+
+/// Names of other tools' variables that share our prefix and are not ours to warn about.
+const KNOWN_EXTRA: &[&str] = &["KUBEHERO_PEERS_DIR", "KUBEHERO_TEST_LOG", "KUBEHERO_PG_BIN", "KUBEHERO_TOKEN"];
+
+/// A configuration error that stops start-up. Its message names the setting and the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A setting has a value that cannot be used.
+    #[error("{name}: {problem}. Fix: {fix}")]
+    Invalid { name: String, problem: String, fix: String },
+    /// The config file could not be read or parsed.
+    #[error("KUBEHERO_CONFIG ({path}): {problem}. Fix: {fix}")]
+    File { path: String, problem: String, fix: String },
+}
+
+fn invalid(name: &str, problem: impl Into<String>, fix: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { name: name.to_string(), problem: problem.into(), fix: fix.into() }
+}
+
+/// The config file (`KUBEHERO_CONFIG`), TOML. Unknown keys are errors so typos do not silently do nothing.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Same as `KUBEHERO_LISTEN`.
+    pub listen: Option<String>,
+    /// Same as `KUBEHERO_DATA_DIR`.
+    pub data_dir: Option<PathBuf>,
+    /// Same as `KUBEHERO_DATABASE_URL`.
+    pub database_url: Option<String>,
+    /// Same as `KUBEHERO_REQUIRE_AUTH`.
+    pub require_auth: Option<bool>,
+    /// Same as `KUBEHERO_GROUP_ROLES`, as a table: group = "role". Applies to groups from every issuer.
+    #[serde(default)]
+    pub group_roles: BTreeMap<String, String>,
+    /// Capacity of the verified-token cache (entries). Default 100000; 0 disables it.
+    pub token_cache_size: Option<usize>,
+    /// The identity providers whose JWTs are accepted.
+    #[serde(default)]
+    pub issuers: Vec<FileIssuer>,
+    /// Role bindings, optionally scoped to a cluster glob or cluster + namespace.
+    #[serde(default)]
+    pub bindings: Vec<FileBinding>,
+}
+
+/// One issuer in the config file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileIssuer {
+    /// Issuer URL, exactly as the IdP writes it in `iss`.
+    pub issuer: String,
+    /// Accepted audiences; empty skips the check.
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    /// Claim holding the username (principal `sub`). Default `sub`.
+    pub username_claim: Option<String>,
+    /// Claim holding the groups. Default `groups`.
+    pub groups_claim: Option<String>,
+    /// Prefix added to every group from this issuer (e.g. `okta:`), so issuers cannot collide.
+    pub group_prefix: Option<String>,
+    /// group = "role" for this issuer's (prefixed) groups.
+    #[serde(default)]
+    pub group_roles: BTreeMap<String, String>,
+    /// Minimum seconds between unknown-`kid` JWKS refetches. Default 30.
+    pub jwks_refetch_cooldown_secs: Option<u64>,
+    /// Seconds the JWKS is cached. Default 3600.
+    pub jwks_ttl_secs: Option<u64>,
+    /// Upper bound of the retry backoff while the IdP is unreachable. Default 30.
+    pub retry_max_secs: Option<u64>,
+}
+
+/// One binding in the config file: exactly one of `group` or `user`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileBinding {
+    pub group: Option<String>,
+    pub user: Option<String>,
+    pub role: String,
+    /// Cluster-name glob (`*`, `?`).
+    pub cluster: Option<String>,
+    /// Namespace within the cluster; requires `cluster`.
+    pub namespace: Option<String>,
+}
+
+/// TLS files.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// An issuer with its own group map.
+#[derive(Debug, Clone)]
+pub struct IssuerSettings {
+    pub verifier: IssuerConfig,
+    /// group (prefixed) → roles, this issuer only.
+    pub group_roles: Vec<(String, Role)>,
+}
+
+/// The validated configuration of `kubehero serve` and of the CLI commands that open the database.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub database_url: String,
+    pub tls: Option<TlsFiles>,
+    pub require_auth: bool,
+    pub issuers: Vec<IssuerSettings>,
+    /// Group → role pairs that apply to every issuer (`KUBEHERO_GROUP_ROLES` and the file's `group_roles`).
+    pub group_roles: Vec<(String, Role)>,
+    /// Scoped and user bindings from the file.
+    pub bindings: Vec<Binding>,
+    pub api_keys: StaticApiKeys,
+    pub scim_token: Option<Secret>,
+    pub audit_hmac_key: Option<Secret>,
+    pub token_cache_size: usize,
+    /// Non-fatal findings (unknown variables) to log once the logger is up.
+    pub warnings: Vec<String>,
+}
+
+impl ServerConfig {
+    /// Reads and validates the configuration from `env` (and the file it names).
+    pub fn load(env: &dyn Env) -> Result<ServerConfig, ConfigError> {
+        let file = match env.var("KUBEHERO_CONFIG") {
+            Some(path) => read_file(&path)?,
+            None => FileConfig::default(),
+        };
+        Self::from_parts(env, file)
+    }
+
+    /// Builds the configuration from env and an already parsed file.
+    pub fn from_parts(env: &dyn Env, file: FileConfig) -> Result<ServerConfig, ConfigError> {
+        let mut warnings = Vec::new();
+        for name in env.names() {
+            if name.starts_with("KUBEHERO_")
+                && !SETTINGS.iter().any(|s| s.name == name)
+                && !KNOWN_EXTRA.contains(&name.as_str())
+            {
+                warnings.push(format!("unknown setting {name} is ignored; see `kubehero serve --help`"));
+            }
+        }
+
+        let listen_s = env.var("KUBEHERO_LISTEN").or(file.listen).unwrap_or_else(|| "127.0.0.1:8080".into());
+        let listen: SocketAddr = listen_s.parse().map_err(|_| {
+            invalid("KUBEHERO_LISTEN", format!("{listen_s:?} is not an address"), "use IP:PORT, e.g. 0.0.0.0:8080")
+        })?;
+
+        let data_dir = env.var("KUBEHERO_DATA_DIR").map(PathBuf::from).or(file.data_dir).unwrap_or_else(|| "kubehero-data".into());
+        let database_url = env
+            .var("KUBEHERO_DATABASE_URL")
+            .or(file.database_url)
+            .unwrap_or_else(|| format!("sqlite:{}", data_dir.join("kubehero.db").display()));
+        if !(database_url.starts_with("sqlite:") || database_url.starts_with("postgres://") || database_url.starts_with("postgresql://")) {
+            return Err(invalid(
+                "KUBEHERO_DATABASE_URL",
+                format!("unsupported scheme in {:?}", kubehero_store::redact_url(&database_url)),
+                "use sqlite:PATH or postgres://USER:PASSWORD@HOST:PORT/DB",
+            ));
+        }
+
+        let tls = match (env.var("KUBEHERO_TLS_CERT"), env.var("KUBEHERO_TLS_KEY")) {
+            (Some(cert), Some(key)) => Some(TlsFiles { cert: cert.into(), key: key.into() }),
+            (None, None) => None,
+            (Some(_), None) => return Err(invalid("KUBEHERO_TLS_KEY", "missing while KUBEHERO_TLS_CERT is set", "set both, or neither for plain HTTP")),
+            (None, Some(_)) => return Err(invalid("KUBEHERO_TLS_CERT", "missing while KUBEHERO_TLS_KEY is set", "set both, or neither for plain HTTP")),
+        };
+
+        let require_auth = match env.var("KUBEHERO_REQUIRE_AUTH") {
+            Some(v) => parse_bool(&v).ok_or_else(|| invalid("KUBEHERO_REQUIRE_AUTH", format!("{v:?} is not a boolean"), "use true or false"))?,
+            None => file.require_auth.unwrap_or(false),
+        };
+
+        let mut group_roles = Vec::new();
+        for (g, r) in &file.group_roles {
+            let role = r.parse().map_err(|e| file_err(format!("group_roles.{g:?}: {e}"), "use one of viewer, member, auditor, admin, owner"))?;
+            group_roles.push((g.clone(), role));
+        }
+        if let Some(v) = env.var("KUBEHERO_GROUP_ROLES") {
+            let parsed = parse_group_roles(&v).map_err(|e| {
+                invalid("KUBEHERO_GROUP_ROLES", e.to_string(), "use comma-separated group=role pairs, e.g. kubehero-admins=admin,kubehero-viewers=viewer")
+            })?;
+            // Env overrides the file: a group named in the env var loses its file roles.
+            group_roles.retain(|(g, _)| !parsed.iter().any(|(pg, _)| pg == g));
+            group_roles.extend(parsed);
+        }
+
+        let issuers = load_issuers(env, &file.issuers)?;
+        let bindings = load_bindings(&file.bindings)?;
+
+        let api_keys = match env.var("KUBEHERO_API_KEYS") {
+            Some(v) => StaticApiKeys::parse(&v).map_err(|e| {
+                invalid("KUBEHERO_API_KEYS", e.to_string(), "use comma-separated <token> or <token>:<role> entries, tokens of at least 16 characters")
+            })?,
+            None => StaticApiKeys::default(),
+        };
+
+        let audit_hmac_key = env.var("AUDIT_HMAC_KEY").map(Secret::new);
+        if let Some(k) = &audit_hmac_key {
+            if k.expose().len() < 32 {
+                return Err(invalid("AUDIT_HMAC_KEY", "shorter than 32 characters", "generate one with `openssl rand -hex 32`"));
+            }
+        }
+
+        Ok(ServerConfig {
+            listen,
+            data_dir,
+            database_url,
+            tls,
+            require_auth,
+            issuers,
+            group_roles,
+            bindings,
+            api_keys,
+            scim_token: env.var("KUBEHERO_SCIM_TOKEN").map(Secret::new),
+            audit_hmac_key,
+            token_cache_size: file.token_cache_size.unwrap_or(100_000),
+            warnings,
+        })
+    }
+}
+
+fn file_err(problem: impl Into<String>, fix: impl Into<String>) -> ConfigError {
+    ConfigError::File { path: "config file".into(), problem: problem.into(), fix: fix.into() }
+}
+
+fn read_file(path: &str) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+        path: path.into(),
+        problem: format!("cannot read it: {e}"),
+        fix: "point KUBEHERO_CONFIG at a readable TOML file".into(),
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::File {
+        path: path.into(),
+        problem: e.message().to_string(),
+        fix: "see the configuration section of the README for the file's keys".into(),
+    })
+}
+
+fn parse_bool(v: &str) -> Option<bool> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Some(true),
+        "false" | "0" | "no" | "off" => Some(false),
+        _ => None,
+    }
+}
+
+fn load_issuers(env: &dyn Env, file: &[FileIssuer]) -> Result<Vec<IssuerSettings>, ConfigError> {
+    let mut out: Vec<IssuerSettings> = Vec::new();
+    for (i, f) in file.iter().enumerate() {
+        let mut c = IssuerConfig::new(f.issuer.clone());
+        c.audiences = f.audiences.clone();
+        if let Some(v) = &f.username_claim {
+            c.username_claim = v.clone();
+        }
+        if let Some(v) = &f.groups_claim {
+            c.groups_claim = v.clone();
+        }
+        if let Some(v) = &f.group_prefix {
+            c.group_prefix = v.clone();
+        }
+        if let Some(v) = f.jwks_refetch_cooldown_secs {
+            c.refetch_cooldown = Duration::from_secs(v);
+        }
+        if let Some(v) = f.jwks_ttl_secs {
+            c.jwks_ttl = Duration::from_secs(v.max(1));
+        }
+        if let Some(v) = f.retry_max_secs {
+            c.retry_max = Duration::from_secs(v.max(1));
+        }
+        c.validate().map_err(|e| file_err(format!("issuers[{i}] ({}): {e}", f.issuer), "use https://, or http:// on 127.0.0.1/localhost for development"))?;
+        let mut group_roles = Vec::new();
+        for (g, r) in &f.group_roles {
+            let role = r.parse().map_err(|e| file_err(format!("issuers[{i}].group_roles.{g:?}: {e}"), "use one of viewer, member, auditor, admin, owner"))?;
+            group_roles.push((g.clone(), role));
+        }
+        if out.iter().any(|o| o.verifier.issuer == c.issuer) {
+            return Err(file_err(format!("issuers[{i}]: issuer {} is listed twice", c.issuer), "list each issuer once"));
+        }
+        out.push(IssuerSettings { verifier: c, group_roles });
+    }
+    if let Some(url) = env.var("OIDC_ISSUER_URL") {
+        let audiences: Vec<String> = env
+            .var("OIDC_AUDIENCE")
+            .map(|a| a.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
+            .unwrap_or_default();
+        if let Some(existing) = out.iter_mut().find(|o| o.verifier.issuer == url) {
+            // Env overrides the file for the same issuer.
+            if env.var("OIDC_AUDIENCE").is_some() {
+                existing.verifier.audiences = audiences;
+            }
+        } else {
+            let mut c = IssuerConfig::new(url.clone());
+            c.audiences = audiences;
+            c.validate().map_err(|e| invalid("OIDC_ISSUER_URL", format!("{url:?}: {e}"), "use the https:// issuer URL of your IdP (http:// only on 127.0.0.1/localhost)"))?;
+            out.push(IssuerSettings { verifier: c, group_roles: Vec::new() });
+        }
+    } else if env.var("OIDC_AUDIENCE").is_some() && out.is_empty() {
+        return Err(invalid("OIDC_AUDIENCE", "set without OIDC_ISSUER_URL", "set OIDC_ISSUER_URL too, or unset OIDC_AUDIENCE"));
+    }
+    Ok(out)
+}
+
+fn load_bindings(file: &[FileBinding]) -> Result<Vec<Binding>, ConfigError> {
+    let mut out = Vec::new();
+    for (i, b) in file.iter().enumerate() {
+        let subject = match (&b.group, &b.user) {
+            (Some(g), None) if !g.is_empty() => BindingSubject::Group(g.clone()),
+            (None, Some(u)) if !u.is_empty() => BindingSubject::User(u.clone()),
+            _ => return Err(file_err(format!("bindings[{i}]: needs exactly one of group or user"), "set group = \"…\" or user = \"…\"")),
+        };
+        let role: Role = b.role.parse().map_err(|e| file_err(format!("bindings[{i}]: {e}"), "use one of viewer, member, auditor, admin, owner"))?;
+        let scope = validate_scope(b.cluster.clone(), b.namespace.clone()).map_err(|e| file_err(format!("bindings[{i}]: {e}"), "cluster is a glob of [a-z0-9.-_*?]; namespace needs cluster"))?;
+        out.push(Binding { subject, role, scope });
+    }
+    Ok(out)
+}
+
+/// Checks a binding scope as given by a user (config file or API).
+pub fn validate_scope(cluster: Option<String>, namespace: Option<String>) -> Result<Scope, String> {
+    if let Some(c) = &cluster {
+        if !kubehero_core::glob::is_valid(c) {
+            return Err(format!("cluster glob {c:?} is invalid"));
+        }
+    }
+    if let Some(n) = &namespace {
+        if cluster.is_none() {
+            return Err("namespace given without cluster".into());
+        }
+        if !is_dns_label(n) {
+            return Err(format!("namespace {n:?} is not a valid Kubernetes namespace name"));
+        }
+    }
+    Ok(Scope::from_parts(cluster, namespace))
+}
+
+/// RFC 1123 label: lowercase alphanumerics and '-', 1–63 chars, alphanumeric at both ends.
+pub fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+/// The `--help` text listing every setting.
+pub fn settings_help() -> String {
+    let mut s = String::from("Settings (environment variables; a KUBEHERO_CONFIG file may set the same and more, env wins):\n\n");
+    for st in SETTINGS {
+        s.push_str(&format!("  {}\n      {}\n      [default: {}]\n", st.name, st.help, st.default));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults() {
+        let c = ServerConfig::load(&env(&[])).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.database_url, "sqlite:kubehero-data/kubehero.db");
+        assert!(!c.require_auth);
+        assert!(c.issuers.is_empty());
+    }
+
+    #[test]
+    fn errors_name_the_variable() {
+        for (k, v) in [
+            ("KUBEHERO_LISTEN", "nope"),
+            ("KUBEHERO_REQUIRE_AUTH", "maybe"),
+            ("KUBEHERO_GROUP_ROLES", "admins=root"),
+            ("KUBEHERO_DATABASE_URL", "mysql://x"),
+            ("OIDC_ISSUER_URL", "http://idp.example.com"),
+            ("KUBEHERO_TLS_CERT", "/x"),
+            ("AUDIT_HMAC_KEY", "short"),
+        ] {
+            let e = ServerConfig::load(&env(&[(k, v)])).unwrap_err().to_string();
+            assert!(e.starts_with(k), "{k}: {e}");
+            assert!(e.contains("Fix:"), "{e}");
+        }
+    }
+
+    #[test]
+    fn warns_about_unknown_variables() {
+        let c = ServerConfig::load(&env(&[("KUBEHERO_LISTN", "x")])).unwrap();
+        assert_eq!(c.warnings.len(), 1);
+    }
+
+    #[test]
+    fn file_with_issuers_and_bindings() {
+        let file: FileConfig = toml::from_str(
+            r#"
+            require_auth = true
+            group_roles = { "admins" = "admin" }
+            [[issuers]]
+            issuer = "https://idp.example.com"
+            audiences = ["kubehero"]
+            group_prefix = "okta:"
+            group_roles = { "okta:sre" = "owner" }
+            [[bindings]]
+            group = "oncall"
+            role = "admin"
+            cluster = "prod-*"
+            namespace = "payments"
+            "#,
+        )
+        .unwrap();
+        let c = ServerConfig::from_parts(&env(&[("KUBEHERO_REQUIRE_AUTH", "false")]), file).unwrap();
+        assert!(!c.require_auth, "env overrides file");
+        assert_eq!(c.issuers[0].verifier.group_prefix, "okta:");
+        assert_eq!(c.bindings[0].scope, Scope::Namespace { cluster: "prod-*".into(), namespace: "payments".into() });
+        let bad: Result<FileConfig, _> = toml::from_str("listen_addr = \"x\"");
+        assert!(bad.is_err(), "unknown keys are refused");
+    }
+}

@@ -1,0 +1,166 @@
+//! The KubeHero control plane's HTTP layer.
+//!
+//! [`routes::app`] builds the router from the route table; [`start`] wires configuration, storage, the
+//! verifier and background tasks, binds the listener (plain or rustls) and serves until shut down. Tests and
+//! benchmarks call [`start`] with port 0.
+
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod grants;
+pub mod metrics;
+pub mod middleware;
+pub mod routes;
+pub mod state;
+mod tls;
+
+use crate::config::ServerConfig;
+use crate::grants::BindingsCache;
+use crate::metrics::Metrics;
+use crate::state::{AppState, Clock, SystemClock};
+use kubehero_authn::{TokenCache, Verifier};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+pub use routes::app;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The database could not be opened or migrated.
+    #[error("{0}")]
+    Store(#[from] kubehero_store::StoreError),
+    /// The issuers could not be set up.
+    #[error("OIDC issuer configuration: {0}")]
+    Authn(#[from] kubehero_authn::AuthnError),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}. Fix: choose a free address with KUBEHERO_LISTEN")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    /// The TLS files could not be loaded.
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// The data directory could not be created.
+    #[error("cannot create the data directory {path}: {source}. Fix: set KUBEHERO_DATA_DIR to a writable directory")]
+    DataDir { path: String, source: std::io::Error },
+}
+
+/// A running server.
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    pub state: AppState,
+    shutdown: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RunningServer {
+    /// Stops accepting, lets in-flight requests finish, and waits.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.task.await;
+    }
+
+    /// Waits until the server stops (after a shutdown signal).
+    pub async fn wait(self) {
+        let _ = self.task.await;
+    }
+
+    /// A handle that triggers shutdown.
+    pub fn shutdown_handle(&self) -> watch::Sender<bool> {
+        self.shutdown.clone()
+    }
+}
+
+/// Builds the state from a configuration and an open store.
+pub async fn build_state(
+    config: &ServerConfig,
+    store: Arc<dyn kubehero_store::Store>,
+    clock: Arc<dyn Clock>,
+) -> Result<AppState, StartError> {
+    let metrics = Arc::new(Metrics::new());
+    let verifier = Verifier::new(config.issuers.iter().map(|i| i.verifier.clone()).collect(), metrics.clone())?;
+    verifier.start();
+    let issuer_maps: Vec<_> =
+        config.issuers.iter().map(|i| (i.verifier.issuer.clone(), i.group_roles.clone())).collect();
+    let bindings = Arc::new(BindingsCache::new(store.clone(), &config.group_roles, &issuer_maps, config.bindings.clone()));
+    bindings.reload().await?;
+    Ok(AppState {
+        store,
+        verifier,
+        token_cache: Arc::new(TokenCache::new(config.token_cache_size)),
+        api_keys: Arc::new(config.api_keys.clone()),
+        bindings,
+        metrics,
+        clock,
+        require_auth: config.require_auth,
+    })
+}
+
+/// Opens the database named by the configuration, creating the data directory for SQLite.
+pub async fn open_store(config: &ServerConfig) -> Result<Arc<dyn kubehero_store::Store>, StartError> {
+    if config.database_url.starts_with("sqlite:") && !config.database_url.contains(":memory:") {
+        std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
+            path: config.data_dir.display().to_string(),
+            source,
+        })?;
+    }
+    Ok(kubehero_store::open(&config.database_url).await?)
+}
+
+/// Starts the control plane: opens the store, builds the state, binds, serves in the background.
+pub async fn start(config: &ServerConfig) -> Result<RunningServer, StartError> {
+    let store = open_store(config).await?;
+    start_with(config, store, Arc::new(SystemClock)).await
+}
+
+/// [`start`] with a given store and clock (tests inject both).
+pub async fn start_with(
+    config: &ServerConfig,
+    store: Arc<dyn kubehero_store::Store>,
+    clock: Arc<dyn Clock>,
+) -> Result<RunningServer, StartError> {
+    let state = build_state(config, store, clock).await?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| StartError::Bind { addr: config.listen, source })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: config.listen, source })?;
+    let (tx, rx) = watch::channel(false);
+    spawn_refresh(state.clone(), rx.clone());
+    let router = app(state.clone());
+    let task = match &config.tls {
+        Some(files) => {
+            let acceptor = tls::acceptor(files)?;
+            tokio::spawn(tls::serve(listener, acceptor, router, rx))
+        }
+        None => tokio::spawn(async move {
+            let mut rx = rx;
+            let served = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+                .with_graceful_shutdown(async move {
+                    let _ = rx.wait_for(|v| *v).await;
+                })
+                .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "server stopped with an error");
+            }
+        }),
+    };
+    Ok(RunningServer { addr, state, shutdown: tx, task })
+}
+
+/// Reloads database bindings every few seconds so changes made through another replica apply here too.
+fn spawn_refresh(state: AppState, mut stop: watch::Receiver<bool>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    if let Err(e) = state.bindings.reload().await {
+                        tracing::warn!(error = %e, "periodic role-binding reload failed");
+                    }
+                }
+                _ = stop.wait_for(|v| *v) => return,
+            }
+        }
+    });
+}

@@ -1,0 +1,80 @@
+//! The one point every request passes through: it assigns the request id (`X-Request-Id`, echoed on every
+//! response and put into error bodies), counts the request, and makes every error answer — ours, axum's
+//! rejections, fallbacks — carry the `{"code","message","request_id"}` shape. The audit log hooks in here.
+
+use crate::error::{render, ApiError, Code};
+use crate::state::AppState;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderName, HeaderValue};
+use axum::middleware::Next;
+use axum::response::Response;
+use ring::rand::{SecureRandom, SystemRandom};
+
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The request id of the current request, in request extensions.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+/// Accepts a caller's id when it is short and plain (a load balancer's), otherwise makes a new one.
+fn request_id(req: &Request) -> String {
+    if let Some(v) = req.headers().get(&X_REQUEST_ID).and_then(|v| v.to_str().ok()) {
+        if !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b)) {
+            return v.to_string();
+        }
+    }
+    let mut b = [0u8; 16];
+    if SystemRandom::new().fill(&mut b).is_err() {
+        return "unknown".to_string();
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Request id, metrics and error shape.
+pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let id = request_id(&req);
+    req.extensions_mut().insert(RequestId(id.clone()));
+    let method = req.method().as_str().to_string();
+    let mut res = next.run(req).await;
+    let route = res
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".to_string());
+    let status = res.status();
+    if status.is_client_error() || status.is_server_error() {
+        let (code, message) = match res.extensions().get::<ApiError>() {
+            Some(e) => (e.code, e.message.clone()),
+            None => {
+                let code = Code::from_status(status);
+                (code, status.canonical_reason().unwrap_or("error").to_lowercase())
+            }
+        };
+        let ext = std::mem::take(res.extensions_mut());
+        let mut rendered = render(code, &message, &id);
+        *rendered.status_mut() = status;
+        *rendered.extensions_mut() = ext;
+        for (k, v) in res.headers() {
+            if k != axum::http::header::CONTENT_LENGTH && !rendered.headers().contains_key(k) {
+                rendered.headers_mut().insert(k.clone(), v.clone());
+            }
+        }
+        res = rendered;
+    }
+    state.metrics.http_request(&method, &route, res.status().as_u16());
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        res.headers_mut().insert(X_REQUEST_ID.clone(), v);
+    }
+    res
+}
+
+/// Runs after routing: copies the matched route template into the response so [`observe`] can label metrics
+/// with `/api/v1/clusters/{name}` rather than with every cluster's name.
+pub async fn tag_route(req: Request, next: Next) -> Response {
+    let matched = req.extensions().get::<MatchedPath>().cloned();
+    let mut res = next.run(req).await;
+    if let Some(m) = matched {
+        res.extensions_mut().insert(m);
+    }
+    res
+}

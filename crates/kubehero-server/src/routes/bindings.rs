@@ -1,0 +1,91 @@
+//! Role bindings: viewers list them; owners create and delete the database's bindings. Bindings from the
+//! config file are listed with `source: "config"` and cannot be deleted through the API.
+
+use super::Json;
+use crate::auth::{allow, Auth};
+use crate::config::validate_scope;
+use crate::error::{ApiError, ApiResult, Code};
+use crate::state::AppState;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use kubehero_core::{Action, Binding, BindingSubject, Role, Target};
+use kubehero_store::StoredBinding;
+use ring::rand::{SecureRandom, SystemRandom};
+use serde::Deserialize;
+use serde_json::json;
+
+/// `GET /api/v1/role-bindings` — permission: `role_binding.list` (viewer).
+pub async fn list(State(s): State<AppState>, Auth(p): Auth) -> ApiResult<impl IntoResponse> {
+    allow(&p, Action::RoleBindingList, Target::NONE)?;
+    let mut items: Vec<serde_json::Value> = s
+        .bindings
+        .file_bindings()
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            let mut v = json!(b);
+            v["id"] = json!(format!("config-{i}"));
+            v["source"] = json!("config");
+            v
+        })
+        .collect();
+    for b in s.store.list_bindings().await? {
+        let mut v = json!(b);
+        v["source"] = json!("api");
+        items.push(v);
+    }
+    Ok(axum::Json(json!({ "items": items })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateBinding {
+    /// `{"kind":"group","name":"…"}` or `{"kind":"user","name":"…"}`.
+    subject: BindingSubject,
+    role: Role,
+    #[serde(default)]
+    cluster: Option<String>,
+    #[serde(default)]
+    namespace: Option<String>,
+}
+
+/// `POST /api/v1/role-bindings` — permission: `role_binding.create` (owner).
+pub async fn create(State(s): State<AppState>, Auth(p): Auth, Json(b): Json<CreateBinding>) -> ApiResult<impl IntoResponse> {
+    allow(&p, Action::RoleBindingCreate, Target::NONE)?;
+    let name = match &b.subject {
+        BindingSubject::Group(n) | BindingSubject::User(n) => n,
+    };
+    if name.is_empty() || name.len() > 512 || name.chars().any(char::is_control) {
+        return Err(ApiError::invalid("subject name must be 1-512 printable characters"));
+    }
+    let scope = validate_scope(b.cluster, b.namespace).map_err(ApiError::invalid)?;
+    let mut raw = [0u8; 10];
+    SystemRandom::new().fill(&mut raw).map_err(|_| ApiError::new(Code::Internal, "no randomness available"))?;
+    let stored = StoredBinding {
+        id: format!("rb_{}", raw.iter().map(|x| format!("{x:02x}")).collect::<String>()),
+        binding: Binding { subject: b.subject, role: b.role, scope },
+        created_by: p.sub.clone(),
+        created_at: s.clock.now(),
+    };
+    s.store.create_binding(&stored).await?;
+    reload(&s).await;
+    Ok((StatusCode::CREATED, axum::Json(stored)))
+}
+
+/// `DELETE /api/v1/role-bindings/{id}` — permission: `role_binding.delete` (owner).
+pub async fn delete(State(s): State<AppState>, Auth(p): Auth, Path(id): Path<String>) -> ApiResult<impl IntoResponse> {
+    allow(&p, Action::RoleBindingDelete, Target::NONE)?;
+    if id.starts_with("config-") {
+        return Err(ApiError::new(Code::FailedPrecondition, "bindings from the config file are changed in the file"));
+    }
+    s.store.delete_binding(&id).await?;
+    reload(&s).await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn reload(s: &AppState) {
+    if let Err(e) = s.bindings.reload().await {
+        tracing::warn!(error = %e, "reloading role bindings failed; the periodic refresh will retry");
+    }
+}

@@ -1,0 +1,52 @@
+//! Liveness, readiness and metrics. Public: no authentication, nothing secret in the bodies.
+
+use crate::state::AppState;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use serde_json::json;
+
+/// `GET /healthz` — permission: public. The process is up and serving.
+pub async fn healthz() -> impl IntoResponse {
+    axum::Json(json!({ "status": "ok" }))
+}
+
+/// `GET /readyz` — permission: public. Ready when the database answers. Issuers are reported in the body
+/// but never make the server unready: an IdP being down only affects that issuer's tokens.
+pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    let db = tokio::time::timeout(std::time::Duration::from_secs(2), state.store.ping()).await;
+    let (db_ok, db_error) = match db {
+        Ok(Ok(())) => (true, None),
+        Ok(Err(e)) => (false, Some(e.to_string())),
+        Err(_) => (false, Some("timed out after 2 s".to_string())),
+    };
+    let issuers: Vec<_> = state
+        .verifier
+        .health()
+        .into_iter()
+        .map(|h| {
+            json!({
+                "issuer": h.issuer,
+                "healthy": h.healthy,
+                "keys": h.keys,
+                "last_success": h.last_success_unix.map(super::rfc3339),
+                "last_error": h.last_error,
+            })
+        })
+        .collect();
+    let status = if db_ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let body = json!({
+        "status": if db_ok { "ready" } else { "not_ready" },
+        "database": { "backend": state.store.backend(), "ok": db_ok, "error": db_error },
+        "issuers": issuers,
+    });
+    (status, axum::Json(body))
+}
+
+/// `GET /metrics` — permission: public. Prometheus text format.
+pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        state.metrics.render(),
+    )
+}

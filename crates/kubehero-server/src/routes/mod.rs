@@ -1,0 +1,148 @@
+//! The route table. Every route is declared here with the permission it needs, and the router is built only
+//! from this table, so a route without a declared permission cannot exist; `tests/it/routes.rs` walks the
+//! table and checks every route enforces what it declares.
+
+mod api_keys;
+mod bindings;
+mod clusters;
+mod health;
+mod policies;
+mod settings;
+mod whoami;
+
+use crate::auth::authenticate_request;
+use crate::error::ApiError;
+use crate::middleware::{observe, tag_route};
+use crate::state::AppState;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, FromRequest, Request};
+use axum::http::{Method, StatusCode};
+use axum::routing::{on, MethodFilter, MethodRouter};
+use axum::Router;
+use kubehero_core::Action;
+use serde::de::DeserializeOwned;
+
+/// What a route requires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Permission {
+    /// No authentication at all: health and metrics.
+    Public,
+    /// Authentication, then the handler authorizes this action (on a target it determines).
+    Requires(Action),
+}
+
+/// One declared route.
+#[derive(Debug, Clone)]
+pub struct RouteSpec {
+    pub method: Method,
+    pub path: &'static str,
+    pub permission: Permission,
+}
+
+/// Largest JSON body accepted by the API.
+pub const MAX_BODY: usize = 64 * 1024;
+
+fn spec(method: Method, path: &'static str, permission: Permission) -> RouteSpec {
+    RouteSpec { method, path, permission }
+}
+
+/// Every route with its permission and handler.
+pub fn table() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
+    use Action::*;
+    use Permission::*;
+    let r = |method: Method, path, perm, h: MethodRouter<AppState>| (spec(method, path, perm), h);
+    vec![
+        r(Method::GET, "/healthz", Public, on(MethodFilter::GET, health::healthz)),
+        r(Method::GET, "/readyz", Public, on(MethodFilter::GET, health::readyz)),
+        r(Method::GET, "/metrics", Public, on(MethodFilter::GET, health::metrics)),
+        r(Method::GET, "/api/v1/whoami", Requires(WhoAmI), on(MethodFilter::GET, whoami::whoami)),
+        r(Method::GET, "/api/v1/clusters", Requires(ClusterList), on(MethodFilter::GET, clusters::list)),
+        r(Method::POST, "/api/v1/clusters", Requires(ClusterRegister), on(MethodFilter::POST, clusters::register)),
+        r(Method::GET, "/api/v1/clusters/{name}", Requires(ClusterGet), on(MethodFilter::GET, clusters::get)),
+        r(Method::DELETE, "/api/v1/clusters/{name}", Requires(ClusterDelete), on(MethodFilter::DELETE, clusters::delete)),
+        r(Method::GET, "/api/v1/policies", Requires(PolicyList), on(MethodFilter::GET, policies::list)),
+        r(Method::POST, "/api/v1/policies", Requires(PolicyCreate), on(MethodFilter::POST, policies::create)),
+        r(Method::GET, "/api/v1/policies/{id}", Requires(PolicyGet), on(MethodFilter::GET, policies::get)),
+        r(Method::PUT, "/api/v1/policies/{id}", Requires(PolicyUpdate), on(MethodFilter::PUT, policies::update)),
+        r(Method::GET, "/api/v1/policies/{id}/history", Requires(PolicyGet), on(MethodFilter::GET, policies::history)),
+        r(Method::POST, "/api/v1/policies/{id}/arm", Requires(PolicyArm), on(MethodFilter::POST, policies::arm)),
+        r(Method::POST, "/api/v1/policies/{id}/disarm", Requires(PolicyDisarm), on(MethodFilter::POST, policies::disarm)),
+        r(Method::POST, "/api/v1/policies/{id}/undo", Requires(PolicyUndo), on(MethodFilter::POST, policies::undo)),
+        r(Method::GET, "/api/v1/role-bindings", Requires(RoleBindingList), on(MethodFilter::GET, bindings::list)),
+        r(Method::POST, "/api/v1/role-bindings", Requires(RoleBindingCreate), on(MethodFilter::POST, bindings::create)),
+        r(Method::DELETE, "/api/v1/role-bindings/{id}", Requires(RoleBindingDelete), on(MethodFilter::DELETE, bindings::delete)),
+        r(Method::GET, "/api/v1/api-keys", Requires(ApiKeyList), on(MethodFilter::GET, api_keys::list)),
+        r(Method::POST, "/api/v1/api-keys", Requires(ApiKeyCreate), on(MethodFilter::POST, api_keys::create)),
+        r(Method::DELETE, "/api/v1/api-keys/{id}", Requires(ApiKeyRevoke), on(MethodFilter::DELETE, api_keys::revoke)),
+        r(Method::GET, "/api/v1/settings", Requires(SettingsRead), on(MethodFilter::GET, settings::list)),
+        r(Method::GET, "/api/v1/settings/{key}", Requires(SettingsRead), on(MethodFilter::GET, settings::get)),
+        r(Method::PUT, "/api/v1/settings/{key}", Requires(SettingsWrite), on(MethodFilter::PUT, settings::put)),
+    ]
+}
+
+/// Builds the whole application from the route table.
+pub fn app(state: AppState) -> Router {
+    let mut public = Router::new();
+    let mut api = Router::new();
+    let mut paths: Vec<(&'static str, Permission, MethodRouter<AppState>)> = Vec::new();
+    for (spec, handler) in table() {
+        match paths.iter_mut().find(|(p, _, _)| *p == spec.path) {
+            Some(entry) => entry.2 = std::mem::take(&mut entry.2).merge(handler),
+            None => paths.push((spec.path, spec.permission, handler)),
+        }
+    }
+    for (path, perm, handler) in paths {
+        match perm {
+            Permission::Public => public = public.route(path, handler),
+            Permission::Requires(_) => api = api.route(path, handler),
+        }
+    }
+    let api = api
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), authenticate_request))
+        .layer(DefaultBodyLimit::max(MAX_BODY));
+    Router::new()
+        .merge(public)
+        .merge(api)
+        .route_layer(axum::middleware::from_fn(tag_route))
+        .fallback(|| async { ApiError::not_found("no such route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(crate::error::Code::Unimplemented, "method not allowed on this route")
+        })
+        .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
+        .with_state(state)
+}
+
+/// A JSON body extractor whose rejections keep the API's error shape.
+pub struct Json<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(v)) => Ok(Json(v)),
+            Err(rej) => Err(json_rejection(rej)),
+        }
+    }
+}
+
+fn json_rejection(rej: JsonRejection) -> ApiError {
+    use crate::error::Code;
+    if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        return ApiError::new(Code::OutOfRange, format!("request body larger than {MAX_BODY} bytes"));
+    }
+    match rej {
+        JsonRejection::MissingJsonContentType(_) => ApiError::invalid("send Content-Type: application/json"),
+        JsonRejection::JsonSyntaxError(e) => ApiError::invalid(format!("malformed JSON: {}", e.body_text())),
+        JsonRejection::JsonDataError(e) => ApiError::invalid(format!("invalid request body: {}", e.body_text())),
+        other => ApiError::invalid(other.body_text()),
+    }
+}
+
+/// Current time as RFC 3339, for responses.
+pub fn rfc3339(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_default()
+}

@@ -1,0 +1,39 @@
+//! Shared application state: a `Clone` struct of `Arc`s, built once at start-up.
+
+use crate::grants::BindingsCache;
+use crate::metrics::Metrics;
+use kubehero_authn::{StaticApiKeys, TokenCache, Verifier};
+use kubehero_store::Store;
+use std::sync::Arc;
+
+/// Wall-clock time, injectable so tests can move it.
+pub trait Clock: Send + Sync {
+    /// Unix seconds.
+    fn now(&self) -> i64;
+}
+
+/// The system clock.
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0)
+    }
+}
+
+/// Everything a handler may use.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub verifier: Verifier,
+    pub token_cache: Arc<TokenCache>,
+    pub api_keys: Arc<StaticApiKeys>,
+    pub bindings: Arc<BindingsCache>,
+    pub metrics: Arc<Metrics>,
+    pub clock: Arc<dyn Clock>,
+    /// `KUBEHERO_REQUIRE_AUTH`.
+    pub require_auth: bool,
+}

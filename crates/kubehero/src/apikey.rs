@@ -1,0 +1,80 @@
+//! `kubehero apikey create|list|revoke`: manage API keys directly in the database, on the server host.
+//! The key is printed once, on creation; only its SHA-256 is stored.
+
+use anyhow::Context;
+use clap::Subcommand;
+use kubehero_authn::{generate_api_key, sha256_hex};
+use kubehero_core::Role;
+use kubehero_server::config::ServerConfig;
+use kubehero_store::ApiKeyRecord;
+
+#[derive(Subcommand)]
+pub enum ApiKeyCommand {
+    /// Create a key and print it once.
+    Create {
+        /// A name saying what the key is for (e.g. ci-pipeline).
+        #[arg(long)]
+        name: String,
+        /// viewer, member, auditor, admin or owner.
+        #[arg(long, default_value = "viewer")]
+        role: Role,
+        /// Who is responsible for the key (a person's sub or email).
+        #[arg(long, default_value = "local-operator")]
+        owner: String,
+        /// Days until the key expires (1-3650).
+        #[arg(long, default_value_t = 90, value_parser = clap::value_parser!(u32).range(1..=3650))]
+        expires_in_days: u32,
+    },
+    /// List keys (ids, names, roles, owners, expiry; never the keys).
+    List {
+        /// Only keys of this owner.
+        #[arg(long)]
+        owner: Option<String>,
+    },
+    /// Revoke a key by its id (the first 16 hex characters of its SHA-256, as `list` shows).
+    Revoke { id: String },
+}
+
+pub async fn run(cmd: ApiKeyCommand, cfg: ServerConfig) -> anyhow::Result<()> {
+    let store = kubehero_server::open_store(&cfg).await.context("opening the database (same settings as `kubehero serve`)")?;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+    match cmd {
+        ApiKeyCommand::Create { name, role, owner, expires_in_days } => {
+            let secret = generate_api_key().context("generating a key")?;
+            let hash = sha256_hex(secret.expose());
+            let rec = ApiKeyRecord {
+                id: hash[..16].to_string(),
+                hash,
+                name,
+                role,
+                owner,
+                created_at: now,
+                expires_at: Some(now + i64::from(expires_in_days) * 86_400),
+                revoked_at: None,
+            };
+            store.create_api_key(&rec).await?;
+            eprintln!("created API key {} ({}, role {}); it is shown once, store it now:", rec.id, rec.name, rec.role);
+            println!("{}", secret.expose());
+        }
+        ApiKeyCommand::List { owner } => {
+            let keys = store.list_api_keys(owner.as_deref()).await?;
+            println!("{:<16}  {:<8}  {:<20}  {:<24}  {:<10}  STATUS", "ID", "ROLE", "NAME", "OWNER", "EXPIRES");
+            for k in keys {
+                let status = if k.revoked_at.is_some() {
+                    "revoked"
+                } else if k.expires_at.is_some_and(|e| e <= now) {
+                    "expired"
+                } else {
+                    "active"
+                };
+                let expires = k.expires_at.map(|e| format!("in {}d", (e - now).max(0) / 86_400)).unwrap_or_else(|| "never".into());
+                println!("{:<16}  {:<8}  {:<20}  {:<24}  {:<10}  {status}", k.id, k.role, k.name, k.owner, expires);
+            }
+        }
+        ApiKeyCommand::Revoke { id } => {
+            let rec = store.revoke_api_key(&id, now).await.with_context(|| format!("revoking {id}; `kubehero apikey list` shows the ids"))?;
+            eprintln!("revoked API key {} ({})", rec.id, rec.name);
+        }
+    }
+    Ok(())
+}
