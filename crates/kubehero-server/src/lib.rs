@@ -136,9 +136,7 @@ pub async fn start_with(
         None => tokio::spawn(async move {
             let mut rx = rx;
             let served = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-                .with_graceful_shutdown(async move {
-                    let _ = rx.wait_for(|v| *v).await;
-                })
+                .with_graceful_shutdown(async move { stopped(&mut rx).await })
                 .await;
             if let Err(e) = served {
                 tracing::error!(error = %e, "server stopped with an error");
@@ -159,8 +157,13 @@ fn spawn_refresh(state: AppState, mut stop: watch::Receiver<bool>) {
                         tracing::warn!(error = %e, "periodic role-binding reload failed");
                     }
                 }
-                _ = stop.wait_for(|v| *v) => return,
+                _ = stopped(&mut stop) => return,
             }
         }
     });
+}
+
+/// Resolves once the shutdown flag is set (or its sender is gone).
+pub(crate) async fn stopped(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|v| *v).await;
 }

@@ -2,7 +2,7 @@
 //! over HTTP/1.1 or HTTP/2 (ALPN) with graceful shutdown.
 
 use crate::config::TlsFiles;
-use crate::StartError;
+use crate::{stopped, StartError};
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
@@ -51,7 +51,7 @@ pub async fn serve(listener: TcpListener, acceptor: TlsAcceptor, router: Router,
                     continue;
                 }
             },
-            _ = stop.wait_for(|v| *v) => return,
+            _ = stopped(&mut stop) => return,
         };
         let acceptor = acceptor.clone();
         let mut make = make.clone();

@@ -2,4 +2,5 @@
 //! `oidc-provider`. Every fixture binds port 0 or a free port it picked, and stops its process on drop.
 //! Peers are installed into `$KUBEHERO_PEERS_DIR` (default `~/.cache/kubehero-peers`), outside the repo.
 
+pub mod oidc;
 pub mod postgres;

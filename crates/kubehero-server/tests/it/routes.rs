@@ -1,0 +1,280 @@
+//! The route × role × scope matrix, and the walk over the route table: every route declares a permission,
+//! every API route refuses a request without a credential when auth is required, and every route is in the
+//! hand-written matrix below (so a new route cannot ship without its expected allow/deny row).
+
+use crate::support::*;
+use kubehero_server::routes::{table, Permission};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use std::collections::BTreeSet;
+
+const SCOPED: &str = "scoped-admin-key-0123456789"; // viewer + admin on clusters prod-*
+const NS: &str = "ns-admin-key-0123456789abc"; // viewer + admin on prod-eu/payments
+
+/// Who is asking, in matrix column order.
+fn principals() -> Vec<(&'static str, Option<&'static str>)> {
+    vec![
+        ("anonymous", None),
+        ("viewer", Some(VIEWER)),
+        ("member", Some(MEMBER)),
+        ("auditor", Some(AUDITOR)),
+        ("admin", Some(ADMIN)),
+        ("owner", Some(OWNER)),
+        ("scoped-admin prod-*", Some(SCOPED)),
+        ("ns-admin prod-eu/payments", Some(NS)),
+    ]
+}
+
+async fn matrix_server() -> TestServer {
+    let keys = format!("{},{SCOPED}:viewer,{NS}:viewer", api_keys_env());
+    let file = format!(
+        r#"
+        [[bindings]]
+        user = "{}"
+        role = "admin"
+        cluster = "prod-*"
+        [[bindings]]
+        user = "{}"
+        role = "admin"
+        cluster = "prod-eu"
+        namespace = "payments"
+        "#,
+        key_sub(SCOPED),
+        key_sub(NS)
+    );
+    let ts = TestServer::start(&[("KUBEHERO_API_KEYS", &keys)], Some(&file)).await;
+    for c in ["prod-eu", "staging"] {
+        let r = ts.post("/api/v1/clusters", Some(OWNER), json!({ "name": c })).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    }
+    ts
+}
+
+struct Matrix<'a> {
+    ts: &'a TestServer,
+    covered: BTreeSet<(String, String)>,
+    counter: usize,
+}
+
+impl Matrix<'_> {
+    fn fresh(&mut self) -> usize {
+        self.counter += 1;
+        self.counter
+    }
+
+    /// Sends one request per principal (built by `make`, which may create fresh fixtures first) and checks
+    /// allow (2xx) or deny (403) against `expect` (`A`/`D` per principal column).
+    async fn row<F, Fut>(&mut self, method: Method, template: &str, expect: &str, mut make: F)
+    where
+        F: FnMut(usize, usize) -> Fut,
+        Fut: std::future::Future<Output = (String, Option<Value>)>,
+    {
+        self.covered.insert((method.to_string(), template.to_string()));
+        let expect: Vec<char> = expect.chars().filter(|c| !c.is_whitespace()).collect();
+        assert_eq!(expect.len(), principals().len(), "{template}: one letter per principal");
+        for (i, (who, token)) in principals().into_iter().enumerate() {
+            let n = self.fresh();
+            let (path, body) = make(i, n).await;
+            let r = self.ts.call(method.clone(), &path, token, body).await;
+            match expect[i] {
+                'A' => assert!(r.status.is_success(), "{method} {path} as {who}: expected allow, got {} {}", r.status, r.body),
+                _ => {
+                    assert_eq!(r.status, StatusCode::FORBIDDEN, "{method} {path} as {who}: expected 403, got {}", r.body);
+                    assert_eq!(error_code(&r), "permission_denied");
+                }
+            }
+        }
+    }
+}
+
+async fn policy(ts: &TestServer, token: &str, cluster: &str, ns: Option<&str>, n: usize) -> Value {
+    let r = ts
+        .post("/api/v1/policies", Some(token), json!({ "name": format!("p{n}"), "cluster": cluster, "namespace": ns, "spec": { "n": n } }))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    r.body
+}
+
+async fn armed(ts: &TestServer, cluster: &str, ns: Option<&str>, n: usize) -> String {
+    let id = policy(ts, OWNER, cluster, ns, n).await["id"].as_str().unwrap().to_string();
+    let r = ts.post(&format!("/api/v1/policies/{id}/arm"), Some(OWNER), json!({})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    id
+}
+
+#[tokio::test]
+async fn route_role_scope_matrix() {
+    let ts = matrix_server().await;
+    let ts = &ts;
+    let mut m = Matrix { ts, covered: BTreeSet::new(), counter: 0 };
+    //                                                  anon view memb aud adm own scop ns
+    m.row(Method::GET, "/api/v1/whoami", "A A A A A A A A", |_, _| async { ("/api/v1/whoami".into(), None) }).await;
+    m.row(Method::GET, "/api/v1/clusters", "A A A A A A A A", |_, _| async { ("/api/v1/clusters".into(), None) }).await;
+    m.row(Method::GET, "/api/v1/clusters/{name}", "A A A A A A A A", |_, _| async { ("/api/v1/clusters/prod-eu".into(), None) }).await;
+    m.row(Method::POST, "/api/v1/clusters", "D D D D A A A D", |_, n| async move {
+        ("/api/v1/clusters".into(), Some(json!({ "name": format!("prod-{n}") })))
+    })
+    .await;
+    m.row(Method::POST, "/api/v1/clusters", "D D D D A A D D", |_, n| async move {
+        ("/api/v1/clusters".into(), Some(json!({ "name": format!("dev-{n}") })))
+    })
+    .await;
+    m.row(Method::DELETE, "/api/v1/clusters/{name}", "D D D D A A A D", |_, n| async move {
+        ts.post("/api/v1/clusters", Some(OWNER), json!({ "name": format!("prod-x{n}") })).await;
+        (format!("/api/v1/clusters/prod-x{n}"), None)
+    })
+    .await;
+    m.row(Method::DELETE, "/api/v1/clusters/{name}", "D D D D A A D D", |_, n| async move {
+        ts.post("/api/v1/clusters", Some(OWNER), json!({ "name": format!("dev-x{n}") })).await;
+        (format!("/api/v1/clusters/dev-x{n}"), None)
+    })
+    .await;
+
+    m.row(Method::GET, "/api/v1/policies", "A A A A A A A A", |_, _| async { ("/api/v1/policies".into(), None) }).await;
+    m.row(Method::POST, "/api/v1/policies", "D D A D A A A A", |_, n| async move {
+        let body = json!({ "name": format!("new{n}"), "cluster": "prod-eu", "namespace": "payments", "spec": {} });
+        ("/api/v1/policies".into(), Some(body))
+    })
+    .await;
+    m.row(Method::POST, "/api/v1/policies", "D D A D A A D D", |_, n| async move {
+        let body = json!({ "name": format!("new{n}"), "cluster": "staging", "spec": {} });
+        ("/api/v1/policies".into(), Some(body))
+    })
+    .await;
+    let shared = policy(ts, MEMBER, "prod-eu", Some("payments"), 0).await;
+    let shared_id = shared["id"].as_str().unwrap().to_string();
+    let sid = &shared_id;
+    m.row(Method::GET, "/api/v1/policies/{id}", "A A A A A A A A", |_, _| async move { (format!("/api/v1/policies/{sid}"), None) }).await;
+    m.row(Method::GET, "/api/v1/policies/{id}/history", "A A A A A A A A", |_, _| async move {
+        (format!("/api/v1/policies/{sid}/history"), None)
+    })
+    .await;
+    // Edit a member's own draft in prod-eu/payments: the member (owner of it) and admins covering it.
+    m.row(Method::PUT, "/api/v1/policies/{id}", "D D A D A A A A", |_, n| async move {
+        let p = policy(ts, MEMBER, "prod-eu", Some("payments"), n).await;
+        let body = json!({ "name": "edited", "spec": { "e": 1 }, "version": p["version"] });
+        (format!("/api/v1/policies/{}", p["id"].as_str().unwrap()), Some(body))
+    })
+    .await;
+    // Someone else's draft in staging: only global admins.
+    m.row(Method::PUT, "/api/v1/policies/{id}", "D D D D A A D D", |_, n| async move {
+        let p = policy(ts, OWNER, "staging", None, n).await;
+        let body = json!({ "name": "edited", "spec": {}, "version": p["version"] });
+        (format!("/api/v1/policies/{}", p["id"].as_str().unwrap()), Some(body))
+    })
+    .await;
+    m.row(Method::POST, "/api/v1/policies/{id}/arm", "D D D D A A A A", |_, n| async move {
+        let p = policy(ts, OWNER, "prod-eu", Some("payments"), n).await;
+        (format!("/api/v1/policies/{}/arm", p["id"].as_str().unwrap()), None)
+    })
+    .await;
+    m.row(Method::POST, "/api/v1/policies/{id}/arm", "D D D D A A D D", |_, n| async move {
+        let p = policy(ts, OWNER, "staging", None, n).await;
+        (format!("/api/v1/policies/{}/arm", p["id"].as_str().unwrap()), None)
+    })
+    .await;
+    m.row(Method::POST, "/api/v1/policies/{id}/arm", "D D D D A A A D", |_, n| async move {
+        let p = policy(ts, OWNER, "prod-eu", Some("web"), n).await;
+        (format!("/api/v1/policies/{}/arm", p["id"].as_str().unwrap()), None)
+    })
+    .await;
+    m.row(Method::POST, "/api/v1/policies/{id}/disarm", "D D D D A A A A", |_, n| async move {
+        (format!("/api/v1/policies/{}/disarm", armed(ts, "prod-eu", Some("payments"), n).await), None)
+    })
+    .await;
+    m.row(Method::POST, "/api/v1/policies/{id}/undo", "D D D D A A A A", |_, n| async move {
+        (format!("/api/v1/policies/{}/undo", armed(ts, "prod-eu", Some("payments"), n).await), None)
+    })
+    .await;
+    m.row(Method::POST, "/api/v1/policies/{id}/undo", "D D D D A A D D", |_, n| async move {
+        (format!("/api/v1/policies/{}/undo", armed(ts, "staging", None, n).await), None)
+    })
+    .await;
+
+    m.row(Method::GET, "/api/v1/role-bindings", "A A A A A A A A", |_, _| async { ("/api/v1/role-bindings".into(), None) }).await;
+    m.row(Method::POST, "/api/v1/role-bindings", "D D D D D A D D", |_, n| async move {
+        let body = json!({ "subject": { "kind": "group", "name": format!("g{n}") }, "role": "admin", "cluster": "prod-*" });
+        ("/api/v1/role-bindings".into(), Some(body))
+    })
+    .await;
+    m.row(Method::DELETE, "/api/v1/role-bindings/{id}", "D D D D D A D D", |_, n| async move {
+        let body = json!({ "subject": { "kind": "user", "name": format!("u{n}") }, "role": "viewer" });
+        let r = ts.post("/api/v1/role-bindings", Some(OWNER), body).await;
+        (format!("/api/v1/role-bindings/{}", r.body["id"].as_str().unwrap()), None)
+    })
+    .await;
+
+    m.row(Method::GET, "/api/v1/api-keys", "A A A A A A A A", |_, _| async { ("/api/v1/api-keys".into(), None) }).await;
+    // Static API keys are service accounts: they cannot mint keys whatever their role (people do that; the
+    // IdP tests cover people creating keys).
+    m.row(Method::POST, "/api/v1/api-keys", "D D D D D D D D", |_, n| async move {
+        ("/api/v1/api-keys".into(), Some(json!({ "name": format!("k{n}"), "role": "viewer" })))
+    })
+    .await;
+    // Revoke a managed key owned by the member principal: that member and owners.
+    m.row(Method::DELETE, "/api/v1/api-keys/{id}", "D D A D D A D D", |_, n| async move {
+        let store = ts.server.as_ref().unwrap().state.store.clone();
+        let hash = kubehero_authn::sha256_hex(&format!("khk_matrix_{n}"));
+        let rec = kubehero_store::ApiKeyRecord {
+            id: hash[..16].to_string(),
+            hash,
+            name: format!("k{n}"),
+            role: kubehero_core::Role::Viewer,
+            owner: key_sub(MEMBER),
+            created_at: 0,
+            expires_at: None,
+            revoked_at: None,
+        };
+        store.create_api_key(&rec).await.unwrap();
+        (format!("/api/v1/api-keys/{}", rec.id), None)
+    })
+    .await;
+
+    m.row(Method::GET, "/api/v1/settings", "D D D A D A D D", |_, _| async { ("/api/v1/settings".into(), None) }).await;
+    m.row(Method::GET, "/api/v1/settings/{key}", "D D D A D A D D", |_, _| async { ("/api/v1/settings/idp".into(), None) }).await;
+    m.row(Method::PUT, "/api/v1/settings/{key}", "D D D D D A D D", |_, _| async {
+        ("/api/v1/settings/idp".into(), Some(json!({ "client_id": "kubehero", "client_secret": "s3cret" })))
+    })
+    .await;
+
+    // Every API route of the table has a row above.
+    let declared: BTreeSet<(String, String)> = table()
+        .into_iter()
+        .filter(|(s, _)| matches!(s.permission, Permission::Requires(_)))
+        .map(|(s, _)| (s.method.to_string(), s.path.to_string()))
+        .collect();
+    let missing: Vec<_> = declared.difference(&m.covered).collect();
+    assert!(missing.is_empty(), "routes without a matrix row: {missing:?}");
+    let extra: Vec<_> = m.covered.difference(&declared).collect();
+    assert!(extra.is_empty(), "matrix rows for routes that do not exist: {extra:?}");
+}
+
+/// Walks the route table: with `KUBEHERO_REQUIRE_AUTH=true` every non-public route refuses a request
+/// without a credential (401 + WWW-Authenticate) and with a bad one; public routes answer without one.
+#[tokio::test]
+async fn every_route_declares_and_enforces_its_permission() {
+    let ts = TestServer::start(&[("KUBEHERO_REQUIRE_AUTH", "true"), ("KUBEHERO_API_KEYS", &api_keys_env())], None).await;
+    let routes = table();
+    assert!(routes.len() >= 25);
+    for (spec, _) in routes {
+        let path = spec.path.replace("{name}", "prod").replace("{id}", "x").replace("{key}", "idp");
+        let method = Method::from_bytes(spec.method.as_str().as_bytes()).unwrap();
+        match spec.permission {
+            Permission::Public => {
+                assert!(spec.path == "/healthz" || spec.path == "/readyz" || spec.path == "/metrics", "{} is public", spec.path);
+                let r = ts.call(method, &path, None, None).await;
+                assert_eq!(r.status, StatusCode::OK, "{path}");
+            }
+            Permission::Requires(action) => {
+                assert!(spec.path.starts_with("/api/v1/"), "{}", spec.path);
+                let body = (method != Method::GET && method != Method::DELETE).then(|| json!({}));
+                let r = ts.call(method.clone(), &path, None, body.clone()).await;
+                assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{method} {path} ({action:?}) without credential");
+                assert!(r.headers.get("www-authenticate").is_some());
+                assert_eq!(error_code(&r), "unauthenticated");
+                let r = ts.call(method.clone(), &path, Some("not-a-valid-token"), body).await;
+                assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{method} {path} with a bad credential");
+            }
+        }
+    }
+}

@@ -1,0 +1,94 @@
+//! Starting a server for a test and talking to it.
+
+use kubehero_server::config::{FileConfig, ServerConfig};
+use kubehero_server::RunningServer;
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use std::collections::HashMap;
+
+/// Static API keys of every role, as `KUBEHERO_API_KEYS` would list them.
+pub const VIEWER: &str = "viewer-key-0123456789abcdef";
+pub const MEMBER: &str = "member-key-0123456789abcdef";
+pub const AUDITOR: &str = "auditor-key-0123456789abcdef";
+pub const ADMIN: &str = "admin-key-0123456789abcdef";
+pub const OWNER: &str = "owner-key-0123456789abcdef";
+
+pub fn api_keys_env() -> String {
+    format!("{VIEWER}:viewer,{MEMBER}:member,{AUDITOR}:auditor,{ADMIN}:admin,{OWNER}:owner")
+}
+
+/// The `sub` of a static API key: the first 16 hex chars of its SHA-256.
+pub fn key_sub(key: &str) -> String {
+    kubehero_authn::sha256_hex(key)[..16].to_string()
+}
+
+pub struct TestServer {
+    pub url: String,
+    pub server: Option<RunningServer>,
+    pub http: reqwest::Client,
+    pub _dir: tempfile::TempDir,
+}
+
+pub struct Resp {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+impl TestServer {
+    /// Starts a server on SQLite in a temp dir with the given env and optional config-file TOML.
+    pub async fn start(env: &[(&str, &str)], file: Option<&str>) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let mut map: HashMap<String, String> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        map.insert("KUBEHERO_LISTEN".into(), "127.0.0.1:0".into());
+        map.insert("KUBEHERO_DATA_DIR".into(), dir.path().display().to_string());
+        let file: FileConfig = file.map(|f| toml::from_str(f).unwrap()).unwrap_or_default();
+        let cfg = ServerConfig::from_parts(&map, file).unwrap();
+        let server = kubehero_server::start(&cfg).await.unwrap();
+        TestServer {
+            url: format!("http://{}", server.addr),
+            server: Some(server),
+            http: reqwest::Client::new(),
+            _dir: dir,
+        }
+    }
+
+    pub async fn call(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> Resp {
+        let mut rb = self.http.request(method, format!("{}{path}", self.url));
+        if let Some(t) = token {
+            rb = rb.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            rb = rb.json(&b);
+        }
+        let r = rb.send().await.unwrap();
+        let status = r.status();
+        let headers = r.headers().clone();
+        let text = r.text().await.unwrap();
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Resp { status, headers, body }
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> Resp {
+        self.call(Method::GET, path, token, None).await
+    }
+
+    pub async fn post(&self, path: &str, token: Option<&str>, body: Value) -> Resp {
+        self.call(Method::POST, path, token, Some(body)).await
+    }
+
+    pub async fn whoami(&self, token: &str) -> Value {
+        let r = self.get("/api/v1/whoami", Some(token)).await;
+        assert_eq!(r.status, StatusCode::OK, "whoami: {}", r.body);
+        r.body
+    }
+}
+
+/// Asserts the error shape of DESIGN.md and returns the code.
+pub fn error_code(r: &Resp) -> String {
+    let rid = r.headers.get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    assert!(!rid.is_empty(), "every response carries X-Request-Id");
+    assert_eq!(r.body["request_id"], Value::String(rid), "error body carries the request id: {}", r.body);
+    assert!(r.body["message"].is_string(), "{}", r.body);
+    r.body["code"].as_str().unwrap_or_default().to_string()
+}
