@@ -150,7 +150,9 @@ impl<'a> Target<'a> {
 pub enum Decision {
     Allow,
     /// Refused; the message says which role would have been needed.
-    Deny { needed: &'static str },
+    Deny {
+        needed: &'static str,
+    },
 }
 
 impl Decision {

@@ -36,9 +36,7 @@ pub fn matches(pattern: &str, name: &str) -> bool {
 pub fn is_valid(pattern: &str) -> bool {
     !pattern.is_empty()
         && pattern.len() <= 253
-        && pattern
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '*' | '?'))
+        && pattern.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '*' | '?'))
 }
 
 #[cfg(test)]

@@ -90,8 +90,7 @@ impl Principal {
 
     /// The distinct roles held globally, sorted lowest display rank first.
     pub fn roles(&self) -> Vec<Role> {
-        let mut v: Vec<Role> =
-            self.grants.iter().filter(|g| g.scope == Scope::Global).map(|g| g.role).collect();
+        let mut v: Vec<Role> = self.grants.iter().filter(|g| g.scope == Scope::Global).map(|g| g.role).collect();
         v.sort();
         v.dedup();
         v

@@ -23,36 +23,24 @@ pub(crate) struct Migration {
 }
 
 /// SQLite migrations, oldest first.
-pub(crate) const SQLITE: &[Migration] = &[Migration {
-    version: 1,
-    name: "init",
-    sql: include_str!("migrations/sqlite/0001_init.sql"),
-}];
+pub(crate) const SQLITE: &[Migration] =
+    &[Migration { version: 1, name: "init", sql: include_str!("migrations/sqlite/0001_init.sql") }];
 
 /// PostgreSQL migrations, oldest first.
-pub(crate) const POSTGRES: &[Migration] = &[Migration {
-    version: 1,
-    name: "init",
-    sql: include_str!("migrations/postgres/0001_init.sql"),
-}];
+pub(crate) const POSTGRES: &[Migration] =
+    &[Migration { version: 1, name: "init", sql: include_str!("migrations/postgres/0001_init.sql") }];
 
 /// Key of the PostgreSQL advisory lock that serialises migrations across replicas ("KUBEHERO" in ASCII).
 const PG_LOCK_KEY: i64 = 0x4b55_4245_4845_524f;
 
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (\
      version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)";
-const CURRENT_VERSION: &str =
-    "SELECT CAST(COALESCE(MAX(version), 0) AS BIGINT) FROM schema_migrations";
-const RECORD: &str =
-    "INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)";
+const CURRENT_VERSION: &str = "SELECT CAST(COALESCE(MAX(version), 0) AS BIGINT) FROM schema_migrations";
+const RECORD: &str = "INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)";
 
 /// The migration to apply after `current`, `None` when up to date, or an error when the database is newer
 /// than this binary.
-fn next(
-    migrations: &'static [Migration],
-    current: i64,
-    backend: &str,
-) -> Result<Option<&'static Migration>> {
+fn next(migrations: &'static [Migration], current: i64, backend: &str) -> Result<Option<&'static Migration>> {
     let latest = migrations.last().map_or(0, |m| m.version);
     if current > latest {
         return Err(StoreError::Config(format!(
@@ -84,27 +72,16 @@ fn failed(backend: &str, what: &str, e: sqlx::Error) -> StoreError {
 pub(crate) async fn run_sqlite(pool: &SqlitePool) -> Result<()> {
     const B: &str = "sqlite";
     loop {
-        let mut tx = pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(|e| failed(B, "begin", e))?;
-        sqlx::raw_sql(CREATE_TABLE)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| failed(B, "schema_migrations", e))?;
-        let current: i64 = sqlx::query_scalar(CURRENT_VERSION)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(|e| failed(B, "version", e))?;
+        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(|e| failed(B, "begin", e))?;
+        sqlx::raw_sql(CREATE_TABLE).execute(&mut *tx).await.map_err(|e| failed(B, "schema_migrations", e))?;
+        let current: i64 =
+            sqlx::query_scalar(CURRENT_VERSION).fetch_one(&mut *tx).await.map_err(|e| failed(B, "version", e))?;
         let Some(m) = next(SQLITE, current, B)? else {
             tx.commit().await.map_err(|e| failed(B, "commit", e))?;
             return Ok(());
         };
         let what = format!("migration {} ({})", m.version, m.name);
-        sqlx::raw_sql(m.sql)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| failed(B, &what, e))?;
+        sqlx::raw_sql(m.sql).execute(&mut *tx).await.map_err(|e| failed(B, &what, e))?;
         sqlx::query(RECORD)
             .bind(m.version)
             .bind(m.name)
@@ -113,12 +90,7 @@ pub(crate) async fn run_sqlite(pool: &SqlitePool) -> Result<()> {
             .await
             .map_err(|e| failed(B, &what, e))?;
         tx.commit().await.map_err(|e| failed(B, &what, e))?;
-        tracing::info!(
-            backend = B,
-            version = m.version,
-            name = m.name,
-            "applied migration"
-        );
+        tracing::info!(backend = B, version = m.version, name = m.name, "applied migration");
     }
 }
 
@@ -133,23 +105,15 @@ pub(crate) async fn run_postgres(pool: &PgPool) -> Result<()> {
             .execute(&mut *tx)
             .await
             .map_err(|e| failed(B, "migration lock", e))?;
-        sqlx::raw_sql(CREATE_TABLE)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| failed(B, "schema_migrations", e))?;
-        let current: i64 = sqlx::query_scalar(CURRENT_VERSION)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(|e| failed(B, "version", e))?;
+        sqlx::raw_sql(CREATE_TABLE).execute(&mut *tx).await.map_err(|e| failed(B, "schema_migrations", e))?;
+        let current: i64 =
+            sqlx::query_scalar(CURRENT_VERSION).fetch_one(&mut *tx).await.map_err(|e| failed(B, "version", e))?;
         let Some(m) = next(POSTGRES, current, B)? else {
             tx.commit().await.map_err(|e| failed(B, "commit", e))?;
             return Ok(());
         };
         let what = format!("migration {} ({})", m.version, m.name);
-        sqlx::raw_sql(m.sql)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| failed(B, &what, e))?;
+        sqlx::raw_sql(m.sql).execute(&mut *tx).await.map_err(|e| failed(B, &what, e))?;
         sqlx::query(RECORD)
             .bind(i32::try_from(m.version).unwrap_or(i32::MAX))
             .bind(m.name)
@@ -158,12 +122,7 @@ pub(crate) async fn run_postgres(pool: &PgPool) -> Result<()> {
             .await
             .map_err(|e| failed(B, &what, e))?;
         tx.commit().await.map_err(|e| failed(B, &what, e))?;
-        tracing::info!(
-            backend = B,
-            version = m.version,
-            name = m.name,
-            "applied migration"
-        );
+        tracing::info!(backend = B, version = m.version, name = m.name, "applied migration");
     }
 }
 
@@ -189,13 +148,8 @@ mod tests {
     #[test]
     fn newer_database_is_refused() {
         assert!(next(SQLITE, 0, "sqlite").unwrap().is_some());
-        assert!(next(SQLITE, SQLITE.len() as i64, "sqlite")
-            .unwrap()
-            .is_none());
+        assert!(next(SQLITE, SQLITE.len() as i64, "sqlite").unwrap().is_none());
         let err = next(SQLITE, 9999, "sqlite").unwrap_err();
-        assert!(
-            matches!(err, StoreError::Config(ref m) if m.contains("9999")),
-            "{err}"
-        );
+        assert!(matches!(err, StoreError::Config(ref m) if m.contains("9999")), "{err}");
     }
 }

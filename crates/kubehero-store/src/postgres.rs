@@ -25,9 +25,7 @@ impl PostgresStore {
     /// when several replicas start together).
     pub async fn open(url: &str) -> Result<PostgresStore> {
         let options = PgConnectOptions::from_str(url)
-            .map_err(|e| {
-                StoreError::Config(format!("bad PostgreSQL URL {}: {e}", redact_url(url)))
-            })?
+            .map_err(|e| StoreError::Config(format!("bad PostgreSQL URL {}: {e}", redact_url(url))))?
             .application_name("kubehero");
         let pool = PgPoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
@@ -41,10 +39,7 @@ impl PostgresStore {
             .connect_with(options)
             .await
             .map_err(|e| {
-                StoreError::Unavailable(format!(
-                    "cannot connect to PostgreSQL at {}: {e}",
-                    redact_url(url)
-                ))
+                StoreError::Unavailable(format!("cannot connect to PostgreSQL at {}: {e}", redact_url(url)))
             })?;
         migrate::run_postgres(&pool).await?;
         Ok(PostgresStore { pool })

@@ -5,9 +5,7 @@
 //! backend: `sqlx` is generic over the database, but spelling out the bounds for every query costs more
 //! than it saves, while a macro expands to plain concrete code.
 
-use crate::{
-    ApiKeyRecord, Cluster, Policy, PolicyState, PolicyTransition, Result, StoreError, StoredBinding,
-};
+use crate::{ApiKeyRecord, Cluster, Policy, PolicyState, PolicyTransition, Result, StoreError, StoredBinding};
 use kubehero_core::{Binding, BindingSubject, Role, Scope};
 
 // ---- clusters ---------------------------------------------------------------------------------------------
@@ -24,34 +22,16 @@ pub(crate) const DELETE_CLUSTER: &str = "DELETE FROM clusters WHERE name = $1";
 
 pub(crate) fn cluster_from_row(row: ClusterRow) -> Result<Cluster> {
     let (name, api_server_url, labels, created_by, created_at) = row;
-    let labels = serde_json::from_str(&labels)
-        .map_err(|e| StoreError::Corrupt(format!("labels of cluster {name:?}: {e}")))?;
-    Ok(Cluster {
-        name,
-        api_server_url,
-        labels,
-        created_by,
-        created_at,
-    })
+    let labels =
+        serde_json::from_str(&labels).map_err(|e| StoreError::Corrupt(format!("labels of cluster {name:?}: {e}")))?;
+    Ok(Cluster { name, api_server_url, labels, created_by, created_at })
 }
 
 // ---- policies ---------------------------------------------------------------------------------------------
 
-pub(crate) type PolicyRow = (
-    String,
-    String,
-    String,
-    Option<String>,
-    String,
-    String,
-    String,
-    i64,
-    i64,
-    i64,
-);
+pub(crate) type PolicyRow = (String, String, String, Option<String>, String, String, String, i64, i64, i64);
 
-const POLICY_COLS: &str =
-    "id, name, cluster, namespace, owner, spec, state, version, created_at, updated_at";
+const POLICY_COLS: &str = "id, name, cluster, namespace, owner, spec, state, version, created_at, updated_at";
 
 pub(crate) fn list_policies_sql(filtered: bool) -> String {
     let filter = if filtered { " WHERE cluster = $1" } else { "" };
@@ -84,36 +64,14 @@ pub(crate) fn policy_from_row(row: PolicyRow) -> Result<Policy> {
     let (id, name, cluster, namespace, owner, spec, state, version, created_at, updated_at) = row;
     let spec = json(&spec, || format!("spec of policy {id:?}"))?;
     let state = state_from_str(&state, || format!("state of policy {id:?}"))?;
-    Ok(Policy {
-        id,
-        name,
-        cluster,
-        namespace,
-        owner,
-        spec,
-        state,
-        version,
-        created_at,
-        updated_at,
-    })
+    Ok(Policy { id, name, cluster, namespace, owner, spec, state, version, created_at, updated_at })
 }
 
 // ---- policy history ---------------------------------------------------------------------------------------
 
-pub(crate) type TransitionRow = (
-    String,
-    i64,
-    String,
-    Option<String>,
-    String,
-    i64,
-    String,
-    String,
-    i64,
-);
+pub(crate) type TransitionRow = (String, i64, String, Option<String>, String, i64, String, String, i64);
 
-pub(crate) const HISTORY: &str =
-    "SELECT policy_id, seq, action, from_state, to_state, version, spec, actor, at \
+pub(crate) const HISTORY: &str = "SELECT policy_id, seq, action, from_state, to_state, version, spec, actor, at \
      FROM policy_transitions WHERE policy_id = $1 ORDER BY seq";
 /// Numbers the row `max(seq) + 1` within the writing transaction. The caller has already changed the policy
 /// row in the same transaction, so concurrent writers of one policy are serialised by that row's lock (and,
@@ -130,34 +88,14 @@ pub(crate) fn transition_from_row(row: TransitionRow) -> Result<PolicyTransition
     let from_state = from_state.map(|s| state_from_str(&s, what)).transpose()?;
     let to_state = state_from_str(&to_state, what)?;
     let spec = json(&spec, what)?;
-    Ok(PolicyTransition {
-        policy_id,
-        seq,
-        action,
-        from_state,
-        to_state,
-        version,
-        spec,
-        actor,
-        at,
-    })
+    Ok(PolicyTransition { policy_id, seq, action, from_state, to_state, version, spec, actor, at })
 }
 
 // ---- role bindings ----------------------------------------------------------------------------------------
 
-pub(crate) type BindingRow = (
-    String,
-    String,
-    String,
-    String,
-    Option<String>,
-    Option<String>,
-    String,
-    i64,
-);
+pub(crate) type BindingRow = (String, String, String, String, Option<String>, Option<String>, String, i64);
 
-pub(crate) const LIST_BINDINGS: &str =
-    "SELECT id, subject_kind, subject, role, cluster, namespace, created_by, \
+pub(crate) const LIST_BINDINGS: &str = "SELECT id, subject_kind, subject, role, cluster, namespace, created_by, \
      created_at FROM role_bindings ORDER BY created_at, id";
 pub(crate) const INSERT_BINDING: &str = "INSERT INTO role_bindings \
      (id, subject_kind, subject, role, cluster, namespace, created_by, created_at) \
@@ -177,38 +115,16 @@ pub(crate) fn binding_from_row(row: BindingRow) -> Result<StoredBinding> {
     let subject = match kind.as_str() {
         "group" => BindingSubject::Group(subject),
         "user" => BindingSubject::User(subject),
-        other => {
-            return Err(StoreError::Corrupt(format!(
-                "binding {id:?} has subject kind {other:?}"
-            )))
-        }
+        other => return Err(StoreError::Corrupt(format!("binding {id:?} has subject kind {other:?}"))),
     };
     let role = role_from_str(&role, || format!("role of binding {id:?}"))?;
-    let binding = Binding {
-        subject,
-        role,
-        scope: Scope::from_parts(cluster, namespace),
-    };
-    Ok(StoredBinding {
-        id,
-        binding,
-        created_by,
-        created_at,
-    })
+    let binding = Binding { subject, role, scope: Scope::from_parts(cluster, namespace) };
+    Ok(StoredBinding { id, binding, created_by, created_at })
 }
 
 // ---- API keys ---------------------------------------------------------------------------------------------
 
-pub(crate) type ApiKeyRow = (
-    String,
-    String,
-    String,
-    String,
-    String,
-    i64,
-    Option<i64>,
-    Option<i64>,
-);
+pub(crate) type ApiKeyRow = (String, String, String, String, String, i64, Option<i64>, Option<i64>);
 
 const API_KEY_COLS: &str = "id, hash, name, role, owner, created_at, expires_at, revoked_at";
 
@@ -230,24 +146,14 @@ pub(crate) fn revoke_api_key_sql() -> String {
 pub(crate) fn api_key_from_row(row: ApiKeyRow) -> Result<ApiKeyRecord> {
     let (id, hash, name, role, owner, created_at, expires_at, revoked_at) = row;
     let role = role_from_str(&role, || format!("role of API key {id:?}"))?;
-    Ok(ApiKeyRecord {
-        id,
-        hash,
-        name,
-        role,
-        owner,
-        created_at,
-        expires_at,
-        revoked_at,
-    })
+    Ok(ApiKeyRecord { id, hash, name, role, owner, created_at, expires_at, revoked_at })
 }
 
 // ---- settings ---------------------------------------------------------------------------------------------
 
 pub(crate) const GET_SETTING: &str = "SELECT value FROM settings WHERE key = $1";
 pub(crate) const LIST_SETTINGS: &str = "SELECT key, value FROM settings ORDER BY key";
-pub(crate) const PUT_SETTING: &str =
-    "INSERT INTO settings (key, value, updated_at) VALUES ($1, $2, $3) \
+pub(crate) const PUT_SETTING: &str = "INSERT INTO settings (key, value, updated_at) VALUES ($1, $2, $3) \
      ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at";
 
 // ---- helpers ----------------------------------------------------------------------------------------------
@@ -258,18 +164,15 @@ pub(crate) fn json(text: &str, what: impl FnOnce() -> String) -> Result<serde_js
 
 pub(crate) fn to_json<T: serde::Serialize + ?Sized>(value: &T) -> Result<String> {
     // Serialising a `Value` or a string map cannot fail; keep the error path anyway rather than panic.
-    serde_json::to_string(value)
-        .map_err(|e| StoreError::Corrupt(format!("cannot encode JSON: {e}")))
+    serde_json::to_string(value).map_err(|e| StoreError::Corrupt(format!("cannot encode JSON: {e}")))
 }
 
 fn state_from_str(s: &str, what: impl FnOnce() -> String) -> Result<PolicyState> {
-    PolicyState::parse(s)
-        .ok_or_else(|| StoreError::Corrupt(format!("{}: unknown policy state {s:?}", what())))
+    PolicyState::parse(s).ok_or_else(|| StoreError::Corrupt(format!("{}: unknown policy state {s:?}", what())))
 }
 
 fn role_from_str(s: &str, what: impl FnOnce() -> String) -> Result<Role> {
-    s.parse()
-        .map_err(|e| StoreError::Corrupt(format!("{}: {e}", what())))
+    s.parse().map_err(|e| StoreError::Corrupt(format!("{}: {e}", what())))
 }
 
 /// Maps a `sqlx` error for an operation on `what` (e.g. `cluster "prod"`).
@@ -281,9 +184,7 @@ pub(crate) fn map_err(backend: &str, what: String, e: sqlx::Error) -> StoreError
     use sqlx::Error as E;
     match e {
         E::Database(db) if db.is_unique_violation() => StoreError::AlreadyExists(what),
-        E::Database(db) => {
-            StoreError::Unavailable(format!("{backend} refused the operation on {what}: {db}"))
-        }
+        E::Database(db) => StoreError::Unavailable(format!("{backend} refused the operation on {what}: {db}")),
         E::RowNotFound => StoreError::NotFound(what),
         E::Decode(_)
         | E::ColumnDecode { .. }
@@ -476,15 +377,14 @@ macro_rules! sql_store {
             ) -> $crate::Result<$crate::Policy> {
                 let what = format!("policy {id:?}");
                 let mut tx = self.begin().await?;
-                let row: Option<$crate::sql::PolicyRow> =
-                    sqlx::query_as(&$crate::sql::transition_policy_sql())
-                        .bind(to.as_str())
-                        .bind(at)
-                        .bind(id)
-                        .bind(from.as_str())
-                        .fetch_optional(&mut *tx)
-                        .await
-                        .map_err(Self::err(what.clone()))?;
+                let row: Option<$crate::sql::PolicyRow> = sqlx::query_as(&$crate::sql::transition_policy_sql())
+                    .bind(to.as_str())
+                    .bind(at)
+                    .bind(id)
+                    .bind(from.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(Self::err(what.clone()))?;
                 let Some(row) = row else {
                     let found: Option<(String, i64)> = sqlx::query_as($crate::sql::POLICY_STATE_VERSION)
                         .bind(id)

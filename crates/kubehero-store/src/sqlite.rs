@@ -35,24 +35,15 @@ impl SqliteStore {
         let pool_options = SqlitePoolOptions::new().acquire_timeout(BUSY_TIMEOUT * 2);
         let (options, pool_options) = if in_memory {
             // Every connection to `:memory:` would otherwise see its own empty database.
-            let pool = pool_options
-                .max_connections(1)
-                .min_connections(1)
-                .idle_timeout(None)
-                .max_lifetime(None);
+            let pool = pool_options.max_connections(1).min_connections(1).idle_timeout(None).max_lifetime(None);
             (options, pool)
         } else {
-            (
-                options.journal_mode(SqliteJournalMode::Wal),
-                pool_options.max_connections(MAX_CONNECTIONS),
-            )
+            (options.journal_mode(SqliteJournalMode::Wal), pool_options.max_connections(MAX_CONNECTIONS))
         };
-        let pool = pool_options.connect_with(options).await.map_err(|e| {
-            StoreError::Unavailable(format!(
-                "cannot open SQLite database {}: {e}",
-                redact_url(url)
-            ))
-        })?;
+        let pool = pool_options
+            .connect_with(options)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("cannot open SQLite database {}: {e}", redact_url(url))))?;
         migrate::run_sqlite(&pool).await?;
         Ok(SqliteStore { pool })
     }
@@ -60,10 +51,7 @@ impl SqliteStore {
     /// Starts a write transaction. `BEGIN IMMEDIATE` takes the write lock up front (waiting up to the busy
     /// timeout), so a transaction never fails half-way because another connection wrote first.
     async fn begin(&self) -> Result<Transaction<'static, Sqlite>> {
-        self.pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(Self::err("transaction"))
+        self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(Self::err("transaction"))
     }
 
     /// Closes every connection; later calls fail with `Unavailable`.

@@ -21,9 +21,7 @@ pub fn peers_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("KUBEHERO_PEERS_DIR") {
         return PathBuf::from(d);
     }
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/tmp"));
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/tmp"));
     home.join(".cache").join("kubehero-peers")
 }
 
@@ -64,9 +62,7 @@ fn write_if_changed(path: &Path, content: &str) -> anyhow::Result<()> {
 
 /// A free loopback port (bound then released).
 pub fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 /// A running provider.
@@ -102,9 +98,7 @@ impl OidcProvider {
             keys_file,
             _dir: dir,
             child: None,
-            http: reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .build()?,
+            http: reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build()?,
         };
         p.generate_keys().await?;
         p.spawn().await?;
@@ -114,12 +108,7 @@ impl OidcProvider {
     async fn generate_keys(&self) -> anyhow::Result<()> {
         let script = self._dir.path().join("gen-keys.mjs");
         std::fs::write(&script, GEN_KEYS_MJS)?;
-        let st = Command::new("node")
-            .arg(&script)
-            .arg(&self.keys_file)
-            .status()
-            .await
-            .context("running node")?;
+        let st = Command::new("node").arg(&script).arg(&self.keys_file).status().await.context("running node")?;
         if !st.success() {
             bail!("generating IdP keys failed");
         }
@@ -158,8 +147,7 @@ impl OidcProvider {
             }
             if let Some(c) = self.child.as_mut() {
                 if let Ok(Some(st)) = c.try_wait() {
-                    let log = std::fs::read_to_string(self._dir.path().join("server.log"))
-                        .unwrap_or_default();
+                    let log = std::fs::read_to_string(self._dir.path().join("server.log")).unwrap_or_default();
                     bail!("oidc-provider exited ({st}): {log}");
                 }
             }
@@ -189,25 +177,14 @@ impl OidcProvider {
 
     /// How many times `/jwks` was fetched since this process started.
     pub async fn jwks_hits(&self) -> anyhow::Result<u64> {
-        let v: serde_json::Value = self
-            .http
-            .get(format!("{}/__test/jwks-hits", self.issuer))
-            .send()
-            .await?
-            .json()
-            .await?;
-        v["hits"]
-            .as_u64()
-            .ok_or_else(|| anyhow!("bad jwks-hits answer"))
+        let v: serde_json::Value =
+            self.http.get(format!("{}/__test/jwks-hits", self.issuer)).send().await?.json().await?;
+        v["hits"].as_u64().ok_or_else(|| anyhow!("bad jwks-hits answer"))
     }
 
     /// A JWT access token from the client-credentials grant (`aud` = kubehero; RS256 for client
     /// `kubehero`, ES256 for `kubehero-es`).
-    pub async fn client_credentials(
-        &self,
-        client_id: &str,
-        secret: &str,
-    ) -> anyhow::Result<String> {
+    pub async fn client_credentials(&self, client_id: &str, secret: &str) -> anyhow::Result<String> {
         let r: serde_json::Value = self
             .http
             .post(format!("{}/token", self.issuer))
@@ -217,34 +194,23 @@ impl OidcProvider {
             .await?
             .json()
             .await?;
-        r["access_token"]
-            .as_str()
-            .map(str::to_string)
-            .ok_or_else(|| anyhow!("no access_token in {r}"))
+        r["access_token"].as_str().map(str::to_string).ok_or_else(|| anyhow!("no access_token in {r}"))
     }
 
     /// Drives the authorization-code flow with PKCE over HTTP, exactly as a browser would through the
     /// provider's devInteractions login and consent pages, and exchanges the code.
-    pub async fn authcode(
-        &self,
-        login: &str,
-        client_id: &str,
-        secret: &str,
-    ) -> anyhow::Result<TokenSet> {
+    pub async fn authcode(&self, login: &str, client_id: &str, secret: &str) -> anyhow::Result<TokenSet> {
         let redirect = "http://127.0.0.1:8000/callback";
         let verifier = random_b64(48)?;
-        let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(
-            ring::digest::digest(&ring::digest::SHA256, verifier.as_bytes()),
-        );
+        let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(ring::digest::digest(&ring::digest::SHA256, verifier.as_bytes()));
         let mut jar = Jar::default();
         let auth = format!(
             "{}/auth?client_id={client_id}&response_type=code&scope=openid%20email%20profile%20groups&prompt=consent\
              &redirect_uri={redirect}&state=st123&nonce=n123&code_challenge={challenge}&code_challenge_method=S256",
             self.issuer
         );
-        let mut loc = jar
-            .go(&self.http, &self.issuer, reqwest::Method::GET, &auth, None)
-            .await?;
+        let mut loc = jar.go(&self.http, &self.issuer, reqwest::Method::GET, &auth, None).await?;
         loc = jar
             .go(
                 &self.http,
@@ -254,21 +220,9 @@ impl OidcProvider {
                 Some(&[("prompt", "login"), ("login", login), ("password", "x")]),
             )
             .await?;
-        loc = jar
-            .go(&self.http, &self.issuer, reqwest::Method::GET, &loc, None)
-            .await?;
-        loc = jar
-            .go(
-                &self.http,
-                &self.issuer,
-                reqwest::Method::POST,
-                &loc,
-                Some(&[("prompt", "consent")]),
-            )
-            .await?;
-        loc = jar
-            .go(&self.http, &self.issuer, reqwest::Method::GET, &loc, None)
-            .await?;
+        loc = jar.go(&self.http, &self.issuer, reqwest::Method::GET, &loc, None).await?;
+        loc = jar.go(&self.http, &self.issuer, reqwest::Method::POST, &loc, Some(&[("prompt", "consent")])).await?;
+        loc = jar.go(&self.http, &self.issuer, reqwest::Method::GET, &loc, None).await?;
         let code = loc
             .split(['?', '&'])
             .find_map(|kv| kv.strip_prefix("code="))
@@ -289,10 +243,7 @@ impl OidcProvider {
             .json()
             .await?;
         Ok(TokenSet {
-            id_token: r["id_token"]
-                .as_str()
-                .ok_or_else(|| anyhow!("no id_token in {r}"))?
-                .to_string(),
+            id_token: r["id_token"].as_str().ok_or_else(|| anyhow!("no id_token in {r}"))?.to_string(),
             access_token: r["access_token"].as_str().unwrap_or_default().to_string(),
         })
     }
@@ -309,9 +260,7 @@ impl Drop for OidcProvider {
 fn random_b64(n: usize) -> anyhow::Result<String> {
     use ring::rand::SecureRandom;
     let mut b = vec![0u8; n];
-    ring::rand::SystemRandom::new()
-        .fill(&mut b)
-        .map_err(|_| anyhow!("no randomness"))?;
+    ring::rand::SystemRandom::new().fill(&mut b).map_err(|_| anyhow!("no randomness"))?;
     Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b))
 }
 
@@ -329,17 +278,8 @@ impl Jar {
         url: &str,
         form: Option<&[(&str, &str)]>,
     ) -> anyhow::Result<String> {
-        let url = if url.starts_with('/') {
-            format!("{base}{url}")
-        } else {
-            url.to_string()
-        };
-        let cookie = self
-            .0
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join("; ");
+        let url = if url.starts_with('/') { format!("{base}{url}") } else { url.to_string() };
+        let cookie = self.0.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ");
         let mut rb = http.request(method, &url).header("cookie", cookie);
         if let Some(f) = form {
             rb = rb.form(f);
@@ -353,18 +293,11 @@ impl Jar {
             }
         }
         let status = r.status();
-        let loc = r
-            .headers()
-            .get("location")
-            .and_then(|l| l.to_str().ok())
-            .map(str::to_string);
+        let loc = r.headers().get("location").and_then(|l| l.to_str().ok()).map(str::to_string);
         match loc {
             Some(l) if l.starts_with('/') => Ok(format!("{base}{l}")),
             Some(l) => Ok(l),
-            None => bail!(
-                "expected a redirect from {url}, got {status}: {}",
-                r.text().await.unwrap_or_default()
-            ),
+            None => bail!("expected a redirect from {url}, got {status}: {}", r.text().await.unwrap_or_default()),
         }
     }
 }

@@ -31,15 +31,12 @@ impl TempPostgres {
     }
 
     fn start_blocking() -> anyhow::Result<TempPostgres> {
-        let bin =
-            bin_dir().context("initdb/pg_ctl not found: install Debian's `postgresql` package")?;
+        let bin = bin_dir().context("initdb/pg_ctl not found: install Debian's `postgresql` package")?;
         let run_as = is_root().then(|| "postgres".to_string());
         let dir = tempfile::Builder::new().prefix("kubehero-pg").tempdir()?;
         let data = dir.path().join("data");
         if let Some(user) = &run_as {
-            run(Command::new("chown")
-                .arg(format!("{user}:"))
-                .arg(dir.path()))?;
+            run(Command::new("chown").arg(format!("{user}:")).arg(dir.path()))?;
         }
         let port = crate::oidc::free_port()?;
         let pg = TempPostgres {
@@ -52,26 +49,14 @@ impl TempPostgres {
         };
         run(&mut pg
             .command("initdb")
-            .args([
-                "-U",
-                "postgres",
-                "--auth=trust",
-                "--no-sync",
-                "-E",
-                "UTF8",
-                "--locale=C",
-                "-D",
-            ])
+            .args(["-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8", "--locale=C", "-D"])
             .arg(&pg.data))?;
         // Tests exercise behaviour, not crash safety of the throwaway cluster, so fsync is off for speed.
         let conf = "listen_addresses = '127.0.0.1'\nfsync = off\nfull_page_writes = off\nmax_connections = 200\n";
         let conf_path = pg.data.join("postgresql.conf");
         let mut text = std::fs::read_to_string(&conf_path)?;
         text.push_str(conf);
-        text.push_str(&format!(
-            "port = {port}\nunix_socket_directories = '{}'\n",
-            pg.socket_dir().display()
-        ));
+        text.push_str(&format!("port = {port}\nunix_socket_directories = '{}'\n", pg.socket_dir().display()));
         std::fs::write(&conf_path, text)?;
         pg.start_server_checked()?;
         Ok(pg)
@@ -95,20 +80,12 @@ impl TempPostgres {
 
     fn start_server_checked(&self) -> anyhow::Result<()> {
         let log = self.socket_dir().join("postgres.log");
-        run(self
-            .command("pg_ctl")
-            .args(["start", "-w", "-t", "60", "-D"])
-            .arg(&self.data)
-            .arg("-l")
-            .arg(log))
+        run(self.command("pg_ctl").args(["start", "-w", "-t", "60", "-D"]).arg(&self.data).arg("-l").arg(log))
     }
 
     /// Stops the server (fast shutdown) keeping the data, to simulate a dead database.
     pub fn stop_server(&self) {
-        let _ = run(self
-            .command("pg_ctl")
-            .args(["stop", "-w", "-m", "fast", "-D"])
-            .arg(&self.data));
+        let _ = run(self.command("pg_ctl").args(["stop", "-w", "-m", "fast", "-D"]).arg(&self.data));
     }
 
     /// Starts the server again after [`TempPostgres::stop_server`].
@@ -121,36 +98,20 @@ impl TempPostgres {
 
 impl Drop for TempPostgres {
     fn drop(&mut self) {
-        let _ = self
-            .command("pg_ctl")
-            .args(["stop", "-m", "immediate", "-D"])
-            .arg(&self.data)
-            .output();
+        let _ = self.command("pg_ctl").args(["stop", "-m", "immediate", "-D"]).arg(&self.data).output();
     }
 }
 
 fn run(cmd: &mut Command) -> anyhow::Result<()> {
-    let Output {
-        status,
-        stdout,
-        stderr,
-    } = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+    let Output { status, stdout, stderr } = cmd.output().with_context(|| format!("running {cmd:?}"))?;
     if !status.success() {
-        bail!(
-            "{cmd:?} failed ({status}): {}{}",
-            String::from_utf8_lossy(&stdout),
-            String::from_utf8_lossy(&stderr)
-        );
+        bail!("{cmd:?} failed ({status}): {}{}", String::from_utf8_lossy(&stdout), String::from_utf8_lossy(&stderr));
     }
     Ok(())
 }
 
 fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
+    Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0").unwrap_or(false)
 }
 
 fn bin_dir() -> Option<PathBuf> {

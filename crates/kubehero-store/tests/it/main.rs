@@ -3,9 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use kubehero_core::{Binding, BindingSubject, Role, Scope};
-use kubehero_store::{
-    ApiKeyRecord, Cluster, Policy, PolicyState, SqliteStore, Store, StoreError, StoredBinding,
-};
+use kubehero_store::{ApiKeyRecord, Cluster, Policy, PolicyState, SqliteStore, Store, StoreError, StoredBinding};
 use kubehero_testkit::postgres::TempPostgres;
 use serde_json::json;
 use std::sync::Arc;
@@ -14,9 +12,7 @@ fn cluster(name: &str) -> Cluster {
     Cluster {
         name: name.to_string(),
         api_server_url: Some(format!("https://{name}.example.com:6443")),
-        labels: [("env".to_string(), "prod".to_string())]
-            .into_iter()
-            .collect(),
+        labels: [("env".to_string(), "prod".to_string())].into_iter().collect(),
         created_by: "alice".to_string(),
         created_at: 100,
     }
@@ -64,125 +60,55 @@ async fn clusters(s: &dyn Store) {
     assert!(s.list_clusters().await.unwrap().is_empty());
     s.create_cluster(&cluster("prod-eu")).await.unwrap();
     s.create_cluster(&cluster("dev")).await.unwrap();
-    assert!(matches!(
-        s.create_cluster(&cluster("dev")).await,
-        Err(StoreError::AlreadyExists(_))
-    ));
+    assert!(matches!(s.create_cluster(&cluster("dev")).await, Err(StoreError::AlreadyExists(_))));
     assert_eq!(s.get_cluster("prod-eu").await.unwrap(), cluster("prod-eu"));
-    let names: Vec<String> = s
-        .list_clusters()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|c| c.name)
-        .collect();
+    let names: Vec<String> = s.list_clusters().await.unwrap().into_iter().map(|c| c.name).collect();
     assert_eq!(names.len(), 2);
     assert!(names.contains(&"dev".to_string()) && names.contains(&"prod-eu".to_string()));
     s.delete_cluster("dev").await.unwrap();
-    assert!(matches!(
-        s.get_cluster("dev").await,
-        Err(StoreError::NotFound(_))
-    ));
-    assert!(matches!(
-        s.delete_cluster("dev").await,
-        Err(StoreError::NotFound(_))
-    ));
+    assert!(matches!(s.get_cluster("dev").await, Err(StoreError::NotFound(_))));
+    assert!(matches!(s.delete_cluster("dev").await, Err(StoreError::NotFound(_))));
 }
 
 async fn policies(s: &dyn Store) {
     use PolicyState::*;
     let p = policy("p1", "prod-eu", "no-exec", 10);
     s.create_policy(&p).await.unwrap();
-    s.create_policy(&policy("p2", "other", "no-exec", 11))
-        .await
-        .unwrap();
+    s.create_policy(&policy("p2", "other", "no-exec", 11)).await.unwrap();
+    assert!(matches!(s.create_policy(&p).await, Err(StoreError::AlreadyExists(_))), "same id");
     assert!(
-        matches!(s.create_policy(&p).await, Err(StoreError::AlreadyExists(_))),
-        "same id"
-    );
-    assert!(
-        matches!(
-            s.create_policy(&policy("p3", "prod-eu", "no-exec", 12))
-                .await,
-            Err(StoreError::AlreadyExists(_))
-        ),
+        matches!(s.create_policy(&policy("p3", "prod-eu", "no-exec", 12)).await, Err(StoreError::AlreadyExists(_))),
         "same (cluster, name)"
     );
     assert_eq!(s.get_policy("p1").await.unwrap(), p);
     let ids = |v: Vec<Policy>| v.into_iter().map(|p| p.id).collect::<Vec<_>>();
     assert_eq!(ids(s.list_policies(None).await.unwrap()), ["p1", "p2"]);
     assert_eq!(ids(s.list_policies(Some("other")).await.unwrap()), ["p2"]);
-    assert!(matches!(
-        s.get_policy("nope").await,
-        Err(StoreError::NotFound(_))
-    ));
+    assert!(matches!(s.get_policy("nope").await, Err(StoreError::NotFound(_))));
 
     // Optimistic concurrency on drafts.
     let spec = json!({"rules": []});
-    let p = s
-        .update_policy("p1", 1, "no-exec-2", &spec, "bob", 20)
-        .await
-        .unwrap();
-    assert_eq!(
-        (p.version, p.name.as_str(), &p.spec, p.updated_at),
-        (2, "no-exec-2", &spec, 20)
-    );
-    assert!(matches!(
-        s.update_policy("p1", 1, "x", &spec, "bob", 21).await,
-        Err(StoreError::Conflict(_))
-    ));
-    assert!(matches!(
-        s.update_policy("nope", 1, "x", &spec, "bob", 21).await,
-        Err(StoreError::NotFound(_))
-    ));
+    let p = s.update_policy("p1", 1, "no-exec-2", &spec, "bob", 20).await.unwrap();
+    assert_eq!((p.version, p.name.as_str(), &p.spec, p.updated_at), (2, "no-exec-2", &spec, 20));
+    assert!(matches!(s.update_policy("p1", 1, "x", &spec, "bob", 21).await, Err(StoreError::Conflict(_))));
+    assert!(matches!(s.update_policy("nope", 1, "x", &spec, "bob", 21).await, Err(StoreError::NotFound(_))));
 
     // State machine: only from the stated state.
-    let p = s
-        .transition_policy("p1", Draft, Armed, "arm", "admin", 30)
-        .await
-        .unwrap();
+    let p = s.transition_policy("p1", Draft, Armed, "arm", "admin", 30).await.unwrap();
     assert_eq!((p.state, p.version), (Armed, 3));
-    assert!(matches!(
-        s.transition_policy("p1", Draft, Armed, "arm", "admin", 31)
-            .await,
-        Err(StoreError::Conflict(_))
-    ));
+    assert!(matches!(s.transition_policy("p1", Draft, Armed, "arm", "admin", 31).await, Err(StoreError::Conflict(_))));
     assert!(
-        matches!(
-            s.update_policy("p1", 3, "x", &spec, "bob", 32).await,
-            Err(StoreError::Conflict(_))
-        ),
+        matches!(s.update_policy("p1", 3, "x", &spec, "bob", 32).await, Err(StoreError::Conflict(_))),
         "armed policies are not editable"
     );
-    let p = s
-        .transition_policy("p1", Armed, Disarmed, "disarm", "admin", 40)
-        .await
-        .unwrap();
+    let p = s.transition_policy("p1", Armed, Disarmed, "disarm", "admin", 40).await.unwrap();
     assert_eq!((p.state, p.version), (Disarmed, 4));
-    let p = s
-        .transition_policy("p1", Disarmed, Armed, "undo", "admin", 50)
-        .await
-        .unwrap();
+    let p = s.transition_policy("p1", Disarmed, Armed, "undo", "admin", 50).await.unwrap();
     assert_eq!((p.state, p.version), (Armed, 5));
-    assert!(matches!(
-        s.transition_policy("nope", Draft, Armed, "arm", "a", 1)
-            .await,
-        Err(StoreError::NotFound(_))
-    ));
+    assert!(matches!(s.transition_policy("nope", Draft, Armed, "arm", "a", 1).await, Err(StoreError::NotFound(_))));
 
     let h = s.policy_history("p1").await.unwrap();
-    let summary: Vec<_> = h
-        .iter()
-        .map(|t| {
-            (
-                t.seq,
-                t.action.as_str(),
-                t.from_state,
-                t.to_state,
-                t.version,
-            )
-        })
-        .collect();
+    let summary: Vec<_> = h.iter().map(|t| (t.seq, t.action.as_str(), t.from_state, t.to_state, t.version)).collect();
     assert_eq!(
         summary,
         [
@@ -195,32 +121,18 @@ async fn policies(s: &dyn Store) {
     );
     assert_eq!((h[0].actor.as_str(), h[0].at), ("bob", 10));
     assert_eq!(h[4].spec, spec);
-    assert!(matches!(
-        s.policy_history("nope").await,
-        Err(StoreError::NotFound(_))
-    ));
+    assert!(matches!(s.policy_history("nope").await, Err(StoreError::NotFound(_))));
 }
 
 async fn concurrent_transitions(store: Arc<dyn Store>) {
     // Sixteen writers race to arm the same draft: exactly one wins, the rest get Conflict, history has no
     // gaps or duplicates.
-    store
-        .create_policy(&policy("race", "prod-eu", "race", 1))
-        .await
-        .unwrap();
+    store.create_policy(&policy("race", "prod-eu", "race", 1)).await.unwrap();
     let tasks: Vec<_> = (0..16)
         .map(|i| {
             let s = store.clone();
             tokio::spawn(async move {
-                s.transition_policy(
-                    "race",
-                    PolicyState::Draft,
-                    PolicyState::Armed,
-                    "arm",
-                    &format!("a{i}"),
-                    2,
-                )
-                .await
+                s.transition_policy("race", PolicyState::Draft, PolicyState::Armed, "arm", &format!("a{i}"), 2).await
             })
         })
         .collect();
@@ -233,72 +145,31 @@ async fn concurrent_transitions(store: Arc<dyn Store>) {
         }
     }
     assert_eq!(ok, 1);
-    let seqs: Vec<i64> = store
-        .policy_history("race")
-        .await
-        .unwrap()
-        .iter()
-        .map(|t| t.seq)
-        .collect();
+    let seqs: Vec<i64> = store.policy_history("race").await.unwrap().iter().map(|t| t.seq).collect();
     assert_eq!(seqs, [1, 2]);
 }
 
 async fn bindings(s: &dyn Store) {
     let b = |id: &str, subject: BindingSubject, role, scope| StoredBinding {
         id: id.to_string(),
-        binding: Binding {
-            subject,
-            role,
-            scope,
-        },
+        binding: Binding { subject, role, scope },
         created_by: "erin".to_string(),
         created_at: 5,
     };
-    let ns = Scope::Namespace {
-        cluster: "prod-*".to_string(),
-        namespace: "payments".to_string(),
-    };
-    let b1 = b(
-        "b1",
-        BindingSubject::Group("oncall".into()),
-        Role::Admin,
-        Scope::Cluster {
-            cluster: "prod-*".into(),
-        },
-    );
-    let b2 = b(
-        "b2",
-        BindingSubject::User("carol@example.com".into()),
-        Role::Member,
-        ns.clone(),
-    );
-    let b3 = b(
-        "b3",
-        BindingSubject::Group("oncall".into()),
-        Role::Viewer,
-        Scope::Global,
-    );
+    let ns = Scope::Namespace { cluster: "prod-*".to_string(), namespace: "payments".to_string() };
+    let b1 = b("b1", BindingSubject::Group("oncall".into()), Role::Admin, Scope::Cluster { cluster: "prod-*".into() });
+    let b2 = b("b2", BindingSubject::User("carol@example.com".into()), Role::Member, ns.clone());
+    let b3 = b("b3", BindingSubject::Group("oncall".into()), Role::Viewer, Scope::Global);
     for x in [&b1, &b2, &b3] {
         s.create_binding(x).await.unwrap();
     }
-    let dup = b(
-        "b4",
-        BindingSubject::User("carol@example.com".into()),
-        Role::Member,
-        ns,
-    );
-    assert!(matches!(
-        s.create_binding(&dup).await,
-        Err(StoreError::AlreadyExists(_))
-    ));
+    let dup = b("b4", BindingSubject::User("carol@example.com".into()), Role::Member, ns);
+    assert!(matches!(s.create_binding(&dup).await, Err(StoreError::AlreadyExists(_))));
     let mut all = s.list_bindings().await.unwrap();
     all.sort_by(|a, b| a.id.cmp(&b.id));
     assert_eq!(all, [b1, b2, b3.clone()]);
     s.delete_binding("b1").await.unwrap();
-    assert!(matches!(
-        s.delete_binding("b1").await,
-        Err(StoreError::NotFound(_))
-    ));
+    assert!(matches!(s.delete_binding("b1").await, Err(StoreError::NotFound(_))));
     assert_eq!(s.list_bindings().await.unwrap().len(), 2);
 }
 
@@ -309,81 +180,34 @@ async fn api_keys(s: &dyn Store) {
     for k in [&k1, &k2, &k3] {
         s.create_api_key(k).await.unwrap();
     }
-    assert!(matches!(
-        s.create_api_key(&k1).await,
-        Err(StoreError::AlreadyExists(_))
-    ));
+    assert!(matches!(s.create_api_key(&k1).await, Err(StoreError::AlreadyExists(_))));
     let mut same_hash = key("bbbb000000000001", "alice", 1);
     same_hash.hash = k1.hash.clone();
-    assert!(matches!(
-        s.create_api_key(&same_hash).await,
-        Err(StoreError::AlreadyExists(_))
-    ));
+    assert!(matches!(s.create_api_key(&same_hash).await, Err(StoreError::AlreadyExists(_))));
 
-    assert_eq!(
-        s.find_api_key_by_hash(&k2.hash).await.unwrap(),
-        Some(k2.clone())
-    );
+    assert_eq!(s.find_api_key_by_hash(&k2.hash).await.unwrap(), Some(k2.clone()));
     assert_eq!(s.find_api_key_by_hash(&"f".repeat(64)).await.unwrap(), None);
     let ids = |v: Vec<ApiKeyRecord>| v.into_iter().map(|k| k.id).collect::<Vec<_>>();
-    assert_eq!(
-        ids(s.list_api_keys(None).await.unwrap()),
-        [k3.id.clone(), k2.id.clone(), k1.id.clone()]
-    );
-    assert_eq!(
-        ids(s.list_api_keys(Some("alice")).await.unwrap()),
-        [k3.id.clone(), k1.id.clone()]
-    );
+    assert_eq!(ids(s.list_api_keys(None).await.unwrap()), [k3.id.clone(), k2.id.clone(), k1.id.clone()]);
+    assert_eq!(ids(s.list_api_keys(Some("alice")).await.unwrap()), [k3.id.clone(), k1.id.clone()]);
 
     let revoked = s.revoke_api_key(&k1.id, 500).await.unwrap();
     assert_eq!(revoked.revoked_at, Some(500));
     let again = s.revoke_api_key(&k1.id, 600).await.unwrap();
-    assert_eq!(
-        again.revoked_at,
-        Some(500),
-        "the first revocation time is kept"
-    );
-    assert_eq!(
-        s.find_api_key_by_hash(&k1.hash)
-            .await
-            .unwrap()
-            .unwrap()
-            .revoked_at,
-        Some(500)
-    );
-    assert!(matches!(
-        s.revoke_api_key("nope", 1).await,
-        Err(StoreError::NotFound(_))
-    ));
-    assert!(matches!(
-        s.get_api_key("nope").await,
-        Err(StoreError::NotFound(_))
-    ));
+    assert_eq!(again.revoked_at, Some(500), "the first revocation time is kept");
+    assert_eq!(s.find_api_key_by_hash(&k1.hash).await.unwrap().unwrap().revoked_at, Some(500));
+    assert!(matches!(s.revoke_api_key("nope", 1).await, Err(StoreError::NotFound(_))));
+    assert!(matches!(s.get_api_key("nope").await, Err(StoreError::NotFound(_))));
     assert_eq!(s.get_api_key(&k2.id).await.unwrap(), k2);
 }
 
 async fn settings(s: &dyn Store) {
     assert_eq!(s.get_setting("idp").await.unwrap(), None);
-    s.put_setting("idp", &json!({"issuer": "https://a"}), 1)
-        .await
-        .unwrap();
-    s.put_setting("idp", &json!({"issuer": "https://b"}), 2)
-        .await
-        .unwrap();
-    s.put_setting("integrations", &json!({"slack": {"channel": "#ops"}}), 3)
-        .await
-        .unwrap();
-    assert_eq!(
-        s.get_setting("idp").await.unwrap(),
-        Some(json!({"issuer": "https://b"}))
-    );
-    let keys: Vec<String> = s
-        .list_settings()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|(k, _)| k)
-        .collect();
+    s.put_setting("idp", &json!({"issuer": "https://a"}), 1).await.unwrap();
+    s.put_setting("idp", &json!({"issuer": "https://b"}), 2).await.unwrap();
+    s.put_setting("integrations", &json!({"slack": {"channel": "#ops"}}), 3).await.unwrap();
+    assert_eq!(s.get_setting("idp").await.unwrap(), Some(json!({"issuer": "https://b"})));
+    let keys: Vec<String> = s.list_settings().await.unwrap().into_iter().map(|(k, _)| k).collect();
     assert_eq!(keys, ["idp", "integrations"]);
 }
 
@@ -441,10 +265,7 @@ async fn postgres_conforms() {
         }
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
-    assert!(
-        recovered,
-        "the pool reconnects after the database comes back"
-    );
+    assert!(recovered, "the pool reconnects after the database comes back");
     assert_eq!(s.get_policy("p1").await.unwrap().version, 5);
 }
 
@@ -455,15 +276,11 @@ async fn postgres_newer_schema_is_refused() {
     let s = kubehero_store::open(&pg.url).await.unwrap();
     drop(s);
     let pool = sqlx::PgPool::connect(&pg.url).await.unwrap();
-    sqlx::query(
-        "INSERT INTO schema_migrations (version, name, applied_at) VALUES (999, 'future', 0)",
-    )
-    .execute(&pool)
-    .await
-    .unwrap();
-    let Err(err) = kubehero_store::open(&pg.url).await else {
-        panic!("opened a newer schema")
-    };
+    sqlx::query("INSERT INTO schema_migrations (version, name, applied_at) VALUES (999, 'future', 0)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let Err(err) = kubehero_store::open(&pg.url).await else { panic!("opened a newer schema") };
     assert!(matches!(err, StoreError::Config(_)), "{err:?}");
     assert!(err.to_string().contains("newer release"), "{err}");
 }
@@ -475,29 +292,20 @@ async fn sqlite_newer_schema_is_refused() {
     let s = SqliteStore::open(&url).await.unwrap();
     s.close().await;
     let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
-    sqlx::query(
-        "INSERT INTO schema_migrations (version, name, applied_at) VALUES (999, 'future', 0)",
-    )
-    .execute(&pool)
-    .await
-    .unwrap();
+    sqlx::query("INSERT INTO schema_migrations (version, name, applied_at) VALUES (999, 'future', 0)")
+        .execute(&pool)
+        .await
+        .unwrap();
     pool.close().await;
-    let Err(err) = kubehero_store::open(&url).await else {
-        panic!("opened a newer schema")
-    };
+    let Err(err) = kubehero_store::open(&url).await else { panic!("opened a newer schema") };
     assert!(err.to_string().contains("newer release"), "{err}");
 }
 
 #[tokio::test]
 async fn bad_urls_are_config_errors() {
     for url in ["mysql://x", "", "postgres://u:hunter2@/db?sslmode=bogus"] {
-        let Err(err) = kubehero_store::open(url).await else {
-            panic!("{url} opened")
-        };
-        assert!(
-            matches!(err, StoreError::Config(_) | StoreError::Unavailable(_)),
-            "{url}: {err:?}"
-        );
+        let Err(err) = kubehero_store::open(url).await else { panic!("{url} opened") };
+        assert!(matches!(err, StoreError::Config(_) | StoreError::Unavailable(_)), "{url}: {err:?}");
         assert!(!err.to_string().contains("hunter2"), "{err}");
     }
 }
