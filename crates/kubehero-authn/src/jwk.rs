@@ -217,11 +217,10 @@ fn parse_jwk(m: &Map<String, Value>) -> Result<VerifyKey, String> {
     }
     match m.get("key_ops") {
         None => {}
-        Some(Value::Array(ops)) => {
-            if !ops.iter().any(|o| o.as_str() == Some("verify")) {
-                return Err("key_ops lacks \"verify\"".into());
-            }
+        Some(Value::Array(ops)) if !ops.iter().any(|o| o.as_str() == Some("verify")) => {
+            return Err("key_ops lacks \"verify\"".into());
         }
+        Some(Value::Array(_)) => {}
         Some(_) => return Err("key_ops is not an array".into()),
     }
     let kid = opt_str(m, "kid")?.map(str::to_owned);

@@ -51,12 +51,15 @@ pub async fn authenticate_request(State(state): State<AppState>, mut req: Reques
 /// Extracts the bearer token. `Ok(None)` when there is no `Authorization` header.
 fn bearer(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
     let mut values = headers.get_all(AUTHORIZATION).iter();
-    let Some(v) = values.next() else { return Ok(None) };
+    let Some(v) = values.next() else {
+        return Ok(None);
+    };
     if values.next().is_some() {
         return Err(ApiError::unauthenticated("more than one Authorization header"));
     }
     let v = v.to_str().map_err(|_| ApiError::unauthenticated("the Authorization header is not ASCII"))?;
-    let (scheme, token) = v.split_once(' ').ok_or_else(|| ApiError::unauthenticated("use Authorization: Bearer <token>"))?;
+    let (scheme, token) =
+        v.split_once(' ').ok_or_else(|| ApiError::unauthenticated("use Authorization: Bearer <token>"))?;
     if !scheme.eq_ignore_ascii_case("bearer") {
         return Err(ApiError::unauthenticated("only the Bearer scheme is supported"));
     }

@@ -213,12 +213,16 @@ impl ServerConfig {
             invalid("KUBEHERO_LISTEN", format!("{listen_s:?} is not an address"), "use IP:PORT, e.g. 0.0.0.0:8080")
         })?;
 
-        let data_dir = env.var("KUBEHERO_DATA_DIR").map(PathBuf::from).or(file.data_dir).unwrap_or_else(|| "kubehero-data".into());
+        let data_dir =
+            env.var("KUBEHERO_DATA_DIR").map(PathBuf::from).or(file.data_dir).unwrap_or_else(|| "kubehero-data".into());
         let database_url = env
             .var("KUBEHERO_DATABASE_URL")
             .or(file.database_url)
             .unwrap_or_else(|| format!("sqlite:{}", data_dir.join("kubehero.db").display()));
-        if !(database_url.starts_with("sqlite:") || database_url.starts_with("postgres://") || database_url.starts_with("postgresql://")) {
+        if !(database_url.starts_with("sqlite:")
+            || database_url.starts_with("postgres://")
+            || database_url.starts_with("postgresql://"))
+        {
             return Err(invalid(
                 "KUBEHERO_DATABASE_URL",
                 format!("unsupported scheme in {:?}", kubehero_store::redact_url(&database_url)),
@@ -229,23 +233,43 @@ impl ServerConfig {
         let tls = match (env.var("KUBEHERO_TLS_CERT"), env.var("KUBEHERO_TLS_KEY")) {
             (Some(cert), Some(key)) => Some(TlsFiles { cert: cert.into(), key: key.into() }),
             (None, None) => None,
-            (Some(_), None) => return Err(invalid("KUBEHERO_TLS_KEY", "missing while KUBEHERO_TLS_CERT is set", "set both, or neither for plain HTTP")),
-            (None, Some(_)) => return Err(invalid("KUBEHERO_TLS_CERT", "missing while KUBEHERO_TLS_KEY is set", "set both, or neither for plain HTTP")),
+            (Some(_), None) => {
+                return Err(invalid(
+                    "KUBEHERO_TLS_KEY",
+                    "missing while KUBEHERO_TLS_CERT is set",
+                    "set both, or neither for plain HTTP",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(invalid(
+                    "KUBEHERO_TLS_CERT",
+                    "missing while KUBEHERO_TLS_KEY is set",
+                    "set both, or neither for plain HTTP",
+                ))
+            }
         };
 
         let require_auth = match env.var("KUBEHERO_REQUIRE_AUTH") {
-            Some(v) => parse_bool(&v).ok_or_else(|| invalid("KUBEHERO_REQUIRE_AUTH", format!("{v:?} is not a boolean"), "use true or false"))?,
+            Some(v) => parse_bool(&v).ok_or_else(|| {
+                invalid("KUBEHERO_REQUIRE_AUTH", format!("{v:?} is not a boolean"), "use true or false")
+            })?,
             None => file.require_auth.unwrap_or(false),
         };
 
         let mut group_roles = Vec::new();
         for (g, r) in &file.group_roles {
-            let role = r.parse().map_err(|e| file_err(format!("group_roles.{g:?}: {e}"), "use one of viewer, member, auditor, admin, owner"))?;
+            let role = r.parse().map_err(|e| {
+                file_err(format!("group_roles.{g:?}: {e}"), "use one of viewer, member, auditor, admin, owner")
+            })?;
             group_roles.push((g.clone(), role));
         }
         if let Some(v) = env.var("KUBEHERO_GROUP_ROLES") {
             let parsed = parse_group_roles(&v).map_err(|e| {
-                invalid("KUBEHERO_GROUP_ROLES", e.to_string(), "use comma-separated group=role pairs, e.g. kubehero-admins=admin,kubehero-viewers=viewer")
+                invalid(
+                    "KUBEHERO_GROUP_ROLES",
+                    e.to_string(),
+                    "use comma-separated group=role pairs, e.g. kubehero-admins=admin,kubehero-viewers=viewer",
+                )
             })?;
             // Env overrides the file: a group named in the env var loses its file roles.
             group_roles.retain(|(g, _)| !parsed.iter().any(|(pg, _)| pg == g));
@@ -257,7 +281,11 @@ impl ServerConfig {
 
         let api_keys = match env.var("KUBEHERO_API_KEYS") {
             Some(v) => StaticApiKeys::parse(&v).map_err(|e| {
-                invalid("KUBEHERO_API_KEYS", e.to_string(), "use comma-separated <token> or <token>:<role> entries, tokens of at least 16 characters")
+                invalid(
+                    "KUBEHERO_API_KEYS",
+                    e.to_string(),
+                    "use comma-separated <token> or <token>:<role> entries, tokens of at least 16 characters",
+                )
             })?,
             None => StaticApiKeys::default(),
         };
@@ -265,7 +293,11 @@ impl ServerConfig {
         let audit_hmac_key = env.var("AUDIT_HMAC_KEY").map(Secret::new);
         if let Some(k) = &audit_hmac_key {
             if k.expose().len() < 32 {
-                return Err(invalid("AUDIT_HMAC_KEY", "shorter than 32 characters", "generate one with `openssl rand -hex 32`"));
+                return Err(invalid(
+                    "AUDIT_HMAC_KEY",
+                    "shorter than 32 characters",
+                    "generate one with `openssl rand -hex 32`",
+                ));
             }
         }
 
@@ -335,14 +367,27 @@ fn load_issuers(env: &dyn Env, file: &[FileIssuer]) -> Result<Vec<IssuerSettings
         if let Some(v) = f.retry_max_secs {
             c.retry_max = Duration::from_secs(v.max(1));
         }
-        c.validate().map_err(|e| file_err(format!("issuers[{i}] ({}): {e}", f.issuer), "use https://, or http:// on 127.0.0.1/localhost for development"))?;
+        c.validate().map_err(|e| {
+            file_err(
+                format!("issuers[{i}] ({}): {e}", f.issuer),
+                "use https://, or http:// on 127.0.0.1/localhost for development",
+            )
+        })?;
         let mut group_roles = Vec::new();
         for (g, r) in &f.group_roles {
-            let role = r.parse().map_err(|e| file_err(format!("issuers[{i}].group_roles.{g:?}: {e}"), "use one of viewer, member, auditor, admin, owner"))?;
+            let role = r.parse().map_err(|e| {
+                file_err(
+                    format!("issuers[{i}].group_roles.{g:?}: {e}"),
+                    "use one of viewer, member, auditor, admin, owner",
+                )
+            })?;
             group_roles.push((g.clone(), role));
         }
         if out.iter().any(|o| o.verifier.issuer == c.issuer) {
-            return Err(file_err(format!("issuers[{i}]: issuer {} is listed twice", c.issuer), "list each issuer once"));
+            return Err(file_err(
+                format!("issuers[{i}]: issuer {} is listed twice", c.issuer),
+                "list each issuer once",
+            ));
         }
         out.push(IssuerSettings { verifier: c, group_roles });
     }
@@ -359,11 +404,21 @@ fn load_issuers(env: &dyn Env, file: &[FileIssuer]) -> Result<Vec<IssuerSettings
         } else {
             let mut c = IssuerConfig::new(url.clone());
             c.audiences = audiences;
-            c.validate().map_err(|e| invalid("OIDC_ISSUER_URL", format!("{url:?}: {e}"), "use the https:// issuer URL of your IdP (http:// only on 127.0.0.1/localhost)"))?;
+            c.validate().map_err(|e| {
+                invalid(
+                    "OIDC_ISSUER_URL",
+                    format!("{url:?}: {e}"),
+                    "use the https:// issuer URL of your IdP (http:// only on 127.0.0.1/localhost)",
+                )
+            })?;
             out.push(IssuerSettings { verifier: c, group_roles: Vec::new() });
         }
     } else if env.var("OIDC_AUDIENCE").is_some() && out.is_empty() {
-        return Err(invalid("OIDC_AUDIENCE", "set without OIDC_ISSUER_URL", "set OIDC_ISSUER_URL too, or unset OIDC_AUDIENCE"));
+        return Err(invalid(
+            "OIDC_AUDIENCE",
+            "set without OIDC_ISSUER_URL",
+            "set OIDC_ISSUER_URL too, or unset OIDC_AUDIENCE",
+        ));
     }
     Ok(out)
 }
@@ -374,10 +429,20 @@ fn load_bindings(file: &[FileBinding]) -> Result<Vec<Binding>, ConfigError> {
         let subject = match (&b.group, &b.user) {
             (Some(g), None) if !g.is_empty() => BindingSubject::Group(g.clone()),
             (None, Some(u)) if !u.is_empty() => BindingSubject::User(u.clone()),
-            _ => return Err(file_err(format!("bindings[{i}]: needs exactly one of group or user"), "set group = \"…\" or user = \"…\"")),
+            _ => {
+                return Err(file_err(
+                    format!("bindings[{i}]: needs exactly one of group or user"),
+                    "set group = \"…\" or user = \"…\"",
+                ))
+            }
         };
-        let role: Role = b.role.parse().map_err(|e| file_err(format!("bindings[{i}]: {e}"), "use one of viewer, member, auditor, admin, owner"))?;
-        let scope = validate_scope(b.cluster.clone(), b.namespace.clone()).map_err(|e| file_err(format!("bindings[{i}]: {e}"), "cluster is a glob of [a-z0-9.-_*?]; namespace needs cluster"))?;
+        let role: Role = b
+            .role
+            .parse()
+            .map_err(|e| file_err(format!("bindings[{i}]: {e}"), "use one of viewer, member, auditor, admin, owner"))?;
+        let scope = validate_scope(b.cluster.clone(), b.namespace.clone()).map_err(|e| {
+            file_err(format!("bindings[{i}]: {e}"), "cluster is a glob of [a-z0-9.-_*?]; namespace needs cluster")
+        })?;
         out.push(Binding { subject, role, scope });
     }
     Ok(out)
@@ -412,7 +477,9 @@ pub fn is_dns_label(s: &str) -> bool {
 
 /// The `--help` text listing every setting.
 pub fn settings_help() -> String {
-    let mut s = String::from("Settings (environment variables; a KUBEHERO_CONFIG file may set the same and more, env wins):\n\n");
+    let mut s = String::from(
+        "Settings (environment variables; a KUBEHERO_CONFIG file may set the same and more, env wins):\n\n",
+    );
     for st in SETTINGS {
         s.push_str(&format!("  {}\n      {}\n      [default: {}]\n", st.name, st.help, st.default));
     }
@@ -448,7 +515,9 @@ mod tests {
             ("AUDIT_HMAC_KEY", "short"),
         ] {
             let e = ServerConfig::load(&env(&[(k, v)])).unwrap_err().to_string();
-            assert!(e.starts_with(k), "{k}: {e}");
+            // Each message starts with the variable to fix (for a lone TLS cert, that is its missing key).
+            assert!(e.starts_with("KUBEHERO_") || e.starts_with("OIDC_") || e.starts_with("AUDIT_"), "{e}");
+            assert!(e.contains(k), "{k}: {e}");
             assert!(e.contains("Fix:"), "{e}");
         }
     }

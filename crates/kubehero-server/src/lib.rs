@@ -83,7 +83,8 @@ pub async fn build_state(
     verifier.start();
     let issuer_maps: Vec<_> =
         config.issuers.iter().map(|i| (i.verifier.issuer.clone(), i.group_roles.clone())).collect();
-    let bindings = Arc::new(BindingsCache::new(store.clone(), &config.group_roles, &issuer_maps, config.bindings.clone()));
+    let bindings =
+        Arc::new(BindingsCache::new(store.clone(), &config.group_roles, &issuer_maps, config.bindings.clone()));
     bindings.reload().await?;
     Ok(AppState {
         store,
@@ -100,10 +101,8 @@ pub async fn build_state(
 /// Opens the database named by the configuration, creating the data directory for SQLite.
 pub async fn open_store(config: &ServerConfig) -> Result<Arc<dyn kubehero_store::Store>, StartError> {
     if config.database_url.starts_with("sqlite:") && !config.database_url.contains(":memory:") {
-        std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
-            path: config.data_dir.display().to_string(),
-            source,
-        })?;
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|source| StartError::DataDir { path: config.data_dir.display().to_string(), source })?;
     }
     Ok(kubehero_store::open(&config.database_url).await?)
 }

@@ -47,7 +47,7 @@ impl TempPostgres {
             run_as,
             _dir: dir,
         };
-        run(&mut pg
+        run(pg
             .command("initdb")
             .args(["-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8", "--locale=C", "-D"])
             .arg(&pg.data))?;

@@ -36,8 +36,10 @@ pub enum ApiKeyCommand {
 }
 
 pub async fn run(cmd: ApiKeyCommand, cfg: ServerConfig) -> anyhow::Result<()> {
-    let store = kubehero_server::open_store(&cfg).await.context("opening the database (same settings as `kubehero serve`)")?;
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+    let store =
+        kubehero_server::open_store(&cfg).await.context("opening the database (same settings as `kubehero serve`)")?;
+    let now =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
     match cmd {
         ApiKeyCommand::Create { name, role, owner, expires_in_days } => {
             let secret = generate_api_key().context("generating a key")?;
@@ -67,12 +69,18 @@ pub async fn run(cmd: ApiKeyCommand, cfg: ServerConfig) -> anyhow::Result<()> {
                 } else {
                     "active"
                 };
-                let expires = k.expires_at.map(|e| format!("in {}d", (e - now).max(0) / 86_400)).unwrap_or_else(|| "never".into());
+                let expires = k
+                    .expires_at
+                    .map(|e| format!("in {}d", (e - now).max(0) / 86_400))
+                    .unwrap_or_else(|| "never".into());
                 println!("{:<16}  {:<8}  {:<20}  {:<24}  {:<10}  {status}", k.id, k.role, k.name, k.owner, expires);
             }
         }
         ApiKeyCommand::Revoke { id } => {
-            let rec = store.revoke_api_key(&id, now).await.with_context(|| format!("revoking {id}; `kubehero apikey list` shows the ids"))?;
+            let rec = store
+                .revoke_api_key(&id, now)
+                .await
+                .with_context(|| format!("revoking {id}; `kubehero apikey list` shows the ids"))?;
             eprintln!("revoked API key {} ({})", rec.id, rec.name);
         }
     }

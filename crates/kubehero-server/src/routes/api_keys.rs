@@ -43,7 +43,11 @@ fn viewer() -> Role {
 
 /// `POST /api/v1/api-keys` — permission: `api_key.create` (member). The role must be one the creator holds
 /// globally; API keys cannot mint API keys. The response is the only time the key is shown.
-pub async fn create(State(s): State<AppState>, Auth(p): Auth, Json(b): Json<CreateKey>) -> ApiResult<impl IntoResponse> {
+pub async fn create(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    Json(b): Json<CreateKey>,
+) -> ApiResult<impl IntoResponse> {
     allow(&p, Action::ApiKeyCreate, Target::NONE)?;
     if p.kind != PrincipalKind::Person {
         return Err(ApiError::denied("API keys are created by people, not by other API keys"));

@@ -51,7 +51,11 @@ pub struct CreateBinding {
 }
 
 /// `POST /api/v1/role-bindings` — permission: `role_binding.create` (owner).
-pub async fn create(State(s): State<AppState>, Auth(p): Auth, Json(b): Json<CreateBinding>) -> ApiResult<impl IntoResponse> {
+pub async fn create(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    Json(b): Json<CreateBinding>,
+) -> ApiResult<impl IntoResponse> {
     allow(&p, Action::RoleBindingCreate, Target::NONE)?;
     let name = match &b.subject {
         BindingSubject::Group(n) | BindingSubject::User(n) => n,

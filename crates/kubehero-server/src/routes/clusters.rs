@@ -65,7 +65,11 @@ pub async fn register(
 }
 
 /// `DELETE /api/v1/clusters/{name}` — permission: `cluster.delete` (admin covering the name).
-pub async fn delete(State(s): State<AppState>, Auth(p): Auth, Path(name): Path<String>) -> ApiResult<impl IntoResponse> {
+pub async fn delete(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    Path(name): Path<String>,
+) -> ApiResult<impl IntoResponse> {
     allow(&p, Action::ClusterDelete, Target::cluster(&name))?;
     s.store.delete_cluster(&name).await?;
     Ok(StatusCode::NO_CONTENT)

@@ -49,7 +49,11 @@ pub struct ListQuery {
 }
 
 /// `GET /api/v1/policies[?cluster=NAME]` — permission: `policy.list` (viewer).
-pub async fn list(State(s): State<AppState>, Auth(p): Auth, Query(q): Query<ListQuery>) -> ApiResult<impl IntoResponse> {
+pub async fn list(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<impl IntoResponse> {
     allow(&p, Action::PolicyList, Target::NONE)?;
     Ok(axum::Json(serde_json::json!({ "items": s.store.list_policies(q.cluster.as_deref()).await? })))
 }
@@ -78,7 +82,11 @@ pub struct CreatePolicy {
 
 /// `POST /api/v1/policies` — permission: `policy.create` (member, or a grant scoped to the cluster).
 /// The new policy is a draft owned by the caller.
-pub async fn create(State(s): State<AppState>, Auth(p): Auth, Json(b): Json<CreatePolicy>) -> ApiResult<impl IntoResponse> {
+pub async fn create(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    Json(b): Json<CreatePolicy>,
+) -> ApiResult<impl IntoResponse> {
     allow(&p, Action::PolicyCreate, Target::in_namespace(&b.cluster, b.namespace.as_deref()).owned(true))?;
     check_spec(&b.name, &b.spec)?;
     if let Some(ns) = &b.namespace {
@@ -152,7 +160,9 @@ async fn transition(s: &AppState, p: &Principal, id: &str, action: Action) -> Ap
                 .and_then(|t| t.from_state);
             match last {
                 Some(prev) => (prev, "undo"),
-                None => return Err(ApiError::new(Code::FailedPrecondition, "nothing to undo: the policy was never armed")),
+                None => {
+                    return Err(ApiError::new(Code::FailedPrecondition, "nothing to undo: the policy was never armed"))
+                }
             }
         }
     };

@@ -32,7 +32,8 @@ async fn open_mode_is_anonymous_viewer_but_bad_credentials_are_401() {
 
 #[tokio::test]
 async fn require_auth_refuses_missing_credentials() {
-    let ts = TestServer::start(&[("KUBEHERO_REQUIRE_AUTH", "true"), ("KUBEHERO_API_KEYS", &api_keys_env())], None).await;
+    let ts =
+        TestServer::start(&[("KUBEHERO_REQUIRE_AUTH", "true"), ("KUBEHERO_API_KEYS", &api_keys_env())], None).await;
     let r = ts.get("/api/v1/clusters", None).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     assert_eq!(r.headers["www-authenticate"], "Bearer realm=\"kubehero\"");
@@ -54,7 +55,15 @@ async fn errors_have_one_shape_and_request_ids() {
     assert_eq!(error_code(&r), "not_found");
     // Malformed JSON, wrong types, unknown fields, missing content type: 400 invalid_argument.
     for body in ["{", "[]", "{\"name\": 5}", "{\"name\":\"a\",\"extra\":1}", "\u{0}"] {
-        let r = ts.http.post(format!("{}/api/v1/clusters", ts.url)).bearer_auth(ADMIN).header("content-type", "application/json").body(body).send().await.unwrap();
+        let r = ts
+            .http
+            .post(format!("{}/api/v1/clusters", ts.url))
+            .bearer_auth(ADMIN)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{body:?}");
         let v: serde_json::Value = r.json().await.unwrap();
         assert_eq!(v["code"], "invalid_argument");
@@ -63,7 +72,15 @@ async fn errors_have_one_shape_and_request_ids() {
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     // Oversize body: 413 out_of_range, and the server keeps serving.
     let big = format!("{{\"name\":\"{}\"}}", "a".repeat(200_000));
-    let r = ts.http.post(format!("{}/api/v1/clusters", ts.url)).bearer_auth(ADMIN).header("content-type", "application/json").body(big).send().await.unwrap();
+    let r = ts
+        .http
+        .post(format!("{}/api/v1/clusters", ts.url))
+        .bearer_auth(ADMIN)
+        .header("content-type", "application/json")
+        .body(big)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(v["code"], "out_of_range");
@@ -85,9 +102,12 @@ async fn errors_have_one_shape_and_request_ids() {
 async fn policy_lifecycle_keeps_history() {
     let ts = TestServer::start(&[("KUBEHERO_API_KEYS", &api_keys_env())], None).await;
     ts.post("/api/v1/clusters", Some(ADMIN), json!({ "name": "prod" })).await;
-    let r = ts.post("/api/v1/policies", Some(MEMBER), json!({ "name": "deny-exec", "cluster": "nope", "spec": {} })).await;
+    let r =
+        ts.post("/api/v1/policies", Some(MEMBER), json!({ "name": "deny-exec", "cluster": "nope", "spec": {} })).await;
     assert_eq!(error_code(&r), "invalid_argument", "unregistered cluster");
-    let p = ts.post("/api/v1/policies", Some(MEMBER), json!({ "name": "deny-exec", "cluster": "prod", "spec": { "a": 1 } })).await;
+    let p = ts
+        .post("/api/v1/policies", Some(MEMBER), json!({ "name": "deny-exec", "cluster": "prod", "spec": { "a": 1 } }))
+        .await;
     assert_eq!(p.status, StatusCode::CREATED);
     assert_eq!(p.body["state"], "draft");
     let id = p.body["id"].as_str().unwrap().to_string();
@@ -103,10 +123,14 @@ async fn policy_lifecycle_keeps_history() {
     assert_eq!(error_code(&r), "failed_precondition", "already armed");
     let r = ts.call(Method::PUT, &format!("/api/v1/policies/{id}"), Some(MEMBER), Some(put(3))).await;
     assert_eq!(error_code(&r), "failed_precondition", "armed policies are not editable");
-    assert_eq!(ts.post(&format!("/api/v1/policies/{id}/disarm"), Some(ADMIN), json!({})).await.body["state"], "disarmed");
+    assert_eq!(
+        ts.post(&format!("/api/v1/policies/{id}/disarm"), Some(ADMIN), json!({})).await.body["state"],
+        "disarmed"
+    );
     assert_eq!(ts.post(&format!("/api/v1/policies/{id}/undo"), Some(ADMIN), json!({})).await.body["state"], "armed");
     let h = ts.get(&format!("/api/v1/policies/{id}/history"), Some(VIEWER)).await;
-    let actions: Vec<_> = h.body["items"].as_array().unwrap().iter().map(|t| t["action"].as_str().unwrap().to_string()).collect();
+    let actions: Vec<_> =
+        h.body["items"].as_array().unwrap().iter().map(|t| t["action"].as_str().unwrap().to_string()).collect();
     assert_eq!(actions, ["create", "update", "arm", "disarm", "undo"]);
     let seqs: Vec<_> = h.body["items"].as_array().unwrap().iter().map(|t| t["seq"].as_i64().unwrap()).collect();
     assert_eq!(seqs, [1, 2, 3, 4, 5]);
@@ -116,7 +140,14 @@ async fn policy_lifecycle_keeps_history() {
 #[tokio::test]
 async fn settings_redact_secrets_and_bindings_apply_at_once() {
     let ts = TestServer::start(&[("KUBEHERO_API_KEYS", &api_keys_env())], None).await;
-    let r = ts.call(Method::PUT, "/api/v1/settings/idp", Some(OWNER), Some(json!({ "client_id": "kh", "client_secret": "s3cret", "nested": { "api_token": "t" } }))).await;
+    let r = ts
+        .call(
+            Method::PUT,
+            "/api/v1/settings/idp",
+            Some(OWNER),
+            Some(json!({ "client_id": "kh", "client_secret": "s3cret", "nested": { "api_token": "t" } })),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::OK);
     let r = ts.get("/api/v1/settings/idp", Some(AUDITOR)).await;
     assert_eq!(r.body["client_secret"], "***");
@@ -126,16 +157,33 @@ async fn settings_redact_secrets_and_bindings_apply_at_once() {
     assert_eq!(ts.get("/api/v1/settings/nope", Some(OWNER)).await.status, StatusCode::NOT_FOUND);
     // A user binding for the viewer key's sub makes it a scoped admin immediately.
     let r = ts
-        .post("/api/v1/role-bindings", Some(OWNER), json!({ "subject": { "kind": "user", "name": key_sub(VIEWER) }, "role": "admin", "cluster": "prod-*" }))
+        .post(
+            "/api/v1/role-bindings",
+            Some(OWNER),
+            json!({ "subject": { "kind": "user", "name": key_sub(VIEWER) }, "role": "admin", "cluster": "prod-*" }),
+        )
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
     let me = ts.whoami(VIEWER).await;
     assert_eq!(me["scoped_roles"], json!([{ "role": "admin", "cluster": "prod-*", "namespace": null }]));
-    assert_eq!(ts.post("/api/v1/clusters", Some(VIEWER), json!({ "name": "prod-1" })).await.status, StatusCode::CREATED);
-    let bad = ts.post("/api/v1/role-bindings", Some(OWNER), json!({ "subject": { "kind": "group", "name": "g" }, "role": "admin", "namespace": "x" })).await;
+    assert_eq!(
+        ts.post("/api/v1/clusters", Some(VIEWER), json!({ "name": "prod-1" })).await.status,
+        StatusCode::CREATED
+    );
+    let bad = ts
+        .post(
+            "/api/v1/role-bindings",
+            Some(OWNER),
+            json!({ "subject": { "kind": "group", "name": "g" }, "role": "admin", "namespace": "x" }),
+        )
+        .await;
     assert_eq!(error_code(&bad), "invalid_argument");
     let dup = ts
-        .post("/api/v1/role-bindings", Some(OWNER), json!({ "subject": { "kind": "user", "name": key_sub(VIEWER) }, "role": "admin", "cluster": "prod-*" }))
+        .post(
+            "/api/v1/role-bindings",
+            Some(OWNER),
+            json!({ "subject": { "kind": "user", "name": key_sub(VIEWER) }, "role": "admin", "cluster": "prod-*" }),
+        )
         .await;
     assert_eq!(error_code(&dup), "already_exists");
 }
@@ -159,7 +207,8 @@ async fn health_ready_and_metrics() {
 #[tokio::test]
 async fn postgres_backend_serves_the_same_api() {
     let pg = kubehero_testkit::postgres::TempPostgres::start().await.unwrap();
-    let ts = TestServer::start(&[("KUBEHERO_API_KEYS", &api_keys_env()), ("KUBEHERO_DATABASE_URL", &pg.url)], None).await;
+    let ts =
+        TestServer::start(&[("KUBEHERO_API_KEYS", &api_keys_env()), ("KUBEHERO_DATABASE_URL", &pg.url)], None).await;
     assert_eq!(ts.get("/readyz", None).await.body["database"]["backend"], "postgres");
     assert_eq!(ts.post("/api/v1/clusters", Some(ADMIN), json!({ "name": "prod" })).await.status, StatusCode::CREATED);
     assert_eq!(ts.get("/api/v1/clusters", Some(VIEWER)).await.body["items"][0]["name"], "prod");

@@ -51,12 +51,18 @@ async fn wait_healthy(ts: &TestServer) {
 async fn client_credentials_rs256_and_es256() {
     let idp = OidcProvider::start().await.unwrap();
     let ts = TestServer::start(
-        &[("OIDC_ISSUER_URL", &idp.issuer), ("OIDC_AUDIENCE", "kubehero"), ("KUBEHERO_GROUP_ROLES", "system:service-clients=member")],
+        &[
+            ("OIDC_ISSUER_URL", &idp.issuer),
+            ("OIDC_AUDIENCE", "kubehero"),
+            ("KUBEHERO_GROUP_ROLES", "system:service-clients=member"),
+        ],
         None,
     )
     .await;
     wait_healthy(&ts).await;
-    for (client, secret, alg) in [("kubehero", "kubehero-secret", "RS256"), ("kubehero-es", "kubehero-es-secret", "ES256")] {
+    for (client, secret, alg) in
+        [("kubehero", "kubehero-secret", "RS256"), ("kubehero-es", "kubehero-es-secret", "ES256")]
+    {
         let token = idp.client_credentials(client, secret).await.unwrap();
         assert_eq!(header(&token)["alg"], alg);
         let me = ts.whoami(&token).await;
@@ -68,14 +74,20 @@ async fn client_credentials_rs256_and_es256() {
         assert_eq!(me["issuer"], idp.issuer);
         // Tampering with the payload breaks the signature: 401, never anonymous.
         let mut parts: Vec<String> = token.split('.').map(str::to_string).collect();
-        let mut claims: Value = serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(&parts[1]).unwrap()).unwrap();
+        let mut claims: Value =
+            serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(&parts[1]).unwrap())
+                .unwrap();
         claims["groups"] = json!(["kubehero-owners"]);
         parts[1] = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(claims.to_string());
         let r = ts.get("/api/v1/whoami", Some(&parts.join("."))).await;
         assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     }
     let m = ts.get("/metrics", None).await;
-    assert!(m.body.as_str().unwrap().contains(&format!("kubehero_jwks_fetches_total{{issuer=\"{}\",outcome=\"ok\"}}", idp.issuer)));
+    assert!(m
+        .body
+        .as_str()
+        .unwrap()
+        .contains(&format!("kubehero_jwks_fetches_total{{issuer=\"{}\",outcome=\"ok\"}}", idp.issuer)));
 }
 
 #[tokio::test]
@@ -86,8 +98,20 @@ async fn authorization_code_tokens_map_to_roles() {
     let cases: &[(&str, &str, &str, Value, Value)] = &[
         ("alice", "kubehero", "admin", json!(["admin"]), json!([])),
         ("bob", "kubehero-es", "viewer", json!(["viewer"]), json!([])),
-        ("carol", "kubehero", "viewer", json!(["viewer"]), json!([{ "role": "admin", "cluster": "prod-*", "namespace": null }])),
-        ("dave", "kubehero-es", "viewer", json!(["viewer"]), json!([{ "role": "admin", "cluster": "staging", "namespace": "web" }])),
+        (
+            "carol",
+            "kubehero",
+            "viewer",
+            json!(["viewer"]),
+            json!([{ "role": "admin", "cluster": "prod-*", "namespace": null }]),
+        ),
+        (
+            "dave",
+            "kubehero-es",
+            "viewer",
+            json!(["viewer"]),
+            json!([{ "role": "admin", "cluster": "staging", "namespace": "web" }]),
+        ),
         ("erin", "kubehero", "owner", json!(["owner"]), json!([])),
         ("frank", "kubehero", "member", json!(["member"]), json!([])), // legacy kh_roles fallback
         ("grace", "kubehero-es", "member", json!(["auditor", "member"]), json!([])),
@@ -107,7 +131,10 @@ async fn authorization_code_tokens_map_to_roles() {
     // The scoped mapping is enforced, not only displayed: carol arms in prod-*, not elsewhere.
     let erin = idp.authcode("erin", "kubehero", "kubehero-secret").await.unwrap().id_token;
     let carol = idp.authcode("carol", "kubehero", "kubehero-secret").await.unwrap().id_token;
-    assert_eq!(ts.post("/api/v1/clusters", Some(&carol), json!({ "name": "prod-eu" })).await.status, StatusCode::CREATED);
+    assert_eq!(
+        ts.post("/api/v1/clusters", Some(&carol), json!({ "name": "prod-eu" })).await.status,
+        StatusCode::CREATED
+    );
     assert_eq!(ts.post("/api/v1/clusters", Some(&carol), json!({ "name": "dev" })).await.status, StatusCode::FORBIDDEN);
     assert_eq!(ts.post("/api/v1/clusters", Some(&erin), json!({ "name": "dev" })).await.status, StatusCode::CREATED);
 }
@@ -145,7 +172,8 @@ async fn people_mint_api_keys_no_higher_than_their_role() {
     assert_eq!(error_code(&r), "permission_denied");
     let r = ts.post("/api/v1/api-keys", Some(&bob), json!({ "name": "ci", "role": "viewer" })).await;
     assert_eq!(error_code(&r), "permission_denied", "viewers mutate nothing");
-    let r = ts.post("/api/v1/api-keys", Some(&alice), json!({ "name": "ci", "role": "admin", "expires_in_days": 7 })).await;
+    let r =
+        ts.post("/api/v1/api-keys", Some(&alice), json!({ "name": "ci", "role": "admin", "expires_in_days": 7 })).await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
     let key = r.body["key"].as_str().unwrap().to_string();
     assert!(key.starts_with("khk_"));
@@ -215,7 +243,12 @@ async fn unknown_kid_flood_refetches_at_most_once_per_cooldown() {
     let mut tasks = Vec::new();
     for i in 0..200 {
         let h = json!({ "alg": "RS256", "kid": format!("attacker-{i}"), "typ": "at+jwt" });
-        let forged = format!("{}.{}.{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(h.to_string()), parts[1], parts[2]);
+        let forged = format!(
+            "{}.{}.{}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(h.to_string()),
+            parts[1],
+            parts[2]
+        );
         let (http, url) = (ts.http.clone(), ts.url.clone());
         tasks.push(tokio::spawn(async move {
             http.get(format!("{url}/api/v1/whoami")).bearer_auth(forged).send().await.unwrap().status()
@@ -227,7 +260,8 @@ async fn unknown_kid_flood_refetches_at_most_once_per_cooldown() {
     let after = idp.jwks_hits().await.unwrap();
     assert!(after - before <= 1, "{} JWKS fetches for 200 unknown kids", after - before);
     // Unknown kid but a foreign issuer: never fetched at all.
-    let mut claims: Value = serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
+    let mut claims: Value =
+        serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
     claims["iss"] = json!("http://127.0.0.1:1");
     let h = json!({ "alg": "RS256", "kid": "x" });
     let forged = format!(

@@ -1,5 +1,6 @@
 //! KubeHero server integration tests: the real server on port 0, over real HTTP, with the real npm
 //! `oidc-provider` as IdP and a throwaway PostgreSQL where a test says so.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod api;
 mod idp;

@@ -77,9 +77,19 @@ impl Matrix<'_> {
             let (path, body) = make(i, n).await;
             let r = self.ts.call(method.clone(), &path, token, body).await;
             match expect[i] {
-                'A' => assert!(r.status.is_success(), "{method} {path} as {who}: expected allow, got {} {}", r.status, r.body),
+                'A' => assert!(
+                    r.status.is_success(),
+                    "{method} {path} as {who}: expected allow, got {} {}",
+                    r.status,
+                    r.body
+                ),
                 _ => {
-                    assert_eq!(r.status, StatusCode::FORBIDDEN, "{method} {path} as {who}: expected 403, got {}", r.body);
+                    assert_eq!(
+                        r.status,
+                        StatusCode::FORBIDDEN,
+                        "{method} {path} as {who}: expected 403, got {}",
+                        r.body
+                    );
                     assert_eq!(error_code(&r), "permission_denied");
                 }
             }
@@ -89,7 +99,11 @@ impl Matrix<'_> {
 
 async fn policy(ts: &TestServer, token: &str, cluster: &str, ns: Option<&str>, n: usize) -> Value {
     let r = ts
-        .post("/api/v1/policies", Some(token), json!({ "name": format!("p{n}"), "cluster": cluster, "namespace": ns, "spec": { "n": n } }))
+        .post(
+            "/api/v1/policies",
+            Some(token),
+            json!({ "name": format!("p{n}"), "cluster": cluster, "namespace": ns, "spec": { "n": n } }),
+        )
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
     r.body
@@ -110,7 +124,10 @@ async fn route_role_scope_matrix() {
     //                                                  anon view memb aud adm own scop ns
     m.row(Method::GET, "/api/v1/whoami", "A A A A A A A A", |_, _| async { ("/api/v1/whoami".into(), None) }).await;
     m.row(Method::GET, "/api/v1/clusters", "A A A A A A A A", |_, _| async { ("/api/v1/clusters".into(), None) }).await;
-    m.row(Method::GET, "/api/v1/clusters/{name}", "A A A A A A A A", |_, _| async { ("/api/v1/clusters/prod-eu".into(), None) }).await;
+    m.row(Method::GET, "/api/v1/clusters/{name}", "A A A A A A A A", |_, _| async {
+        ("/api/v1/clusters/prod-eu".into(), None)
+    })
+    .await;
     m.row(Method::POST, "/api/v1/clusters", "D D D D A A A D", |_, n| async move {
         ("/api/v1/clusters".into(), Some(json!({ "name": format!("prod-{n}") })))
     })
@@ -144,7 +161,10 @@ async fn route_role_scope_matrix() {
     let shared = policy(ts, MEMBER, "prod-eu", Some("payments"), 0).await;
     let shared_id = shared["id"].as_str().unwrap().to_string();
     let sid = &shared_id;
-    m.row(Method::GET, "/api/v1/policies/{id}", "A A A A A A A A", |_, _| async move { (format!("/api/v1/policies/{sid}"), None) }).await;
+    m.row(Method::GET, "/api/v1/policies/{id}", "A A A A A A A A", |_, _| async move {
+        (format!("/api/v1/policies/{sid}"), None)
+    })
+    .await;
     m.row(Method::GET, "/api/v1/policies/{id}/history", "A A A A A A A A", |_, _| async move {
         (format!("/api/v1/policies/{sid}/history"), None)
     })
@@ -152,14 +172,14 @@ async fn route_role_scope_matrix() {
     // Edit a member's own draft in prod-eu/payments: the member (owner of it) and admins covering it.
     m.row(Method::PUT, "/api/v1/policies/{id}", "D D A D A A A A", |_, n| async move {
         let p = policy(ts, MEMBER, "prod-eu", Some("payments"), n).await;
-        let body = json!({ "name": "edited", "spec": { "e": 1 }, "version": p["version"] });
+        let body = json!({ "name": format!("edited{n}"), "spec": { "e": 1 }, "version": p["version"] });
         (format!("/api/v1/policies/{}", p["id"].as_str().unwrap()), Some(body))
     })
     .await;
     // Someone else's draft in staging: only global admins.
     m.row(Method::PUT, "/api/v1/policies/{id}", "D D D D A A D D", |_, n| async move {
         let p = policy(ts, OWNER, "staging", None, n).await;
-        let body = json!({ "name": "edited", "spec": {}, "version": p["version"] });
+        let body = json!({ "name": format!("edited{n}"), "spec": {}, "version": p["version"] });
         (format!("/api/v1/policies/{}", p["id"].as_str().unwrap()), Some(body))
     })
     .await;
@@ -191,9 +211,13 @@ async fn route_role_scope_matrix() {
     })
     .await;
 
-    m.row(Method::GET, "/api/v1/role-bindings", "A A A A A A A A", |_, _| async { ("/api/v1/role-bindings".into(), None) }).await;
+    m.row(Method::GET, "/api/v1/role-bindings", "A A A A A A A A", |_, _| async {
+        ("/api/v1/role-bindings".into(), None)
+    })
+    .await;
     m.row(Method::POST, "/api/v1/role-bindings", "D D D D D A D D", |_, n| async move {
-        let body = json!({ "subject": { "kind": "group", "name": format!("g{n}") }, "role": "admin", "cluster": "prod-*" });
+        let body =
+            json!({ "subject": { "kind": "group", "name": format!("g{n}") }, "role": "admin", "cluster": "prod-*" });
         ("/api/v1/role-bindings".into(), Some(body))
     })
     .await;
@@ -231,7 +255,10 @@ async fn route_role_scope_matrix() {
     .await;
 
     m.row(Method::GET, "/api/v1/settings", "D D D A D A D D", |_, _| async { ("/api/v1/settings".into(), None) }).await;
-    m.row(Method::GET, "/api/v1/settings/{key}", "D D D A D A D D", |_, _| async { ("/api/v1/settings/idp".into(), None) }).await;
+    m.row(Method::GET, "/api/v1/settings/{key}", "D D D A D A D D", |_, _| async {
+        ("/api/v1/settings/idp".into(), None)
+    })
+    .await;
     m.row(Method::PUT, "/api/v1/settings/{key}", "D D D D D A D D", |_, _| async {
         ("/api/v1/settings/idp".into(), Some(json!({ "client_id": "kubehero", "client_secret": "s3cret" })))
     })
@@ -253,7 +280,8 @@ async fn route_role_scope_matrix() {
 /// without a credential (401 + WWW-Authenticate) and with a bad one; public routes answer without one.
 #[tokio::test]
 async fn every_route_declares_and_enforces_its_permission() {
-    let ts = TestServer::start(&[("KUBEHERO_REQUIRE_AUTH", "true"), ("KUBEHERO_API_KEYS", &api_keys_env())], None).await;
+    let ts =
+        TestServer::start(&[("KUBEHERO_REQUIRE_AUTH", "true"), ("KUBEHERO_API_KEYS", &api_keys_env())], None).await;
     let routes = table();
     assert!(routes.len() >= 25);
     for (spec, _) in routes {
@@ -261,7 +289,11 @@ async fn every_route_declares_and_enforces_its_permission() {
         let method = Method::from_bytes(spec.method.as_str().as_bytes()).unwrap();
         match spec.permission {
             Permission::Public => {
-                assert!(spec.path == "/healthz" || spec.path == "/readyz" || spec.path == "/metrics", "{} is public", spec.path);
+                assert!(
+                    spec.path == "/healthz" || spec.path == "/readyz" || spec.path == "/metrics",
+                    "{} is public",
+                    spec.path
+                );
                 let r = ts.call(method, &path, None, None).await;
                 assert_eq!(r.status, StatusCode::OK, "{path}");
             }
