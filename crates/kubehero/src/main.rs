@@ -64,7 +64,10 @@ fn init_logging() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_new(std::env::var("KUBEHERO_LOG").unwrap_or_else(|_| "info".into()))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     if std::env::var("KUBEHERO_LOG_FORMAT").is_ok_and(|f| f == "json") {
         builder.json().init();
     } else {
