@@ -288,3 +288,111 @@ async fn key_rotation_needs_one_refetch() {
     assert_eq!(ts.whoami(&new).await["sub"], "kubehero");
     assert_eq!(idp.jwks_hits().await.unwrap() - before, 1, "exactly one refetch");
 }
+
+/// Real tokens from the real provider, mutated the ways attackers do (RFC 8725 classes), sent over HTTP: every
+/// one is 401 `unauthenticated` with the JSON error shape, none is 500, none falls back to anonymous, and the
+/// untouched token still works afterwards. The full library-level corpus lives in kubehero-authn's tests.
+#[tokio::test]
+async fn mutated_real_tokens_are_401_never_500() {
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let idp = OidcProvider::start().await.unwrap();
+    let ts = TestServer::start(&[("OIDC_ISSUER_URL", &idp.issuer), ("OIDC_AUDIENCE", "kubehero")], None).await;
+    wait_healthy(&ts).await;
+    let rs = idp.client_credentials("kubehero", "kubehero-secret").await.unwrap();
+    let es = idp.client_credentials("kubehero-es", "kubehero-es-secret").await.unwrap();
+    let split = |t: &str| -> (Value, Value, String) {
+        let p: Vec<&str> = t.split('.').collect();
+        (
+            serde_json::from_slice(&b64.decode(p[0]).unwrap()).unwrap(),
+            serde_json::from_slice(&b64.decode(p[1]).unwrap()).unwrap(),
+            p[2].to_string(),
+        )
+    };
+    let join =
+        |h: &Value, c: &Value, s: &str| format!("{}.{}.{s}", b64.encode(h.to_string()), b64.encode(c.to_string()));
+    let (h, c, sig) = split(&rs);
+    let (eh, ec, esig) = split(&es);
+    let with_h = |k: &str, v: Value| {
+        let mut h = h.clone();
+        h[k] = v;
+        join(&h, &c, &sig)
+    };
+    let with_c = |k: &str, v: Value| {
+        let mut c = c.clone();
+        c[k] = v;
+        join(&h, &c, &sig)
+    };
+    let without_c = |k: &str| {
+        let mut c = c.clone();
+        c.as_object_mut().unwrap().remove(k);
+        join(&h, &c, &sig)
+    };
+    let now = c["iat"].as_i64().unwrap();
+    let mut flipped = b64.decode(&sig).unwrap();
+    flipped[10] ^= 1;
+    let cases: Vec<(&str, String)> = vec![
+        ("alg none, no signature", format!("{}.{}.", b64.encode(r#"{"alg":"none"}"#), rs.split('.').nth(1).unwrap())),
+        ("alg none, signature kept", with_h("alg", json!("none"))),
+        ("HS256 header on an RSA key", with_h("alg", json!("HS256"))),
+        ("RS384 header on an RS256 signature", with_h("alg", json!("RS384"))),
+        ("PS256 header", with_h("alg", json!("PS256"))),
+        ("ES256 header on an RSA kid", with_h("alg", json!("ES256"))),
+        ("RS256 header on an ES256 token", {
+            let mut eh = eh.clone();
+            eh["alg"] = json!("RS256");
+            join(&eh, &ec, &esig)
+        }),
+        ("unknown kid", with_h("kid", json!("no-such-key"))),
+        ("jku header", with_h("jku", json!("https://evil.example/jwks"))),
+        ("x5u header", with_h("x5u", json!("https://evil.example/cert"))),
+        ("embedded jwk", with_h("jwk", json!({"kty":"oct","k":"AAAA"}))),
+        ("x5c header", with_h("x5c", json!(["MIIB"]))),
+        ("unknown crit", with_h("crit", json!(["exp-ext"]))),
+        ("wrong iss", with_c("iss", json!("https://evil.example"))),
+        ("wrong aud", with_c("aud", json!("someone-else"))),
+        ("expired", with_c("exp", json!(now - 3600))),
+        ("not yet valid", with_c("nbf", json!(now + 3600))),
+        ("no exp", without_c("exp")),
+        ("escalated groups", with_c("groups", json!(["kubehero-owners"]))),
+        ("signature stripped", format!("{}.", rs.rsplit_once('.').unwrap().0)),
+        ("signature flipped", format!("{}.{}", rs.rsplit_once('.').unwrap().0, b64.encode(&flipped))),
+        ("signature truncated", rs[..rs.len() - 10].to_string()),
+        ("ES256 signature on the RS256 token", format!("{}.{esig}", rs.rsplit_once('.').unwrap().0)),
+        ("two parts", rs.rsplit_once('.').unwrap().0.to_string()),
+        ("four parts", format!("{rs}.x")),
+        ("padded base64", format!("{}=.{}", rs.split('.').next().unwrap(), rs.split_once('.').unwrap().1)),
+        ("standard base64 alphabet", rs.replace('-', "+").replace('_', "/")),
+        ("header not JSON", format!("{}.{}", b64.encode("not json"), rs.split_once('.').unwrap().1)),
+        ("duplicate alg member", {
+            let raw = h.to_string().replacen('{', r#"{"alg":"none","#, 1);
+            format!("{}.{}", b64.encode(raw), rs.split_once('.').unwrap().1)
+        }),
+        ("oversize (20 KiB)", format!("{rs}{}", "A".repeat(20 * 1024))),
+        ("deeply nested header", format!("{}.{}.{sig}", b64.encode("[".repeat(5000)), b64.encode(c.to_string()))),
+        ("non-ASCII", format!("{rs}\u{e9}")),
+    ];
+    assert!(cases.len() >= 30);
+    for (name, token) in &cases {
+        let r = ts.call(Method::GET, "/api/v1/whoami", None, None).await;
+        assert_eq!(r.status, StatusCode::OK, "open mode still serves anonymous requests");
+        let r = ts
+            .http
+            .get(format!("{}/api/v1/whoami", ts.url))
+            .header("authorization", format!("Bearer {token}"))
+            .send()
+            .await;
+        let Ok(r) = r else {
+            // reqwest refuses header values that are not visible ASCII; nothing was sent.
+            assert_eq!(*name, "non-ASCII");
+            continue;
+        };
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{name}");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["code"], "unauthenticated", "{name}: {body}");
+        assert!(body["request_id"].is_string(), "{name}");
+    }
+    assert_eq!(ts.whoami(&rs).await["sub"], "kubehero");
+    assert_eq!(ts.whoami(&es).await["sub"], "kubehero-es");
+    // None of the mutated kids or headers made the server fetch anything but the configured JWKS.
+    assert!(idp.jwks_hits().await.unwrap() <= 2, "one fetch, at most one unknown-kid refetch");
+}
