@@ -215,8 +215,15 @@ mod tests {
         let ok = |v: Value| check_audience_and_time(&obj(json!({"aud":v,"exp":10})), &c, 0);
         assert!(ok(json!("kubehero")).is_ok());
         assert!(ok(json!(["other", "kubehero"])).is_ok());
-        for bad in [json!("KubeHero"), json!("kubehero "), json!("kube"), json!([]), json!(["x"]), json!(1), json!(["kubehero", 1])]
-        {
+        for bad in [
+            json!("KubeHero"),
+            json!("kubehero "),
+            json!("kube"),
+            json!([]),
+            json!(["x"]),
+            json!(1),
+            json!(["kubehero", 1]),
+        ] {
             assert_eq!(ok(bad.clone()), Err(AuthnError::InvalidAudience), "{bad}");
         }
         let open = IssuerConfig::new("https://idp.example.com");
@@ -228,12 +235,8 @@ mod tests {
     fn identity_claims() {
         let mut c = cfg();
         c.group_prefix = "oidc:".into();
-        let v = extract(
-            obj(json!({"sub":"u1","email":"a@b","groups":["x","y"],"kh_roles":["Admin"]})),
-            &c,
-            10,
-        )
-        .unwrap();
+        let v =
+            extract(obj(json!({"sub":"u1","email":"a@b","groups":["x","y"],"kh_roles":["Admin"]})), &c, 10).unwrap();
         assert_eq!(v.groups, ["oidc:x", "oidc:y"]);
         assert_eq!(v.legacy_roles, ["admin"]);
         assert_eq!(v.sub, "u1");

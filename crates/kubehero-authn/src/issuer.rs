@@ -141,7 +141,13 @@ impl IssuerState {
     /// Fetches discovery + JWKS once and installs the keys; on failure keeps the old keys. Records health
     /// and reports the outcome to the observer.
     pub async fn refresh(&self) -> Result<(), String> {
-        let result = self.fetch_key_set().await;
+        let mut result = self.fetch_key_set().await;
+        // A document with no usable key (`{"keys":[]}`, only `oct` or unsupported keys) is more likely a
+        // broken IdP deployment than a deliberate withdrawal: treat it as a failed refresh so the keys that
+        // worked keep working. Key rotation always publishes the new key, so this never blocks one.
+        if result.as_ref().is_ok_and(|(set, _)| set.is_empty()) && self.keys().is_some_and(|k| !k.is_empty()) {
+            result = Err("JWKS has no usable keys".to_string());
+        }
         match result {
             Ok((set, skipped)) => {
                 for reason in &skipped {

@@ -13,8 +13,8 @@
 //! Keys are decoded once, when the set is parsed, so verification never re-parses JWK JSON or base64.
 
 use crate::error::{sanitize, AuthnError};
-use crate::jws::{b64_decode, Alg, JwsHeader};
 use crate::json;
+use crate::jws::{b64_decode, Alg, JwsHeader};
 use ring::signature::{self, RsaPublicKeyComponents, UnparsedPublicKey};
 use serde_json::{Map, Value};
 
@@ -86,7 +86,8 @@ impl VerifyKey {
                     (Alg::Es384, Curve::P384) => (&signature::ECDSA_P384_SHA384_FIXED, 96),
                     _ => return false,
                 };
-                signature.len() == len && UnparsedPublicKey::new(algorithm, &point[..]).verify(message, signature).is_ok()
+                signature.len() == len
+                    && UnparsedPublicKey::new(algorithm, &point[..]).verify(message, signature).is_ok()
             }
         }
     }
@@ -301,8 +302,8 @@ fn parse_ec(m: &Map<String, Value>, alg: Option<Alg>) -> Result<Material, String
 /// about 2^-154.
 fn roca_fingerprint(n: &[u8]) -> bool {
     const PRIMES: [u32; 38] = [
-        3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41, 43, 47, 53, 59, 61, 67, 71, 73, 79, 83, 89, 97, 101, 103,
-        107, 109, 113, 127, 131, 137, 139, 149, 151, 157, 163, 167,
+        3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41, 43, 47, 53, 59, 61, 67, 71, 73, 79, 83, 89, 97, 101, 103, 107,
+        109, 113, 127, 131, 137, 139, 149, 151, 157, 163, 167,
     ];
     PRIMES.iter().all(|&p| {
         let r = n.iter().fold(0u32, |acc, &b| ((acc << 8) | u32::from(b)) % p);

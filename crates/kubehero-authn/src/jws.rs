@@ -183,20 +183,14 @@ mod tests {
             parse_compact(&tok(r#"{"alg":"none"}"#)).unwrap_err(),
             AuthnError::UnsupportedAlgorithm("none".into())
         );
-        assert!(matches!(
-            parse_compact(&tok(r#"{"alg":"RS256 "}"#)),
-            Err(AuthnError::UnsupportedAlgorithm(_))
-        ));
+        assert!(matches!(parse_compact(&tok(r#"{"alg":"RS256 "}"#)), Err(AuthnError::UnsupportedAlgorithm(_))));
         assert_eq!(parse_compact(&tok(r#"{"alg":"RS256","crit":[]}"#)).unwrap_err(), AuthnError::CriticalHeader);
         assert_eq!(
             parse_compact(&tok(r#"{"alg":"RS256","jku":"https://x"}"#)).unwrap_err(),
             AuthnError::ForbiddenHeader("jku")
         );
         assert!(matches!(parse_compact(&tok(r#"{"alg":"RS256","kid":1}"#)), Err(AuthnError::Malformed(_))));
-        assert!(matches!(
-            parse_compact(&tok(r#"{"alg":"RS256","alg":"RS256"}"#)),
-            Err(AuthnError::Malformed(_))
-        ));
+        assert!(matches!(parse_compact(&tok(r#"{"alg":"RS256","alg":"RS256"}"#)), Err(AuthnError::Malformed(_))));
     }
 
     #[test]

@@ -25,8 +25,7 @@ pub mod pipeline;
 pub mod verifier;
 
 pub use apikey::{
-    api_key_id, generate_api_key, looks_like_jwt, sha256_hex, Secret, StaticApiKeys, StaticKeyMatch,
-    API_KEY_PREFIX,
+    api_key_id, generate_api_key, looks_like_jwt, sha256_hex, Secret, StaticApiKeys, StaticKeyMatch, API_KEY_PREFIX,
 };
 pub use cache::TokenCache;
 pub use claims::{VerifiedToken, CLOCK_SKEW_SECS};
