@@ -206,6 +206,15 @@ macro_rules! sql_store {
                 let what = what.into();
                 move |e| $crate::sql::map_err($backend, what, e)
             }
+
+            /// Runs a `DELETE … WHERE key = $1`; `NotFound(what)` when no row matched.
+            async fn delete_one(&self, sql: &'static str, key: &str, what: String) -> $crate::Result<()> {
+                let done = sqlx::query(sql).bind(key).execute(&self.pool).await.map_err(Self::err(what.clone()))?;
+                if done.rows_affected() == 0 {
+                    return Err($crate::StoreError::NotFound(what));
+                }
+                Ok(())
+            }
         }
 
         #[async_trait::async_trait]
@@ -241,16 +250,7 @@ macro_rules! sql_store {
             }
 
             async fn delete_cluster(&self, name: &str) -> $crate::Result<()> {
-                let what = format!("cluster {name:?}");
-                let done = sqlx::query($crate::sql::DELETE_CLUSTER)
-                    .bind(name)
-                    .execute(&self.pool)
-                    .await
-                    .map_err(Self::err(what.clone()))?;
-                if done.rows_affected() == 0 {
-                    return Err($crate::StoreError::NotFound(what));
-                }
-                Ok(())
+                self.delete_one($crate::sql::DELETE_CLUSTER, name, format!("cluster {name:?}")).await
             }
         }
 
@@ -469,16 +469,7 @@ macro_rules! sql_store {
             }
 
             async fn delete_binding(&self, id: &str) -> $crate::Result<()> {
-                let what = format!("role binding {id:?}");
-                let done = sqlx::query($crate::sql::DELETE_BINDING)
-                    .bind(id)
-                    .execute(&self.pool)
-                    .await
-                    .map_err(Self::err(what.clone()))?;
-                if done.rows_affected() == 0 {
-                    return Err($crate::StoreError::NotFound(what));
-                }
-                Ok(())
+                self.delete_one($crate::sql::DELETE_BINDING, id, format!("role binding {id:?}")).await
             }
         }
 
