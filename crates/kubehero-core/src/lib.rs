@@ -6,11 +6,16 @@
 //! - a check passes only if some held grant, whose scope covers the target, grants the action;
 //! - secrets never live in these types: a principal carries identifiers, never credentials.
 
+pub mod audit;
 pub mod authz;
 pub mod glob;
 pub mod principal;
 pub mod role;
 
+pub use audit::{
+    AuditActor, AuditEvent, AuditOutcome, AuditRecord, AuditResult, AuditTarget, Checkpoint, SealedRow, Sealer,
+    GENESIS_MAC,
+};
 pub use authz::{authorize, Action, Decision, Target};
 pub use principal::{normalize_grants, AuthMethod, Principal, PrincipalKind};
 pub use role::{parse_group_roles, Binding, BindingSubject, Grant, GroupRolesError, ParseRoleError, Role, Scope};

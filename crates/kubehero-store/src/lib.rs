@@ -7,13 +7,14 @@
 //! - secrets are never stored: API keys are kept as their SHA-256 only;
 //! - times are Unix seconds (`i64`), ids are strings chosen by the caller.
 
+mod audit;
 mod migrate;
 mod postgres;
 mod sql;
 mod sqlite;
 
 use async_trait::async_trait;
-use kubehero_core::{Binding, Role};
+use kubehero_core::{AuditEvent, AuditOutcome, Binding, Checkpoint, Role, SealedRow, Sealer};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -227,9 +228,59 @@ pub trait SettingsStore: Send + Sync {
     async fn put_setting(&self, key: &str, value: &serde_json::Value, at: i64) -> Result<()>;
 }
 
+/// An audit row as stored: the canonical record text and its place in the chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredAuditRow {
+    pub seq: i64,
+    pub key_id: String,
+    /// Lowercase hex HMAC-SHA256.
+    pub mac: String,
+    /// The canonical record (JSON) the MAC covers.
+    pub body: String,
+}
+
+/// Filters for reading the audit log, newest first. Every filter is optional; `before_seq` is the cursor.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditQuery {
+    pub since_ms: Option<i64>,
+    pub until_ms: Option<i64>,
+    pub actor: Option<String>,
+    pub action: Option<String>,
+    pub outcome: Option<AuditOutcome>,
+    pub cluster: Option<String>,
+    /// Only rows with `seq` below this (the previous page's last `seq`).
+    pub before_seq: Option<i64>,
+    pub limit: i64,
+}
+
+/// The audit log: append-only, HMAC-chained, with signed checkpoints and the forwarders' cursors.
+#[async_trait]
+pub trait AuditStore: Send + Sync {
+    /// Appends `events` in order as one transaction: takes the chain head (a row lock that serialises every
+    /// writer, in this process and in other replicas), seals each event with `sealer`, inserts the rows and
+    /// moves the head. Either all rows are durable when this returns `Ok`, or none is.
+    async fn append_audit(&self, events: &[AuditEvent], sealer: &dyn Sealer) -> Result<Vec<SealedRow>>;
+    /// The chain head: the last `seq` and its MAC (`0` and the genesis MAC when empty).
+    async fn audit_head(&self) -> Result<(i64, String)>;
+    /// Rows with `seq > after`, ascending, at most `limit`: for verification, export and forwarding.
+    async fn audit_rows(&self, after: i64, limit: i64) -> Result<Vec<StoredAuditRow>>;
+    /// Rows matching `q`, newest first.
+    async fn query_audit(&self, q: &AuditQuery) -> Result<Vec<StoredAuditRow>>;
+    /// Records a signed checkpoint. Writing the same one twice is not an error.
+    async fn add_checkpoint(&self, c: &Checkpoint) -> Result<()>;
+    /// Every checkpoint, ascending by `seq`.
+    async fn checkpoints(&self) -> Result<Vec<Checkpoint>>;
+    /// The last `seq` a sink has durably delivered (0 when it never delivered).
+    async fn sink_cursor(&self, sink: &str) -> Result<i64>;
+    /// Moves a sink's cursor forward (never backwards).
+    async fn set_sink_cursor(&self, sink: &str, seq: i64, at: i64) -> Result<()>;
+    /// Every sink and its cursor.
+    async fn sink_cursors(&self) -> Result<Vec<(String, i64)>>;
+}
+
 /// The whole store: every aggregate plus health.
 #[async_trait]
-pub trait Store: ClusterStore + PolicyStore + BindingStore + ApiKeyStore + SettingsStore {
+pub trait Store: ClusterStore + PolicyStore + BindingStore + ApiKeyStore + SettingsStore + AuditStore {
     /// A cheap round trip for `/readyz`.
     async fn ping(&self) -> Result<()>;
     /// `sqlite` or `postgres`, for logs and `/readyz`.

@@ -23,12 +23,16 @@ pub(crate) struct Migration {
 }
 
 /// SQLite migrations, oldest first.
-pub(crate) const SQLITE: &[Migration] =
-    &[Migration { version: 1, name: "init", sql: include_str!("migrations/sqlite/0001_init.sql") }];
+pub(crate) const SQLITE: &[Migration] = &[
+    Migration { version: 1, name: "init", sql: include_str!("migrations/sqlite/0001_init.sql") },
+    Migration { version: 2, name: "audit", sql: include_str!("migrations/sqlite/0002_audit.sql") },
+];
 
 /// PostgreSQL migrations, oldest first.
-pub(crate) const POSTGRES: &[Migration] =
-    &[Migration { version: 1, name: "init", sql: include_str!("migrations/postgres/0001_init.sql") }];
+pub(crate) const POSTGRES: &[Migration] = &[
+    Migration { version: 1, name: "init", sql: include_str!("migrations/postgres/0001_init.sql") },
+    Migration { version: 2, name: "audit", sql: include_str!("migrations/postgres/0002_audit.sql") },
+];
 
 /// Key of the PostgreSQL advisory lock that serialises migrations across replicas ("KUBEHERO" in ASCII).
 const PG_LOCK_KEY: i64 = 0x4b55_4245_4845_524f;

@@ -58,3 +58,4 @@ impl PostgresStore {
 }
 
 sql::sql_store!(PostgresStore, "postgres");
+crate::audit::audit_store!(PostgresStore, "postgres");

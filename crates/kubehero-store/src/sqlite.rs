@@ -61,3 +61,4 @@ impl SqliteStore {
 }
 
 sql::sql_store!(SqliteStore, "sqlite");
+crate::audit::audit_store!(SqliteStore, "sqlite");

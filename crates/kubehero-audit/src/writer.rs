@@ -1,0 +1,144 @@
+//! The group-commit writer: every request hands its event to one writer task and waits; the writer takes
+//! everything queued, appends it in one transaction (one flush), and answers each waiter with its seq. While
+//! a commit is in flight the next batch gathers, so batches grow with load and durability is never weakened.
+
+use crate::chain::{sign_checkpoint, ChainSealer};
+use crate::keys::SigningKey;
+use kubehero_core::AuditEvent;
+use kubehero_store::Store;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+/// Why an event could not be recorded. The caller must not answer the request as if it had been.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuditError {
+    /// The store refused or could not be reached; nothing of the batch was written.
+    #[error("audit log unavailable: {0}")]
+    Unavailable(String),
+    /// The writer has stopped (shutdown).
+    #[error("audit log is shut down")]
+    Closed,
+}
+
+struct Job {
+    event: AuditEvent,
+    done: oneshot::Sender<Result<i64, AuditError>>,
+}
+
+/// Counters the server exports in `/metrics`.
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    pub rows: AtomicU64,
+    pub commits: AtomicU64,
+    pub failures: AtomicU64,
+}
+
+/// A handle to the writer task. Cloning is cheap; the task stops when every handle is dropped.
+#[derive(Clone)]
+pub struct AuditLog {
+    tx: mpsc::Sender<Job>,
+    stats: Arc<WriterStats>,
+}
+
+impl std::fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditLog").finish_non_exhaustive()
+    }
+}
+
+/// Events waiting for the writer before `record` applies back-pressure.
+const QUEUE: usize = 16 * 1024;
+
+impl AuditLog {
+    /// Starts the writer. `max_batch` bounds one transaction (1 turns group commit off, for comparison).
+    pub fn start(store: Arc<dyn Store>, sealer: ChainSealer, max_batch: usize) -> AuditLog {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let stats = Arc::new(WriterStats::default());
+        tokio::spawn(run(store, sealer, rx, max_batch.max(1), stats.clone()));
+        AuditLog { tx, stats }
+    }
+
+    /// Records `event` and returns its seq once it is durable.
+    pub async fn record(&self, event: AuditEvent) -> Result<i64, AuditError> {
+        let (done, wait) = oneshot::channel();
+        self.tx.send(Job { event, done }).await.map_err(|_| AuditError::Closed)?;
+        wait.await.map_err(|_| AuditError::Closed)?
+    }
+
+    pub fn stats(&self) -> &WriterStats {
+        &self.stats
+    }
+}
+
+async fn run(
+    store: Arc<dyn Store>,
+    sealer: ChainSealer,
+    mut rx: mpsc::Receiver<Job>,
+    max_batch: usize,
+    stats: Arc<WriterStats>,
+) {
+    let mut jobs = Vec::with_capacity(max_batch);
+    while rx.recv_many(&mut jobs, max_batch).await > 0 {
+        let events: Vec<AuditEvent> = jobs.iter().map(|j| j.event.clone()).collect();
+        match store.append_audit(&events, &sealer).await {
+            Ok(rows) => {
+                stats.rows.fetch_add(rows.len() as u64, Ordering::Relaxed);
+                stats.commits.fetch_add(1, Ordering::Relaxed);
+                for (job, row) in jobs.drain(..).zip(rows) {
+                    let _ = job.done.send(Ok(row.seq));
+                }
+            }
+            Err(e) => {
+                stats.failures.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(error = %e, rows = jobs.len(), "audit append failed; the requests are refused");
+                let err = AuditError::Unavailable(e.to_string());
+                for job in jobs.drain(..) {
+                    let _ = job.done.send(Err(err.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// Writes a signed checkpoint of the current head if it moved since `last` (the previous checkpoint's seq).
+/// Returns the seq checkpointed.
+pub async fn checkpoint_once(store: &dyn Store, key: &SigningKey, last: i64, now_ms: i64) -> Result<i64, String> {
+    let (seq, mac) = store.audit_head().await.map_err(|e| e.to_string())?;
+    if seq > last {
+        store.add_checkpoint(&sign_checkpoint(key, seq, &mac, now_ms)).await.map_err(|e| e.to_string())?;
+    }
+    Ok(seq)
+}
+
+/// Checkpoints every `every` until `stop` fires, then once more.
+pub async fn run_checkpoints(
+    store: Arc<dyn Store>,
+    key: Arc<SigningKey>,
+    every: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut last = 0;
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let stopping = tokio::select! {
+            _ = tick.tick() => false,
+            _ = stop.changed() => true,
+        };
+        match checkpoint_once(&*store, &key, last, now_ms()).await {
+            Ok(seq) => last = seq,
+            Err(e) => tracing::warn!(error = %e, "audit checkpoint failed; will retry"),
+        }
+        if stopping || *stop.borrow() {
+            return;
+        }
+    }
+}
+
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
