@@ -41,8 +41,12 @@ impl<S: Send + Sync> FromRequestParts<S> for Auth {
 pub async fn authenticate_request(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     match authenticate(&state, req.headers()).await {
         Ok(p) => {
-            req.extensions_mut().insert(Auth(Arc::new(p)));
-            next.run(req).await
+            let auth = Auth(Arc::new(p));
+            req.extensions_mut().insert(auth.clone());
+            let mut res = next.run(req).await;
+            // For the audit point, which sees only the response.
+            res.extensions_mut().insert(auth);
+            res
         }
         Err(e) => e.into_response(),
     }

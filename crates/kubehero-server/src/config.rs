@@ -57,13 +57,17 @@ pub const SETTINGS: &[Setting] = &[
     Setting { name: "KUBEHERO_API_KEYS", help: "Static API keys for service accounts: comma-separated <token> or <token>:<role> (default role viewer). Kept as SHA-256 only.", default: "unset" },
     Setting { name: "KUBEHERO_SCIM_TOKEN", help: "Bearer token for SCIM 2.0 provisioning. Empty disables SCIM.", default: "unset: SCIM off" },
     Setting { name: "KUBEHERO_REQUIRE_AUTH", help: "true: requests without a credential get 401. false (open mode): they are an anonymous viewer.", default: "false" },
-    Setting { name: "AUDIT_HMAC_KEY", help: "HMAC-SHA256 key that signs audit rows (at least 32 characters).", default: "unset" },
+    Setting { name: "AUDIT_HMAC_KEY", help: "HMAC-SHA256 key that chains audit rows (at least 32 characters). Required with KUBEHERO_REQUIRE_AUTH=true; in open mode one is generated into the data dir.", default: "unset" },
     Setting { name: "KUBEHERO_LISTEN", help: "Address and port to listen on.", default: "127.0.0.1:8080" },
     Setting { name: "KUBEHERO_DATA_DIR", help: "Directory for the embedded SQLite database and local state.", default: "./kubehero-data" },
     Setting { name: "KUBEHERO_DATABASE_URL", help: "sqlite:PATH (embedded) or postgres://USER:PASSWORD@HOST:PORT/DB (several replicas).", default: "sqlite:<data dir>/kubehero.db" },
     Setting { name: "KUBEHERO_TLS_CERT", help: "PEM certificate chain; with KUBEHERO_TLS_KEY the server speaks HTTPS (rustls).", default: "unset: plain HTTP" },
     Setting { name: "KUBEHERO_TLS_KEY", help: "PEM private key for KUBEHERO_TLS_CERT.", default: "unset" },
     Setting { name: "KUBEHERO_CONFIG", help: "TOML file for several issuers, per-issuer claims, prefixes and group maps, and scoped bindings.", default: "unset" },
+    Setting { name: "KUBEHERO_AUDIT_PREVIOUS_KEYS", help: "Earlier AUDIT_HMAC_KEY values, comma-separated, so rows written before a key rotation still verify.", default: "unset" },
+    Setting { name: "KUBEHERO_AUDIT_SIGNING_KEY", help: "Ed25519 PKCS#8 (DER) file that signs audit checkpoints; created if missing. Keep it apart from AUDIT_HMAC_KEY.", default: "<data dir>/audit-signing.pk8" },
+    Setting { name: "KUBEHERO_AUDIT_CHECKPOINT_SECS", help: "Seconds between signed checkpoints of the audit chain head (also written at shutdown).", default: "60" },
+    Setting { name: "KUBEHERO_AUDIT_FORWARD", help: "Audit sinks the server forwards to, comma-separated: udp://, tcp://, tls:// (syslog), https:// (webhook), s3://bucket/prefix.", default: "unset: no forwarding" },
     Setting { name: "KUBEHERO_LOG", help: "Log filter (tracing EnvFilter syntax), e.g. info or kubehero_authn=debug.", default: "info" },
     Setting { name: "KUBEHERO_LOG_FORMAT", help: "text or json.", default: "text" },
 ];
@@ -181,6 +185,13 @@ pub struct ServerConfig {
     pub api_keys: StaticApiKeys,
     pub scim_token: Option<Secret>,
     pub audit_hmac_key: Option<Secret>,
+    /// Earlier audit HMAC keys, for verification only.
+    pub audit_previous_keys: Vec<Secret>,
+    /// The checkpoint signing key file.
+    pub audit_signing_key: PathBuf,
+    pub audit_checkpoint_every: std::time::Duration,
+    /// Sink URLs for the in-process forwarder.
+    pub audit_forward: Vec<String>,
     pub token_cache_size: usize,
     /// Non-fatal findings (unknown variables) to log once the logger is up.
     pub warnings: Vec<String>,
@@ -300,6 +311,47 @@ impl ServerConfig {
                 ));
             }
         }
+        if require_auth && audit_hmac_key.is_none() {
+            return Err(invalid(
+                "AUDIT_HMAC_KEY",
+                "unset while KUBEHERO_REQUIRE_AUTH=true: the audit log cannot be chained with a key you control",
+                "set it to a secret of at least 32 characters, e.g. `openssl rand -hex 32`, shared by every replica",
+            ));
+        }
+        let audit_previous_keys: Vec<Secret> = env
+            .var("KUBEHERO_AUDIT_PREVIOUS_KEYS")
+            .map(|v| {
+                v.split(',').map(str::trim).filter(|k| !k.is_empty()).map(|k| Secret::new(k.to_string())).collect()
+            })
+            .unwrap_or_default();
+        if audit_previous_keys.iter().any(|k| k.expose().len() < 32) {
+            return Err(invalid(
+                "KUBEHERO_AUDIT_PREVIOUS_KEYS",
+                "an entry is shorter than 32 characters",
+                "list the exact earlier AUDIT_HMAC_KEY values, comma-separated",
+            ));
+        }
+        let audit_signing_key = env
+            .var("KUBEHERO_AUDIT_SIGNING_KEY")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| data_dir.join("audit-signing.pk8"));
+        let audit_checkpoint_every = match env.var("KUBEHERO_AUDIT_CHECKPOINT_SECS") {
+            None => std::time::Duration::from_secs(60),
+            Some(v) => match v.trim().parse::<u64>() {
+                Ok(n) if (1..=3600).contains(&n) => std::time::Duration::from_secs(n),
+                _ => {
+                    return Err(invalid(
+                        "KUBEHERO_AUDIT_CHECKPOINT_SECS",
+                        format!("{v:?} is not a number of seconds between 1 and 3600"),
+                        "use e.g. 60 (the issue's bound: at least once a minute)",
+                    ))
+                }
+            },
+        };
+        let audit_forward: Vec<String> = env
+            .var("KUBEHERO_AUDIT_FORWARD")
+            .map(|v| v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect())
+            .unwrap_or_default();
 
         Ok(ServerConfig {
             listen,
@@ -313,6 +365,10 @@ impl ServerConfig {
             api_keys,
             scim_token: env.var("KUBEHERO_SCIM_TOKEN").map(Secret::new),
             audit_hmac_key,
+            audit_previous_keys,
+            audit_signing_key,
+            audit_checkpoint_every,
+            audit_forward,
             token_cache_size: file.token_cache_size.unwrap_or(100_000),
             warnings,
         })

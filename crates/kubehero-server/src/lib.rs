@@ -4,6 +4,7 @@
 //! verifier and background tasks, binds the listener (plain or rustls) and serves until shut down. Tests and
 //! benchmarks call [`start`] with port 0.
 
+pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod error;
@@ -41,6 +42,9 @@ pub enum StartError {
     /// The TLS files could not be loaded.
     #[error("TLS: {0}")]
     Tls(String),
+    /// The audit keys could not be loaded or created.
+    #[error("audit log: {0}")]
+    Audit(String),
     /// The data directory could not be created.
     #[error("cannot create the data directory {path}: {source}. Fix: set KUBEHERO_DATA_DIR to a writable directory")]
     DataDir { path: String, source: std::io::Error },
@@ -52,18 +56,23 @@ pub struct RunningServer {
     pub state: AppState,
     shutdown: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
+    /// Tasks that finish their work after the listener stops (the final audit checkpoint).
+    background: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl RunningServer {
-    /// Stops accepting, lets in-flight requests finish, and waits.
+    /// Stops accepting, lets in-flight requests finish, writes the final checkpoint, and waits.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
-        let _ = self.task.await;
+        self.wait().await;
     }
 
     /// Waits until the server stops (after a shutdown signal).
     pub async fn wait(self) {
         let _ = self.task.await;
+        for t in self.background {
+            let _ = t.await;
+        }
     }
 
     /// A handle that triggers shutdown.
@@ -86,7 +95,18 @@ pub async fn build_state(
     let bindings =
         Arc::new(BindingsCache::new(store.clone(), &config.group_roles, &issuer_maps, config.bindings.clone()));
     bindings.reload().await?;
+    let (keys, generated) = audit::load_hmac_keys(config, true)?;
+    if generated {
+        tracing::warn!(
+            path = %config.data_dir.join("audit-hmac.key").display(),
+            "AUDIT_HMAC_KEY is not set: the audit log is chained with a key generated into the data directory. \
+             Set AUDIT_HMAC_KEY (and KUBEHERO_REQUIRE_AUTH=true) for production."
+        );
+    }
+    let audit =
+        kubehero_audit::AuditLog::start(store.clone(), kubehero_audit::ChainSealer::new(Arc::new(keys)), AUDIT_BATCH);
     Ok(AppState {
+        audit,
         store,
         verifier,
         token_cache: Arc::new(TokenCache::new(config.token_cache_size)),
@@ -97,6 +117,9 @@ pub async fn build_state(
         require_auth: config.require_auth,
     })
 }
+
+/// Most audit rows committed in one transaction.
+const AUDIT_BATCH: usize = 1024;
 
 /// Opens the database named by the configuration, creating the data directory for SQLite.
 pub async fn open_store(config: &ServerConfig) -> Result<Arc<dyn kubehero_store::Store>, StartError> {
@@ -124,8 +147,15 @@ pub async fn start_with(
         .await
         .map_err(|source| StartError::Bind { addr: config.listen, source })?;
     let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: config.listen, source })?;
+    let signing = Arc::new(audit::load_signing_key(&config.audit_signing_key)?);
     let (tx, rx) = watch::channel(false);
     spawn_refresh(state.clone(), rx.clone());
+    let background = vec![tokio::spawn(kubehero_audit::writer::run_checkpoints(
+        state.store.clone(),
+        signing,
+        config.audit_checkpoint_every,
+        rx.clone(),
+    ))];
     let router = app(state.clone());
     let task = match &config.tls {
         Some(files) => {
@@ -142,7 +172,7 @@ pub async fn start_with(
             }
         }),
     };
-    Ok(RunningServer { addr, state, shutdown: tx, task })
+    Ok(RunningServer { addr, state, shutdown: tx, task, background })
 }
 
 /// Reloads database bindings every few seconds so changes made through another replica apply here too.

@@ -6,6 +6,7 @@ use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
@@ -22,6 +23,11 @@ struct FetchLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SinkLabels {
+    sink: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HttpLabels {
     method: String,
     route: String,
@@ -35,6 +41,10 @@ pub struct Metrics {
     jwks_fetches: Family<FetchLabels, Counter>,
     verification_seconds: Histogram,
     http_requests: Family<HttpLabels, Counter>,
+    audit_refused: Counter,
+    audit_rows: Gauge,
+    audit_commits: Gauge,
+    audit_forward_lag: Family<SinkLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -63,7 +73,37 @@ impl Metrics {
         );
         let http_requests = Family::<HttpLabels, Counter>::default();
         registry.register("http_requests", "HTTP requests by method, route and status", http_requests.clone());
-        Metrics { registry, authentications, jwks_fetches, verification_seconds, http_requests }
+        let audit_refused = Counter::default();
+        registry.register(
+            "audit_refused_requests",
+            "Requests answered 503 because their audit row could not be written",
+            audit_refused.clone(),
+        );
+        let audit_rows = Gauge::default();
+        registry.register("audit_rows_written", "Audit rows this process made durable", audit_rows.clone());
+        let audit_commits = Gauge::default();
+        registry.register(
+            "audit_commits",
+            "Audit transactions this process committed (rows / commits = group-commit batch size)",
+            audit_commits.clone(),
+        );
+        let audit_forward_lag = Family::<SinkLabels, Gauge>::default();
+        registry.register(
+            "audit_forward_lag_rows",
+            "Audit rows not yet delivered to each forwarding sink",
+            audit_forward_lag.clone(),
+        );
+        Metrics {
+            registry,
+            authentications,
+            jwks_fetches,
+            verification_seconds,
+            http_requests,
+            audit_refused,
+            audit_rows,
+            audit_commits,
+            audit_forward_lag,
+        }
     }
 
     pub fn authentication(&self, method: &'static str, result: &'static str) {
@@ -78,6 +118,22 @@ impl Metrics {
         self.http_requests
             .get_or_create(&HttpLabels { method: method.to_string(), route: route.to_string(), status })
             .inc();
+    }
+
+    pub fn audit_refused(&self) {
+        self.audit_refused.inc();
+    }
+
+    /// Copies the audit writer's counters (read at scrape time).
+    pub fn audit_writer(&self, stats: &kubehero_audit::writer::WriterStats) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.audit_rows.set(i64::try_from(stats.rows.load(Relaxed)).unwrap_or(i64::MAX));
+        self.audit_commits.set(i64::try_from(stats.commits.load(Relaxed)).unwrap_or(i64::MAX));
+    }
+
+    /// Sets one forwarding sink's lag.
+    pub fn audit_forward_lag(&self, sink: &str, rows: i64) {
+        self.audit_forward_lag.get_or_create(&SinkLabels { sink: sink.to_string() }).set(rows);
     }
 
     /// The Prometheus text exposition.

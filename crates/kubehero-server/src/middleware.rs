@@ -1,13 +1,14 @@
 //! The one point every request passes through: it assigns the request id (`X-Request-Id`, echoed on every
 //! response and put into error bodies), counts the request, and makes every error answer — ours, axum's
-//! rejections, fallbacks — carry the `{"code","message","request_id"}` shape. The audit log hooks in here.
+//! rejections, fallbacks — carry the `{"code","message","request_id"}` shape, and writes the request's
+//! audit row (see [`crate::audit`]) before the response leaves.
 
 use crate::error::{render, ApiError, Code};
 use crate::state::AppState;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderName, HeaderValue};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use ring::rand::{SecureRandom, SystemRandom};
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -35,7 +36,18 @@ pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next
     let id = request_id(&req);
     req.extensions_mut().insert(RequestId(id.clone()));
     let method = req.method().as_str().to_string();
+    let source = crate::audit::source(&req);
+    let headers = req.headers().clone();
     let mut res = next.run(req).await;
+    if let Some(event) = crate::audit::event_for(&res, &headers, source, &id, state.clock.now_ms()) {
+        // Durable before the answer: nothing leaves unaudited.
+        if let Err(e) = state.audit.record(event).await {
+            state.metrics.audit_refused();
+            tracing::error!(error = %e, request_id = %id, "refusing a request whose audit row could not be written");
+            res = ApiError::new(Code::Unavailable, "the audit log cannot be written; the request was not answered")
+                .into_response();
+        }
+    }
     let route = res
         .extensions()
         .get::<MatchedPath>()

@@ -10,6 +10,10 @@ use std::sync::Arc;
 pub trait Clock: Send + Sync {
     /// Unix seconds.
     fn now(&self) -> i64;
+    /// Unix milliseconds (audit timestamps). Defaults to [`Clock::now`] in whole seconds.
+    fn now_ms(&self) -> i64 {
+        self.now().saturating_mul(1000)
+    }
 }
 
 /// The system clock.
@@ -19,11 +23,16 @@ impl Clock for SystemClock {
     fn now(&self) -> i64 {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
     }
+    fn now_ms(&self) -> i64 {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    }
 }
 
 /// Everything a handler may use.
 #[derive(Clone)]
 pub struct AppState {
+    /// The group-commit audit writer every audited request waits on.
+    pub audit: kubehero_audit::AuditLog,
     pub store: Arc<dyn Store>,
     pub verifier: Verifier,
     pub token_cache: Arc<TokenCache>,

@@ -2,6 +2,7 @@
 //! Thin wiring only: configuration lives in `kubehero-server::config`, logic in the library crates.
 
 mod apikey;
+mod audit_cmd;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -35,6 +36,9 @@ enum Command {
     /// Manage API keys in the control plane's database (run on the server host, same settings as `serve`).
     #[command(subcommand, after_long_help = serve_help())]
     Apikey(apikey::ApiKeyCommand),
+    /// Export, verify and forward the audit log (run on the server host, same settings as `serve`).
+    #[command(subcommand, after_long_help = serve_help())]
+    Audit(audit_cmd::AuditCommand),
 }
 
 fn serve_help() -> String {
@@ -143,12 +147,13 @@ fn main() -> ExitCode {
     };
     let result = rt.block_on(async {
         match cli.command {
-            Command::Serve { config } => serve(config).await,
-            Command::Apikey(cmd) => apikey::run(cmd, load_config(None)?).await,
+            Command::Serve { config } => serve(config).await.map(|()| ExitCode::SUCCESS),
+            Command::Apikey(cmd) => apikey::run(cmd, load_config(None)?).await.map(|()| ExitCode::SUCCESS),
+            Command::Audit(cmd) => audit_cmd::run(cmd, load_config(None)?).await,
         }
     });
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE

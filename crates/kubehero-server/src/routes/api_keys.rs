@@ -76,9 +76,10 @@ pub async fn create(
         revoked_at: None,
     };
     s.store.create_api_key(&rec).await?;
+    let target = crate::audit::target("api_key", &rec.id, None, None);
     let mut body = json!(rec);
     body["key"] = json!(secret.expose());
-    Ok((StatusCode::CREATED, axum::Json(body)))
+    Ok((StatusCode::CREATED, target, axum::Json(body)))
 }
 
 /// `DELETE /api/v1/api-keys/{id}` — permission: `api_key.revoke` (the key's owner, or an owner).

@@ -74,7 +74,8 @@ pub async fn create(
     };
     s.store.create_binding(&stored).await?;
     reload(&s).await;
-    Ok((StatusCode::CREATED, axum::Json(stored)))
+    let target = crate::audit::target("role_binding", &stored.id, None, None);
+    Ok((StatusCode::CREATED, target, axum::Json(stored)))
 }
 
 /// `DELETE /api/v1/role-bindings/{id}` — permission: `role_binding.delete` (owner).

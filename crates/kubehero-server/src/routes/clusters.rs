@@ -61,7 +61,8 @@ pub async fn register(
         created_at: s.clock.now(),
     };
     s.store.create_cluster(&cluster).await?;
-    Ok((StatusCode::CREATED, axum::Json(cluster)))
+    let target = crate::audit::target("cluster", &cluster.name, Some(&cluster.name), None);
+    Ok((StatusCode::CREATED, target, axum::Json(cluster)))
 }
 
 /// `DELETE /api/v1/clusters/{name}` — permission: `cluster.delete` (admin covering the name).

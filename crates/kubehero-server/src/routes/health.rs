@@ -45,5 +45,6 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
 
 /// `GET /metrics` — permission: public. Prometheus text format.
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    state.metrics.audit_writer(state.audit.stats());
     ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], state.metrics.render())
 }

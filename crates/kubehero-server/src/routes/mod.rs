@@ -3,6 +3,7 @@
 //! table and checks every route enforces what it declares.
 
 mod api_keys;
+mod audit;
 mod bindings;
 mod clusters;
 mod health;
@@ -92,6 +93,7 @@ pub fn table() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
         r(Method::GET, "/api/v1/settings", Requires(SettingsRead), on(MethodFilter::GET, settings::list)),
         r(Method::GET, "/api/v1/settings/{key}", Requires(SettingsRead), on(MethodFilter::GET, settings::get)),
         r(Method::PUT, "/api/v1/settings/{key}", Requires(SettingsWrite), on(MethodFilter::PUT, settings::put)),
+        r(Method::GET, "/api/v1/audit", Requires(AuditRead), on(MethodFilter::GET, audit::list)),
     ]
 }
 
@@ -101,6 +103,13 @@ pub fn app(state: AppState) -> Router {
     let mut api = Router::new();
     let mut paths: Vec<(&'static str, Permission, MethodRouter<AppState>)> = Vec::new();
     for (spec, handler) in table() {
+        // Every API route is an audited action: `mark` tells the audit point which one.
+        let handler = match spec.permission {
+            Permission::Requires(action) => {
+                handler.layer(axum::middleware::from_fn(move |req, next| crate::audit::mark(action, req, next)))
+            }
+            Permission::Public => handler,
+        };
         match paths.iter_mut().find(|(p, _, _)| *p == spec.path) {
             Some(entry) => entry.2 = std::mem::take(&mut entry.2).merge(handler),
             None => paths.push((spec.path, spec.permission, handler)),

@@ -115,7 +115,7 @@ pub async fn create(
         updated_at: now,
     };
     s.store.create_policy(&policy).await?;
-    Ok((StatusCode::CREATED, axum::Json(policy)))
+    Ok((StatusCode::CREATED, policy_target(&policy), axum::Json(policy)))
 }
 
 #[derive(Debug, Deserialize)]
@@ -141,7 +141,12 @@ pub async fn update(
         return Err(ApiError::new(Code::FailedPrecondition, "only drafts can be edited; disarm and undo first"));
     }
     let updated = s.store.update_policy(&id, b.version, &b.name, &b.spec, &p.sub, s.clock.now()).await?;
-    Ok(axum::Json(updated))
+    Ok((policy_target(&updated), axum::Json(updated)))
+}
+
+/// The audit target of a policy: its id, cluster and namespace.
+fn policy_target(p: &Policy) -> axum::Extension<kubehero_core::AuditTarget> {
+    crate::audit::target("policy", &p.id, Some(&p.cluster), p.namespace.as_deref())
 }
 
 async fn transition(s: &AppState, p: &Principal, id: &str, action: Action) -> ApiResult<Policy> {
@@ -182,15 +187,18 @@ async fn transition(s: &AppState, p: &Principal, id: &str, action: Action) -> Ap
 
 /// `POST /api/v1/policies/{id}/arm` — permission: `policy.arm` (admin within the policy's scope).
 pub async fn arm(State(s): State<AppState>, Auth(p): Auth, Path(id): Path<String>) -> ApiResult<impl IntoResponse> {
-    Ok(axum::Json(transition(&s, &p, &id, Action::PolicyArm).await?))
+    let policy = transition(&s, &p, &id, Action::PolicyArm).await?;
+    Ok((policy_target(&policy), axum::Json(policy)))
 }
 
 /// `POST /api/v1/policies/{id}/disarm` — permission: `policy.disarm` (admin within the policy's scope).
 pub async fn disarm(State(s): State<AppState>, Auth(p): Auth, Path(id): Path<String>) -> ApiResult<impl IntoResponse> {
-    Ok(axum::Json(transition(&s, &p, &id, Action::PolicyDisarm).await?))
+    let policy = transition(&s, &p, &id, Action::PolicyDisarm).await?;
+    Ok((policy_target(&policy), axum::Json(policy)))
 }
 
 /// `POST /api/v1/policies/{id}/undo` — permission: `policy.undo` (admin within the policy's scope).
 pub async fn undo(State(s): State<AppState>, Auth(p): Auth, Path(id): Path<String>) -> ApiResult<impl IntoResponse> {
-    Ok(axum::Json(transition(&s, &p, &id, Action::PolicyUndo).await?))
+    let policy = transition(&s, &p, &id, Action::PolicyUndo).await?;
+    Ok((policy_target(&policy), axum::Json(policy)))
 }

@@ -264,6 +264,9 @@ async fn route_role_scope_matrix() {
     })
     .await;
 
+    m.row(Method::GET, "/api/v1/audit", "D D D A D A D D", |_, _| async { ("/api/v1/audit?limit=5".into(), None) })
+        .await;
+
     // Every API route of the table has a row above.
     let declared: BTreeSet<(String, String)> = table()
         .into_iter()

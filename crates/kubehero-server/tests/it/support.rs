@@ -35,6 +35,9 @@ pub struct Resp {
     pub body: Value,
 }
 
+/// The audit HMAC key of servers that require authentication (open-mode servers generate their own).
+pub const TEST_AUDIT_KEY: &str = "test-audit-hmac-key-0123456789abcdef";
+
 impl TestServer {
     /// Starts a server on SQLite in a temp dir with the given env and optional config-file TOML.
     pub async fn start(env: &[(&str, &str)], file: Option<&str>) -> TestServer {
@@ -42,6 +45,9 @@ impl TestServer {
         let mut map: HashMap<String, String> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         map.insert("KUBEHERO_LISTEN".into(), "127.0.0.1:0".into());
         map.insert("KUBEHERO_DATA_DIR".into(), dir.path().display().to_string());
+        if map.get("KUBEHERO_REQUIRE_AUTH").is_some_and(|v| v == "true") {
+            map.entry("AUDIT_HMAC_KEY".into()).or_insert_with(|| TEST_AUDIT_KEY.into());
+        }
         let file: FileConfig = file.map(|f| toml::from_str(f).unwrap()).unwrap_or_default();
         let cfg = ServerConfig::from_parts(&map, file).unwrap();
         let server = kubehero_server::start(&cfg).await.unwrap();

@@ -1,0 +1,215 @@
+//! The audit point: every request that reaches an API handler, and every refused credential, becomes one
+//! audit row before its response leaves (DESIGN.md invariant 1).
+//!
+//! - each API route is wrapped by [`mark`], which puts the route's action and the target named by its path
+//!   into the response; handlers may add a more precise [`AuditTarget`] (a policy's cluster, say);
+//! - the authentication middleware puts the principal into the response;
+//! - [`crate::middleware::observe`] turns all that into an [`AuditEvent`], waits until the group-commit writer
+//!   has made it durable, and only then answers. If the row cannot be written the answer is 503
+//!   `unavailable`, whatever the handler did.
+
+use crate::auth::Auth;
+use crate::config::ServerConfig;
+use crate::error::{ApiError, Code};
+use crate::StartError;
+use axum::extract::{ConnectInfo, MatchedPath, Request};
+use axum::http::header::USER_AGENT;
+use axum::http::HeaderMap;
+use axum::middleware::Next;
+use axum::response::Response;
+use kubehero_audit::{HmacKeys, SigningKey};
+use kubehero_core::{Action, AuditActor, AuditEvent, AuditOutcome, AuditResult, AuditTarget};
+use std::net::SocketAddr;
+use std::path::Path;
+
+/// The action of the route that handled a request, put into the response by [`mark`].
+#[derive(Debug, Clone, Copy)]
+pub struct AuditAction(pub Action);
+
+/// Wraps one API route: records its action and the target its path names.
+pub async fn mark(action: Action, req: Request, next: Next) -> Response {
+    let target = path_target(action, &req);
+    let mut res = next.run(req).await;
+    res.extensions_mut().insert(AuditAction(action));
+    if res.extensions().get::<AuditTarget>().is_none() {
+        res.extensions_mut().insert(target);
+    }
+    res
+}
+
+/// A precise target for the audit row, returned by handlers that know more than their path says (the id of
+/// a created resource, a policy's cluster).
+pub fn target(kind: &str, id: &str, cluster: Option<&str>, namespace: Option<&str>) -> axum::Extension<AuditTarget> {
+    axum::Extension(AuditTarget {
+        kind: Some(kind.to_string()),
+        id: Some(id.to_string()),
+        cluster: cluster.map(str::to_string),
+        namespace: namespace.map(str::to_string),
+    })
+}
+
+/// The resource kind an action is about.
+fn kind_of(action: Action) -> Option<&'static str> {
+    let name = action.as_str();
+    let kind = name.split('.').next()?;
+    Some(match kind {
+        "whoami" => return None,
+        "role_binding" => "role_binding",
+        "api_key" => "api_key",
+        "settings" => "setting",
+        other => other,
+    })
+}
+
+/// The `{name}`/`{id}`/`{key}` path parameter, found by lining the path up with its route template.
+fn path_target(action: Action, req: &Request) -> AuditTarget {
+    let mut target = AuditTarget { kind: kind_of(action).map(str::to_string), ..Default::default() };
+    if let Some(template) = req.extensions().get::<MatchedPath>() {
+        for (t, v) in template.as_str().split('/').zip(req.uri().path().split('/')) {
+            if t.starts_with('{') {
+                target.id = Some(truncate(v, 256));
+            }
+        }
+    }
+    if target.kind.as_deref() == Some("cluster") {
+        target.cluster.clone_from(&target.id);
+    }
+    target
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
+}
+
+/// The audit event for a finished request, or `None` when the request is not audited (health, metrics,
+/// unknown routes).
+pub fn event_for(
+    res: &Response,
+    headers: &HeaderMap,
+    source: Option<SocketAddr>,
+    request_id: &str,
+    now_ms: i64,
+) -> Option<AuditEvent> {
+    let status = res.status();
+    let error = res.extensions().get::<ApiError>();
+    let (action, actor) = match (res.extensions().get::<AuditAction>(), res.extensions().get::<Auth>()) {
+        (Some(a), Some(auth)) => (a.0.as_str().to_string(), AuditActor::of(&auth.0)),
+        // Refused by the authentication middleware: the handler never ran and nobody is trusted.
+        _ if error.is_some_and(|e| e.code == Code::Unauthenticated) => {
+            ("auth.failed".to_string(), AuditActor::unauthenticated(credential_kind(headers)))
+        }
+        _ => return None,
+    };
+    let outcome = match error.map(|e| e.code) {
+        None if status.is_success() || status.is_redirection() => AuditOutcome::Ok,
+        Some(Code::PermissionDenied | Code::Unauthenticated) => AuditOutcome::Denied,
+        _ => AuditOutcome::Error,
+    };
+    let code = match outcome {
+        AuditOutcome::Ok => None,
+        _ => {
+            Some(error.map_or_else(|| Code::from_status(status).as_str().to_string(), |e| e.code.as_str().to_string()))
+        }
+    };
+    Some(AuditEvent {
+        event_id: kubehero_audit::new_event_id(),
+        time_ms: now_ms,
+        actor,
+        action,
+        target: res.extensions().get::<AuditTarget>().cloned().unwrap_or_default(),
+        result: AuditResult { outcome, code, status: status.as_u16() },
+        request_id: request_id.to_string(),
+        source: source.map(|a| a.ip().to_string()),
+        user_agent: headers.get(USER_AGENT).and_then(|v| v.to_str().ok()).map(|v| truncate(v, 256)),
+    })
+}
+
+/// What kind of credential a refused request carried, without keeping any of it.
+fn credential_kind(headers: &HeaderMap) -> &'static str {
+    let Some(v) = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
+        return "none";
+    };
+    let token = v.split_once(' ').map_or("", |(_, t)| t.trim());
+    if kubehero_authn::looks_like_jwt(token) {
+        "jwt"
+    } else {
+        "api_key"
+    }
+}
+
+/// The source address of a request, when the listener recorded it.
+pub fn source(req: &Request) -> Option<SocketAddr> {
+    req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0)
+}
+
+/// The HMAC keys: `AUDIT_HMAC_KEY` (+ previous keys), or in open mode a key generated once into the data
+/// directory (only when `create`; readers such as `audit verify` never create one). Returns the keys and
+/// whether the generated key is in use.
+pub fn load_hmac_keys(config: &ServerConfig, create: bool) -> Result<(HmacKeys, bool), StartError> {
+    let previous: Vec<&[u8]> = config.audit_previous_keys.iter().map(|k| k.expose().as_bytes()).collect();
+    let generated_path = config.data_dir.join("audit-hmac.key");
+    let (current, generated) = match &config.audit_hmac_key {
+        Some(k) => (k.expose().as_bytes().to_vec(), false),
+        None if create => (generated_key(&generated_path)?, true),
+        None => (
+            std::fs::read(&generated_path).map_err(|e| {
+                StartError::Audit(format!(
+                    "AUDIT_HMAC_KEY is unset and {} cannot be read ({e}); set AUDIT_HMAC_KEY to the key the \
+                     server uses",
+                    generated_path.display()
+                ))
+            })?,
+            true,
+        ),
+    };
+    let keys = HmacKeys::new(&current, &previous).map_err(StartError::Audit)?;
+    Ok((keys, generated))
+}
+
+fn generated_key(path: &Path) -> Result<Vec<u8>, StartError> {
+    if let Ok(k) = std::fs::read(path) {
+        return Ok(k);
+    }
+    let mut raw = [0u8; 32];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut raw)
+        .map_err(|_| StartError::Audit("no randomness for the audit key".into()))?;
+    let key = kubehero_audit::hex::encode(&raw).into_bytes();
+    write_private(path, &key)?;
+    Ok(key)
+}
+
+/// The checkpoint signing key from its file, created on first start.
+pub fn load_signing_key(path: &Path) -> Result<SigningKey, StartError> {
+    match std::fs::read(path) {
+        Ok(der) => SigningKey::from_pkcs8(&der)
+            .map_err(|e| StartError::Audit(format!("KUBEHERO_AUDIT_SIGNING_KEY {}: {e}", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let (key, der) = SigningKey::generate().map_err(StartError::Audit)?;
+            write_private(path, &der)?;
+            tracing::info!(path = %path.display(), public_key = key.public_hex(), "created the audit checkpoint signing key");
+            Ok(key)
+        }
+        Err(e) => Err(StartError::Audit(format!("cannot read KUBEHERO_AUDIT_SIGNING_KEY {}: {e}", path.display()))),
+    }
+}
+
+/// Writes a file readable by its owner only.
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), StartError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|source| StartError::DataDir { path: dir.display().to_string(), source })?;
+    }
+    let err = |e: std::io::Error| StartError::Audit(format!("cannot write {}: {e}", path.display()));
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(err)?;
+    f.write_all(bytes).map_err(err)?;
+    f.sync_all().map_err(err)
+}
