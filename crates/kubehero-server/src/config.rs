@@ -579,6 +579,18 @@ mod tests {
     }
 
     #[test]
+    fn required_auth_needs_an_audit_key() {
+        let e = ServerConfig::load(&env(&[("KUBEHERO_REQUIRE_AUTH", "true")])).unwrap_err().to_string();
+        assert!(e.starts_with("AUDIT_HMAC_KEY: unset while KUBEHERO_REQUIRE_AUTH=true"), "{e}");
+        let key = "k".repeat(32);
+        assert!(ServerConfig::load(&env(&[("KUBEHERO_REQUIRE_AUTH", "true"), ("AUDIT_HMAC_KEY", &key)])).is_ok());
+        for (k, v) in [("KUBEHERO_AUDIT_CHECKPOINT_SECS", "0"), ("KUBEHERO_AUDIT_PREVIOUS_KEYS", "short")] {
+            let e = ServerConfig::load(&env(&[(k, v)])).unwrap_err().to_string();
+            assert!(e.starts_with(k) && e.contains("Fix:"), "{e}");
+        }
+    }
+
+    #[test]
     fn warns_about_unknown_variables() {
         let c = ServerConfig::load(&env(&[("KUBEHERO_LISTN", "x")])).unwrap();
         assert_eq!(c.warnings.len(), 1);

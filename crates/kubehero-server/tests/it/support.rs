@@ -75,6 +75,22 @@ impl TestServer {
         Resp { status, headers, body }
     }
 
+    /// The running server's state (store, audit log).
+    pub fn state(&self) -> &kubehero_server::state::AppState {
+        &self.server.as_ref().unwrap().state
+    }
+
+    pub fn data_dir(&self) -> std::path::PathBuf {
+        self._dir.path().to_path_buf()
+    }
+
+    /// Shuts the server down (final checkpoint included) and waits.
+    pub async fn stop(&mut self) {
+        if let Some(s) = self.server.take() {
+            s.shutdown().await;
+        }
+    }
+
     pub async fn get(&self, path: &str, token: Option<&str>) -> Resp {
         self.call(Method::GET, path, token, None).await
     }

@@ -1,0 +1,190 @@
+//! The audit point: one row per API request and per refused credential, durable before the answer, with the
+//! request id of the response, no secret anywhere, readable by auditors and owners with filters and a
+//! cursor, and 503 when the row cannot be written.
+
+use crate::support::*;
+use kubehero_audit::HmacKeys;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+fn rid(r: &Resp) -> String {
+    r.headers["x-request-id"].to_str().unwrap().to_string()
+}
+
+/// Every row of the log, oldest first, read through the API as the owner (paging with the cursor).
+async fn all_rows(ts: &TestServer) -> Vec<Value> {
+    let mut rows = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/api/v1/audit?limit=3&cursor={c}"),
+            None => "/api/v1/audit?limit=3".to_string(),
+        };
+        let r = ts.get(&path, Some(OWNER)).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        rows.extend(r.body["items"].as_array().unwrap().iter().cloned());
+        match r.body["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    rows.reverse();
+    rows
+}
+
+#[tokio::test]
+async fn every_request_and_refused_credential_is_one_row() {
+    let ts =
+        TestServer::start(&[("KUBEHERO_REQUIRE_AUTH", "true"), ("KUBEHERO_API_KEYS", &api_keys_env())], None).await;
+    let a = ts.get("/api/v1/whoami", Some(VIEWER)).await;
+    let b = ts.post("/api/v1/clusters", Some(ADMIN), json!({ "name": "prod-eu" })).await;
+    let c = ts.post("/api/v1/clusters", Some(VIEWER), json!({ "name": "prod-us" })).await;
+    let d = ts.get("/api/v1/clusters/nope", Some(VIEWER)).await;
+    let e = ts.get("/api/v1/whoami", Some("not-a-valid-key-0123456789")).await;
+    let f = ts.get("/api/v1/clusters", None).await;
+    let p = ts.post("/api/v1/policies", Some(MEMBER), json!({ "name": "p", "cluster": "prod-eu", "spec": {} })).await;
+    let id = p.body["id"].as_str().unwrap().to_string();
+    let g = ts.post(&format!("/api/v1/policies/{id}/arm"), Some(ADMIN), json!({})).await;
+    // Not audited: health, metrics and unknown routes reach no handler.
+    ts.get("/healthz", None).await;
+    ts.get("/metrics", None).await;
+    ts.get("/api/v1/nothing-here", Some(VIEWER)).await;
+
+    let rows = all_rows(&ts).await;
+    // The owner's own reads of the log are rows too: drop them.
+    let rows: Vec<&Value> = rows.iter().filter(|r| r["action"] != "audit.read").collect();
+    let summary: Vec<(String, String, String, Option<String>)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["action"].as_str().unwrap().to_string(),
+                r["result"]["outcome"].as_str().unwrap().to_string(),
+                r["request_id"].as_str().unwrap().to_string(),
+                r["result"]["code"].as_str().map(str::to_string),
+            )
+        })
+        .collect();
+    let s = |x: &str| x.to_string();
+    assert_eq!(
+        summary,
+        [
+            (s("whoami"), s("ok"), rid(&a), None),
+            (s("cluster.register"), s("ok"), rid(&b), None),
+            (s("cluster.register"), s("denied"), rid(&c), Some(s("permission_denied"))),
+            (s("cluster.get"), s("error"), rid(&d), Some(s("not_found"))),
+            (s("auth.failed"), s("denied"), rid(&e), Some(s("unauthenticated"))),
+            (s("auth.failed"), s("denied"), rid(&f), Some(s("unauthenticated"))),
+            (s("policy.create"), s("ok"), rid(&p), None),
+            (s("policy.arm"), s("ok"), rid(&g), None),
+        ]
+    );
+    assert_eq!(rows[0]["actor"]["sub"], key_sub(VIEWER));
+    assert_eq!(rows[0]["actor"]["auth_method"], "api_key");
+    assert_eq!(
+        rows[1]["target"],
+        json!({ "kind": "cluster", "id": "prod-eu", "cluster": "prod-eu", "namespace": null })
+    );
+    assert_eq!(
+        rows[4]["actor"],
+        json!({ "sub": "", "email": null, "groups": [], "kind": "unknown", "auth_method": "api_key" })
+    );
+    assert_eq!(rows[5]["actor"]["auth_method"], "none");
+    assert_eq!(rows[7]["target"]["cluster"], "prod-eu");
+    assert_eq!(rows[7]["target"]["id"], id.as_str());
+    assert_eq!(rows[0]["source"], "127.0.0.1");
+    // Sequence numbers have no gaps, every row carries a MAC.
+    let seqs: Vec<i64> = all_rows(&ts).await.iter().map(|r| r["seq"].as_i64().unwrap()).collect();
+    assert_eq!(seqs, (1..=seqs.len() as i64).collect::<Vec<_>>());
+    // No credential appears anywhere in the log.
+    let text = serde_json::to_string(&all_rows(&ts).await).unwrap();
+    for secret in [VIEWER, ADMIN, MEMBER, OWNER, "not-a-valid-key-0123456789", TEST_AUDIT_KEY] {
+        assert!(!text.contains(secret), "{secret} leaked into the audit log");
+    }
+    // The chain verifies with the configured key.
+    let keys = HmacKeys::new(TEST_AUDIT_KEY.as_bytes(), &[]).unwrap();
+    let report = kubehero_audit::verify_store(&*ts.state().store, &keys, &[]).await.unwrap();
+    let (head, _) = ts.state().store.audit_head().await.unwrap();
+    assert_eq!((report.rows as i64, report.last_seq), (head, head));
+    assert!(head > *seqs.last().unwrap(), "the reads of the log are rows too");
+}
+
+#[tokio::test]
+async fn filters_and_permissions() {
+    let ts = TestServer::start(&[("KUBEHERO_API_KEYS", &api_keys_env())], None).await;
+    for name in ["a", "b", "c"] {
+        ts.post("/api/v1/clusters", Some(ADMIN), json!({ "name": name })).await;
+    }
+    ts.post("/api/v1/clusters", Some(VIEWER), json!({ "name": "d" })).await;
+    let ts = &ts;
+    let q = |path: &'static str| async move { ts.get(path, Some(AUDITOR)).await };
+    let r = q("/api/v1/audit?action=cluster.register&result=ok").await;
+    assert_eq!(r.body["items"].as_array().unwrap().len(), 3, "{}", r.body);
+    let r = q("/api/v1/audit?result=denied").await;
+    assert_eq!(r.body["items"][0]["actor"]["sub"], key_sub(VIEWER));
+    let r = q("/api/v1/audit?cluster=b").await;
+    assert_eq!(r.body["items"].as_array().unwrap().len(), 1);
+    let sub = key_sub(ADMIN);
+    let r = ts.get(&format!("/api/v1/audit?actor={sub}&since=2020-01-01T00:00:00Z"), Some(AUDITOR)).await;
+    assert_eq!(r.body["items"].as_array().unwrap().len(), 3);
+    let r = q("/api/v1/audit?until=2020-01-01T00:00:00Z").await;
+    assert_eq!(r.body["items"], json!([]));
+    for bad in [
+        "/api/v1/audit?limit=0",
+        "/api/v1/audit?result=maybe",
+        "/api/v1/audit?cursor=x",
+        "/api/v1/audit?since=yesterday",
+        "/api/v1/audit?colour=red",
+    ] {
+        let r = ts.get(bad, Some(AUDITOR)).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}: {}", r.body);
+        assert_eq!(error_code(&r), "invalid_argument");
+    }
+    assert_eq!(ts.get("/api/v1/audit", Some(ADMIN)).await.status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn unwritable_audit_log_refuses_requests_with_503() {
+    let pg = kubehero_testkit::postgres::TempPostgres::start().await.unwrap();
+    let ts =
+        TestServer::start(&[("KUBEHERO_API_KEYS", &api_keys_env()), ("KUBEHERO_DATABASE_URL", &pg.url)], None).await;
+    assert_eq!(ts.get("/api/v1/whoami", Some(VIEWER)).await.status, StatusCode::OK);
+    pg.stop_server();
+    // whoami with a static key needs no database, but its audit row does: it is refused, not answered.
+    let r = ts.call(Method::GET, "/api/v1/whoami", Some(VIEWER), None).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.body);
+    assert_eq!(error_code(&r), "unavailable");
+    assert!(r.body.get("sub").is_none(), "the handler's answer is not sent");
+    let m = ts.get("/metrics", None).await;
+    assert!(m.body.as_str().unwrap().contains("kubehero_audit_refused_requests_total 1"), "{}", m.body);
+    pg.start_server();
+    let mut ok = false;
+    for _ in 0..50 {
+        if ts.get("/api/v1/whoami", Some(VIEWER)).await.status == StatusCode::OK {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert!(ok, "recovers once the database is back");
+    let keys_path = ts.data_dir().join("audit-hmac.key");
+    let keys = HmacKeys::new(&std::fs::read(keys_path).unwrap(), &[]).unwrap();
+    let report = kubehero_audit::verify_store(&*ts.state().store, &keys, &[]).await.unwrap();
+    assert!(report.rows >= 2);
+}
+
+#[tokio::test]
+async fn shutdown_writes_a_signed_checkpoint_and_keys_persist() {
+    let mut ts = TestServer::start(&[("KUBEHERO_API_KEYS", &api_keys_env())], None).await;
+    ts.get("/api/v1/whoami", Some(VIEWER)).await;
+    let key_file = ts.data_dir().join("audit-hmac.key");
+    let meta = std::fs::metadata(&key_file).unwrap();
+    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777, 0o600);
+    let store = ts.state().store.clone();
+    ts.stop().await;
+    let head = store.audit_head().await.unwrap();
+    let cps = store.checkpoints().await.unwrap();
+    assert_eq!(cps.last().map(|c| (c.seq, c.mac.clone())), Some(head.clone()), "checkpoint at the head");
+    let keys = HmacKeys::new(&std::fs::read(&key_file).unwrap(), &[]).unwrap();
+    let report = kubehero_audit::verify_store(&*store, &keys, &[]).await.unwrap();
+    assert_eq!(report.last_checkpoint, Some(head.0));
+}
