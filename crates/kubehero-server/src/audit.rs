@@ -180,9 +180,8 @@ fn generated_key(path: &Path) -> Result<Vec<u8>, StartError> {
     let mut raw = [0u8; 32];
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut raw)
         .map_err(|_| StartError::Audit("no randomness for the audit key".into()))?;
-    let key = kubehero_audit::hex::encode(&raw).into_bytes();
-    write_private(path, &key)?;
-    Ok(key)
+    create_private(path, kubehero_audit::hex::encode(&raw).as_bytes())?;
+    std::fs::read(path).map_err(|e| StartError::Audit(format!("cannot read {}: {e}", path.display())))
 }
 
 /// The checkpoint signing key from its file, created on first start.
@@ -191,17 +190,23 @@ pub fn load_signing_key(path: &Path) -> Result<SigningKey, StartError> {
         Ok(der) => SigningKey::from_pkcs8(&der)
             .map_err(|e| StartError::Audit(format!("KUBEHERO_AUDIT_SIGNING_KEY {}: {e}", path.display()))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let (key, der) = SigningKey::generate().map_err(StartError::Audit)?;
-            write_private(path, &der)?;
-            tracing::info!(path = %path.display(), public_key = key.public_hex(), "created the audit checkpoint signing key");
-            Ok(key)
+            let (_, der) = SigningKey::generate().map_err(StartError::Audit)?;
+            if create_private(path, &der)? {
+                tracing::info!(path = %path.display(), "created the audit checkpoint signing key");
+            }
+            // Whoever created it first (another replica sharing the file, say), this is the key.
+            let der = std::fs::read(path)
+                .map_err(|e| StartError::Audit(format!("cannot read KUBEHERO_AUDIT_SIGNING_KEY {}: {e}", path.display())))?;
+            SigningKey::from_pkcs8(&der)
+                .map_err(|e| StartError::Audit(format!("KUBEHERO_AUDIT_SIGNING_KEY {}: {e}", path.display())))
         }
         Err(e) => Err(StartError::Audit(format!("cannot read KUBEHERO_AUDIT_SIGNING_KEY {}: {e}", path.display()))),
     }
 }
 
-/// Writes a file readable by its owner only.
-fn write_private(path: &Path, bytes: &[u8]) -> Result<(), StartError> {
+/// Creates a file readable by its owner only, atomically: it appears whole or not at all, and when another
+/// process created it first that one is kept. Returns whether this call created it.
+fn create_private(path: &Path, bytes: &[u8]) -> Result<bool, StartError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -209,7 +214,14 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), StartError> {
             .map_err(|source| StartError::DataDir { path: dir.display().to_string(), source })?;
     }
     let err = |e: std::io::Error| StartError::Audit(format!("cannot write {}: {e}", path.display()));
-    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(err)?;
-    f.write_all(bytes).map_err(err)?;
-    f.sync_all().map_err(err)
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).map_err(err)?;
+    f.write_all(bytes).and_then(|()| f.sync_all()).map_err(err)?;
+    let linked = std::fs::hard_link(&tmp, path);
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(err(e)),
+    }
 }

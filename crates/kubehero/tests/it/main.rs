@@ -1,0 +1,6 @@
+//! Tests of the real `kubehero` binary: `kill -9` under write load, two `serve` processes on one
+//! PostgreSQL, and the `audit` commands.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod crash;
+mod support;
