@@ -55,6 +55,8 @@ pub async fn run(cmd: ApiKeyCommand, cfg: ServerConfig) -> anyhow::Result<()> {
                 revoked_at: None,
             };
             store.create_api_key(&rec).await?;
+            // The key is printed only once its audit row is durable.
+            audit(&cfg, &store, "api_key.create", &rec.id).await?;
             eprintln!("created API key {} ({}, role {}); it is shown once, store it now:", rec.id, rec.name, rec.role);
             println!("{}", secret.expose());
         }
@@ -81,8 +83,42 @@ pub async fn run(cmd: ApiKeyCommand, cfg: ServerConfig) -> anyhow::Result<()> {
                 .revoke_api_key(&id, now)
                 .await
                 .with_context(|| format!("revoking {id}; `kubehero apikey list` shows the ids"))?;
+            audit(&cfg, &store, "api_key.revoke", &rec.id).await?;
             eprintln!("revoked API key {} ({})", rec.id, rec.name);
         }
     }
+    Ok(())
+}
+
+/// Records a change made from the server host's shell as an audit row: the actor is the local operator
+/// (`$USER`), the method `local`.
+async fn audit(
+    cfg: &ServerConfig,
+    store: &std::sync::Arc<dyn kubehero_store::Store>,
+    action: &str,
+    key_id: &str,
+) -> anyhow::Result<()> {
+    use kubehero_core::{AuditActor, AuditEvent, AuditOutcome, AuditResult, AuditTarget};
+    let (keys, _) = kubehero_server::audit::load_hmac_keys(cfg, true)?;
+    let sealer = kubehero_audit::ChainSealer::new(std::sync::Arc::new(keys));
+    let now_ms =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+    let event = AuditEvent {
+        event_id: kubehero_audit::new_event_id(),
+        time_ms: now_ms,
+        actor: AuditActor {
+            sub: std::env::var("USER").unwrap_or_else(|_| "local-operator".into()),
+            kind: "operator".into(),
+            auth_method: "local".into(),
+            ..Default::default()
+        },
+        action: action.to_string(),
+        target: AuditTarget { kind: Some("api_key".into()), id: Some(key_id.to_string()), ..Default::default() },
+        result: AuditResult { outcome: AuditOutcome::Ok, code: None, status: 0 },
+        request_id: kubehero_audit::new_event_id(),
+        source: Some("local".into()),
+        user_agent: Some(format!("kubehero-cli/{}", env!("CARGO_PKG_VERSION"))),
+    };
+    store.append_audit(&[event], &sealer).await.context("writing the audit row")?;
     Ok(())
 }

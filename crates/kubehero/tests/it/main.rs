@@ -2,5 +2,6 @@
 //! PostgreSQL, and the `audit` commands.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod cli;
 mod crash;
 mod support;
