@@ -22,14 +22,21 @@ fn nibble(c: u8) -> Option<u8> {
 
 pub fn decode(s: &str) -> Option<Vec<u8>> {
     let b = s.as_bytes();
-    if b.len() % 2 != 0 {
+    if b.len() & 1 == 1 {
         return None;
     }
     b.chunks_exact(2).map(|p| Some(nibble(p[0])? << 4 | nibble(p[1])?)).collect()
 }
 
-/// Decodes exactly 32 bytes (a MAC).
+/// Decodes exactly 32 bytes (a MAC), without allocating: the verifier does this for every row.
 pub fn decode32(s: &str) -> Option<[u8; 32]> {
-    let v = decode(s)?;
-    v.try_into().ok()
+    let b = s.as_bytes();
+    if b.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (o, p) in out.iter_mut().zip(b.chunks_exact(2)) {
+        *o = nibble(p[0])? << 4 | nibble(p[1])?;
+    }
+    Some(out)
 }

@@ -80,8 +80,8 @@ impl std::fmt::Debug for SigningKey {
 impl SigningKey {
     /// Loads a PKCS#8 v1/v2 Ed25519 key.
     pub fn from_pkcs8(der: &[u8]) -> Result<SigningKey, String> {
-        let pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(der)
-            .map_err(|e| format!("not an Ed25519 PKCS#8 key: {e}"))?;
+        let pair =
+            Ed25519KeyPair::from_pkcs8_maybe_unchecked(der).map_err(|e| format!("not an Ed25519 PKCS#8 key: {e}"))?;
         let public_hex = hex::encode(pair.public_key().as_ref());
         Ok(SigningKey { pair, public_hex })
     }

@@ -6,6 +6,7 @@
 //! - [`keys`]: HMAC keys (current + previous, by id) and the Ed25519 checkpoint key.
 
 pub mod chain;
+pub mod forward;
 pub mod hex;
 pub mod keys;
 pub mod verify;
@@ -42,14 +43,18 @@ pub enum VerifyError {
 pub async fn verify_store(store: &dyn Store, keys: &HmacKeys, trusted: &[String]) -> Result<VerifyReport, VerifyError> {
     let checkpoints = store.checkpoints().await.map_err(|e| VerifyError::Read(e.to_string()))?;
     let mut v = ChainVerifier::new(keys, &checkpoints, trusted)?;
-    let mut after = 0;
-    loop {
-        let rows = store.audit_rows(after, PAGE).await.map_err(|e| VerifyError::Read(e.to_string()))?;
-        let Some(last) = rows.last() else { break };
-        after = last.seq;
-        for r in rows {
-            v.push(r)?;
-        }
+    let read = |after| async move { store.audit_rows(after, PAGE).await.map_err(|e| VerifyError::Read(e.to_string())) };
+    let mut rows = read(0).await?;
+    // Reading the next page (on the store's side) overlaps checking this one.
+    while let Some(last) = rows.last().map(|r| r.seq) {
+        let (next, checked) = tokio::join!(read(last), async {
+            for r in std::mem::take(&mut rows) {
+                v.push(r)?;
+            }
+            Ok::<(), VerifyFailure>(())
+        });
+        checked?;
+        rows = next?;
     }
     Ok(v.finish()?)
 }

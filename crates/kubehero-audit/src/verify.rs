@@ -4,10 +4,14 @@
 //! can say *what* happened at the first bad sequence number, not only where:
 //! - `deleted`: numbers are missing (a gap, or later rows renumbered down so their records name a later seq);
 //! - `inserted`: a row that was not sealed there (a repeated number, or later rows renumbered up);
-//! - `reordered`: rows are present but out of order;
+//! - `reordered`: rows are present but out of order (a swap, or a row moved earlier);
 //! - `modified`: the row's content no longer matches its MAC while the chain after it is intact;
 //! - `truncated`: a signed checkpoint names rows beyond the last one present;
 //! - `unknown_key`: the row names an HMAC key the verifier was not given.
+//!
+//! In an export the seq is part of each record's text, so renumbering rewrites records: on the failure path the
+//! verifier also tries the next record with its seq set back, to tell such a deletion or insertion from a
+//! modification.
 //!
 //! The common path does no JSON parsing: one HMAC per row over the stored text.
 
@@ -155,23 +159,26 @@ impl<'k> ChainVerifier<'k> {
         })
     }
 
+    /// The row's MAC if it verifies as row `seq` after `prev`.
+    fn verified_mac(&self, row: &StoredAuditRow, seq: i64, prev: &[u8; 32]) -> Option<[u8; 32]> {
+        let key = self.keys.get(&row.key_id)?;
+        let m = hex::decode32(&row.mac)?;
+        bool::from(row_mac(key, prev, seq, &row.body).ct_eq(&m)).then_some(m)
+    }
+
     fn mac_ok(&self, row: &StoredAuditRow, seq: i64, prev: &[u8; 32]) -> bool {
-        let Some(key) = self.keys.get(&row.key_id) else { return false };
-        match hex::decode32(&row.mac) {
-            Some(m) => bool::from(row_mac(key, prev, seq, &row.body).ct_eq(&m)),
-            None => false,
-        }
+        self.verified_mac(row, seq, prev).is_some()
     }
 
     fn check(&mut self, r: StoredAuditRow, next: Option<&StoredAuditRow>) -> Result<(), VerifyFailure> {
         let k = self.next_seq;
-        if r.seq == k && self.mac_ok(&r, k, &self.prev) {
+        if let Some(mac) = (r.seq == k).then(|| self.verified_mac(&r, k, &self.prev)).flatten() {
             if let Some(cp) = self.checkpoint_macs.get(&k) {
                 if !cp.eq_ignore_ascii_case(&r.mac) {
                     return Err(fail(k, Tamper::Modified, "the chain was rewritten: a signed checkpoint disagrees"));
                 }
             }
-            self.prev = hex::decode32(&r.mac).unwrap_or([0; 32]);
+            self.prev = mac;
             self.next_seq += 1;
             self.rows += 1;
             return Ok(());
@@ -179,12 +186,22 @@ impl<'k> ChainVerifier<'k> {
         Err(self.classify(&r, next))
     }
 
+    /// Whether `row` is the row sealed at `seq` after `prev`, once the `seq` its record declares is set back to
+    /// `seq`. In an export the number is part of the record's text, so this recognises renumbered rows.
+    fn sealed_as(&self, row: &StoredAuditRow, seq: i64, prev: &[u8; 32]) -> bool {
+        match with_seq(&row.body, seq) {
+            Some(body) => self.mac_ok(&StoredAuditRow { body, ..row.clone() }, seq, prev),
+            None => false,
+        }
+    }
+
     fn classify(&self, r: &StoredAuditRow, next: Option<&StoredAuditRow>) -> VerifyFailure {
         let k = self.next_seq;
         let declared = |row: &StoredAuditRow| leading_seq_and_key(&row.body).map(|(s, _)| s);
         if r.seq > k {
-            if next.is_some_and(|n| n.seq == k) {
-                return fail(k, Tamper::Reordered, format!("seq {} comes before seq {k}", r.seq));
+            // A lower number after this one: rows were moved, not removed.
+            if let Some(n) = next.filter(|n| n.seq < r.seq) {
+                return fail(k, Tamper::Reordered, format!("seq {} comes before seq {}", r.seq, n.seq));
             }
             return fail(k, Tamper::Deleted, format!("rows {k}..{} are missing", r.seq - 1));
         }
@@ -199,7 +216,9 @@ impl<'k> ChainVerifier<'k> {
         }
         match declared(r) {
             Some(d) if d > k => {
-                if next.is_some_and(|n| declared(n) == Some(k)) {
+                // Renumbered down after a deletion, the next record was sealed after this one; after a swap,
+                // before it.
+                if next.and_then(declared).is_some_and(|e| e < d) {
                     return fail(k, Tamper::Reordered, format!("the record sealed as seq {d} is stored at seq {k}"));
                 }
                 return fail(k, Tamper::Deleted, format!("rows from seq {k} were deleted and later rows renumbered"));
@@ -210,13 +229,35 @@ impl<'k> ChainVerifier<'k> {
             _ => {}
         }
         if let Some(n) = next {
-            if declared(n) == Some(k) {
+            if declared(n) == Some(k) || self.sealed_as(n, k, &self.prev) {
                 return fail(k, Tamper::Inserted, format!("a row was inserted at seq {k}; later rows renumbered"));
             }
-            if n.seq == k + 1 && hex::decode32(&r.mac).is_some_and(|m| self.mac_ok(n, k + 1, &m)) {
-                return fail(k, Tamper::Modified, "the record's content changed after it was sealed");
+            if let Some(m) = hex::decode32(&r.mac).filter(|_| n.seq == k + 1) {
+                if self.sealed_as(n, k + 1, &m) {
+                    return fail(k, Tamper::Modified, "the record's content changed after it was sealed");
+                }
+                // An export whose later records were renumbered down over deleted rows.
+                if let Some(gap) = (1..=RENUMBER_SEARCH).find(|g| self.sealed_as(n, k + 1 + g, &m)) {
+                    return fail(
+                        k,
+                        Tamper::Deleted,
+                        format!("rows {k}..{} were deleted and later rows renumbered", k + gap - 1),
+                    );
+                }
             }
         }
         fail(k, Tamper::Modified, "the row does not match its MAC")
     }
+}
+
+/// How many deleted rows the verifier looks for when a renumbered export hides a deletion (failure path only).
+const RENUMBER_SEARCH: i64 = 1024;
+
+/// `body` with the `seq` member of its leading `{"v":…,"seq":N,` replaced by `seq`.
+fn with_seq(body: &str, seq: i64) -> Option<String> {
+    let rest = body.strip_prefix("{\"v\":")?;
+    let start = body.len() - rest.len() + rest.find(',')? + ",\"seq\":".len();
+    body.get(start - ",\"seq\":".len()..start).filter(|m| *m == ",\"seq\":")?;
+    let end = start + body[start..].find(',')?;
+    Some(format!("{}{seq}{}", &body[..start], &body[end..]))
 }

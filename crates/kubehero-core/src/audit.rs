@@ -43,7 +43,12 @@ impl AuditActor {
 
     /// The actor of a request whose credential was refused: nothing about it is trusted or kept.
     pub fn unauthenticated(method: &str) -> AuditActor {
-        AuditActor { sub: String::new(), kind: "unknown".to_string(), auth_method: method.to_string(), ..Default::default() }
+        AuditActor {
+            sub: String::new(),
+            kind: "unknown".to_string(),
+            auth_method: method.to_string(),
+            ..Default::default()
+        }
     }
 }
 

@@ -195,8 +195,9 @@ pub fn load_signing_key(path: &Path) -> Result<SigningKey, StartError> {
                 tracing::info!(path = %path.display(), "created the audit checkpoint signing key");
             }
             // Whoever created it first (another replica sharing the file, say), this is the key.
-            let der = std::fs::read(path)
-                .map_err(|e| StartError::Audit(format!("cannot read KUBEHERO_AUDIT_SIGNING_KEY {}: {e}", path.display())))?;
+            let der = std::fs::read(path).map_err(|e| {
+                StartError::Audit(format!("cannot read KUBEHERO_AUDIT_SIGNING_KEY {}: {e}", path.display()))
+            })?;
             SigningKey::from_pkcs8(&der)
                 .map_err(|e| StartError::Audit(format!("KUBEHERO_AUDIT_SIGNING_KEY {}: {e}", path.display())))
         }
@@ -215,7 +216,8 @@ fn create_private(path: &Path, bytes: &[u8]) -> Result<bool, StartError> {
     }
     let err = |e: std::io::Error| StartError::Audit(format!("cannot write {}: {e}", path.display()));
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).map_err(err)?;
+    let mut f =
+        std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).map_err(err)?;
     f.write_all(bytes).and_then(|()| f.sync_all()).map_err(err)?;
     let linked = std::fs::hard_link(&tmp, path);
     let _ = std::fs::remove_file(&tmp);

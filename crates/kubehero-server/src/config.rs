@@ -68,6 +68,8 @@ pub const SETTINGS: &[Setting] = &[
     Setting { name: "KUBEHERO_AUDIT_SIGNING_KEY", help: "Ed25519 PKCS#8 (DER) file that signs audit checkpoints; created if missing. Keep it apart from AUDIT_HMAC_KEY.", default: "<data dir>/audit-signing.pk8" },
     Setting { name: "KUBEHERO_AUDIT_CHECKPOINT_SECS", help: "Seconds between signed checkpoints of the audit chain head (also written at shutdown).", default: "60" },
     Setting { name: "KUBEHERO_AUDIT_FORWARD", help: "Audit sinks the server forwards to, comma-separated: udp://, tcp://, tls:// (syslog), https:// (webhook), s3://bucket/prefix.", default: "unset: no forwarding" },
+    Setting { name: "KUBEHERO_AUDIT_S3_ENDPOINT", help: "S3 endpoint for s3:// sinks on S3-compatible stores (path-style). Credentials: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION.", default: "AWS" },
+    Setting { name: "KUBEHERO_AUDIT_WEBHOOK_SECRET", help: "Secret of webhook batch signatures (X-KubeHero-Signature).", default: "derived from AUDIT_HMAC_KEY" },
     Setting { name: "KUBEHERO_LOG", help: "Log filter (tracing EnvFilter syntax), e.g. info or kubehero_authn=debug.", default: "info" },
     Setting { name: "KUBEHERO_LOG_FORMAT", help: "text or json.", default: "text" },
 ];
@@ -190,8 +192,10 @@ pub struct ServerConfig {
     /// The checkpoint signing key file.
     pub audit_signing_key: PathBuf,
     pub audit_checkpoint_every: std::time::Duration,
-    /// Sink URLs for the in-process forwarder.
-    pub audit_forward: Vec<String>,
+    /// Sinks of the in-process forwarder (`KUBEHERO_AUDIT_FORWARD`), validated at start-up.
+    pub audit_forward: Vec<kubehero_audit::forward::SinkSpec>,
+    /// Credentials and secrets of those sinks (`AWS_*`, `KUBEHERO_AUDIT_S3_ENDPOINT`, webhook secret).
+    pub audit_forward_options: kubehero_audit::forward::ForwardOptions,
     pub token_cache_size: usize,
     /// Non-fatal findings (unknown variables) to log once the logger is up.
     pub warnings: Vec<String>,
@@ -348,10 +352,21 @@ impl ServerConfig {
                 }
             },
         };
-        let audit_forward: Vec<String> = env
-            .var("KUBEHERO_AUDIT_FORWARD")
-            .map(|v| v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect())
-            .unwrap_or_default();
+        let mut audit_forward = Vec::new();
+        for url in env.var("KUBEHERO_AUDIT_FORWARD").unwrap_or_default().split(',').map(str::trim) {
+            if url.is_empty() {
+                continue;
+            }
+            let spec = kubehero_audit::forward::SinkSpec::parse(url).map_err(|e| {
+                invalid(
+                    "KUBEHERO_AUDIT_FORWARD",
+                    e.to_string(),
+                    "use comma-separated udp://HOST:PORT, tcp://HOST:PORT, tls://HOST:PORT, https://URL, s3://BUCKET/PREFIX",
+                )
+            })?;
+            audit_forward.push(spec);
+        }
+        let audit_forward_options = kubehero_audit::forward::ForwardOptions::from_env(&|n| env.var(n));
 
         Ok(ServerConfig {
             listen,
@@ -369,6 +384,7 @@ impl ServerConfig {
             audit_signing_key,
             audit_checkpoint_every,
             audit_forward,
+            audit_forward_options,
             token_cache_size: file.token_cache_size.unwrap_or(100_000),
             warnings,
         })

@@ -107,6 +107,7 @@ pub async fn build_state(
         kubehero_audit::AuditLog::start(store.clone(), kubehero_audit::ChainSealer::new(Arc::new(keys)), AUDIT_BATCH);
     Ok(AppState {
         audit,
+        forward: kubehero_audit::forward::ForwardStatus::new(),
         store,
         verifier,
         token_cache: Arc::new(TokenCache::new(config.token_cache_size)),
@@ -150,12 +151,26 @@ pub async fn start_with(
     let signing = Arc::new(audit::load_signing_key(&config.audit_signing_key)?);
     let (tx, rx) = watch::channel(false);
     spawn_refresh(state.clone(), rx.clone());
-    let background = vec![tokio::spawn(kubehero_audit::writer::run_checkpoints(
+    let mut background = vec![tokio::spawn(kubehero_audit::writer::run_checkpoints(
         state.store.clone(),
         signing,
         config.audit_checkpoint_every,
         rx.clone(),
     ))];
+    if !config.audit_forward.is_empty() {
+        let forward = kubehero_audit::forward::run_with(
+            state.store.clone(),
+            config.audit_forward.clone(),
+            config.audit_forward_options.clone(),
+            state.forward.clone(),
+            rx.clone(),
+        );
+        background.push(tokio::spawn(async move {
+            if let Err(e) = forward.await {
+                tracing::error!(error = %e, "audit forwarding stopped");
+            }
+        }));
+    }
     let router = app(state.clone());
     let task = match &config.tls {
         Some(files) => {

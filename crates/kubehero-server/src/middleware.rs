@@ -41,7 +41,12 @@ pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next
     let mut res = next.run(req).await;
     if let Some(event) = crate::audit::event_for(&res, &headers, source, &id, state.clock.now_ms()) {
         // Durable before the answer: nothing leaves unaudited.
-        if let Err(e) = state.audit.record(event).await {
+        let recorded = state.audit.record(event).await;
+        if let Ok(seq) = &recorded {
+            state.forward.set_head(*seq);
+            state.forward.notify();
+        }
+        if let Err(e) = recorded {
             state.metrics.audit_refused();
             tracing::error!(error = %e, request_id = %id, "refusing a request whose audit row could not be written");
             res = ApiError::new(Code::Unavailable, "the audit log cannot be written; the request was not answered")

@@ -33,6 +33,8 @@ impl Clock for SystemClock {
 pub struct AppState {
     /// The group-commit audit writer every audited request waits on.
     pub audit: kubehero_audit::AuditLog,
+    /// Progress of the in-process audit forwarder's sinks (empty when none is configured).
+    pub forward: Arc<kubehero_audit::forward::ForwardStatus>,
     pub store: Arc<dyn Store>,
     pub verifier: Verifier,
     pub token_cache: Arc<TokenCache>,

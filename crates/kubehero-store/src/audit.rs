@@ -18,8 +18,11 @@ pub(crate) const SET_HEAD: &str = "UPDATE audit_head SET seq = $1, mac = $2 WHER
 pub(crate) const INSERT_ROW: &str = "INSERT INTO audit_log \
      (seq, event_id, time_ms, actor_sub, action, outcome, cluster, key_id, mac, body) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
-pub(crate) const ROWS_AFTER: &str =
-    "SELECT seq, key_id, mac, body FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2";
+pub(crate) const ROWS_AFTER: &str = "SELECT seq, key_id, mac, body FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2";
+/// [`ROWS_AFTER`] for rusqlite's positional parameters.
+pub(crate) const ROWS_AFTER_QMARK: &str =
+    "SELECT seq, key_id, mac, body FROM audit_log WHERE seq > ?1 ORDER BY seq LIMIT ?2";
+
 pub(crate) const INSERT_CHECKPOINT: &str = "INSERT INTO audit_checkpoints \
      (seq, mac, time_ms, public_key, signature) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING";
 pub(crate) const CHECKPOINTS: &str =
@@ -71,7 +74,13 @@ pub(crate) fn query_sql(q: &AuditQuery) -> (String, Vec<Arg>) {
     (sql, args)
 }
 
-/// Implements [`crate::AuditStore`] for a store with a `pool` field, a `begin()` method and `err()`.
+/// Turns `(seq, key_id, mac, body)` tuples into rows.
+pub(crate) fn to_rows(rows: Vec<(i64, String, String, String)>) -> Vec<crate::StoredAuditRow> {
+    rows.into_iter().map(|(seq, key_id, mac, body)| crate::StoredAuditRow { seq, key_id, mac, body }).collect()
+}
+
+/// Implements [`crate::AuditStore`] for a store with a `pool` field, `begin()`, `err()` and
+/// `read_audit_rows()`.
 macro_rules! audit_store {
     ($store:ty, $backend:literal) => {
         #[async_trait::async_trait]
@@ -122,16 +131,7 @@ macro_rules! audit_store {
             }
 
             async fn audit_rows(&self, after: i64, limit: i64) -> $crate::Result<Vec<$crate::StoredAuditRow>> {
-                let rows: Vec<(i64, String, String, String)> = sqlx::query_as($crate::audit::ROWS_AFTER)
-                    .bind(after)
-                    .bind(limit)
-                    .fetch_all(&self.pool)
-                    .await
-                    .map_err(Self::err("audit rows"))?;
-                Ok(rows
-                    .into_iter()
-                    .map(|(seq, key_id, mac, body)| $crate::StoredAuditRow { seq, key_id, mac, body })
-                    .collect())
+                self.read_audit_rows(after, limit).await
             }
 
             async fn query_audit(&self, q: &$crate::AuditQuery) -> $crate::Result<Vec<$crate::StoredAuditRow>> {

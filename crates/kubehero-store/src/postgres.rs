@@ -51,6 +51,17 @@ impl PostgresStore {
         self.pool.begin().await.map_err(Self::err("transaction"))
     }
 
+    /// A page of audit rows after `after`, ascending.
+    async fn read_audit_rows(&self, after: i64, limit: i64) -> Result<Vec<crate::StoredAuditRow>> {
+        let rows = sqlx::query_as(crate::audit::ROWS_AFTER)
+            .bind(after)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(Self::err("audit rows"))?;
+        Ok(crate::audit::to_rows(rows))
+    }
+
     /// Closes every connection; later calls fail with `Unavailable`.
     pub async fn close(&self) {
         self.pool.close().await;

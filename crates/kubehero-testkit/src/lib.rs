@@ -4,3 +4,5 @@
 
 pub mod oidc;
 pub mod postgres;
+pub mod rsyslog;
+pub mod s3;

@@ -27,10 +27,16 @@ impl TempPostgres {
 
     /// Creates and starts a fresh cluster.
     pub async fn start() -> anyhow::Result<TempPostgres> {
-        tokio::task::spawn_blocking(Self::start_blocking).await?
+        tokio::task::spawn_blocking(|| Self::start_blocking(false)).await?
     }
 
-    fn start_blocking() -> anyhow::Result<TempPostgres> {
+    /// Creates and starts a fresh cluster that keeps PostgreSQL's default durability (`fsync` and
+    /// `full_page_writes` on), for benchmarks whose point is the cost of a durable commit.
+    pub async fn start_durable() -> anyhow::Result<TempPostgres> {
+        tokio::task::spawn_blocking(|| Self::start_blocking(true)).await?
+    }
+
+    fn start_blocking(durable: bool) -> anyhow::Result<TempPostgres> {
         let bin = bin_dir().context("initdb/pg_ctl not found: install Debian's `postgresql` package")?;
         let run_as = is_root().then(|| "postgres".to_string());
         let dir = tempfile::Builder::new().prefix("kubehero-pg").tempdir()?;
@@ -51,8 +57,13 @@ impl TempPostgres {
             .command("initdb")
             .args(["-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8", "--locale=C", "-D"])
             .arg(&pg.data))?;
-        // Tests exercise behaviour, not crash safety of the throwaway cluster, so fsync is off for speed.
-        let conf = "listen_addresses = '127.0.0.1'\nfsync = off\nfull_page_writes = off\nmax_connections = 200\n";
+        // Tests exercise behaviour, not crash safety of the throwaway cluster, so fsync is off for speed unless
+        // the caller measures durable commits.
+        let conf = if durable {
+            "listen_addresses = '127.0.0.1'\nmax_connections = 200\n"
+        } else {
+            "listen_addresses = '127.0.0.1'\nfsync = off\nfull_page_writes = off\nmax_connections = 200\n"
+        };
         let conf_path = pg.data.join("postgresql.conf");
         let mut text = std::fs::read_to_string(&conf_path)?;
         text.push_str(conf);

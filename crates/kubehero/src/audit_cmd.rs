@@ -20,6 +20,8 @@ pub enum AuditCommand {
         #[arg(long, default_value_t = 0)]
         after: i64,
     },
+    /// Forward the audit log to SIEMs (syslog, webhook, S3), at least once, resuming from durable cursors.
+    Forward(crate::forward_cmd::ForwardArgs),
     /// Check the HMAC chain and the signed checkpoints, from the database or from an export.
     ///
     /// Prints `N rows verified, intact through seq S`, or the first bad sequence number and what happened
@@ -74,6 +76,11 @@ pub async fn run(cmd: AuditCommand, cfg: ServerConfig) -> anyhow::Result<ExitCod
                 }
             };
             report(result)
+        }
+        AuditCommand::Forward(args) => {
+            let store = open(&cfg).await?;
+            crate::forward_cmd::run(args, store).await?;
+            Ok(ExitCode::SUCCESS)
         }
     }
 }

@@ -3,6 +3,7 @@
 
 mod apikey;
 mod audit_cmd;
+mod forward_cmd;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};

@@ -46,5 +46,8 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
 /// `GET /metrics` — permission: public. Prometheus text format.
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     state.metrics.audit_writer(state.audit.stats());
+    for sink in state.forward.snapshot() {
+        state.metrics.audit_forward_lag(&sink.name, sink.lag_rows);
+    }
     ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], state.metrics.render())
 }

@@ -188,3 +188,33 @@ async fn shutdown_writes_a_signed_checkpoint_and_keys_persist() {
     let report = kubehero_audit::verify_store(&*store, &keys, &[]).await.unwrap();
     assert_eq!(report.last_checkpoint, Some(head.0));
 }
+
+#[tokio::test]
+async fn serve_forwards_to_syslog_and_reports_lag() {
+    let syslog = kubehero_testkit::rsyslog::Rsyslog::start().await.unwrap();
+    let sink = format!("tcp://127.0.0.1:{}", syslog.port);
+    let ts =
+        TestServer::start(&[("KUBEHERO_API_KEYS", &api_keys_env()), ("KUBEHERO_AUDIT_FORWARD", &sink)], None).await;
+    let mut ids = Vec::new();
+    for _ in 0..20 {
+        ids.push(rid(&ts.get("/api/v1/whoami", Some(VIEWER)).await));
+    }
+    let msgs = syslog
+        .wait_for(std::time::Duration::from_secs(20), |m| {
+            let text = serde_json::to_string(m).unwrap();
+            ids.iter().all(|id| text.contains(id.as_str()))
+        })
+        .await
+        .unwrap();
+    assert!(msgs.len() >= 20);
+    let m = ts.get("/metrics", None).await;
+    let text = m.body.as_str().unwrap();
+    let line = text.lines().find(|l| l.starts_with("kubehero_audit_forward_lag_rows{")).unwrap();
+    assert!(line.contains(&format!("sink=\"syslog+{sink}\"")), "{line}");
+    // A bad sink URL stops start-up with a message naming the variable.
+    let mut env: std::collections::HashMap<String, String> =
+        [("KUBEHERO_AUDIT_FORWARD", "ftp://x")].into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    env.insert("KUBEHERO_DATA_DIR".into(), ts.data_dir().display().to_string());
+    let e = kubehero_server::config::ServerConfig::from_parts(&env, Default::default()).unwrap_err().to_string();
+    assert!(e.starts_with("KUBEHERO_AUDIT_FORWARD") && e.contains("Fix:"), "{e}");
+}
