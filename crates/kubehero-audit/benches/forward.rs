@@ -66,7 +66,7 @@ async fn main() {
     let t = Instant::now();
     let events: Vec<AuditEvent> = (0..rows).map(event).collect();
     for chunk in events.chunks(2000) {
-        store.append_audit(chunk, &sealer).await.unwrap();
+        store.append_audit(chunk, &sealer.shared()).await.unwrap();
     }
     eprintln!("seeded {rows} rows in {:.1} s", t.elapsed().as_secs_f64());
 

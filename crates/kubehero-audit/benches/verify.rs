@@ -76,7 +76,7 @@ fn main() {
             let started = Instant::now();
             for b in 0..ROWS as usize / BATCH {
                 let events: Vec<AuditEvent> = (b * BATCH..(b + 1) * BATCH).map(event).collect();
-                store.append_audit(&events, &sealer).await.unwrap();
+                store.append_audit(&events, &sealer.shared()).await.unwrap();
                 if (b + 1) % 10 == 0 {
                     eprintln!("generated {} of {ROWS} rows ({:.0?})", (b + 1) * BATCH, started.elapsed());
                 }

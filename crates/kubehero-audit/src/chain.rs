@@ -56,6 +56,11 @@ impl ChainSealer {
     pub fn new(keys: Arc<HmacKeys>) -> ChainSealer {
         ChainSealer { keys }
     }
+
+    /// As the trait object [`kubehero_store::AuditStore::append_audit`] takes.
+    pub fn shared(&self) -> Arc<dyn Sealer> {
+        Arc::new(self.clone())
+    }
 }
 
 impl Sealer for ChainSealer {

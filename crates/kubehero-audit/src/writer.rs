@@ -56,7 +56,7 @@ impl AuditLog {
     pub fn start(store: Arc<dyn Store>, sealer: ChainSealer, max_batch: usize) -> AuditLog {
         let (tx, rx) = mpsc::channel(QUEUE);
         let stats = Arc::new(WriterStats::default());
-        tokio::spawn(run(store, sealer, rx, max_batch.max(1), stats.clone()));
+        tokio::spawn(run(store, Arc::new(sealer), rx, max_batch.max(1), stats.clone()));
         AuditLog { tx, stats }
     }
 
@@ -74,7 +74,7 @@ impl AuditLog {
 
 async fn run(
     store: Arc<dyn Store>,
-    sealer: ChainSealer,
+    sealer: Arc<dyn kubehero_core::Sealer>,
     mut rx: mpsc::Receiver<Job>,
     max_batch: usize,
     stats: Arc<WriterStats>,

@@ -15,11 +15,44 @@ pub(crate) fn head_sql(backend: &str) -> &'static str {
 }
 pub(crate) const HEAD: &str = "SELECT seq, mac FROM audit_head WHERE id = 1";
 pub(crate) const SET_HEAD: &str = "UPDATE audit_head SET seq = $1, mac = $2 WHERE id = 1";
-pub(crate) const INSERT_ROW: &str = "INSERT INTO audit_log \
+const INSERT_COLUMNS: &str =
+    "INSERT INTO audit_log (seq, event_id, time_ms, actor_sub, action, outcome, cluster, key_id, mac, body)";
+/// Rows per multi-row `INSERT` on SQLite (10 parameters each, far below SQLite's limit).
+pub(crate) const SQLITE_INSERT_CHUNK: usize = 64;
+
+/// `INSERT … VALUES (…), (…)` for `n` rows (SQLite).
+pub(crate) fn insert_rows_sql(n: usize) -> String {
+    let mut sql = String::with_capacity(INSERT_COLUMNS.len() + n * 48);
+    sql.push_str(INSERT_COLUMNS);
+    sql.push_str(" VALUES ");
+    for i in 0..n {
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        let b = i * 10;
+        sql.push('(');
+        for c in 1..=10 {
+            if c > 1 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!("${}", b + c));
+        }
+        sql.push(')');
+    }
+    sql
+}
+
+/// One `INSERT … SELECT FROM UNNEST(arrays)` for any number of rows (PostgreSQL).
+pub(crate) const INSERT_ROWS_UNNEST: &str = "INSERT INTO audit_log \
      (seq, event_id, time_ms, actor_sub, action, outcome, cluster, key_id, mac, body) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
+     SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], \
+     $7::text[], $8::text[], $9::text[], $10::text[])";
 pub(crate) const ROWS_AFTER: &str = "SELECT seq, key_id, mac, body FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2";
 /// [`ROWS_AFTER`] for rusqlite's positional parameters.
+pub(crate) const INSERT_ROW_QMARK: &str = "INSERT INTO audit_log \
+     (seq, event_id, time_ms, actor_sub, action, outcome, cluster, key_id, mac, body) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
+pub(crate) const SET_HEAD_QMARK: &str = "UPDATE audit_head SET seq = ?1, mac = ?2 WHERE id = 1";
 pub(crate) const ROWS_AFTER_QMARK: &str =
     "SELECT seq, key_id, mac, body FROM audit_log WHERE seq > ?1 ORDER BY seq LIMIT ?2";
 
@@ -88,8 +121,11 @@ macro_rules! audit_store {
             async fn append_audit(
                 &self,
                 events: &[kubehero_core::AuditEvent],
-                sealer: &dyn kubehero_core::Sealer,
+                sealer: &std::sync::Arc<dyn kubehero_core::Sealer>,
             ) -> $crate::Result<Vec<kubehero_core::SealedRow>> {
+                if let Some(done) = self.append_audit_direct(events, sealer).await {
+                    return done;
+                }
                 let mut tx = self.begin().await?;
                 let (mut seq, mut mac): (i64, String) = sqlx::query_as($crate::audit::head_sql($backend))
                     .fetch_one(&mut *tx)
@@ -99,23 +135,11 @@ macro_rules! audit_store {
                 for event in events {
                     seq += 1;
                     let row = sealer.seal(seq, &mac, event);
-                    sqlx::query($crate::audit::INSERT_ROW)
-                        .bind(row.seq)
-                        .bind(&row.event_id)
-                        .bind(row.time_ms)
-                        .bind(&row.actor_sub)
-                        .bind(&row.action)
-                        .bind(row.outcome.as_str())
-                        .bind(&row.cluster)
-                        .bind(&row.key_id)
-                        .bind(&row.mac)
-                        .bind(&row.body)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(Self::err(format!("audit event {:?}", row.event_id)))?;
                     mac.clone_from(&row.mac);
                     sealed.push(row);
                 }
+                // One statement per chunk, not per row: the per-statement cost, not the flush, bounds a batch.
+                Self::insert_audit_rows(&mut tx, &sealed).await?;
                 sqlx::query($crate::audit::SET_HEAD)
                     .bind(seq)
                     .bind(&mac)

@@ -259,7 +259,7 @@ pub trait AuditStore: Send + Sync {
     /// Appends `events` in order as one transaction: takes the chain head (a row lock that serialises every
     /// writer, in this process and in other replicas), seals each event with `sealer`, inserts the rows and
     /// moves the head. Either all rows are durable when this returns `Ok`, or none is.
-    async fn append_audit(&self, events: &[AuditEvent], sealer: &dyn Sealer) -> Result<Vec<SealedRow>>;
+    async fn append_audit(&self, events: &[AuditEvent], sealer: &Arc<dyn Sealer>) -> Result<Vec<SealedRow>>;
     /// The chain head: the last `seq` and its MAC (`0` and the genesis MAC when empty).
     async fn audit_head(&self) -> Result<(i64, String)>;
     /// Rows with `seq > after`, ascending, at most `limit`: for verification, export and forwarding.

@@ -51,6 +51,38 @@ impl PostgresStore {
         self.pool.begin().await.map_err(Self::err("transaction"))
     }
 
+    /// PostgreSQL appends through sqlx (the shared path).
+    async fn append_audit_direct(
+        &self,
+        _events: &[kubehero_core::AuditEvent],
+        _sealer: &std::sync::Arc<dyn kubehero_core::Sealer>,
+    ) -> Option<Result<Vec<kubehero_core::SealedRow>>> {
+        None
+    }
+
+    /// Inserts sealed audit rows with one statement (arrays unnested server-side).
+    async fn insert_audit_rows(
+        tx: &mut Transaction<'static, Postgres>,
+        rows: &[kubehero_core::SealedRow],
+    ) -> Result<()> {
+        let col = |f: fn(&kubehero_core::SealedRow) -> String| rows.iter().map(f).collect::<Vec<String>>();
+        sqlx::query(crate::audit::INSERT_ROWS_UNNEST)
+            .bind(rows.iter().map(|r| r.seq).collect::<Vec<i64>>())
+            .bind(col(|r| r.event_id.clone()))
+            .bind(rows.iter().map(|r| r.time_ms).collect::<Vec<i64>>())
+            .bind(col(|r| r.actor_sub.clone()))
+            .bind(col(|r| r.action.clone()))
+            .bind(col(|r| r.outcome.as_str().to_string()))
+            .bind(rows.iter().map(|r| r.cluster.clone()).collect::<Vec<Option<String>>>())
+            .bind(col(|r| r.key_id.clone()))
+            .bind(col(|r| r.mac.clone()))
+            .bind(col(|r| r.body.clone()))
+            .execute(&mut **tx)
+            .await
+            .map_err(Self::err("audit events"))?;
+        Ok(())
+    }
+
     /// A page of audit rows after `after`, ascending.
     async fn read_audit_rows(&self, after: i64, limit: i64) -> Result<Vec<crate::StoredAuditRow>> {
         let rows = sqlx::query_as(crate::audit::ROWS_AFTER)

@@ -119,6 +119,6 @@ async fn audit(
         source: Some("local".into()),
         user_agent: Some(format!("kubehero-cli/{}", env!("CARGO_PKG_VERSION"))),
     };
-    store.append_audit(&[event], &sealer).await.context("writing the audit row")?;
+    store.append_audit(&[event], &sealer.shared()).await.context("writing the audit row")?;
     Ok(())
 }

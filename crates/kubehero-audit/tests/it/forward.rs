@@ -65,7 +65,7 @@ async fn append(store: &dyn Store, n: usize, step_ms: i64) {
     let (head, _) = store.audit_head().await.unwrap();
     let events: Vec<AuditEvent> = (0..n as i64).map(|k| event(head + k, T0 + (head + k) * step_ms)).collect();
     for chunk in events.chunks(500) {
-        store.append_audit(chunk, &sealer()).await.unwrap();
+        store.append_audit(chunk, &sealer().shared()).await.unwrap();
     }
 }
 

@@ -42,10 +42,10 @@ impl Fixture {
         let (url, store) = sqlite_file(dir.path(), "pristine.db").await;
         let events: Vec<_> = (1..=ROWS as usize).map(event).collect();
         for batch in [&events[..3], &events[3..CHECKPOINT as usize]] {
-            store.append_audit(batch, &sealer).await.unwrap();
+            store.append_audit(batch, &sealer.shared()).await.unwrap();
         }
         assert_eq!(checkpoint_once(&*store, &signer, 0, 1_764_000_500_000).await.unwrap(), CHECKPOINT);
-        store.append_audit(&events[CHECKPOINT as usize..], &sealer).await.unwrap();
+        store.append_audit(&events[CHECKPOINT as usize..], &sealer.shared()).await.unwrap();
         let rows = store.audit_rows(0, 100).await.unwrap();
         assert_eq!(rows.len() as i64, ROWS);
         let checkpoint = store.checkpoints().await.unwrap().remove(0);

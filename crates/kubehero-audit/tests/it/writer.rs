@@ -125,12 +125,12 @@ async fn failed_batch_writes_nothing(store: Arc<dyn Store>) {
     let sealer = sealer();
     let mut dup = event(0);
     dup.event_id = "0123456789abcdef0123456789abcdef".to_string();
-    store.append_audit(&[event(1), dup.clone()], &sealer).await.unwrap();
+    store.append_audit(&[event(1), dup.clone()], &sealer.shared()).await.unwrap();
     let head = store.audit_head().await.unwrap();
 
     // Directly: rows before and after the bad one in one append, none survives.
     let batch = [event(2), event(3), dup.clone(), event(4)];
-    assert!(store.append_audit(&batch, &sealer).await.is_err());
+    assert!(store.append_audit(&batch, &sealer.shared()).await.is_err());
     assert_eq!(store.audit_head().await.unwrap(), head);
     assert_exactly(&*store, 2).await;
 
