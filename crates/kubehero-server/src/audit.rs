@@ -88,22 +88,35 @@ fn truncate(s: &str, max: usize) -> String {
     s[..end].to_string()
 }
 
+/// What the audit row needs from the request, taken before the handler consumes it.
+#[derive(Debug, Clone)]
+pub struct RequestFacts {
+    pub source: Option<SocketAddr>,
+    pub user_agent: Option<String>,
+    /// `jwt`, `api_key` or `none`: only ever the kind of a refused credential, never any of it.
+    pub credential: &'static str,
+}
+
+impl RequestFacts {
+    pub fn of(req: &Request) -> RequestFacts {
+        RequestFacts {
+            source: req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0),
+            user_agent: req.headers().get(USER_AGENT).and_then(|v| v.to_str().ok()).map(|v| truncate(v, 256)),
+            credential: credential_kind(req.headers()),
+        }
+    }
+}
+
 /// The audit event for a finished request, or `None` when the request is not audited (health, metrics,
 /// unknown routes).
-pub fn event_for(
-    res: &Response,
-    headers: &HeaderMap,
-    source: Option<SocketAddr>,
-    request_id: &str,
-    now_ms: i64,
-) -> Option<AuditEvent> {
+pub fn event_for(res: &Response, facts: RequestFacts, request_id: &str, now_ms: i64) -> Option<AuditEvent> {
     let status = res.status();
     let error = res.extensions().get::<ApiError>();
     let (action, actor) = match (res.extensions().get::<AuditAction>(), res.extensions().get::<Auth>()) {
         (Some(a), Some(auth)) => (a.0.as_str().to_string(), AuditActor::of(&auth.0)),
         // Refused by the authentication middleware: the handler never ran and nobody is trusted.
         _ if error.is_some_and(|e| e.code == Code::Unauthenticated) => {
-            ("auth.failed".to_string(), AuditActor::unauthenticated(credential_kind(headers)))
+            ("auth.failed".to_string(), AuditActor::unauthenticated(facts.credential))
         }
         _ => return None,
     };
@@ -126,8 +139,8 @@ pub fn event_for(
         target: res.extensions().get::<AuditTarget>().cloned().unwrap_or_default(),
         result: AuditResult { outcome, code, status: status.as_u16() },
         request_id: request_id.to_string(),
-        source: source.map(|a| a.ip().to_string()),
-        user_agent: headers.get(USER_AGENT).and_then(|v| v.to_str().ok()).map(|v| truncate(v, 256)),
+        source: facts.source.map(|a| a.ip().to_string()),
+        user_agent: facts.user_agent,
     })
 }
 
@@ -142,11 +155,6 @@ fn credential_kind(headers: &HeaderMap) -> &'static str {
     } else {
         "api_key"
     }
-}
-
-/// The source address of a request, when the listener recorded it.
-pub fn source(req: &Request) -> Option<SocketAddr> {
-    req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0)
 }
 
 /// The HMAC keys: `AUDIT_HMAC_KEY` (+ previous keys), or in open mode a key generated once into the data

@@ -36,10 +36,9 @@ pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next
     let id = request_id(&req);
     req.extensions_mut().insert(RequestId(id.clone()));
     let method = req.method().as_str().to_string();
-    let source = crate::audit::source(&req);
-    let headers = req.headers().clone();
+    let facts = crate::audit::RequestFacts::of(&req);
     let mut res = next.run(req).await;
-    if let Some(event) = crate::audit::event_for(&res, &headers, source, &id, state.clock.now_ms()) {
+    if let Some(event) = crate::audit::event_for(&res, facts, &id, state.clock.now_ms()) {
         // Durable before the answer: nothing leaves unaudited.
         let recorded = state.audit.record(event).await;
         if let Ok(seq) = &recorded {
