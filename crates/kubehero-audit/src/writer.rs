@@ -94,6 +94,10 @@ async fn run(
                 stats.failures.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(error = %e, rows = jobs.len(), "audit append failed; the requests are refused");
                 let err = AuditError::Unavailable(e.to_string());
+                // Everything queued meanwhile would wait out the same timeout: refuse it now too.
+                while let Ok(job) = rx.try_recv() {
+                    jobs.push(job);
+                }
                 for job in jobs.drain(..) {
                     let _ = job.done.send(Err(err.clone()));
                 }
