@@ -22,6 +22,13 @@ use kubehero_core::{Action, AuditActor, AuditEvent, AuditOutcome, AuditResult, A
 use std::net::SocketAddr;
 use std::path::Path;
 
+/// A sign-in route's own record of what happened (login, logout): the action and who it was about.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub action: &'static str,
+    pub actor: AuditActor,
+}
+
 /// The action of the route that handled a request, put into the response by [`mark`].
 #[derive(Debug, Clone, Copy)]
 pub struct AuditAction(pub Action);
@@ -113,6 +120,10 @@ pub fn event_for(res: &Response, facts: RequestFacts, request_id: &str, now_ms: 
     let status = res.status();
     let error = res.extensions().get::<ApiError>();
     let (action, actor) = match (res.extensions().get::<AuditAction>(), res.extensions().get::<Auth>()) {
+        _ if res.extensions().get::<Recorded>().is_some() => {
+            let r = res.extensions().get::<Recorded>().cloned()?;
+            (r.action.to_string(), r.actor)
+        }
         (Some(a), Some(auth)) => (a.0.as_str().to_string(), AuditActor::of(&auth.0)),
         // Refused by the authentication middleware: the handler never ran and nobody is trusted.
         _ if error.is_some_and(|e| e.code == Code::Unauthenticated) => {

@@ -13,7 +13,7 @@ use crate::state::AppState;
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use kubehero_authn::{sha256_hex, AuthnError, VerifiedToken, API_KEY_PREFIX};
@@ -39,7 +39,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Auth {
 /// Middleware on every API route: authenticates, then hands the principal to the handler.
 #[tracing::instrument(skip_all)]
 pub async fn authenticate_request(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    match authenticate(&state, req.headers()).await {
+    match authenticate(&state, req.method(), req.headers()).await {
         Ok(p) => {
             let auth = Auth(Arc::new(p));
             req.extensions_mut().insert(auth.clone());
@@ -76,9 +76,14 @@ fn bearer(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
 
 /// Authenticates a request's headers into a principal.
 #[tracing::instrument(skip_all)]
-pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Principal, ApiError> {
+pub async fn authenticate(state: &AppState, method: &Method, headers: &HeaderMap) -> Result<Principal, ApiError> {
     let token = match bearer(headers) {
         Ok(Some(t)) => t,
+        Ok(None) if crate::login::read_cookie(headers, crate::login::SESSION_COOKIE).is_some() => {
+            let r = cookie_session(state, method, headers).await;
+            state.metrics.authentication("session", if r.is_ok() { "ok" } else { "rejected" });
+            return r;
+        }
         Ok(None) if state.require_auth => {
             state.metrics.authentication("none", "missing_credential");
             return Err(ApiError::unauthenticated("authentication required: send Authorization: Bearer <token>"));
@@ -199,4 +204,72 @@ pub fn allow(p: &Principal, action: kubehero_core::Action, target: kubehero_core
             Err(ApiError::denied(format!("{} requires {needed}", action.as_str())))
         }
     }
+}
+
+/// A dashboard session from the `kh_session` cookie. Writes (anything but GET/HEAD/OPTIONS) must carry the
+/// session's CSRF token in `X-CSRF-Token`: a cookie alone is sent by the browser on cross-site requests too.
+async fn cookie_session(state: &AppState, method: &Method, headers: &HeaderMap) -> Result<Principal, ApiError> {
+    let secret = crate::login::read_cookie(headers, crate::login::SESSION_COOKIE).unwrap_or_default();
+    let (principal, session) = session_principal(state, secret).await?;
+    let safe = matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
+    if !safe {
+        let sent = headers.get("x-csrf-token").and_then(|v| v.to_str().ok());
+        if !csrf_matches(session.csrf.as_deref(), sent) {
+            return Err(ApiError::denied(
+                "missing or wrong CSRF token (send X-CSRF-Token with cookie-authenticated writes)",
+            ));
+        }
+    }
+    Ok(principal)
+}
+
+/// Constant-time comparison of a session's CSRF token with the one a request sent.
+pub fn csrf_matches(expected: Option<&str>, sent: Option<&str>) -> bool {
+    match (expected, sent) {
+        (Some(e), Some(s)) if !e.is_empty() => bool::from(subtle::ConstantTimeEq::ct_eq(e.as_bytes(), s.as_bytes())),
+        _ => false,
+    }
+}
+
+/// The person behind a session secret, checking revocation, idle expiry and the absolute cap, and sliding the
+/// idle expiry (at most one store write a minute).
+pub async fn session_principal(
+    state: &AppState,
+    secret: &str,
+) -> Result<(Principal, kubehero_store::SessionRecord), ApiError> {
+    let now = state.clock.now();
+    let invalid = || ApiError::unauthenticated("session expired or signed out; sign in again at /login");
+    let mut session = state.store.find_session_by_hash(&sha256_hex(secret)).await?.ok_or_else(invalid)?;
+    if session.kind != kubehero_store::SessionKind::Session
+        || session.revoked_at.is_some()
+        || now >= session.expires_at
+        || now >= session.absolute_expires_at
+    {
+        return Err(invalid());
+    }
+    if now - session.last_seen_at >= crate::login::SESSION_TOUCH_SECS {
+        let expires = (now + crate::login::SESSION_IDLE_SECS).min(session.absolute_expires_at);
+        state.store.touch_session(&session.id, now, expires).await?;
+        session.last_seen_at = now;
+        session.expires_at = expires;
+    }
+    let grants = state.bindings.grants_for(&Identity {
+        issuer: session.issuer.as_deref(),
+        sub: &session.sub,
+        email: session.email.as_deref(),
+        groups: &session.groups,
+        legacy_roles: &[],
+    });
+    let principal = Principal {
+        kind: PrincipalKind::Person,
+        sub: session.sub.clone(),
+        email: session.email.clone(),
+        groups: session.groups.clone(),
+        issuer: session.issuer.clone(),
+        auth_method: AuthMethod::Session,
+        owner: None,
+        grants,
+        expires_at: Some(session.expires_at),
+    };
+    Ok((principal, session))
 }

@@ -70,6 +70,9 @@ pub const SETTINGS: &[Setting] = &[
     Setting { name: "KUBEHERO_AUDIT_FORWARD", help: "Audit sinks the server forwards to, comma-separated: udp://, tcp://, tls:// (syslog), https:// (webhook), s3://bucket/prefix.", default: "unset: no forwarding" },
     Setting { name: "KUBEHERO_AUDIT_S3_ENDPOINT", help: "S3 endpoint for s3:// sinks on S3-compatible stores (path-style). Credentials: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION.", default: "AWS" },
     Setting { name: "KUBEHERO_AUDIT_WEBHOOK_SECRET", help: "Secret of webhook batch signatures (X-KubeHero-Signature).", default: "derived from AUDIT_HMAC_KEY" },
+    Setting { name: "KUBEHERO_PUBLIC_URL", help: "The URL people reach the control plane at; the dashboard's redirect URI is <it>/api/auth/callback. https:// required except on loopback.", default: "http://<KUBEHERO_LISTEN>" },
+    Setting { name: "KUBEHERO_OIDC_CLIENT_ID", help: "OIDC client id of the dashboard and CLI login (authorization code flow with PKCE). Unset: no browser login.", default: "unset" },
+    Setting { name: "KUBEHERO_OIDC_CLIENT_SECRET", help: "Client secret for KUBEHERO_OIDC_CLIENT_ID (unset for a public client).", default: "unset" },
     Setting { name: "KUBEHERO_LOG", help: "Log filter (tracing EnvFilter syntax), e.g. info or kubehero_authn=debug.", default: "info" },
     Setting { name: "KUBEHERO_LOG_FORMAT", help: "text or json.", default: "text" },
 ];
@@ -171,6 +174,15 @@ pub struct IssuerSettings {
     pub group_roles: Vec<(String, Role)>,
 }
 
+/// The OIDC client KubeHero signs people in with (dashboard and CLI login).
+#[derive(Debug, Clone)]
+pub struct LoginClient {
+    pub client_id: String,
+    pub client_secret: Option<Secret>,
+    /// Where people reach the control plane, without a trailing slash.
+    pub public_url: String,
+}
+
 /// The validated configuration of `kubehero serve` and of the CLI commands that open the database.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -197,6 +209,8 @@ pub struct ServerConfig {
     /// Credentials and secrets of those sinks (`AWS_*`, `KUBEHERO_AUDIT_S3_ENDPOINT`, webhook secret).
     pub audit_forward_options: kubehero_audit::forward::ForwardOptions,
     pub token_cache_size: usize,
+    /// The dashboard/CLI login client, when configured.
+    pub login: Option<LoginClient>,
     /// Non-fatal findings (unknown variables) to log once the logger is up.
     pub warnings: Vec<String>,
 }
@@ -368,7 +382,37 @@ impl ServerConfig {
         }
         let audit_forward_options = kubehero_audit::forward::ForwardOptions::from_env(&|n| env.var(n));
 
+        let public_url = env.var("KUBEHERO_PUBLIC_URL").map(|u| u.trim_end_matches('/').to_string());
+        if let Some(u) = &public_url {
+            let loopback = ["http://127.0.0.1", "http://localhost", "http://[::1]"].iter().any(|p| u.starts_with(p));
+            if !(u.starts_with("https://") || loopback) || u.contains('?') || u.contains('#') {
+                return Err(invalid(
+                    "KUBEHERO_PUBLIC_URL",
+                    format!("{u:?} is not an https:// URL without query or fragment"),
+                    "set the URL people open, e.g. https://kubehero.example.com (http:// only on loopback)",
+                ));
+            }
+        }
+        let login = match env.var("KUBEHERO_OIDC_CLIENT_ID").filter(|c| !c.is_empty()) {
+            None => None,
+            Some(client_id) => {
+                if issuers.is_empty() {
+                    return Err(invalid(
+                        "KUBEHERO_OIDC_CLIENT_ID",
+                        "set, but no issuer is configured to sign in with",
+                        "set OIDC_ISSUER_URL (or issuers in KUBEHERO_CONFIG)",
+                    ));
+                }
+                Some(LoginClient {
+                    client_id,
+                    client_secret: env.var("KUBEHERO_OIDC_CLIENT_SECRET").filter(|s| !s.is_empty()).map(Secret::new),
+                    public_url: public_url.clone().unwrap_or_else(|| format!("http://{listen}")),
+                })
+            }
+        };
+
         Ok(ServerConfig {
+            login,
             listen,
             data_dir,
             database_url,

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod grants;
+pub mod login;
 pub mod metrics;
 pub mod middleware;
 pub mod routes;
@@ -105,7 +106,20 @@ pub async fn build_state(
     }
     let audit =
         kubehero_audit::AuditLog::start(store.clone(), kubehero_audit::ChainSealer::new(Arc::new(keys)), AUDIT_BATCH);
+    let login = config.login.clone().map(|client| {
+        let issuers = config
+            .issuers
+            .iter()
+            .map(|i| login::LoginIssuer {
+                issuer: i.verifier.issuer.clone(),
+                group_prefix: i.verifier.group_prefix.clone(),
+                groups_claim: i.verifier.groups_claim.clone(),
+            })
+            .collect();
+        Arc::new(login::Login::new(client, issuers))
+    });
     Ok(AppState {
+        login,
         audit,
         forward: kubehero_audit::forward::ForwardStatus::new(),
         store,

@@ -36,6 +36,8 @@ pub struct AppState {
     /// Progress of the in-process audit forwarder's sinks (empty when none is configured).
     pub forward: Arc<kubehero_audit::forward::ForwardStatus>,
     pub store: Arc<dyn Store>,
+    /// Browser sign-in, when `KUBEHERO_OIDC_CLIENT_ID` is set.
+    pub login: Option<Arc<crate::login::Login>>,
     pub verifier: Verifier,
     pub token_cache: Arc<TokenCache>,
     pub api_keys: Arc<StaticApiKeys>,

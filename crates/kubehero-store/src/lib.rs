@@ -10,6 +10,7 @@
 mod audit;
 mod migrate;
 mod postgres;
+mod session;
 mod sql;
 mod sqlite;
 
@@ -278,9 +279,97 @@ pub trait AuditStore: Send + Sync {
     async fn sink_cursors(&self) -> Result<Vec<(String, i64)>>;
 }
 
+/// What a login credential is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionKind {
+    /// A dashboard session (cookie), 8 hours sliding under an absolute cap.
+    Session,
+    /// A CLI token from `kubehero login`, 30 days.
+    CliToken,
+}
+
+impl SessionKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionKind::Session => "session",
+            SessionKind::CliToken => "cli_token",
+        }
+    }
+    pub fn parse(s: &str) -> Option<SessionKind> {
+        match s {
+            "session" => Some(SessionKind::Session),
+            "cli_token" => Some(SessionKind::CliToken),
+            _ => None,
+        }
+    }
+}
+
+/// A server-side session or CLI token. The secret itself is never stored: only its SHA-256.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    /// First 16 hex chars of the SHA-256: the public id (lists, revocation, audit).
+    pub id: String,
+    /// Full SHA-256 of the secret, lowercase hex. Unique.
+    #[serde(skip_serializing)]
+    pub hash: String,
+    pub kind: SessionKind,
+    /// The person, as the IdP named them when they signed in.
+    pub sub: String,
+    pub email: Option<String>,
+    /// Groups (prefixed) from the id_token or userinfo at sign-in.
+    pub groups: Vec<String>,
+    pub issuer: Option<String>,
+    /// Anti-CSRF token of a dashboard session (sent back in a header or form field); `None` for CLI tokens.
+    #[serde(skip_serializing)]
+    pub csrf: Option<String>,
+    pub created_at: i64,
+    pub last_seen_at: i64,
+    /// Sliding expiry, never beyond `absolute_expires_at`.
+    pub expires_at: i64,
+    pub absolute_expires_at: i64,
+    pub revoked_at: Option<i64>,
+    pub user_agent: Option<String>,
+}
+
+/// One pending sign-in through the IdP: what `/api/auth/callback` needs to finish it. Single use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoginAttempt {
+    /// SHA-256 hex of the `state` parameter.
+    pub id: String,
+    pub issuer: String,
+    pub pkce_verifier: String,
+    pub nonce: String,
+    /// Where to send the person afterwards (a validated local path).
+    pub return_to: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
+/// Sessions, CLI tokens and pending sign-ins.
+#[async_trait]
+pub trait SessionStore: Send + Sync {
+    /// `AlreadyExists` on a duplicate id or hash.
+    async fn create_session(&self, s: &SessionRecord) -> Result<()>;
+    /// Looks a session up by the SHA-256 of its secret, whatever its state (the caller checks expiry and
+    /// revocation).
+    async fn find_session_by_hash(&self, hash: &str) -> Result<Option<SessionRecord>>;
+    /// Slides a session: sets `last_seen_at` and `expires_at`. `NotFound` if absent.
+    async fn touch_session(&self, id: &str, last_seen_at: i64, expires_at: i64) -> Result<()>;
+    /// Sets `revoked_at` if not already set. `NotFound` if absent; revoking twice is not an error.
+    async fn revoke_session(&self, id: &str, at: i64) -> Result<SessionRecord>;
+    /// Every session and token, or those of one person; newest first.
+    async fn list_sessions(&self, sub: Option<&str>) -> Result<Vec<SessionRecord>>;
+    async fn put_login_attempt(&self, a: &LoginAttempt) -> Result<()>;
+    /// Removes and returns the attempt; `None` when absent or expired at `now` (expired ones are removed too).
+    async fn take_login_attempt(&self, id: &str, now: i64) -> Result<Option<LoginAttempt>>;
+}
+
 /// The whole store: every aggregate plus health.
 #[async_trait]
-pub trait Store: ClusterStore + PolicyStore + BindingStore + ApiKeyStore + SettingsStore + AuditStore {
+pub trait Store:
+    ClusterStore + PolicyStore + BindingStore + ApiKeyStore + SettingsStore + AuditStore + SessionStore
+{
     /// A cheap round trip for `/readyz`.
     async fn ping(&self) -> Result<()>;
     /// `sqlite` or `postgres`, for logs and `/readyz`.

@@ -26,12 +26,14 @@ pub(crate) struct Migration {
 pub(crate) const SQLITE: &[Migration] = &[
     Migration { version: 1, name: "init", sql: include_str!("migrations/sqlite/0001_init.sql") },
     Migration { version: 2, name: "audit", sql: include_str!("migrations/sqlite/0002_audit.sql") },
+    Migration { version: 3, name: "sessions", sql: include_str!("migrations/sqlite/0003_sessions.sql") },
 ];
 
 /// PostgreSQL migrations, oldest first.
 pub(crate) const POSTGRES: &[Migration] = &[
     Migration { version: 1, name: "init", sql: include_str!("migrations/postgres/0001_init.sql") },
     Migration { version: 2, name: "audit", sql: include_str!("migrations/postgres/0002_audit.sql") },
+    Migration { version: 3, name: "sessions", sql: include_str!("migrations/postgres/0003_sessions.sql") },
 ];
 
 /// Key of the PostgreSQL advisory lock that serialises migrations across replicas ("KUBEHERO" in ASCII).

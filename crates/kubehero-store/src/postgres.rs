@@ -102,3 +102,4 @@ impl PostgresStore {
 
 sql::sql_store!(PostgresStore, "postgres");
 crate::audit::audit_store!(PostgresStore, "postgres");
+crate::session::session_store!(PostgresStore);

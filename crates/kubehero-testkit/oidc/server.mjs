@@ -2,7 +2,7 @@
 // few users and clients. Started by kubehero-testkit (crates/kubehero-testkit/src/oidc.rs); listens on
 // 127.0.0.1 only.
 //
-// Env: PORT (required), JWKS_FILE (private JWK set, RS256 + ES256), COUNT_FILE (optional).
+// Env: PORT (required), JWKS_FILE (private JWK set, RS256 + ES256), DASHBOARD_URLS (optional).
 // Test-only addition: GET /__test/jwks-hits returns how many times /jwks was fetched, so tests can count
 // the control plane's JWKS requests. Everything else is stock oidc-provider behaviour.
 import Provider from 'oidc-provider';
@@ -25,18 +25,24 @@ const USERS = {
 };
 
 const REDIRECT = 'http://127.0.0.1:8000/callback';
+// KubeHero dashboards started by a test (their base URLs, comma-separated) may sign in through these clients.
+const DASHBOARDS = (process.env.DASHBOARD_URLS || '').split(',').filter(Boolean);
+const REDIRECTS = [REDIRECT, ...DASHBOARDS.map((d) => `${d}/api/auth/callback`)];
+const LOGOUT_REDIRECTS = DASHBOARDS.map((d) => `${d}/login`);
 const provider = new Provider(ISSUER, {
   jwks,
   clients: [
     {
       client_id: 'kubehero', client_secret: 'kubehero-secret',
       grant_types: ['authorization_code', 'refresh_token', 'client_credentials'],
-      response_types: ['code'], redirect_uris: [REDIRECT], id_token_signed_response_alg: 'RS256',
+      response_types: ['code'], redirect_uris: REDIRECTS, post_logout_redirect_uris: LOGOUT_REDIRECTS,
+      id_token_signed_response_alg: 'RS256',
     },
     {
       client_id: 'kubehero-es', client_secret: 'kubehero-es-secret',
       grant_types: ['authorization_code', 'refresh_token', 'client_credentials'],
-      response_types: ['code'], redirect_uris: [REDIRECT], id_token_signed_response_alg: 'ES256',
+      response_types: ['code'], redirect_uris: REDIRECTS, post_logout_redirect_uris: LOGOUT_REDIRECTS,
+      id_token_signed_response_alg: 'ES256',
     },
   ],
   scopes: ['openid', 'offline_access', 'email', 'profile', 'groups', 'kube'],

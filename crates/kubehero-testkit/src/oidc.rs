@@ -54,7 +54,9 @@ fn write_if_changed(path: &Path, content: &str) -> anyhow::Result<()> {
         return Ok(());
     }
     // Write-then-rename so concurrent test processes never see a half-written file.
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = path.with_extension(format!("tmp{}-{n}", std::process::id()));
     std::fs::write(&tmp, content)?;
     std::fs::rename(&tmp, path)?;
     Ok(())
@@ -69,6 +71,9 @@ pub fn free_port() -> anyhow::Result<u16> {
 pub struct OidcProvider {
     pub issuer: String,
     pub port: u16,
+    /// Base URLs of KubeHero servers whose dashboard may sign in here (their `/api/auth/callback` is a
+    /// registered redirect URI of the `kubehero` and `kubehero-es` clients, `/login` a post-logout one).
+    pub dashboards: Vec<String>,
     keys_file: PathBuf,
     _dir: tempfile::TempDir,
     child: Option<Child>,
@@ -90,11 +95,17 @@ impl OidcProvider {
 
     /// Starts a provider on `port` (a test may pick the port first to start the IdP *after* KubeHero).
     pub async fn start_on(port: u16) -> anyhow::Result<OidcProvider> {
+        Self::start_for(port, &[]).await
+    }
+
+    /// Starts a provider on `port` that accepts sign-ins from the KubeHero dashboards at `dashboards`.
+    pub async fn start_for(port: u16, dashboards: &[String]) -> anyhow::Result<OidcProvider> {
         let dir = tempfile::tempdir()?;
         let keys_file = dir.path().join("jwks.json");
         let mut p = OidcProvider {
             issuer: format!("http://127.0.0.1:{port}"),
             port,
+            dashboards: dashboards.to_vec(),
             keys_file,
             _dir: dir,
             child: None,
@@ -130,6 +141,7 @@ impl OidcProvider {
             .arg(&script)
             .env("PORT", self.port.to_string())
             .env("JWKS_FILE", &self.keys_file)
+            .env("DASHBOARD_URLS", self.dashboards.join(","))
             .current_dir(&dir)
             .stdout(Stdio::from(log.try_clone()?))
             .stderr(Stdio::from(log))
@@ -246,6 +258,43 @@ impl OidcProvider {
             id_token: r["id_token"].as_str().ok_or_else(|| anyhow!("no id_token in {r}"))?.to_string(),
             access_token: r["access_token"].as_str().unwrap_or_default().to_string(),
         })
+    }
+}
+
+/// The outcome of a dashboard sign-in driven over HTTP.
+#[derive(Debug, Clone)]
+pub struct SignIn {
+    /// Cookies KubeHero set (`kh_session`, …), by name.
+    pub cookies: HashMap<String, String>,
+    /// Where KubeHero sent the browser after the callback.
+    pub location: String,
+}
+
+impl OidcProvider {
+    /// Signs `login` in to the KubeHero dashboard at `kubehero` the way a browser does: `start` (e.g.
+    /// `/login?return_to=/`) redirects here, the provider's devInteractions login and consent pages are
+    /// submitted, and the redirect back to `/api/auth/callback` is followed once.
+    pub async fn sign_in(&self, kubehero: &str, start: &str, login: &str) -> anyhow::Result<SignIn> {
+        let mut jar = Jar::default();
+        let mut loc = jar.go(&self.http, kubehero, reqwest::Method::GET, start, None).await?;
+        loc = jar.go(&self.http, &self.issuer, reqwest::Method::GET, &loc, None).await?;
+        loc = jar
+            .go(
+                &self.http,
+                &self.issuer,
+                reqwest::Method::POST,
+                &loc,
+                Some(&[("prompt", "login"), ("login", login), ("password", "x")]),
+            )
+            .await?;
+        loc = jar.go(&self.http, &self.issuer, reqwest::Method::GET, &loc, None).await?;
+        loc = jar.go(&self.http, &self.issuer, reqwest::Method::POST, &loc, Some(&[("prompt", "consent")])).await?;
+        loc = jar.go(&self.http, &self.issuer, reqwest::Method::GET, &loc, None).await?;
+        if !loc.starts_with(kubehero) {
+            bail!("the provider did not send the browser back to KubeHero: {loc}");
+        }
+        let location = jar.go(&self.http, kubehero, reqwest::Method::GET, &loc, None).await?;
+        Ok(SignIn { cookies: jar.0, location })
     }
 }
 

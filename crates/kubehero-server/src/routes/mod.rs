@@ -28,6 +28,8 @@ use serde::de::DeserializeOwned;
 pub enum Permission {
     /// No authentication at all: health and metrics.
     Public,
+    /// Browser sign-in: the handler itself starts, checks (with CSRF) or ends the dashboard session.
+    SignIn,
     /// Authentication, then the handler authorizes this action (on a target it determines).
     Requires(Action),
 }
@@ -56,6 +58,10 @@ pub fn table() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
         r(Method::GET, "/healthz", Public, on(MethodFilter::GET, health::healthz)),
         r(Method::GET, "/readyz", Public, on(MethodFilter::GET, health::readyz)),
         r(Method::GET, "/metrics", Public, on(MethodFilter::GET, health::metrics)),
+        r(Method::GET, "/", SignIn, on(MethodFilter::GET, crate::login::home)),
+        r(Method::GET, "/login", SignIn, on(MethodFilter::GET, crate::login::login)),
+        r(Method::GET, "/api/auth/callback", SignIn, on(MethodFilter::GET, crate::login::callback)),
+        r(Method::POST, "/api/auth/logout", SignIn, on(MethodFilter::POST, crate::login::logout)),
         r(Method::GET, "/api/v1/whoami", Requires(WhoAmI), on(MethodFilter::GET, whoami::whoami)),
         r(Method::GET, "/api/v1/clusters", Requires(ClusterList), on(MethodFilter::GET, clusters::list)),
         r(Method::POST, "/api/v1/clusters", Requires(ClusterRegister), on(MethodFilter::POST, clusters::register)),
@@ -108,7 +114,7 @@ pub fn app(state: AppState) -> Router {
             Permission::Requires(action) => {
                 handler.layer(axum::middleware::from_fn(move |req, next| crate::audit::mark(action, req, next)))
             }
-            Permission::Public => handler,
+            Permission::Public | Permission::SignIn => handler,
         };
         match paths.iter_mut().find(|(p, _, _)| *p == spec.path) {
             Some(entry) => entry.2 = std::mem::take(&mut entry.2).merge(handler),
@@ -117,7 +123,7 @@ pub fn app(state: AppState) -> Router {
     }
     for (path, perm, handler) in paths {
         match perm {
-            Permission::Public => public = public.route(path, handler),
+            Permission::Public | Permission::SignIn => public = public.route(path, handler),
             Permission::Requires(_) => api = api.route(path, handler),
         }
     }

@@ -5,5 +5,6 @@
 mod api;
 mod audit;
 mod idp;
+mod login;
 mod routes;
 mod support;

@@ -41,16 +41,26 @@ pub const TEST_AUDIT_KEY: &str = "test-audit-hmac-key-0123456789abcdef";
 impl TestServer {
     /// Starts a server on SQLite in a temp dir with the given env and optional config-file TOML.
     pub async fn start(env: &[(&str, &str)], file: Option<&str>) -> TestServer {
+        Self::start_with_clock(env, file, std::sync::Arc::new(kubehero_server::state::SystemClock)).await
+    }
+
+    /// [`TestServer::start`] with an injected clock (session expiry tests).
+    pub async fn start_with_clock(
+        env: &[(&str, &str)],
+        file: Option<&str>,
+        clock: std::sync::Arc<dyn kubehero_server::state::Clock>,
+    ) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
         let mut map: HashMap<String, String> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        map.insert("KUBEHERO_LISTEN".into(), "127.0.0.1:0".into());
+        map.entry("KUBEHERO_LISTEN".into()).or_insert_with(|| "127.0.0.1:0".into());
         map.insert("KUBEHERO_DATA_DIR".into(), dir.path().display().to_string());
         if map.get("KUBEHERO_REQUIRE_AUTH").is_some_and(|v| v == "true") {
             map.entry("AUDIT_HMAC_KEY".into()).or_insert_with(|| TEST_AUDIT_KEY.into());
         }
         let file: FileConfig = file.map(|f| toml::from_str(f).unwrap()).unwrap_or_default();
         let cfg = ServerConfig::from_parts(&map, file).unwrap();
-        let server = kubehero_server::start(&cfg).await.unwrap();
+        let store = kubehero_server::open_store(&cfg).await.unwrap();
+        let server = kubehero_server::start_with(&cfg, store, clock).await.unwrap();
         TestServer {
             url: format!("http://{}", server.addr),
             server: Some(server),

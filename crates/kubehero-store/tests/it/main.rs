@@ -3,7 +3,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use kubehero_core::{Binding, BindingSubject, Role, Scope};
-use kubehero_store::{ApiKeyRecord, Cluster, Policy, PolicyState, SqliteStore, Store, StoreError, StoredBinding};
+use kubehero_store::{
+    ApiKeyRecord, Cluster, LoginAttempt, Policy, PolicyState, SessionKind, SessionRecord, SqliteStore, Store,
+    StoreError, StoredBinding,
+};
 use kubehero_testkit::postgres::TempPostgres;
 use serde_json::json;
 use std::sync::Arc;
@@ -46,6 +49,37 @@ fn key(id: &str, owner: &str, at: i64) -> ApiKeyRecord {
     }
 }
 
+fn session(id: &str, kind: SessionKind, sub: &str, at: i64) -> SessionRecord {
+    SessionRecord {
+        id: id.to_string(),
+        hash: format!("{id}{}", "e".repeat(64 - id.len())),
+        kind,
+        sub: sub.to_string(),
+        email: Some(format!("{sub}@example.com")),
+        groups: vec!["oidc:oncall".to_string(), "oidc:payments".to_string(), "oidc:ünïcode \"quoted\"".to_string()],
+        issuer: Some("https://idp.example.com".to_string()),
+        csrf: (kind == SessionKind::Session).then(|| format!("csrf-{id}")),
+        created_at: at,
+        last_seen_at: at,
+        expires_at: at + 8 * 3600,
+        absolute_expires_at: at + 24 * 3600,
+        revoked_at: None,
+        user_agent: Some("Mozilla/5.0".to_string()),
+    }
+}
+
+fn attempt(id: &str, at: i64, ttl: i64) -> LoginAttempt {
+    LoginAttempt {
+        id: id.to_string(),
+        issuer: "https://idp.example.com".to_string(),
+        pkce_verifier: format!("verifier-{id}"),
+        nonce: format!("nonce-{id}"),
+        return_to: "/clusters/prod-eu?tab=policies".to_string(),
+        created_at: at,
+        expires_at: at + ttl,
+    }
+}
+
 /// Every check, in one function, so both backends run exactly the same code.
 async fn conformance(store: Arc<dyn Store>) {
     store.ping().await.unwrap();
@@ -54,6 +88,8 @@ async fn conformance(store: Arc<dyn Store>) {
     bindings(&*store).await;
     api_keys(&*store).await;
     settings(&*store).await;
+    sessions(&*store).await;
+    concurrent_login_attempts(store.clone()).await;
 }
 
 async fn clusters(s: &dyn Store) {
@@ -209,6 +245,105 @@ async fn settings(s: &dyn Store) {
     assert_eq!(s.get_setting("idp").await.unwrap(), Some(json!({"issuer": "https://b"})));
     let keys: Vec<String> = s.list_settings().await.unwrap().into_iter().map(|(k, _)| k).collect();
     assert_eq!(keys, ["idp", "integrations"]);
+}
+
+async fn sessions(s: &dyn Store) {
+    assert!(s.list_sessions(None).await.unwrap().is_empty());
+    let s1 = session("cccc000000000001", SessionKind::Session, "alice", 100);
+    let s2 = session("cccc000000000002", SessionKind::CliToken, "bob", 200);
+    // Every optional field empty, no groups.
+    let s3 = SessionRecord {
+        email: None,
+        groups: Vec::new(),
+        issuer: None,
+        csrf: None,
+        revoked_at: Some(350),
+        user_agent: None,
+        ..session("cccc000000000003", SessionKind::CliToken, "alice", 300)
+    };
+    // Same creation time as s1: ties are ordered by id.
+    let s4 = session("cccc000000000000", SessionKind::Session, "alice", 100);
+    for x in [&s1, &s2, &s3, &s4] {
+        s.create_session(x).await.unwrap();
+    }
+
+    // Round trips of every field.
+    for x in [&s1, &s2, &s3, &s4] {
+        assert_eq!(s.find_session_by_hash(&x.hash).await.unwrap().as_ref(), Some(x));
+    }
+    assert_eq!(s.find_session_by_hash(&"f".repeat(64)).await.unwrap(), None);
+
+    // Uniqueness of id and hash.
+    assert!(matches!(s.create_session(&s1).await, Err(StoreError::AlreadyExists(_))), "same id");
+    let mut same_hash = session("dddd000000000001", SessionKind::Session, "carol", 1);
+    same_hash.hash = s2.hash.clone();
+    let err = s.create_session(&same_hash).await.unwrap_err();
+    assert!(matches!(err, StoreError::AlreadyExists(_)), "same hash: {err:?}");
+    assert!(!err.to_string().contains(&s2.hash), "errors never name the hash: {err}");
+
+    // Newest first, ties by id; filtered by person.
+    let ids = |v: Vec<SessionRecord>| v.into_iter().map(|x| x.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(s.list_sessions(None).await.unwrap()),
+        [s3.id.as_str(), s2.id.as_str(), s4.id.as_str(), s1.id.as_str()]
+    );
+    assert_eq!(ids(s.list_sessions(Some("alice")).await.unwrap()), [s3.id.as_str(), s4.id.as_str(), s1.id.as_str()]);
+    assert_eq!(ids(s.list_sessions(Some("bob")).await.unwrap()), [s2.id.as_str()]);
+    assert!(s.list_sessions(Some("nobody")).await.unwrap().is_empty());
+    assert_eq!(s.list_sessions(Some("bob")).await.unwrap(), std::slice::from_ref(&s2));
+
+    // Sliding: only last_seen_at and expires_at move.
+    s.touch_session(&s1.id, 150, 150 + 8 * 3600).await.unwrap();
+    let touched = s.find_session_by_hash(&s1.hash).await.unwrap().unwrap();
+    assert_eq!(touched, SessionRecord { last_seen_at: 150, expires_at: 150 + 8 * 3600, ..s1.clone() });
+    assert!(matches!(s.touch_session("nope", 1, 2).await, Err(StoreError::NotFound(_))));
+
+    // Revocation keeps the first time.
+    let revoked = s.revoke_session(&s1.id, 500).await.unwrap();
+    assert_eq!(revoked, SessionRecord { revoked_at: Some(500), ..touched.clone() });
+    let again = s.revoke_session(&s1.id, 600).await.unwrap();
+    assert_eq!(again.revoked_at, Some(500), "the first revocation time is kept");
+    assert_eq!(s.find_session_by_hash(&s1.hash).await.unwrap().unwrap().revoked_at, Some(500));
+    assert_eq!(s.revoke_session(&s3.id, 900).await.unwrap().revoked_at, Some(350));
+    assert!(matches!(s.revoke_session("nope", 1).await, Err(StoreError::NotFound(_))));
+    assert_eq!(s.find_session_by_hash(&s2.hash).await.unwrap().unwrap(), s2, "others untouched");
+
+    // Login attempts: single use.
+    let a = attempt("a1", 1000, 600);
+    s.put_login_attempt(&a).await.unwrap();
+    assert!(matches!(s.put_login_attempt(&a).await, Err(StoreError::AlreadyExists(_))));
+    assert_eq!(s.take_login_attempt("a1", 1001).await.unwrap(), Some(a.clone()));
+    assert_eq!(s.take_login_attempt("a1", 1001).await.unwrap(), None, "second take");
+    assert_eq!(s.take_login_attempt("never", 1001).await.unwrap(), None);
+    // Once taken, the id is free again.
+    s.put_login_attempt(&a).await.unwrap();
+    assert_eq!(s.take_login_attempt("a1", 1599).await.unwrap(), Some(a));
+
+    // Expiry: at `expires_at` it is expired, and the expired row is removed.
+    let b = attempt("a2", 1000, 600);
+    s.put_login_attempt(&b).await.unwrap();
+    assert_eq!(s.take_login_attempt("a2", 1600).await.unwrap(), None, "expired");
+    assert_eq!(s.take_login_attempt("a2", 0).await.unwrap(), None, "the expired attempt was removed");
+    s.put_login_attempt(&b).await.unwrap();
+}
+
+async fn concurrent_login_attempts(store: Arc<dyn Store>) {
+    // Eight callbacks race with the same `state`: exactly one gets the attempt.
+    let a = attempt("race", 10, 600);
+    store.put_login_attempt(&a).await.unwrap();
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let s = store.clone();
+            tokio::spawn(async move { s.take_login_attempt("race", 20).await })
+        })
+        .collect();
+    let mut got = Vec::new();
+    for t in tasks {
+        if let Some(x) = t.await.unwrap().unwrap() {
+            got.push(x);
+        }
+    }
+    assert_eq!(got, [a]);
 }
 
 #[tokio::test]

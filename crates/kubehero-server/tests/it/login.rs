@@ -1,0 +1,202 @@
+//! Dashboard sign-in through the real npm `oidc-provider`: authorization code + PKCE + state + nonce, the
+//! server-side session cookie, CSRF on cookie-authenticated writes, open-redirect and login-CSRF refusals,
+//! logout through the IdP's end_session_endpoint, and sliding expiry under an absolute cap (injected clock).
+
+use crate::support::*;
+use kubehero_testkit::oidc::{free_port, OidcProvider, SignIn};
+use reqwest::StatusCode;
+use serde_json::json;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+
+struct ManualClock(AtomicI64);
+
+impl kubehero_server::state::Clock for ManualClock {
+    fn now(&self) -> i64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+/// A KubeHero with browser sign-in, and the IdP it signs in with.
+async fn setup(clock: Arc<dyn kubehero_server::state::Clock>) -> (TestServer, OidcProvider) {
+    let port = free_port().unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let idp = OidcProvider::start_for(free_port().unwrap(), std::slice::from_ref(&base)).await.unwrap();
+    let ts = TestServer::start_with_clock(
+        &[
+            ("KUBEHERO_LISTEN", &format!("127.0.0.1:{port}")),
+            ("KUBEHERO_PUBLIC_URL", &base),
+            ("KUBEHERO_REQUIRE_AUTH", "true"),
+            ("OIDC_ISSUER_URL", &idp.issuer),
+            ("OIDC_AUDIENCE", "kubehero"),
+            ("KUBEHERO_OIDC_CLIENT_ID", "kubehero"),
+            ("KUBEHERO_OIDC_CLIENT_SECRET", "kubehero-secret"),
+            ("KUBEHERO_GROUP_ROLES", "kubehero-admins=admin,kubehero-owners=owner"),
+        ],
+        None,
+        clock,
+    )
+    .await;
+    for _ in 0..100 {
+        if ts.get("/readyz", None).await.body["issuers"][0]["healthy"] == true {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    (ts, idp)
+}
+
+fn cookie(s: &SignIn) -> String {
+    format!("kh_session={}", s.cookies["kh_session"])
+}
+
+async fn with_cookie(ts: &TestServer, method: reqwest::Method, path: &str, cookie: &str) -> reqwest::RequestBuilder {
+    ts.http.request(method, format!("{}{path}", ts.url)).header("cookie", cookie)
+}
+
+/// The CSRF token from the landing page's sign-out form.
+async fn csrf_of(ts: &TestServer, cookie: &str) -> String {
+    let page = with_cookie(ts, reqwest::Method::GET, "/", cookie).await.send().await.unwrap().text().await.unwrap();
+    let at = page.find("name=\"csrf\" value=\"").unwrap() + "name=\"csrf\" value=\"".len();
+    page[at..at + page[at..].find('"').unwrap()].to_string()
+}
+
+#[tokio::test]
+async fn sign_in_session_csrf_and_logout() {
+    let (ts, idp) = setup(Arc::new(kubehero_server::state::SystemClock)).await;
+    let s = idp.sign_in(&ts.url, "/login?return_to=/api/v1/whoami", "alice").await.unwrap();
+    assert_eq!(s.location, format!("{}/api/v1/whoami", ts.url));
+    assert!(s.cookies["kh_session"].starts_with("khs_"));
+    let c = cookie(&s);
+    let me: serde_json::Value =
+        with_cookie(&ts, reqwest::Method::GET, "/api/v1/whoami", &c).await.send().await.unwrap().json().await.unwrap();
+    assert_eq!(
+        (me["sub"].as_str(), me["role"].as_str(), me["auth_method"].as_str()),
+        (Some("alice"), Some("admin"), Some("session"))
+    );
+    assert_eq!(me["groups"], json!(["kubehero-admins", "dev"]));
+
+    // The landing page shows identity and roles.
+    let page = with_cookie(&ts, reqwest::Method::GET, "/", &c).await.send().await.unwrap().text().await.unwrap();
+    assert!(page.contains("<strong>alice</strong>") && page.contains("<strong>admin</strong>"), "{page}");
+    assert!(page.contains("kubehero login --server"));
+
+    // Cookie-authenticated writes need the CSRF token.
+    let body = json!({ "name": "prod-eu" });
+    let r = with_cookie(&ts, reqwest::Method::POST, "/api/v1/clusters", &c).await.json(&body).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let r = with_cookie(&ts, reqwest::Method::POST, "/api/v1/clusters", &c)
+        .await
+        .header("x-csrf-token", "wrong")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let csrf = csrf_of(&ts, &c).await;
+    let r = with_cookie(&ts, reqwest::Method::POST, "/api/v1/clusters", &c)
+        .await
+        .header("x-csrf-token", &csrf)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+
+    // Logout without the token is refused; with it the session ends and the IdP's end_session is next.
+    let no_redirect = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let r = no_redirect
+        .post(format!("{}/api/auth/logout", ts.url))
+        .header("cookie", &c)
+        .form(&[("csrf", "x")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let r = no_redirect
+        .post(format!("{}/api/auth/logout", ts.url))
+        .header("cookie", &c)
+        .form(&[("csrf", &csrf)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let to = r.headers()["location"].to_str().unwrap();
+    assert!(to.starts_with(&format!("{}/session/end", idp.issuer)), "{to}");
+    assert!(r.headers()["set-cookie"].to_str().unwrap().starts_with("kh_session=; Path=/; Max-Age=0"));
+    let r = with_cookie(&ts, reqwest::Method::GET, "/api/v1/whoami", &c).await.send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let r = no_redirect.get(format!("{}/", ts.url)).header("cookie", &c).send().await.unwrap();
+    assert_eq!(r.headers()["location"], "/login?return_to=/", "signed out: sent to sign in again");
+
+    // Sign-in and sign-out are audit rows.
+    let store = ts.state().store.clone();
+    let all = store.query_audit(&kubehero_store::AuditQuery { limit: 100, ..Default::default() }).await.unwrap();
+    let actions: Vec<String> = all
+        .iter()
+        .map(|r| serde_json::from_str::<serde_json::Value>(&r.body).unwrap())
+        .filter(|v| v["action"].as_str().unwrap().starts_with("auth.log"))
+        .map(|v| format!("{} {}", v["action"].as_str().unwrap(), v["actor"]["sub"].as_str().unwrap()))
+        .collect();
+    assert_eq!(actions, ["auth.logout alice", "auth.login alice"]);
+}
+
+#[tokio::test]
+async fn open_redirects_and_login_csrf_are_refused() {
+    let (ts, idp) = setup(Arc::new(kubehero_server::state::SystemClock)).await;
+    for evil in ["https://evil.example/x", "//evil.example", "/\\evil.example", "javascript:alert(1)"] {
+        let start = format!("/login?return_to={}", kubehero_server::login::urlencode(evil));
+        let s = idp.sign_in(&ts.url, &start, "bob").await.unwrap();
+        assert_eq!(s.location, format!("{}/", ts.url), "{evil}: only local paths");
+    }
+    // A callback that did not start in this browser (no kh_login cookie, or another state) is refused.
+    let r = ts.get("/api/auth/callback?code=abc&state=def", None).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+    let r = ts
+        .http
+        .get(format!("{}/api/auth/callback?code=abc&state=def", ts.url))
+        .header("cookie", "kh_login=def")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST, "unknown state");
+    let r = ts.get("/api/auth/callback?error=access_denied", None).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn sessions_slide_for_8_hours_under_a_24_hour_cap() {
+    let clock = Arc::new(ManualClock(AtomicI64::new(now())));
+    let (ts, idp) = setup(clock.clone()).await;
+    let s = idp.sign_in(&ts.url, "/login", "erin").await.unwrap();
+    let c = cookie(&s);
+    let whoami = |c: String| {
+        let ts = &ts;
+        async move { with_cookie(ts, reqwest::Method::GET, "/api/v1/whoami", &c).await.send().await.unwrap().status() }
+    };
+    let sessions = || async { ts.state().store.list_sessions(Some("erin")).await.unwrap() };
+    let start = sessions().await[0].clone();
+    // Continuous use within a minute: no store write.
+    for _ in 0..5 {
+        clock.0.fetch_add(10, Ordering::SeqCst);
+        assert_eq!(whoami(c.clone()).await, StatusCode::OK);
+    }
+    assert_eq!(sessions().await[0].last_seen_at, start.last_seen_at, "at most one write a minute");
+    // Activity every 7 hours keeps it alive past 8 hours...
+    for _ in 0..3 {
+        clock.0.fetch_add(7 * 3600, Ordering::SeqCst);
+        assert_eq!(whoami(c.clone()).await, StatusCode::OK);
+    }
+    // ...but never past the absolute cap of 24 hours.
+    clock.0.fetch_add(3 * 3600 + 1, Ordering::SeqCst);
+    assert_eq!(whoami(c.clone()).await, StatusCode::UNAUTHORIZED);
+    // Idle for more than 8 hours ends a fresh session.
+    clock.0.store(now(), Ordering::SeqCst);
+    let s = idp.sign_in(&ts.url, "/login", "erin").await.unwrap();
+    clock.0.fetch_add(8 * 3600, Ordering::SeqCst);
+    assert_eq!(whoami(cookie(&s)).await, StatusCode::UNAUTHORIZED);
+}

@@ -1,0 +1,31 @@
+-- KubeHero schema v3 (PostgreSQL): server-side sessions and CLI tokens (only the SHA-256 of the secret is
+-- stored), and pending IdP sign-ins (single use). groups is a JSON array of strings; times are Unix seconds.
+
+CREATE TABLE sessions (
+    id                   TEXT    NOT NULL PRIMARY KEY,
+    hash                 TEXT    NOT NULL UNIQUE,
+    kind                 TEXT    NOT NULL CHECK (kind IN ('session', 'cli_token')),
+    sub                  TEXT    NOT NULL,
+    email                TEXT,
+    groups               TEXT    NOT NULL,
+    issuer               TEXT,
+    csrf                 TEXT,
+    created_at           BIGINT  NOT NULL,
+    last_seen_at         BIGINT  NOT NULL,
+    expires_at           BIGINT  NOT NULL,
+    absolute_expires_at  BIGINT  NOT NULL,
+    revoked_at           BIGINT ,
+    user_agent           TEXT
+);
+
+CREATE INDEX sessions_sub ON sessions (sub);
+
+CREATE TABLE login_attempts (
+    id             TEXT    NOT NULL PRIMARY KEY,
+    issuer         TEXT    NOT NULL,
+    pkce_verifier  TEXT    NOT NULL,
+    nonce          TEXT    NOT NULL,
+    return_to      TEXT    NOT NULL,
+    created_at     BIGINT  NOT NULL,
+    expires_at     BIGINT  NOT NULL
+);

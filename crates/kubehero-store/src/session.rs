@@ -1,0 +1,202 @@
+//! SQL of sessions, CLI tokens and pending sign-ins, shared by both backends through [`session_store!`].
+//!
+//! A login attempt is single use: [`TAKE_LOGIN_ATTEMPT`] deletes the row and returns it in one statement
+//! (`DELETE … RETURNING`), so of several concurrent callbacks carrying the same `state` exactly one gets it.
+//! Expiry is checked on the returned row, which removes expired attempts as a side effect.
+
+use crate::{LoginAttempt, Result, SessionKind, SessionRecord, StoreError};
+
+// ---- sessions ---------------------------------------------------------------------------------------------
+
+pub(crate) type SessionRow = (
+    String,
+    String,
+    String,
+    String,
+    Option<String>,
+    String,
+    Option<String>,
+    Option<String>,
+    i64,
+    i64,
+    i64,
+    i64,
+    Option<i64>,
+    Option<String>,
+);
+
+const SESSION_COLS: &str = "id, hash, kind, sub, email, groups, issuer, csrf, created_at, last_seen_at, expires_at, \
+     absolute_expires_at, revoked_at, user_agent";
+
+pub(crate) const INSERT_SESSION: &str = "INSERT INTO sessions \
+     (id, hash, kind, sub, email, groups, issuer, csrf, created_at, last_seen_at, expires_at, absolute_expires_at, \
+     revoked_at, user_agent) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)";
+pub(crate) fn session_by_hash_sql() -> String {
+    format!("SELECT {SESSION_COLS} FROM sessions WHERE hash = $1")
+}
+pub(crate) fn list_sessions_sql(filtered: bool) -> String {
+    let filter = if filtered { " WHERE sub = $1" } else { "" };
+    format!("SELECT {SESSION_COLS} FROM sessions{filter} ORDER BY created_at DESC, id")
+}
+/// `$1` last_seen_at, `$2` expires_at, `$3` id.
+pub(crate) const TOUCH_SESSION: &str = "UPDATE sessions SET last_seen_at = $1, expires_at = $2 WHERE id = $3";
+/// Keeps the first revocation time: revoking twice is not an error and does not move the timestamp.
+/// `$1` at, `$2` id.
+pub(crate) fn revoke_session_sql() -> String {
+    format!("UPDATE sessions SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2 RETURNING {SESSION_COLS}")
+}
+
+pub(crate) fn session_from_row(row: SessionRow) -> Result<SessionRecord> {
+    let (
+        id,
+        hash,
+        kind,
+        sub,
+        email,
+        groups,
+        issuer,
+        csrf,
+        created_at,
+        last_seen_at,
+        expires_at,
+        absolute_expires_at,
+        revoked_at,
+        user_agent,
+    ) = row;
+    let kind =
+        SessionKind::parse(&kind).ok_or_else(|| StoreError::Corrupt(format!("session {id:?} has kind {kind:?}")))?;
+    let groups: Vec<String> =
+        serde_json::from_str(&groups).map_err(|e| StoreError::Corrupt(format!("groups of session {id:?}: {e}")))?;
+    Ok(SessionRecord {
+        id,
+        hash,
+        kind,
+        sub,
+        email,
+        groups,
+        issuer,
+        csrf,
+        created_at,
+        last_seen_at,
+        expires_at,
+        absolute_expires_at,
+        revoked_at,
+        user_agent,
+    })
+}
+
+// ---- login attempts ---------------------------------------------------------------------------------------
+
+pub(crate) type LoginAttemptRow = (String, String, String, String, String, i64, i64);
+
+pub(crate) const INSERT_LOGIN_ATTEMPT: &str = "INSERT INTO login_attempts \
+     (id, issuer, pkce_verifier, nonce, return_to, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7)";
+/// Deletes and returns one attempt atomically: of concurrent takers, one gets the row, the others nothing.
+pub(crate) const TAKE_LOGIN_ATTEMPT: &str = "DELETE FROM login_attempts WHERE id = $1 \
+     RETURNING id, issuer, pkce_verifier, nonce, return_to, created_at, expires_at";
+
+pub(crate) fn login_attempt_from_row(row: LoginAttemptRow) -> LoginAttempt {
+    let (id, issuer, pkce_verifier, nonce, return_to, created_at, expires_at) = row;
+    LoginAttempt { id, issuer, pkce_verifier, nonce, return_to, created_at, expires_at }
+}
+
+/// Implements [`crate::SessionStore`] for a store with a `pool` field and `err()` (from `sql_store!`).
+macro_rules! session_store {
+    ($store:ty) => {
+        #[async_trait::async_trait]
+        impl $crate::SessionStore for $store {
+            async fn create_session(&self, s: &$crate::SessionRecord) -> $crate::Result<()> {
+                sqlx::query($crate::session::INSERT_SESSION)
+                    .bind(&s.id)
+                    .bind(&s.hash)
+                    .bind(s.kind.as_str())
+                    .bind(&s.sub)
+                    .bind(&s.email)
+                    .bind($crate::sql::to_json(&s.groups)?)
+                    .bind(&s.issuer)
+                    .bind(&s.csrf)
+                    .bind(s.created_at)
+                    .bind(s.last_seen_at)
+                    .bind(s.expires_at)
+                    .bind(s.absolute_expires_at)
+                    .bind(s.revoked_at)
+                    .bind(&s.user_agent)
+                    .execute(&self.pool)
+                    .await
+                    // Never name the hash: it identifies the secret.
+                    .map_err(Self::err(format!("session {:?}", s.id)))?;
+                Ok(())
+            }
+
+            async fn find_session_by_hash(&self, hash: &str) -> $crate::Result<Option<$crate::SessionRecord>> {
+                let row: Option<$crate::session::SessionRow> = sqlx::query_as(&$crate::session::session_by_hash_sql())
+                    .bind(hash)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(Self::err("session"))?;
+                row.map($crate::session::session_from_row).transpose()
+            }
+
+            async fn touch_session(&self, id: &str, last_seen_at: i64, expires_at: i64) -> $crate::Result<()> {
+                let what = format!("session {id:?}");
+                let done = sqlx::query($crate::session::TOUCH_SESSION)
+                    .bind(last_seen_at)
+                    .bind(expires_at)
+                    .bind(id)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(Self::err(what.clone()))?;
+                if done.rows_affected() == 0 {
+                    return Err($crate::StoreError::NotFound(what));
+                }
+                Ok(())
+            }
+
+            async fn revoke_session(&self, id: &str, at: i64) -> $crate::Result<$crate::SessionRecord> {
+                let row: $crate::session::SessionRow = sqlx::query_as(&$crate::session::revoke_session_sql())
+                    .bind(at)
+                    .bind(id)
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(Self::err(format!("session {id:?}")))?;
+                $crate::session::session_from_row(row)
+            }
+
+            async fn list_sessions(&self, sub: Option<&str>) -> $crate::Result<Vec<$crate::SessionRecord>> {
+                let sql = $crate::session::list_sessions_sql(sub.is_some());
+                let mut q = sqlx::query_as::<_, $crate::session::SessionRow>(&sql);
+                if let Some(s) = sub {
+                    q = q.bind(s);
+                }
+                let rows = q.fetch_all(&self.pool).await.map_err(Self::err("sessions"))?;
+                rows.into_iter().map($crate::session::session_from_row).collect()
+            }
+
+            async fn put_login_attempt(&self, a: &$crate::LoginAttempt) -> $crate::Result<()> {
+                sqlx::query($crate::session::INSERT_LOGIN_ATTEMPT)
+                    .bind(&a.id)
+                    .bind(&a.issuer)
+                    .bind(&a.pkce_verifier)
+                    .bind(&a.nonce)
+                    .bind(&a.return_to)
+                    .bind(a.created_at)
+                    .bind(a.expires_at)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(Self::err(format!("login attempt {:?}", a.id)))?;
+                Ok(())
+            }
+
+            async fn take_login_attempt(&self, id: &str, now: i64) -> $crate::Result<Option<$crate::LoginAttempt>> {
+                let row: Option<$crate::session::LoginAttemptRow> = sqlx::query_as($crate::session::TAKE_LOGIN_ATTEMPT)
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(Self::err(format!("login attempt {id:?}")))?;
+                // The row is gone either way: an expired attempt is removed and reported as absent.
+                Ok(row.map($crate::session::login_attempt_from_row).filter(|a| a.expires_at > now))
+            }
+        }
+    };
+}
+pub(crate) use session_store;
