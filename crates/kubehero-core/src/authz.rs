@@ -42,11 +42,17 @@ pub enum Action {
     ApiKeyRevoke,
     /// Read or export the audit log.
     AuditRead,
+    /// List one's own dashboard sessions and CLI tokens (owners: everyone's).
+    SessionList,
+    /// Revoke a session or CLI token: one's own, or (owners) anyone's.
+    SessionRevoke,
+    /// Exchange one's CLI token for a new one.
+    TokenRotate,
 }
 
 impl Action {
     /// Every action, for exhaustive tests.
-    pub const ALL: [Action; 21] = [
+    pub const ALL: [Action; 24] = [
         Action::WhoAmI,
         Action::ClusterList,
         Action::ClusterGet,
@@ -68,6 +74,9 @@ impl Action {
         Action::ApiKeyCreate,
         Action::ApiKeyRevoke,
         Action::AuditRead,
+        Action::SessionList,
+        Action::SessionRevoke,
+        Action::TokenRotate,
     ];
 
     /// The dotted name used in audit rows and error messages (`cluster.register`, `policy.arm`, …).
@@ -94,6 +103,9 @@ impl Action {
             Action::ApiKeyCreate => "api_key.create",
             Action::ApiKeyRevoke => "api_key.revoke",
             Action::AuditRead => "audit.read",
+            Action::SessionList => "session.list",
+            Action::SessionRevoke => "session.revoke",
+            Action::TokenRotate => "token.rotate",
         }
     }
 
@@ -110,6 +122,7 @@ impl Action {
                 | Action::SettingsRead
                 | Action::ApiKeyList
                 | Action::AuditRead
+                | Action::SessionList
         )
     }
 }
@@ -192,15 +205,17 @@ fn role_allows(role: Role, action: Action, target: Target<'_>) -> bool {
     use Action::*;
     let read =
         matches!(action, WhoAmI | ClusterList | ClusterGet | PolicyList | PolicyGet | RoleBindingList | ApiKeyList);
+    // Everyone manages their own sign-ins, whatever their role.
+    let self_service = matches!(action, SessionList | TokenRotate) || (action == SessionRevoke && target.owned);
     let own_write = matches!(action, PolicyCreate | ApiKeyCreate)
         || (matches!(action, PolicyUpdate | ApiKeyRevoke) && target.owned);
     let cluster_admin =
         matches!(action, ClusterRegister | ClusterDelete | PolicyArm | PolicyDisarm | PolicyUndo | PolicyUpdate);
     match role {
-        Role::Viewer => read,
-        Role::Auditor => read || matches!(action, AuditRead | SettingsRead),
-        Role::Member => read || own_write,
-        Role::Admin => read || own_write || cluster_admin,
+        Role::Viewer => read || self_service,
+        Role::Auditor => read || self_service || matches!(action, AuditRead | SettingsRead),
+        Role::Member => read || self_service || own_write,
+        Role::Admin => read || self_service || own_write || cluster_admin,
         // Owners hold every permission: bindings, settings, anyone's API keys.
         Role::Owner => true,
     }
@@ -210,6 +225,8 @@ fn needed_role(action: Action, target: Target<'_>) -> &'static str {
     use Action::*;
     match action {
         WhoAmI | ClusterList | ClusterGet | PolicyList | PolicyGet | RoleBindingList | ApiKeyList => "viewer",
+        SessionList | TokenRotate => "viewer",
+        SessionRevoke if target.owned => "viewer",
         PolicyCreate | ApiKeyCreate => "member",
         PolicyUpdate if target.owned => "member",
         ApiKeyRevoke if target.owned => "member",
@@ -217,7 +234,7 @@ fn needed_role(action: Action, target: Target<'_>) -> &'static str {
             "admin (within the target cluster's scope)"
         }
         AuditRead | SettingsRead => "auditor or owner",
-        RoleBindingCreate | RoleBindingDelete | SettingsWrite | ApiKeyRevoke => "owner",
+        RoleBindingCreate | RoleBindingDelete | SettingsWrite | ApiKeyRevoke | SessionRevoke => "owner",
     }
 }
 
@@ -235,8 +252,11 @@ mod tests {
         let p = with(vec![Grant::global(Role::Auditor)]);
         for a in Action::ALL {
             let d = authorize(&p, a, Target::cluster("prod").owned(true));
-            assert_eq!(d.is_allowed(), !a.is_mutation(), "{a:?}");
+            // Managing one's own sign-ins is the only write an auditor makes.
+            let self_service = matches!(a, Action::SessionRevoke | Action::TokenRotate);
+            assert_eq!(d.is_allowed(), !a.is_mutation() || self_service, "{a:?}");
         }
+        assert!(!authorize(&p, Action::SessionRevoke, Target::NONE).is_allowed(), "not someone else's session");
     }
 
     #[test]

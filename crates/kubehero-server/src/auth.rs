@@ -97,6 +97,11 @@ pub async fn authenticate(state: &AppState, method: &Method, headers: &HeaderMap
             return Err(e);
         }
     };
+    if token.starts_with(crate::device::CLI_TOKEN_PREFIX) {
+        let r = cli_token(state, token).await.map(|(p, _)| p);
+        state.metrics.authentication("cli_token", if r.is_ok() { "ok" } else { "rejected" });
+        return r;
+    }
     if token.starts_with(API_KEY_PREFIX) {
         let r = managed_api_key(state, token).await;
         state.metrics.authentication("api_key", if r.is_ok() { "ok" } else { "rejected" });
@@ -272,4 +277,38 @@ pub async fn session_principal(
         expires_at: Some(session.expires_at),
     };
     Ok((principal, session))
+}
+
+/// A CLI token (`khc_…`): looked up by its SHA-256 on every request, so rotation and revocation apply at once.
+/// `last_seen_at` is written at most once a minute.
+pub async fn cli_token(state: &AppState, token: &str) -> Result<(Principal, kubehero_store::SessionRecord), ApiError> {
+    let now = state.clock.now();
+    let invalid = || ApiError::unauthenticated("invalid bearer token: CLI token unknown, revoked or expired");
+    let mut t = state.store.find_session_by_hash(&sha256_hex(token)).await?.ok_or_else(invalid)?;
+    if t.kind != kubehero_store::SessionKind::CliToken || t.revoked_at.is_some() || now >= t.expires_at {
+        return Err(invalid());
+    }
+    if now - t.last_seen_at >= crate::login::SESSION_TOUCH_SECS {
+        state.store.touch_session(&t.id, now, t.expires_at).await?;
+        t.last_seen_at = now;
+    }
+    let grants = state.bindings.grants_for(&Identity {
+        issuer: t.issuer.as_deref(),
+        sub: &t.sub,
+        email: t.email.as_deref(),
+        groups: &t.groups,
+        legacy_roles: &[],
+    });
+    let principal = Principal {
+        kind: PrincipalKind::Person,
+        sub: t.sub.clone(),
+        email: t.email.clone(),
+        groups: t.groups.clone(),
+        issuer: t.issuer.clone(),
+        auth_method: AuthMethod::CliToken,
+        owner: None,
+        grants,
+        expires_at: Some(t.expires_at),
+    };
+    Ok((principal, t))
 }

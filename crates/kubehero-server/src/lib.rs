@@ -7,6 +7,7 @@
 pub mod audit;
 pub mod auth;
 pub mod config;
+pub mod device;
 pub mod error;
 pub mod grants;
 pub mod login;

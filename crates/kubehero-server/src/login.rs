@@ -378,11 +378,6 @@ async fn userinfo_groups(login: &Login, url: &str, access: &str, i: &LoginIssuer
     Some(raw.into_iter().map(|g| format!("{}{g}", i.group_prefix)).collect())
 }
 
-#[derive(Debug, Deserialize)]
-pub struct LogoutForm {
-    csrf: Option<String>,
-}
-
 /// `POST /api/auth/logout`: ends the session (CSRF-checked), clears the cookie, and sends the browser to the
 /// IdP's `end_session_endpoint` when it has one, else to `/login`.
 pub async fn logout(State(s): State<AppState>, headers: HeaderMap, body: axum::body::Bytes) -> ApiResult<Response> {
@@ -394,8 +389,11 @@ pub async fn logout(State(s): State<AppState>, headers: HeaderMap, body: axum::b
         .await?
         .filter(|x| x.kind == SessionKind::Session)
         .ok_or_else(|| ApiError::unauthenticated("not signed in"))?;
-    let form: LogoutForm = serde_urlencoded_form(&body);
-    let sent = form.csrf.or_else(|| headers.get("x-csrf-token").and_then(|v| v.to_str().ok()).map(str::to_string));
+    let form = form_fields(&body);
+    let sent = form
+        .get("csrf")
+        .cloned()
+        .or_else(|| headers.get("x-csrf-token").and_then(|v| v.to_str().ok()).map(str::to_string));
     if !crate::auth::csrf_matches(session.csrf.as_deref(), sent.as_deref()) {
         return Err(ApiError::denied("missing or wrong CSRF token"));
     }
@@ -425,11 +423,14 @@ pub async fn logout(State(s): State<AppState>, headers: HeaderMap, body: axum::b
     Ok(r)
 }
 
-fn serde_urlencoded_form(body: &[u8]) -> LogoutForm {
+/// The fields of an `application/x-www-form-urlencoded` body (first value of each name).
+pub fn form_fields(body: &[u8]) -> HashMap<String, String> {
     let text = String::from_utf8_lossy(body);
-    let csrf =
-        text.split('&').filter_map(|kv| kv.split_once('=')).find_map(|(k, v)| (k == "csrf").then(|| v.to_string()));
-    LogoutForm { csrf: csrf.map(|c| urldecode(&c)) }
+    let mut out = HashMap::new();
+    for (k, v) in text.split('&').filter_map(|kv| kv.split_once('=')) {
+        out.entry(urldecode(k)).or_insert_with(|| urldecode(v));
+    }
+    out
 }
 
 fn urldecode(s: &str) -> String {

@@ -13,6 +13,11 @@ use ring::rand::{SecureRandom, SystemRandom};
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+/// Marks an error response whose body follows another protocol's error format (RFC 8628/6749
+/// `{"error": …}` for the device flow) and must not be rewritten into ours.
+#[derive(Debug, Clone, Copy)]
+pub struct ForeignErrorBody;
+
 /// The request id of the current request, in request extensions.
 #[derive(Debug, Clone)]
 pub struct RequestId(pub String);
@@ -58,7 +63,7 @@ pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "unmatched".to_string());
     let status = res.status();
-    if status.is_client_error() || status.is_server_error() {
+    if (status.is_client_error() || status.is_server_error()) && res.extensions().get::<ForeignErrorBody>().is_none() {
         let (code, message) = match res.extensions().get::<ApiError>() {
             Some(e) => (e.code, e.message.clone()),
             None => {

@@ -8,6 +8,7 @@
 //! - times are Unix seconds (`i64`), ids are strings chosen by the caller.
 
 mod audit;
+mod device;
 mod migrate;
 mod postgres;
 mod session;
@@ -365,10 +366,85 @@ pub trait SessionStore: Send + Sync {
     async fn take_login_attempt(&self, id: &str, now: i64) -> Result<Option<LoginAttempt>>;
 }
 
+/// The state of a device authorization (RFC 8628-shaped CLI login).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceStatus {
+    /// Waiting for a person to confirm the user code.
+    Pending,
+    /// Confirmed; the polling CLI may collect its token once.
+    Approved,
+    Denied,
+    /// The token was issued; the authorization cannot be used again.
+    Consumed,
+}
+
+impl DeviceStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeviceStatus::Pending => "pending",
+            DeviceStatus::Approved => "approved",
+            DeviceStatus::Denied => "denied",
+            DeviceStatus::Consumed => "consumed",
+        }
+    }
+    pub fn parse(s: &str) -> Option<DeviceStatus> {
+        match s {
+            "pending" => Some(DeviceStatus::Pending),
+            "approved" => Some(DeviceStatus::Approved),
+            "denied" => Some(DeviceStatus::Denied),
+            "consumed" => Some(DeviceStatus::Consumed),
+            _ => None,
+        }
+    }
+}
+
+/// A device authorization: the CLI holds the device code (stored hashed), the person types the user code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceAuthorization {
+    /// SHA-256 hex of the device code.
+    pub device_hash: String,
+    /// `XXXX-XXXX`, unique while the authorization exists.
+    pub user_code: String,
+    pub status: DeviceStatus,
+    /// The person who approved (set with `Approved`).
+    pub sub: Option<String>,
+    pub email: Option<String>,
+    pub groups: Vec<String>,
+    pub issuer: Option<String>,
+    pub created_at: i64,
+    pub expires_at: i64,
+    /// When the CLI last polled (for `slow_down`).
+    pub last_poll_at: Option<i64>,
+}
+
+/// Device authorizations for `kubehero login`.
+#[async_trait]
+pub trait DeviceStore: Send + Sync {
+    /// `AlreadyExists` on a duplicate device hash or user code.
+    async fn create_device(&self, d: &DeviceAuthorization) -> Result<()>;
+    /// The authorization with this user code, whatever its state.
+    async fn find_device_by_user_code(&self, user_code: &str) -> Result<Option<DeviceAuthorization>>;
+    /// Approves (recording who) or denies a `pending`, unexpired authorization. `NotFound` if absent,
+    /// `Conflict` if it is no longer pending or has expired at `now`.
+    async fn decide_device(
+        &self,
+        user_code: &str,
+        approve: bool,
+        who: Option<&SessionRecord>,
+        now: i64,
+    ) -> Result<DeviceAuthorization>;
+    /// Records a poll at `now` and returns the authorization as it was before this poll (its previous
+    /// `last_poll_at` tells whether the CLI polls too fast). `None` if absent.
+    async fn poll_device(&self, device_hash: &str, now: i64) -> Result<Option<DeviceAuthorization>>;
+    /// Moves an `approved` authorization to `consumed`; true only for the one call that did (single use).
+    async fn consume_device(&self, device_hash: &str) -> Result<bool>;
+}
+
 /// The whole store: every aggregate plus health.
 #[async_trait]
 pub trait Store:
-    ClusterStore + PolicyStore + BindingStore + ApiKeyStore + SettingsStore + AuditStore + SessionStore
+    ClusterStore + PolicyStore + BindingStore + ApiKeyStore + SettingsStore + AuditStore + SessionStore + DeviceStore
 {
     /// A cheap round trip for `/readyz`.
     async fn ping(&self) -> Result<()>;

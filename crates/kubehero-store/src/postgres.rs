@@ -103,3 +103,4 @@ impl PostgresStore {
 sql::sql_store!(PostgresStore, "postgres");
 crate::audit::audit_store!(PostgresStore, "postgres");
 crate::session::session_store!(PostgresStore);
+crate::device::device_store!(PostgresStore, " FOR UPDATE");

@@ -223,6 +223,7 @@ impl SqliteStore {
 sql::sql_store!(SqliteStore, "sqlite");
 crate::audit::audit_store!(SqliteStore, "sqlite");
 crate::session::session_store!(SqliteStore);
+crate::device::device_store!(SqliteStore, "");
 
 /// The file named by a `sqlite:` URL (`sqlite:PATH`, `sqlite://PATH`, with or without `?options`).
 fn options_path(url: &str) -> std::path::PathBuf {

@@ -8,6 +8,7 @@ mod bindings;
 mod clusters;
 mod health;
 mod policies;
+mod sessions;
 mod settings;
 mod whoami;
 
@@ -62,6 +63,10 @@ pub fn table() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
         r(Method::GET, "/login", SignIn, on(MethodFilter::GET, crate::login::login)),
         r(Method::GET, "/api/auth/callback", SignIn, on(MethodFilter::GET, crate::login::callback)),
         r(Method::POST, "/api/auth/logout", SignIn, on(MethodFilter::POST, crate::login::logout)),
+        r(Method::POST, "/api/auth/device/code", SignIn, on(MethodFilter::POST, crate::device::code)),
+        r(Method::POST, "/api/auth/device/token", SignIn, on(MethodFilter::POST, crate::device::token)),
+        r(Method::GET, "/device", SignIn, on(MethodFilter::GET, crate::device::page)),
+        r(Method::POST, "/device", SignIn, on(MethodFilter::POST, crate::device::decide)),
         r(Method::GET, "/api/v1/whoami", Requires(WhoAmI), on(MethodFilter::GET, whoami::whoami)),
         r(Method::GET, "/api/v1/clusters", Requires(ClusterList), on(MethodFilter::GET, clusters::list)),
         r(Method::POST, "/api/v1/clusters", Requires(ClusterRegister), on(MethodFilter::POST, clusters::register)),
@@ -100,6 +105,14 @@ pub fn table() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
         r(Method::GET, "/api/v1/settings/{key}", Requires(SettingsRead), on(MethodFilter::GET, settings::get)),
         r(Method::PUT, "/api/v1/settings/{key}", Requires(SettingsWrite), on(MethodFilter::PUT, settings::put)),
         r(Method::GET, "/api/v1/audit", Requires(AuditRead), on(MethodFilter::GET, audit::list)),
+        r(Method::GET, "/api/v1/auth/sessions", Requires(SessionList), on(MethodFilter::GET, sessions::list)),
+        r(
+            Method::DELETE,
+            "/api/v1/auth/sessions/{id}",
+            Requires(SessionRevoke),
+            on(MethodFilter::DELETE, sessions::revoke),
+        ),
+        r(Method::POST, "/api/v1/auth/rotate", Requires(TokenRotate), on(MethodFilter::POST, sessions::rotate)),
     ]
 }
 

@@ -200,3 +200,85 @@ async fn sessions_slide_for_8_hours_under_a_24_hour_cap() {
     clock.0.fetch_add(8 * 3600, Ordering::SeqCst);
     assert_eq!(whoami(cookie(&s)).await, StatusCode::UNAUTHORIZED);
 }
+
+/// The device flow over HTTP: the CLI's requests, a person approving in a browser session, the CLI token.
+#[tokio::test]
+async fn device_flow_issues_a_cli_token_that_rotates_and_revokes() {
+    let (ts, idp) = setup(Arc::new(kubehero_server::state::SystemClock)).await;
+    let post = |path: &str, body: serde_json::Value| ts.http.post(format!("{}{path}", ts.url)).json(&body).send();
+    let code: serde_json::Value = post("/api/auth/device/code", json!({})).await.unwrap().json().await.unwrap();
+    let user_code = code["user_code"].as_str().unwrap().to_string();
+    assert_eq!(code["verification_uri"], format!("{}/device", ts.url));
+    assert_eq!(code["interval"], 5);
+    let device = json!({ "device_code": code["device_code"] });
+    let r = post("/api/auth/device/token", device.clone()).await.unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["error"], "authorization_pending");
+    let r = post("/api/auth/device/token", device.clone()).await.unwrap();
+    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["error"], "slow_down", "polling faster than the interval");
+
+    // The person opens the complete URL, signs in, lands on the confirmation page, approves.
+    let start = format!("/device?user_code={user_code}");
+    let s = idp
+        .sign_in(&ts.url, &format!("/login?return_to={}", kubehero_server::login::urlencode(&start)), "alice")
+        .await
+        .unwrap();
+    assert_eq!(s.location, format!("{}{start}", ts.url));
+    let c = cookie(&s);
+    let page = with_cookie(&ts, reqwest::Method::GET, &start, &c).await.send().await.unwrap().text().await.unwrap();
+    assert!(page.contains(&user_code) && page.contains("<strong>alice</strong>"), "{page}");
+    let at = page.find("name=\"csrf\" value=\"").unwrap() + "name=\"csrf\" value=\"".len();
+    let csrf = &page[at..at + page[at..].find('"').unwrap()];
+    let form = |csrf: &str| {
+        [("user_code", user_code.to_lowercase()), ("csrf", csrf.to_string()), ("decision", "approve".into())]
+    };
+    let r = with_cookie(&ts, reqwest::Method::POST, "/device", &c).await.form(&form("forged")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN, "CSRF");
+    let r = with_cookie(&ts, reqwest::Method::POST, "/device", &c).await.form(&form(csrf)).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = with_cookie(&ts, reqwest::Method::POST, "/device", &c).await.form(&form(csrf)).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::CONFLICT, "a code is approved once");
+
+    let tok: serde_json::Value = post("/api/auth/device/token", device.clone()).await.unwrap().json().await.unwrap();
+    let token = tok["access_token"].as_str().unwrap().to_string();
+    assert!(token.starts_with("khc_"));
+    assert_eq!(tok["expires_in"], 30 * 86_400);
+    let r = post("/api/auth/device/token", device).await.unwrap();
+    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["error"], "invalid_grant", "single use");
+    let me = ts.whoami(&token).await;
+    assert_eq!(
+        (me["sub"].as_str(), me["role"].as_str(), me["auth_method"].as_str()),
+        (Some("alice"), Some("admin"), Some("cli_token"))
+    );
+    // CLI tokens are bearer credentials: no CSRF needed.
+    assert_eq!(ts.post("/api/v1/clusters", Some(&token), json!({ "name": "dev" })).await.status, StatusCode::CREATED);
+
+    // Rotation: the new token works, the old one is refused at once.
+    let r = ts.post("/api/v1/auth/rotate", Some(&token), json!({})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let new = r.body["access_token"].as_str().unwrap().to_string();
+    assert_eq!(ts.get("/api/v1/whoami", Some(&token)).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(ts.whoami(&new).await["sub"], "alice");
+    // Own sessions and tokens are listed and revocable; the revoked token is refused at once.
+    let list = ts.get("/api/v1/auth/sessions", Some(&new)).await;
+    let kinds: Vec<&str> = list.body["items"].as_array().unwrap().iter().map(|i| i["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds.iter().filter(|k| **k == "cli_token").count(), 2);
+    assert!(kinds.contains(&"session"));
+    assert!(!list.body.to_string().contains(&new), "tokens are never listed");
+    let id = &kubehero_authn::sha256_hex(&new)[..16];
+    let r = ts.call(reqwest::Method::DELETE, &format!("/api/v1/auth/sessions/{id}"), Some(&new), None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(ts.get("/api/v1/whoami", Some(&new)).await.status, StatusCode::UNAUTHORIZED);
+    // Someone else's session: not found for a non-owner.
+    let bob = idp.sign_in(&ts.url, "/login", "bob").await.unwrap();
+    let alice_session = &kubehero_authn::sha256_hex(&s.cookies["kh_session"])[..16];
+    let r = ts
+        .http
+        .delete(format!("{}/api/v1/auth/sessions/{alice_session}", ts.url))
+        .header("cookie", cookie(&bob))
+        .header("x-csrf-token", csrf_of(&ts, &cookie(&bob)).await)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+}

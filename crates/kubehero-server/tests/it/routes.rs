@@ -77,6 +77,8 @@ impl Matrix<'_> {
             let (path, body) = make(i, n).await;
             let r = self.ts.call(method.clone(), &path, token, body).await;
             match expect[i] {
+                // Authorized, but the request itself is not applicable to this credential.
+                'B' => assert_eq!(r.status, StatusCode::BAD_REQUEST, "{method} {path} as {who}: {}", r.body),
                 'A' => assert!(
                     r.status.is_success(),
                     "{method} {path} as {who}: expected allow, got {} {}",
@@ -267,6 +269,25 @@ async fn route_role_scope_matrix() {
     m.row(Method::GET, "/api/v1/audit", "D D D A D A D D", |_, _| async { ("/api/v1/audit?limit=5".into(), None) })
         .await;
 
+    // Sign-ins: everyone lists their own; revoking someone else's is for owners; only CLI tokens rotate
+    // (these principals hold API keys, so rotation is a 400 for every one of them that may try).
+    m.row(Method::GET, "/api/v1/auth/sessions", "A A A A A A A A", |_, _| async {
+        ("/api/v1/auth/sessions".into(), None)
+    })
+    .await;
+    m.row(Method::DELETE, "/api/v1/auth/sessions/{id}", "D D D D D A D D", |_, n| async move {
+        let (_, rec) =
+            kubehero_server::device::new_cli_token(&format!("someone-{n}"), None, vec![], None, 1, None).unwrap();
+        let rec = kubehero_store::SessionRecord { expires_at: i64::MAX / 2, absolute_expires_at: i64::MAX / 2, ..rec };
+        ts.state().store.create_session(&rec).await.unwrap();
+        (format!("/api/v1/auth/sessions/{}", rec.id), None)
+    })
+    .await;
+    m.row(Method::POST, "/api/v1/auth/rotate", "B B B B B B B B", |_, _| async {
+        ("/api/v1/auth/rotate".into(), Some(json!({})))
+    })
+    .await;
+
     // Every API route of the table has a row above.
     let declared: BTreeSet<(String, String)> = table()
         .into_iter()
@@ -303,13 +324,12 @@ async fn every_route_declares_and_enforces_its_permission() {
             Permission::SignIn => {
                 // Sign-in routes manage the dashboard session themselves; without a session they never
                 // answer with data: they redirect to /login, or (sign-in not configured here) say so.
-                assert!(
-                    ["/", "/login", "/api/auth/callback", "/api/auth/logout"].contains(&spec.path),
-                    "{}",
-                    spec.path
-                );
-                let r = ts.call(method, &path, None, None).await;
-                assert!(r.status == StatusCode::SEE_OTHER || r.status == StatusCode::NOT_FOUND, "{path}: {}", r.status);
+                let sign_in = ["/", "/login", "/api/auth/callback", "/api/auth/logout", "/device"];
+                let device = ["/api/auth/device/code", "/api/auth/device/token"];
+                assert!(sign_in.contains(&spec.path) || device.contains(&spec.path), "{}", spec.path);
+                let r = ts.call(method, &path, None, Some(json!({ "device_code": "x" }))).await;
+                let ok = [StatusCode::SEE_OTHER, StatusCode::NOT_FOUND, StatusCode::BAD_REQUEST];
+                assert!(ok.contains(&r.status), "{path}: {}", r.status);
             }
             Permission::Requires(action) => {
                 assert!(spec.path.starts_with("/api/v1/"), "{}", spec.path);

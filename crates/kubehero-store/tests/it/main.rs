@@ -4,8 +4,8 @@
 
 use kubehero_core::{Binding, BindingSubject, Role, Scope};
 use kubehero_store::{
-    ApiKeyRecord, Cluster, LoginAttempt, Policy, PolicyState, SessionKind, SessionRecord, SqliteStore, Store,
-    StoreError, StoredBinding,
+    ApiKeyRecord, Cluster, DeviceAuthorization, DeviceStatus, LoginAttempt, Policy, PolicyState, SessionKind,
+    SessionRecord, SqliteStore, Store, StoreError, StoredBinding,
 };
 use kubehero_testkit::postgres::TempPostgres;
 use serde_json::json;
@@ -80,6 +80,21 @@ fn attempt(id: &str, at: i64, ttl: i64) -> LoginAttempt {
     }
 }
 
+fn device(n: u32, at: i64, ttl: i64) -> DeviceAuthorization {
+    DeviceAuthorization {
+        device_hash: format!("{n:08x}{}", "d".repeat(56)),
+        user_code: format!("ABCD-{n:04}"),
+        status: DeviceStatus::Pending,
+        sub: None,
+        email: None,
+        groups: Vec::new(),
+        issuer: None,
+        created_at: at,
+        expires_at: at + ttl,
+        last_poll_at: None,
+    }
+}
+
 /// Every check, in one function, so both backends run exactly the same code.
 async fn conformance(store: Arc<dyn Store>) {
     store.ping().await.unwrap();
@@ -90,6 +105,8 @@ async fn conformance(store: Arc<dyn Store>) {
     settings(&*store).await;
     sessions(&*store).await;
     concurrent_login_attempts(store.clone()).await;
+    devices(&*store).await;
+    concurrent_device_consume(store.clone()).await;
 }
 
 async fn clusters(s: &dyn Store) {
@@ -344,6 +361,137 @@ async fn concurrent_login_attempts(store: Arc<dyn Store>) {
         }
     }
     assert_eq!(got, [a]);
+}
+
+async fn devices(s: &dyn Store) {
+    let d1 = device(1, 1000, 600);
+    s.create_device(&d1).await.unwrap();
+    assert_eq!(s.find_device_by_user_code(&d1.user_code).await.unwrap(), Some(d1.clone()), "round trip");
+    assert_eq!(s.find_device_by_user_code("ZZZZ-0000").await.unwrap(), None);
+
+    // Uniqueness of the device hash and the user code; errors never name the hash.
+    let err = s.create_device(&d1).await.unwrap_err();
+    assert!(matches!(err, StoreError::AlreadyExists(_)), "same device: {err:?}");
+    assert!(!err.to_string().contains(&d1.device_hash), "errors never name the hash: {err}");
+    let same_code = DeviceAuthorization { user_code: d1.user_code.clone(), ..device(2, 1000, 600) };
+    assert!(matches!(s.create_device(&same_code).await, Err(StoreError::AlreadyExists(_))), "same user code");
+    let same_hash = DeviceAuthorization { device_hash: d1.device_hash.clone(), ..device(3, 1000, 600) };
+    assert!(matches!(s.create_device(&same_hash).await, Err(StoreError::AlreadyExists(_))), "same hash");
+
+    // Polling returns the row as it was before the poll, then records the poll.
+    assert_eq!(s.poll_device(&d1.device_hash, 1005).await.unwrap(), Some(d1.clone()), "first poll");
+    let polled = s.poll_device(&d1.device_hash, 1010).await.unwrap().unwrap();
+    assert_eq!(polled, DeviceAuthorization { last_poll_at: Some(1005), ..d1.clone() }, "previous poll time");
+    assert_eq!(s.poll_device(&d1.device_hash, 1020).await.unwrap().unwrap().last_poll_at, Some(1010));
+    assert_eq!(s.poll_device(&"f".repeat(64), 1020).await.unwrap(), None);
+    assert_eq!(s.find_device_by_user_code(&d1.user_code).await.unwrap().unwrap().last_poll_at, Some(1020));
+
+    // Not approved yet: nothing to consume.
+    assert!(!s.consume_device(&d1.device_hash).await.unwrap());
+
+    // Approving records who.
+    let who = session("eeee000000000001", SessionKind::Session, "alice", 900);
+    let approved = s.decide_device(&d1.user_code, true, Some(&who), 1030).await.unwrap();
+    let expected = DeviceAuthorization {
+        status: DeviceStatus::Approved,
+        sub: Some("alice".to_string()),
+        email: who.email.clone(),
+        groups: who.groups.clone(),
+        issuer: who.issuer.clone(),
+        last_poll_at: Some(1020),
+        ..d1.clone()
+    };
+    assert_eq!(approved, expected);
+    assert_eq!(s.find_device_by_user_code(&d1.user_code).await.unwrap(), Some(expected.clone()));
+
+    // Deciding twice is a conflict, either way; the first decision stands.
+    let err = s.decide_device(&d1.user_code, true, Some(&who), 1031).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "approve twice: {err:?}");
+    let err = s.decide_device(&d1.user_code, false, None, 1031).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "deny after approve: {err:?}");
+    assert_eq!(s.find_device_by_user_code(&d1.user_code).await.unwrap(), Some(expected.clone()));
+
+    // Unknown user code.
+    let err = s.decide_device("ZZZZ-0000", true, Some(&who), 1031).await.unwrap_err();
+    assert!(matches!(err, StoreError::NotFound(_)), "unknown: {err:?}");
+
+    // Consumed once.
+    assert!(s.consume_device(&d1.device_hash).await.unwrap());
+    assert!(!s.consume_device(&d1.device_hash).await.unwrap(), "second consume");
+    assert!(!s.consume_device(&"f".repeat(64)).await.unwrap(), "unknown device");
+    let consumed = s.find_device_by_user_code(&d1.user_code).await.unwrap().unwrap();
+    assert_eq!(consumed, DeviceAuthorization { status: DeviceStatus::Consumed, ..expected });
+    let err = s.decide_device(&d1.user_code, true, Some(&who), 1032).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "decide after consume: {err:?}");
+
+    // Denying sets only the status; a denied authorization cannot be consumed or decided again.
+    let d2 = device(2, 1000, 600);
+    s.create_device(&d2).await.unwrap();
+    let denied = s.decide_device(&d2.user_code, false, Some(&who), 1040).await.unwrap();
+    assert_eq!(denied, DeviceAuthorization { status: DeviceStatus::Denied, ..d2.clone() });
+    assert!(!s.consume_device(&d2.device_hash).await.unwrap());
+    let err = s.decide_device(&d2.user_code, true, Some(&who), 1041).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "approve after deny: {err:?}");
+    assert_eq!(s.poll_device(&d2.device_hash, 1042).await.unwrap().unwrap().status, DeviceStatus::Denied);
+
+    // Expiry: at `expires_at` it is expired; neither approve nor deny, and it stays pending.
+    let d3 = device(3, 1000, 600);
+    s.create_device(&d3).await.unwrap();
+    let err = s.decide_device(&d3.user_code, true, Some(&who), 1600).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "expired: {err:?}");
+    let err = s.decide_device(&d3.user_code, false, None, 1700).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "expired deny: {err:?}");
+    assert_eq!(s.find_device_by_user_code(&d3.user_code).await.unwrap(), Some(d3.clone()));
+
+    // Approving without a session records nobody; just before expiry still works.
+    let d4 = device(4, 1000, 600);
+    s.create_device(&d4).await.unwrap();
+    let anon = s.decide_device(&d4.user_code, true, None, 1599).await.unwrap();
+    assert_eq!(anon, DeviceAuthorization { status: DeviceStatus::Approved, ..d4 });
+}
+
+async fn concurrent_device_consume(store: Arc<dyn Store>) {
+    // Eight pollers race to collect the same approved authorization: exactly one consumes it.
+    let d = device(99, 10, 600);
+    store.create_device(&d).await.unwrap();
+    let who = session("eeee000000000099", SessionKind::Session, "bob", 10);
+    store.decide_device(&d.user_code, true, Some(&who), 20).await.unwrap();
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let s = store.clone();
+            let hash = d.device_hash.clone();
+            tokio::spawn(async move { s.consume_device(&hash).await })
+        })
+        .collect();
+    let mut won = 0;
+    for t in tasks {
+        if t.await.unwrap().unwrap() {
+            won += 1;
+        }
+    }
+    assert_eq!(won, 1);
+    let after = store.find_device_by_user_code(&d.user_code).await.unwrap().unwrap();
+    assert_eq!(after.status, DeviceStatus::Consumed);
+
+    // Eight concurrent polls: each sees the previous one's time, so the poll times form one chain.
+    let p = device(98, 10, 600);
+    store.create_device(&p).await.unwrap();
+    let tasks: Vec<_> = (0..8i64)
+        .map(|i| {
+            let s = store.clone();
+            let hash = p.device_hash.clone();
+            tokio::spawn(async move { (100 + i, s.poll_device(&hash, 100 + i).await.unwrap().unwrap().last_poll_at) })
+        })
+        .collect();
+    let mut previous = Vec::new();
+    for t in tasks {
+        previous.push(t.await.unwrap().1);
+    }
+    previous.sort();
+    assert_eq!(previous.iter().filter(|x| x.is_none()).count(), 1, "exactly one poll came first: {previous:?}");
+    let mut seen: Vec<i64> = previous.into_iter().flatten().collect();
+    seen.dedup();
+    assert_eq!(seen.len(), 7, "no two polls saw the same previous poll");
 }
 
 #[tokio::test]

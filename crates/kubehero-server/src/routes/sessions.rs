@@ -1,0 +1,83 @@
+//! `/api/v1/auth/…`: people list and revoke their own dashboard sessions and CLI tokens (owners: anyone's),
+//! and exchange a CLI token for a new one.
+
+use crate::auth::{allow, Auth};
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::IntoResponse;
+use kubehero_core::{Action, AuthMethod, Role, Target};
+use serde::Deserialize;
+use serde_json::json;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListParams {
+    #[serde(default)]
+    all: bool,
+}
+
+/// `GET /api/v1/auth/sessions` — permission: `session.list` (everyone; `?all=true` owners).
+pub async fn list(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    Query(q): Query<ListParams>,
+) -> ApiResult<impl IntoResponse> {
+    allow(&p, Action::SessionList, Target::NONE)?;
+    if q.all && !p.holds_globally(Role::Owner) {
+        return Err(ApiError::denied("listing everyone's sessions requires owner"));
+    }
+    let items = s.store.list_sessions((!q.all).then_some(p.sub.as_str())).await?;
+    Ok(axum::Json(json!({ "items": items })))
+}
+
+/// `DELETE /api/v1/auth/sessions/{id}` — permission: `session.revoke` (own; owners any).
+pub async fn revoke(State(s): State<AppState>, Auth(p): Auth, Path(id): Path<String>) -> ApiResult<impl IntoResponse> {
+    // Look among the caller's own first, so that others' ids are not even confirmed to exist.
+    let own = s.store.list_sessions(Some(&p.sub)).await?.into_iter().find(|x| x.id == id);
+    allow(&p, Action::SessionRevoke, Target { owned: own.is_some(), ..Target::NONE })?;
+    let exists = match own {
+        Some(_) => true,
+        None => s.store.list_sessions(None).await?.iter().any(|x| x.id == id),
+    };
+    if !exists {
+        return Err(ApiError::not_found(format!("session {id:?} not found")));
+    }
+    let rec = s.store.revoke_session(&id, s.clock.now()).await?;
+    let target = crate::audit::target("session", &rec.id, None, None);
+    Ok((target, axum::Json(rec)))
+}
+
+/// `POST /api/v1/auth/rotate` — permission: `token.rotate`: a new CLI token for the one presented, which is
+/// revoked at once.
+pub async fn rotate(State(s): State<AppState>, Auth(p): Auth, headers: HeaderMap) -> ApiResult<impl IntoResponse> {
+    allow(&p, Action::TokenRotate, Target::NONE)?;
+    if p.auth_method != AuthMethod::CliToken {
+        return Err(ApiError::invalid("only a CLI token (from `kubehero login`) can be rotated"));
+    }
+    let token = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' ').map(|(_, t)| t.trim()))
+        .unwrap_or_default();
+    let (_, old) = crate::auth::cli_token(&s, token).await?;
+    let now = s.clock.now();
+    let (secret, new) = crate::device::new_cli_token(
+        &old.sub,
+        old.email.clone(),
+        old.groups.clone(),
+        old.issuer.clone(),
+        now,
+        old.user_agent.clone(),
+    )?;
+    s.store.create_session(&new).await?;
+    s.store.revoke_session(&old.id, now).await?;
+    let target = crate::audit::target("session", &old.id, None, None);
+    Ok((
+        target,
+        axum::Json(
+            json!({ "access_token": secret, "token_type": "Bearer", "expires_in": crate::device::CLI_TOKEN_SECS }),
+        ),
+    ))
+}
