@@ -79,19 +79,15 @@ fn bearer(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
 pub async fn authenticate(state: &AppState, method: &Method, headers: &HeaderMap) -> Result<Principal, ApiError> {
     let token = match bearer(headers) {
         Ok(Some(t)) => t,
-        Ok(None) if crate::login::read_cookie(headers, crate::login::SESSION_COOKIE).is_some() => {
-            let r = cookie_session(state, method, headers).await;
-            state.metrics.authentication("session", if r.is_ok() { "ok" } else { "rejected" });
-            return r;
+        Ok(None) if headers.contains_key(axum::http::header::COOKIE) => {
+            if let Some(secret) = crate::login::read_cookie(headers, crate::login::SESSION_COOKIE) {
+                let r = cookie_session(state, method, headers, secret).await;
+                state.metrics.authentication("session", if r.is_ok() { "ok" } else { "rejected" });
+                return r;
+            }
+            return anonymous_or_refused(state);
         }
-        Ok(None) if state.require_auth => {
-            state.metrics.authentication("none", "missing_credential");
-            return Err(ApiError::unauthenticated("authentication required: send Authorization: Bearer <token>"));
-        }
-        Ok(None) => {
-            state.metrics.authentication("anonymous", "ok");
-            return Ok(Principal::anonymous());
-        }
+        Ok(None) => return anonymous_or_refused(state),
         Err(e) => {
             state.metrics.authentication("none", "malformed_header");
             return Err(e);
@@ -211,10 +207,24 @@ pub fn allow(p: &Principal, action: kubehero_core::Action, target: kubehero_core
     }
 }
 
+/// No credential: the anonymous viewer in open mode, 401 with `KUBEHERO_REQUIRE_AUTH=true`.
+fn anonymous_or_refused(state: &AppState) -> Result<Principal, ApiError> {
+    if state.require_auth {
+        state.metrics.authentication("none", "missing_credential");
+        return Err(ApiError::unauthenticated("authentication required: send Authorization: Bearer <token>"));
+    }
+    state.metrics.authentication("anonymous", "ok");
+    Ok(Principal::anonymous())
+}
+
 /// A dashboard session from the `kh_session` cookie. Writes (anything but GET/HEAD/OPTIONS) must carry the
 /// session's CSRF token in `X-CSRF-Token`: a cookie alone is sent by the browser on cross-site requests too.
-async fn cookie_session(state: &AppState, method: &Method, headers: &HeaderMap) -> Result<Principal, ApiError> {
-    let secret = crate::login::read_cookie(headers, crate::login::SESSION_COOKIE).unwrap_or_default();
+async fn cookie_session(
+    state: &AppState,
+    method: &Method,
+    headers: &HeaderMap,
+    secret: &str,
+) -> Result<Principal, ApiError> {
     let (principal, session) = session_principal(state, secret).await?;
     let safe = matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
     if !safe {
@@ -241,10 +251,11 @@ pub fn csrf_matches(expected: Option<&str>, sent: Option<&str>) -> bool {
 pub async fn session_principal(
     state: &AppState,
     secret: &str,
-) -> Result<(Principal, kubehero_store::SessionRecord), ApiError> {
+) -> Result<(Principal, Arc<kubehero_store::SessionRecord>), ApiError> {
     let now = state.clock.now();
     let invalid = || ApiError::unauthenticated("session expired or signed out; sign in again at /login");
-    let mut session = state.store.find_session_by_hash(&sha256_hex(secret)).await?.ok_or_else(invalid)?;
+    let key = crate::credentials::key(secret);
+    let mut session = lookup(state, &key).await?.ok_or_else(invalid)?;
     if session.kind != kubehero_store::SessionKind::Session
         || session.revoked_at.is_some()
         || now >= session.expires_at
@@ -254,9 +265,7 @@ pub async fn session_principal(
     }
     if now - session.last_seen_at >= crate::login::SESSION_TOUCH_SECS {
         let expires = (now + crate::login::SESSION_IDLE_SECS).min(session.absolute_expires_at);
-        state.store.touch_session(&session.id, now, expires).await?;
-        session.last_seen_at = now;
-        session.expires_at = expires;
+        session = renew(state, &key, &session, now, expires).await?;
     }
     let grants = state.bindings.grants_for(&Identity {
         issuer: session.issuer.as_deref(),
@@ -281,16 +290,19 @@ pub async fn session_principal(
 
 /// A CLI token (`khc_…`): looked up by its SHA-256 on every request, so rotation and revocation apply at once.
 /// `last_seen_at` is written at most once a minute.
-pub async fn cli_token(state: &AppState, token: &str) -> Result<(Principal, kubehero_store::SessionRecord), ApiError> {
+pub async fn cli_token(
+    state: &AppState,
+    token: &str,
+) -> Result<(Principal, Arc<kubehero_store::SessionRecord>), ApiError> {
     let now = state.clock.now();
     let invalid = || ApiError::unauthenticated("invalid bearer token: CLI token unknown, revoked or expired");
-    let mut t = state.store.find_session_by_hash(&sha256_hex(token)).await?.ok_or_else(invalid)?;
+    let key = crate::credentials::key(token);
+    let mut t = lookup(state, &key).await?.ok_or_else(invalid)?;
     if t.kind != kubehero_store::SessionKind::CliToken || t.revoked_at.is_some() || now >= t.expires_at {
         return Err(invalid());
     }
     if now - t.last_seen_at >= crate::login::SESSION_TOUCH_SECS {
-        state.store.touch_session(&t.id, now, t.expires_at).await?;
-        t.last_seen_at = now;
+        t = renew(state, &key, &t, now, t.expires_at).await?;
     }
     let grants = state.bindings.grants_for(&Identity {
         issuer: t.issuer.as_deref(),
@@ -311,4 +323,32 @@ pub async fn cli_token(state: &AppState, token: &str) -> Result<(Principal, kube
         expires_at: Some(t.expires_at),
     };
     Ok((principal, t))
+}
+
+/// A session or CLI token by its secret's key: from the short-lived cache, else from the store.
+async fn lookup(state: &AppState, key: &[u8; 32]) -> Result<Option<Arc<kubehero_store::SessionRecord>>, ApiError> {
+    if let Some(r) = state.credentials.get(key) {
+        return Ok(Some(r));
+    }
+    let hash: String = key.iter().map(|b| format!("{b:02x}")).collect();
+    let found = state.store.find_session_by_hash(&hash).await?.map(Arc::new);
+    if let Some(r) = &found {
+        state.credentials.put(*key, Arc::clone(r));
+    }
+    Ok(found)
+}
+
+/// Slides a session or CLI token: one store write, counted.
+async fn renew(
+    state: &AppState,
+    key: &[u8; 32],
+    r: &kubehero_store::SessionRecord,
+    now: i64,
+    expires_at: i64,
+) -> Result<Arc<kubehero_store::SessionRecord>, ApiError> {
+    state.store.touch_session(&r.id, now, expires_at).await?;
+    state.metrics.session_renewal();
+    let renewed = Arc::new(kubehero_store::SessionRecord { last_seen_at: now, expires_at, ..r.clone() });
+    state.credentials.touched(key, Arc::clone(&renewed));
+    Ok(renewed)
 }

@@ -7,6 +7,7 @@
 pub mod audit;
 pub mod auth;
 pub mod config;
+pub mod credentials;
 pub mod device;
 pub mod error;
 pub mod grants;
@@ -126,6 +127,7 @@ pub async fn build_state(
         store,
         verifier,
         token_cache: Arc::new(TokenCache::new(config.token_cache_size)),
+        credentials: Arc::new(credentials::CredentialCache::default()),
         api_keys: Arc::new(config.api_keys.clone()),
         bindings,
         metrics,

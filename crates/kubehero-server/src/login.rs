@@ -141,13 +141,15 @@ fn cookie(name: &str, value: &str, path: &str, max_age: i64, secure: bool) -> He
 
 /// The value of cookie `name`, if the request carries it.
 pub fn read_cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find_map(|(k, v)| (k == name).then_some(v))
+    for v in headers.get_all(COOKIE) {
+        let Ok(v) = v.to_str() else { continue };
+        for pair in v.split(';') {
+            if let Some(value) = pair.trim_start().strip_prefix(name).and_then(|r| r.strip_prefix('=')) {
+                return Some(value.trim_end());
+            }
+        }
+    }
+    None
 }
 
 fn html(status: StatusCode, body: String) -> Response {
@@ -398,6 +400,7 @@ pub async fn logout(State(s): State<AppState>, headers: HeaderMap, body: axum::b
         return Err(ApiError::denied("missing or wrong CSRF token"));
     }
     s.store.revoke_session(&session.id, s.clock.now()).await?;
+    s.credentials.forget_id(&session.id);
     let to = match session.issuer.as_deref() {
         Some(i) => match login.endpoints(i).await.ok().and_then(|e| e.end_session_endpoint) {
             Some(end) => format!(

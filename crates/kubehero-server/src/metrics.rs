@@ -45,6 +45,7 @@ pub struct Metrics {
     audit_rows: Gauge,
     audit_commits: Gauge,
     audit_forward_lag: Family<SinkLabels, Gauge>,
+    session_renewals: Counter,
 }
 
 impl Default for Metrics {
@@ -93,7 +94,14 @@ impl Metrics {
             "Audit rows not yet delivered to each forwarding sink",
             audit_forward_lag.clone(),
         );
+        let session_renewals = Counter::default();
+        registry.register(
+            "session_renewals",
+            "Store writes made to slide sessions and CLI tokens (at most one a minute per credential)",
+            session_renewals.clone(),
+        );
         Metrics {
+            session_renewals,
             registry,
             authentications,
             jwks_fetches,
@@ -118,6 +126,10 @@ impl Metrics {
         self.http_requests
             .get_or_create(&HttpLabels { method: method.to_string(), route: route.to_string(), status })
             .inc();
+    }
+
+    pub fn session_renewal(&self) {
+        self.session_renewals.inc();
     }
 
     pub fn audit_refused(&self) {

@@ -40,6 +40,8 @@ pub struct AppState {
     pub login: Option<Arc<crate::login::Login>>,
     pub verifier: Verifier,
     pub token_cache: Arc<TokenCache>,
+    /// Recently read sessions and CLI tokens.
+    pub credentials: Arc<crate::credentials::CredentialCache>,
     pub api_keys: Arc<StaticApiKeys>,
     pub bindings: Arc<BindingsCache>,
     pub metrics: Arc<Metrics>,

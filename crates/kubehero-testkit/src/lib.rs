@@ -1,7 +1,9 @@
 //! Test fixtures that start real programs: a throwaway PostgreSQL cluster (`initdb`/`pg_ctl`), the npm
-//! `oidc-provider`. Every fixture binds port 0 or a free port it picked, and stops its process on drop.
+//! `oidc-provider`, headless Chromium (`browser`). Every fixture binds port 0 or a free port it picked, and
+//! stops its process on drop.
 //! Peers are installed into `$KUBEHERO_PEERS_DIR` (default `~/.cache/kubehero-peers`), outside the repo.
 
+pub mod browser;
 pub mod oidc;
 pub mod postgres;
 pub mod rsyslog;

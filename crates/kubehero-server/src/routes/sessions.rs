@@ -45,6 +45,7 @@ pub async fn revoke(State(s): State<AppState>, Auth(p): Auth, Path(id): Path<Str
         return Err(ApiError::not_found(format!("session {id:?} not found")));
     }
     let rec = s.store.revoke_session(&id, s.clock.now()).await?;
+    s.credentials.forget_id(&id);
     let target = crate::audit::target("session", &rec.id, None, None);
     Ok((target, axum::Json(rec)))
 }
@@ -73,6 +74,7 @@ pub async fn rotate(State(s): State<AppState>, Auth(p): Auth, headers: HeaderMap
     )?;
     s.store.create_session(&new).await?;
     s.store.revoke_session(&old.id, now).await?;
+    s.credentials.forget_id(&old.id);
     let target = crate::audit::target("session", &old.id, None, None);
     Ok((
         target,

@@ -22,7 +22,7 @@ fn now() -> i64 {
 }
 
 /// A KubeHero with browser sign-in, and the IdP it signs in with.
-async fn setup(clock: Arc<dyn kubehero_server::state::Clock>) -> (TestServer, OidcProvider) {
+pub(crate) async fn setup(clock: Arc<dyn kubehero_server::state::Clock>) -> (TestServer, OidcProvider) {
     let port = free_port().unwrap();
     let base = format!("http://127.0.0.1:{port}");
     let idp = OidcProvider::start_for(free_port().unwrap(), std::slice::from_ref(&base)).await.unwrap();

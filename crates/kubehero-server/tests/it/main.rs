@@ -4,6 +4,7 @@
 
 mod api;
 mod audit;
+mod browser;
 mod idp;
 mod login;
 mod routes;

@@ -1,0 +1,136 @@
+//! A real browser for dashboard tests: Debian's `chromium` driven by the npm `playwright-core`.
+//! [`sign_in_and_out`] runs `node signin.mjs`, which signs in to a KubeHero dashboard through the npm
+//! `oidc-provider`'s devInteractions pages, reloads, signs out and reports where it ended up.
+//!
+//! Both are installed by `scripts/test`: `chromium` with apt, `playwright-core` (pinned to 1.65.1, no browser
+//! download) into `$KUBEHERO_PEERS_DIR/browser`; this module only checks they are there and says how to
+//! install them when they are not.
+
+use crate::oidc::peers_dir;
+use anyhow::{anyhow, bail, Context};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::process::Command;
+
+const SIGNIN_MJS: &str = include_str!("../browser/signin.mjs");
+const PACKAGE_JSON: &str = include_str!("../browser/package.json");
+
+/// The whole browser run (launch, sign-in, reload, sign-out) must finish within this.
+const RUN_LIMIT: Duration = Duration::from_secs(60);
+
+/// The directory holding `node_modules/playwright-core`.
+pub fn browser_dir() -> PathBuf {
+    peers_dir().join("browser")
+}
+
+/// The Chromium executable: `$CHROMIUM`, else `chromium` on `PATH`, else `/usr/bin/chromium`.
+pub fn chromium() -> anyhow::Result<PathBuf> {
+    if let Some(c) = std::env::var_os("CHROMIUM").map(PathBuf::from) {
+        if !c.is_file() {
+            bail!("CHROMIUM={} is not a file: unset it, or run scripts/test to install Debian's chromium", c.display());
+        }
+        return Ok(c);
+    }
+    let on_path = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|d| d.join("chromium"))
+        .find(|p| p.is_file());
+    match on_path {
+        Some(p) => Ok(p),
+        None if Path::new("/usr/bin/chromium").is_file() => Ok(PathBuf::from("/usr/bin/chromium")),
+        None => bail!("chromium is not installed: run scripts/test (it installs Debian's `chromium` with apt)"),
+    }
+}
+
+/// What the browser saw.
+#[derive(Debug, Clone)]
+pub struct BrowserReport {
+    /// The subject on the landing page (`#who strong`).
+    pub who: String,
+    /// The role on the landing page (`#role strong`).
+    pub role: String,
+    /// The subject on the landing page after a reload.
+    pub after_reload_who: String,
+    /// Where the browser ended up after signing out.
+    pub final_url: String,
+    /// Whether that final page has the IdP's login form.
+    pub final_has_login_form: bool,
+    /// `login.png` (the IdP's login page) and `landing.png` (KubeHero's `/` when signed in).
+    pub screenshots: Vec<PathBuf>,
+}
+
+/// Opens `kubehero_url` in headless Chromium, signs `login` in through the IdP's devInteractions login and
+/// consent pages, reads identity and role from the landing page, reloads, clicks `#logout`, confirms the
+/// IdP's end-session page and waits for the sign-in page again. Screenshots (and the step log `signin.log`)
+/// go to `artefacts`.
+pub async fn sign_in_and_out(kubehero_url: &str, login: &str, artefacts: &Path) -> anyhow::Result<BrowserReport> {
+    let chromium = chromium()?;
+    let dir = browser_dir();
+    if !dir.join("node_modules/playwright-core/package.json").exists() {
+        bail!(
+            "the npm playwright-core is not installed in {}: run scripts/test (or `npm install` there)",
+            dir.display()
+        );
+    }
+    std::fs::create_dir_all(artefacts).with_context(|| format!("creating {}", artefacts.display()))?;
+    let artefacts = std::fs::canonicalize(artefacts)?;
+    write_if_changed(&dir.join("package.json"), PACKAGE_JSON)?;
+    let script = dir.join("signin.mjs");
+    write_if_changed(&script, SIGNIN_MJS)?;
+
+    let child = Command::new("node")
+        .arg(&script)
+        .env("KUBEHERO_URL", kubehero_url)
+        .env("LOGIN", login)
+        .env("ARTEFACTS", &artefacts)
+        .env("CHROMIUM", &chromium)
+        .current_dir(&dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting node signin.mjs")?;
+    let out = tokio::time::timeout(RUN_LIMIT, child.wait_with_output())
+        .await
+        .map_err(|_| anyhow!("the browser run did not finish within {} s", RUN_LIMIT.as_secs()))??;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // The step log is kept next to the screenshots.
+    let _ = std::fs::write(artefacts.join("signin.log"), format!("{stdout}\n{stderr}"));
+    let Some(line) = stdout.lines().find_map(|l| l.strip_prefix("RESULT ")) else {
+        bail!("the browser run failed ({}):\n{stdout}\n{stderr}", out.status);
+    };
+    let v: serde_json::Value = serde_json::from_str(line).with_context(|| format!("parsing {line}"))?;
+    let s = |k: &str| -> anyhow::Result<String> {
+        v[k].as_str().map(str::to_string).ok_or_else(|| anyhow!("no {k} in the browser's result {v}"))
+    };
+    Ok(BrowserReport {
+        who: s("who")?,
+        role: s("role")?,
+        after_reload_who: s("after_reload_who")?,
+        final_url: s("final_url")?,
+        final_has_login_form: v["final_has_login_form"].as_bool().unwrap_or(false),
+        screenshots: v["screenshots"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p.as_str().map(PathBuf::from))
+            .collect(),
+    })
+}
+
+fn write_if_changed(path: &Path, content: &str) -> anyhow::Result<()> {
+    if std::fs::read_to_string(path).ok().as_deref() == Some(content) {
+        return Ok(());
+    }
+    // Write-then-rename so concurrent test processes never see a half-written file.
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = path.with_extension(format!("tmp{}-{n}", std::process::id()));
+    std::fs::write(&tmp, content)?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
