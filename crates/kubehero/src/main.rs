@@ -3,6 +3,7 @@
 
 mod apikey;
 mod audit_cmd;
+mod cli;
 mod forward_cmd;
 
 use anyhow::Context;
@@ -40,6 +41,8 @@ enum Command {
     /// Export, verify and forward the audit log (run on the server host, same settings as `serve`).
     #[command(subcommand, after_long_help = serve_help())]
     Audit(audit_cmd::AuditCommand),
+    #[command(flatten)]
+    Cli(cli::CliCommand),
 }
 
 fn serve_help() -> String {
@@ -151,6 +154,7 @@ fn main() -> ExitCode {
             Command::Serve { config } => serve(config).await.map(|()| ExitCode::SUCCESS),
             Command::Apikey(cmd) => apikey::run(cmd, load_config(None)?).await.map(|()| ExitCode::SUCCESS),
             Command::Audit(cmd) => audit_cmd::run(cmd, load_config(None)?).await,
+            Command::Cli(cmd) => cli::run(cmd).await,
         }
     });
     match result {

@@ -1,0 +1,256 @@
+//! The client side of KubeHero: `kubehero login | logout | whoami | auth …`, run on a person's or a
+//! machine's computer against a KubeHero server over HTTP(S).
+//!
+//! Security rules: a credential lives only in `<config dir>/credentials.json` (0600 in a 0700 directory,
+//! written atomically; see [`credentials`]) or in `KUBEHERO_TOKEN`; no command prints a token and no error
+//! message contains one; a token is sent only to the server it was stored for.
+
+mod account;
+mod client;
+mod credentials;
+mod device;
+mod login;
+
+use anyhow::bail;
+use clap::{Args, Subcommand};
+use client::{normalize_server, Api};
+use credentials::{config_dir, CredentialStore, Credentials, StoredCredential, Token};
+use kubehero_server::config::{Env, ProcessEnv};
+use std::process::ExitCode;
+
+const LOGIN_ABOUT: &str = "Sign in to a KubeHero server and store a CLI token for it.
+
+By default this runs the OAuth 2.0 device authorization grant (RFC 8628): it prints an address and a code; \
+open the address in any browser, on any device, sign in with your identity provider and confirm the code. \
+The CLI token (khc_…) is then stored in <config dir>/credentials.json (mode 0600), one entry per server. \
+The config dir is $KUBEHERO_CONFIG_DIR, else $XDG_CONFIG_HOME/kubehero, else ~/.config/kubehero.
+
+Concurrent `kubehero login` processes run a single sign-in: the others wait for it and then use its token. \
+When a valid token for the server is already stored, login says so and stops (--force signs in again).
+
+Machines without a person use --token-stdin with an API key or an IdP token. With KUBEHERO_TOKEN set, \
+every other command uses that token instead of the file.";
+
+/// `kubehero login`, `logout`, `whoami` and `auth`.
+#[derive(Subcommand)]
+pub enum CliCommand {
+    /// Sign in to a KubeHero server and store a CLI token for it.
+    #[command(long_about = LOGIN_ABOUT)]
+    Login(LoginArgs),
+    /// Revoke this machine's CLI token on the server and forget it.
+    Logout(ServerArg),
+    /// Show whom the stored credential authenticates as on the server.
+    Whoami(ServerArg),
+    /// Rotate your CLI token; list and revoke your sessions and CLI tokens.
+    #[command(subcommand)]
+    Auth(AuthCommand),
+}
+
+/// `--server`, shared by the commands.
+#[derive(Args)]
+pub struct ServerArg {
+    /// The KubeHero server URL (default: the only server logged in to).
+    #[arg(long, value_name = "URL", env = "KUBEHERO_SERVER")]
+    server: Option<String>,
+}
+
+#[derive(Args)]
+pub struct LoginArgs {
+    #[command(flatten)]
+    target: ServerArg,
+    /// Also open the confirmation page in a browser (xdg-open or open). The sign-in underneath is the same
+    /// device authorization; a loopback-redirect sign-in is not implemented.
+    #[arg(long, conflicts_with = "token_stdin")]
+    browser: bool,
+    /// Read an API key (khk_…) or an IdP token from stdin, check it with the server and store it: for
+    /// machines without a person.
+    #[arg(long)]
+    token_stdin: bool,
+    /// Sign in again even though a valid token for the server is stored.
+    #[arg(long, conflicts_with = "token_stdin")]
+    force: bool,
+}
+
+#[derive(Subcommand)]
+pub enum AuthCommand {
+    /// Replace your CLI token with a new one; the old one stops working at once.
+    Rotate(ServerArg),
+    /// List your browser sessions and CLI tokens; `revoke ID` ends one.
+    Sessions(SessionsArgs),
+}
+
+#[derive(Args)]
+pub struct SessionsArgs {
+    #[command(subcommand)]
+    action: Option<SessionsAction>,
+    /// The KubeHero server URL (default: the only server logged in to).
+    #[arg(long, value_name = "URL", env = "KUBEHERO_SERVER", global = true)]
+    server: Option<String>,
+    /// Everyone's sessions and tokens (owners only).
+    #[arg(long)]
+    all: bool,
+}
+
+#[derive(Subcommand)]
+pub enum SessionsAction {
+    /// End a browser session or revoke a CLI token, by the id `kubehero auth sessions` lists.
+    Revoke { id: String },
+}
+
+/// Runs a client command with the process environment.
+pub async fn run(cmd: CliCommand) -> anyhow::Result<ExitCode> {
+    run_with(cmd, &ProcessEnv).await
+}
+
+async fn run_with(cmd: CliCommand, env: &dyn Env) -> anyhow::Result<ExitCode> {
+    let store = CredentialStore::new(config_dir(env)?);
+    let env_token = env.var("KUBEHERO_TOKEN").map(Token::new);
+    match cmd {
+        CliCommand::Login(a) => {
+            let api = Api::new(&resolve_server(&store.load()?, a.target.server.as_deref())?)?;
+            if env_token.is_some() {
+                eprintln!(
+                    "Note: KUBEHERO_TOKEN is set, so the other commands use it rather than the token stored here."
+                );
+            }
+            if a.token_stdin {
+                login::stdin_login(&store, &api).await
+            } else {
+                let show = if a.browser { device::Show::Browser } else { device::Show::Print };
+                login::device_login(&store, &api, show, a.force).await
+            }
+        }
+        CliCommand::Logout(a) => {
+            if env_token.is_some() {
+                bail!(
+                    "KUBEHERO_TOKEN is set: `logout` forgets stored credentials; unset KUBEHERO_TOKEN first (to end \
+                     that token, use `kubehero auth sessions revoke ID`)"
+                );
+            }
+            account::logout(&store, a.server.as_deref()).await
+        }
+        CliCommand::Whoami(a) => account::whoami(&target(&store, env_token, a.server.as_deref())?).await,
+        CliCommand::Auth(AuthCommand::Rotate(a)) => {
+            if env_token.is_some() {
+                bail!(
+                    "KUBEHERO_TOKEN is set: `auth rotate` replaces the stored token; unset KUBEHERO_TOKEN (and rotate \
+                     that token where it comes from)"
+                );
+            }
+            account::rotate(&store, &target(&store, None, a.server.as_deref())?).await
+        }
+        CliCommand::Auth(AuthCommand::Sessions(a)) => {
+            let t = target(&store, env_token, a.server.as_deref())?;
+            match a.action {
+                None => account::sessions(&t, a.all).await,
+                Some(SessionsAction::Revoke { id }) => account::revoke(&store, &t, &id).await,
+            }
+        }
+    }
+}
+
+/// The server a command talks to, with the credential it uses.
+pub struct Target {
+    pub api: Api,
+    pub token: Token,
+    /// The stored entry the token came from (`None` with `KUBEHERO_TOKEN`).
+    pub stored: Option<StoredCredential>,
+}
+
+/// `--server` (normalised), else the only stored server.
+fn resolve_server(creds: &Credentials, arg: Option<&str>) -> anyhow::Result<String> {
+    if let Some(s) = arg {
+        return normalize_server(s);
+    }
+    let mut servers = creds.servers.keys();
+    match (servers.next(), servers.next()) {
+        (Some(only), None) => Ok(only.clone()),
+        (None, _) => bail!("no server given and none logged in to: run `kubehero login --server URL`"),
+        (Some(_), Some(_)) => bail!(
+            "logged in to several servers ({}): pass --server URL",
+            creds.servers.keys().cloned().collect::<Vec<_>>().join(", ")
+        ),
+    }
+}
+
+/// The server and credential for a command: `KUBEHERO_TOKEN` when set, else the stored one.
+fn target(store: &CredentialStore, env_token: Option<Token>, arg: Option<&str>) -> anyhow::Result<Target> {
+    let creds = store.load()?;
+    if let Some(token) = env_token {
+        if arg.is_none() && creds.servers.is_empty() {
+            bail!("KUBEHERO_TOKEN is set but no server is known: pass --server URL (or set KUBEHERO_SERVER)");
+        }
+        let mut api = Api::new(&resolve_server(&creds, arg)?)?;
+        api.token_from_env = true;
+        return Ok(Target { api, token, stored: None });
+    }
+    let server = resolve_server(&creds, arg)?;
+    let Some(c) = creds.servers.get(&server) else {
+        bail!("not logged in to {server}: run `kubehero login --server {server}`");
+    };
+    if !c.is_fresh(now()) {
+        bail!("the stored token for {server} has expired: run `kubehero login --server {server}`");
+    }
+    Ok(Target { api: Api::new(&server)?, token: c.token.clone(), stored: Some(c.clone()) })
+}
+
+/// Unix seconds.
+fn now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn creds(servers: &[&str]) -> Credentials {
+        let mut c = Credentials::default();
+        for s in servers {
+            let e = StoredCredential {
+                server: s.to_string(),
+                token: Token::new("khc_x"),
+                obtained_at: 0,
+                expires_at: None,
+            };
+            c.servers.insert(s.to_string(), e);
+        }
+        c
+    }
+
+    #[test]
+    fn the_server_defaults_to_the_only_one_stored() {
+        assert_eq!(resolve_server(&creds(&["https://a"]), None).unwrap(), "https://a");
+        assert_eq!(resolve_server(&creds(&["https://a"]), Some("https://b/")).unwrap(), "https://b");
+        let none = resolve_server(&creds(&[]), None).unwrap_err().to_string();
+        assert!(none.contains("kubehero login --server"), "{none}");
+        let two = resolve_server(&creds(&["https://a", "https://b"]), None).unwrap_err().to_string();
+        assert!(two.contains("https://a, https://b") && two.contains("--server"), "{two}");
+    }
+
+    #[test]
+    fn the_command_line_parses() {
+        use clap::{CommandFactory, FromArgMatches, Parser};
+        #[derive(Parser)]
+        struct Top {
+            #[command(subcommand)]
+            cmd: CliCommand,
+        }
+        Top::command().debug_assert();
+        let parse = |args: &[&str]| {
+            let m = Top::command().try_get_matches_from(std::iter::once("kubehero").chain(args.iter().copied()))?;
+            Top::from_arg_matches(&m)
+        };
+        assert!(parse(&["login", "--server", "https://kh", "--browser"]).is_ok());
+        assert!(parse(&["login", "--token-stdin", "--browser"]).is_err());
+        assert!(parse(&["auth", "sessions", "--all"]).is_ok());
+        match parse(&["auth", "sessions", "revoke", "0123456789abcdef", "--server", "https://kh"]).unwrap().cmd {
+            CliCommand::Auth(AuthCommand::Sessions(SessionsArgs {
+                action: Some(SessionsAction::Revoke { id }),
+                server,
+                ..
+            })) => assert_eq!((id.as_str(), server.as_deref()), ("0123456789abcdef", Some("https://kh"))),
+            _ => unreachable!(),
+        }
+    }
+}
