@@ -265,3 +265,176 @@ pub async fn decide(State(s): State<AppState>, headers: HeaderMap, body: axum::b
     tracing::info!(user_code = %d.user_code, sub = %principal.sub, approve, "device authorization decided");
     Ok(r)
 }
+
+/// Lifetime of a loopback authorization code.
+const LOOPBACK_CODE_SECS: i64 = 120;
+
+/// The only redirect URIs `kubehero login --browser` may ask for: its own loopback listener.
+fn loopback_redirect(uri: &str) -> Option<&str> {
+    let rest = ["http://127.0.0.1:", "http://localhost:", "http://[::1]:"].iter().find_map(|p| uri.strip_prefix(p))?;
+    let port = rest.strip_suffix("/callback")?;
+    (!port.is_empty()
+        && port.len() <= 5
+        && port.bytes().all(|b| b.is_ascii_digit())
+        && port.parse::<u16>().is_ok_and(|p| p > 0))
+    .then_some(uri)
+}
+
+#[derive(Debug, Deserialize)]
+pub struct AuthorizeParams {
+    redirect_uri: String,
+    state: String,
+    code_challenge: String,
+    #[serde(default)]
+    code_challenge_method: Option<String>,
+}
+
+impl AuthorizeParams {
+    fn check(&self) -> ApiResult<()> {
+        if loopback_redirect(&self.redirect_uri).is_none() {
+            return Err(ApiError::invalid(
+                "redirect_uri must be http://127.0.0.1:PORT/callback (the CLI's own listener)",
+            ));
+        }
+        if self.code_challenge_method.as_deref().is_some_and(|m| m != "S256") {
+            return Err(ApiError::invalid("code_challenge_method must be S256"));
+        }
+        let b64 = |s: &str| s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if self.code_challenge.len() != 43
+            || !b64(&self.code_challenge)
+            || self.state.is_empty()
+            || self.state.len() > 128
+            || !b64(&self.state)
+        {
+            return Err(ApiError::invalid("code_challenge (S256, base64url) and state are required"));
+        }
+        Ok(())
+    }
+}
+
+fn loopback_hash(code: &str, challenge: &str) -> String {
+    // The code is bound to the PKCE challenge: only the holder of the verifier can find it again.
+    sha256_hex(&format!("{code}.{challenge}"))
+}
+
+/// `GET /cli/authorize`: the page `kubehero login --browser` opens; after sign-in the person approves.
+pub async fn authorize_page(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+    Query(q): Query<AuthorizeParams>,
+) -> ApiResult<Response> {
+    public_url(&s)?;
+    q.check()?;
+    let session = match read_cookie(&headers, SESSION_COOKIE) {
+        Some(secret) => crate::auth::session_principal(&s, secret).await.ok(),
+        None => None,
+    };
+    let Some((principal, session)) = session else {
+        let here = uri.path_and_query().map_or("/cli/authorize", |p| p.as_str());
+        let mut r = StatusCode::SEE_OTHER.into_response();
+        let to = format!("/login?return_to={}", urlencode(here));
+        r.headers_mut().insert(LOCATION, HeaderValue::from_str(&to).unwrap_or(HeaderValue::from_static("/login")));
+        return Ok(r);
+    };
+    let hidden = |n: &str, v: &str| format!("<input type=\"hidden\" name=\"{n}\" value=\"{}\">", esc(v));
+    Ok(html(format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Sign in the CLI · KubeHero</title>\
+         </head><body><h1>Sign in the kubehero CLI on this computer?</h1><p>Signed in as <strong>{sub}</strong>. \
+         Approve only if you just ran <code>kubehero login --browser</code>.</p>\
+         <form method=\"post\" action=\"/cli/authorize\">{a}{b}{c}{d}\
+         <button name=\"decision\" value=\"approve\" id=\"approve\">Approve</button> \
+         <button name=\"decision\" value=\"deny\" id=\"deny\">Deny</button></form></body></html>",
+        sub = esc(&principal.sub),
+        a = hidden("redirect_uri", &q.redirect_uri),
+        b = hidden("state", &q.state),
+        c = hidden("code_challenge", &q.code_challenge),
+        d = hidden("csrf", session.csrf.as_deref().unwrap_or_default()),
+    )))
+}
+
+/// `POST /cli/authorize` (form, CSRF-checked): sends the browser back to the CLI's loopback listener with a
+/// one-time code (120 s) bound to the PKCE challenge, or with `error=access_denied`.
+pub async fn authorize(State(s): State<AppState>, headers: HeaderMap, body: axum::body::Bytes) -> ApiResult<Response> {
+    public_url(&s)?;
+    let secret = read_cookie(&headers, SESSION_COOKIE).ok_or_else(|| ApiError::unauthenticated("sign in first"))?;
+    let (principal, session) = crate::auth::session_principal(&s, secret).await?;
+    let form = crate::login::form_fields(&body);
+    if !crate::auth::csrf_matches(session.csrf.as_deref(), form.get("csrf").map(String::as_str)) {
+        return Err(ApiError::denied("missing or wrong CSRF token"));
+    }
+    let field = |n: &str| form.get(n).cloned().unwrap_or_default();
+    let q = AuthorizeParams {
+        redirect_uri: field("redirect_uri"),
+        state: field("state"),
+        code_challenge: field("code_challenge"),
+        code_challenge_method: None,
+    };
+    q.check()?;
+    let approve = form.get("decision").map(String::as_str) == Some("approve");
+    let to = if approve {
+        let code = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random(32)?);
+        let now = s.clock.now();
+        s.store
+            .create_device(&DeviceAuthorization {
+                device_hash: loopback_hash(&code, &q.code_challenge),
+                user_code: user_code()?,
+                status: DeviceStatus::Approved,
+                sub: Some(session.sub.clone()),
+                email: session.email.clone(),
+                groups: session.groups.clone(),
+                issuer: session.issuer.clone(),
+                created_at: now,
+                expires_at: now + LOOPBACK_CODE_SECS,
+                last_poll_at: None,
+            })
+            .await?;
+        format!("{}?code={code}&state={}", q.redirect_uri, q.state)
+    } else {
+        format!("{}?error=access_denied&state={}", q.redirect_uri, q.state)
+    };
+    let mut r = StatusCode::SEE_OTHER.into_response();
+    r.headers_mut().insert(LOCATION, HeaderValue::from_str(&to).map_err(|_| ApiError::invalid("bad redirect"))?);
+    r.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    let action = if approve { "auth.cli_authorize" } else { "auth.cli_deny" };
+    r.extensions_mut().insert(Recorded { action, actor: AuditActor::of(&principal) });
+    Ok(r)
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CodeExchange {
+    code: String,
+    code_verifier: String,
+}
+
+/// `POST /api/auth/cli/token`: the CLI exchanges its loopback code and PKCE verifier for a CLI token.
+pub async fn exchange(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Json(req): Json<CodeExchange>,
+) -> ApiResult<Response> {
+    let now = s.clock.now();
+    let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(ring::digest::digest(&ring::digest::SHA256, req.code_verifier.as_bytes()));
+    let hash = loopback_hash(&req.code, &challenge);
+    let Some(d) = s.store.poll_device(&hash, now).await? else {
+        return Ok(oauth_error("invalid_grant"));
+    };
+    if d.status != DeviceStatus::Approved || now >= d.expires_at || !s.store.consume_device(&hash).await? {
+        return Ok(oauth_error("invalid_grant"));
+    }
+    let sub = d.sub.clone().unwrap_or_default();
+    let ua = headers
+        .get(axum::http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.chars().take(256).collect());
+    let (secret, record) = new_cli_token(&sub, d.email.clone(), d.groups.clone(), d.issuer.clone(), now, ua)?;
+    s.store.create_session(&record).await?;
+    let mut r = axum::Json(json!({ "access_token": secret, "token_type": "Bearer", "expires_in": CLI_TOKEN_SECS }))
+        .into_response();
+    r.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    let actor =
+        AuditActor { sub, email: d.email, groups: d.groups, kind: "person".into(), auth_method: "loopback".into() };
+    r.extensions_mut().insert(Recorded { action: "auth.login", actor });
+    Ok(r)
+}

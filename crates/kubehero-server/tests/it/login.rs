@@ -282,3 +282,56 @@ async fn device_flow_issues_a_cli_token_that_rotates_and_revokes() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
 }
+
+/// `kubehero login --browser`'s server side: a loopback redirect with a one-time code bound to PKCE.
+#[tokio::test]
+async fn loopback_code_is_bound_to_pkce_and_used_once() {
+    use base64::Engine as _;
+    let (ts, idp) = setup(Arc::new(kubehero_server::state::SystemClock)).await;
+    let s = idp.sign_in(&ts.url, "/login", "alice").await.unwrap();
+    let c = cookie(&s);
+    let verifier = "a-verifier-that-is-long-enough-0123456789abcdef";
+    let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(ring::digest::digest(&ring::digest::SHA256, verifier.as_bytes()));
+    let redirect = "http://127.0.0.1:5555/callback";
+    let q = format!(
+        "/cli/authorize?redirect_uri={}&state=st1&code_challenge={challenge}&code_challenge_method=S256",
+        kubehero_server::login::urlencode(redirect)
+    );
+    for bad in ["https://evil.example/callback", "http://127.0.0.1:5555/other", "http://evil.example:5555/callback"] {
+        let path = q.replace(&kubehero_server::login::urlencode(redirect), &kubehero_server::login::urlencode(bad));
+        let r = with_cookie(&ts, reqwest::Method::GET, &path, &c).await.send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{bad}");
+    }
+    let page = with_cookie(&ts, reqwest::Method::GET, &q, &c).await.send().await.unwrap().text().await.unwrap();
+    assert!(page.contains("<strong>alice</strong>"), "{page}");
+    let at = page.find("name=\"csrf\" value=\"").unwrap() + "name=\"csrf\" value=\"".len();
+    let csrf = page[at..at + page[at..].find('"').unwrap()].to_string();
+    let no_redirect = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let form = [
+        ("redirect_uri", redirect),
+        ("state", "st1"),
+        ("code_challenge", challenge.as_str()),
+        ("csrf", csrf.as_str()),
+        ("decision", "approve"),
+    ];
+    let r =
+        no_redirect.post(format!("{}/cli/authorize", ts.url)).header("cookie", &c).form(&form).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let to = r.headers()["location"].to_str().unwrap().to_string();
+    assert!(to.starts_with("http://127.0.0.1:5555/callback?code=") && to.ends_with("&state=st1"), "{to}");
+    let code = to.split("code=").nth(1).unwrap().split('&').next().unwrap().to_string();
+    let exchange = |verifier: &str| {
+        ts.http
+            .post(format!("{}/api/auth/cli/token", ts.url))
+            .json(&json!({ "code": code, "code_verifier": verifier }))
+            .send()
+    };
+    let r = exchange("not-the-verifier").await.unwrap();
+    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["error"], "invalid_grant", "PKCE");
+    let tok: serde_json::Value = exchange(verifier).await.unwrap().json().await.unwrap();
+    let token = tok["access_token"].as_str().unwrap();
+    assert_eq!(ts.whoami(token).await["auth_method"], "cli_token");
+    let r = exchange(verifier).await.unwrap();
+    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["error"], "invalid_grant", "single use");
+}

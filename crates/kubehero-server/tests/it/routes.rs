@@ -324,8 +324,8 @@ async fn every_route_declares_and_enforces_its_permission() {
             Permission::SignIn => {
                 // Sign-in routes manage the dashboard session themselves; without a session they never
                 // answer with data: they redirect to /login, or (sign-in not configured here) say so.
-                let sign_in = ["/", "/login", "/api/auth/callback", "/api/auth/logout", "/device"];
-                let device = ["/api/auth/device/code", "/api/auth/device/token"];
+                let sign_in = ["/", "/login", "/api/auth/callback", "/api/auth/logout", "/device", "/cli/authorize"];
+                let device = ["/api/auth/device/code", "/api/auth/device/token", "/api/auth/cli/token"];
                 assert!(sign_in.contains(&spec.path) || device.contains(&spec.path), "{}", spec.path);
                 let r = ts.call(method, &path, None, Some(json!({ "device_code": "x" }))).await;
                 let ok = [StatusCode::SEE_OTHER, StatusCode::NOT_FOUND, StatusCode::BAD_REQUEST];
