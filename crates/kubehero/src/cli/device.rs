@@ -58,21 +58,12 @@ enum Poll {
     Failed(anyhow::Error),
 }
 
-/// How the verification URI is shown.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Show {
-    /// Print it.
-    Print,
-    /// Print it and try to open it in a browser.
-    Browser,
-}
-
 /// Runs one device authorization against `api` and returns the token.
-pub async fn authorize(api: &Api, show: Show) -> anyhow::Result<TokenResponse> {
+pub async fn authorize(api: &Api) -> anyhow::Result<TokenResponse> {
     let code = request_code(api).await?;
     let lifetime = Duration::from_secs(code.expires_in).min(MAX_LIFETIME);
     let deadline = Instant::now() + lifetime;
-    present(&code, lifetime, show);
+    present(&code, lifetime);
     let mut interval = Duration::from_secs(code.interval.max(1));
     let mut wait = interval;
     let mut warned = false;
@@ -135,35 +126,13 @@ async fn request_code(api: &Api) -> anyhow::Result<DeviceCode> {
 }
 
 /// RFC 8628 §3.3: tell the person where to go and which code to confirm.
-fn present(code: &DeviceCode, lifetime: Duration, show: Show) {
+fn present(code: &DeviceCode, lifetime: Duration) {
     eprintln!("Open {} and confirm code {}", code.verification_uri, code.user_code);
     let complete = code.verification_uri_complete.as_deref().unwrap_or(&code.verification_uri);
     if complete != code.verification_uri {
         eprintln!("  (or open {complete} , which fills the code in)");
     }
-    if show == Show::Browser {
-        if open_browser(complete) {
-            eprintln!("Opened a browser; if none appeared, open the address above yourself.");
-        } else {
-            eprintln!("Could not start a browser (xdg-open/open); open the address above yourself.");
-        }
-    }
     eprintln!("Waiting for confirmation (the code expires in {} min)…", lifetime.as_secs().div_ceil(60));
-}
-
-/// Best effort: hands an http(s) URL to the desktop's opener, without a shell, and does not wait for it.
-fn open_browser(url: &str) -> bool {
-    if !(url.starts_with("https://") || url.starts_with("http://")) {
-        return false;
-    }
-    let opener = if cfg!(target_os = "macos") { "open" } else { "xdg-open" };
-    tokio::process::Command::new(opener)
-        .arg(url)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .is_ok()
 }
 
 /// RFC 8628 §3.5: the token endpoint's answer to one poll.

@@ -1,20 +1,35 @@
 //! `kubehero login`: get a credential for a server and store it.
 //!
-//! Any number of concurrent `kubehero login` processes run at most one device authorization: each takes
-//! `login.lock` before looking at the credentials file, and whoever gets it after a successful login finds
-//! that login's token, checks it with the server and stops there (unless `--force`).
+//! Any number of concurrent `kubehero login` processes run at most one interactive sign-in (device
+//! authorization or, with `--browser`, loopback redirect): each takes `login.lock` before looking at the
+//! credentials file, and whoever gets it after a successful login finds that login's token, checks it with
+//! the server and stops there (unless `--force`).
 
 use super::client::{server_message, Api};
 use super::credentials::{CredentialStore, StoredCredential, Token};
-use super::device::{self, Show};
+use super::{browser, device};
 use super::now;
 use anyhow::{bail, Context};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use std::process::ExitCode;
 
-/// The device flow (default, or with `--browser`).
-pub async fn device_login(store: &CredentialStore, api: &Api, show: Show, force: bool) -> anyhow::Result<ExitCode> {
+/// How a person signs in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    /// The device authorization grant (the default): confirm a code from any browser.
+    Device,
+    /// `--browser`: a loopback redirect with PKCE; `open` tries to start a browser.
+    Browser { open: bool },
+}
+
+/// An interactive sign-in, run under `login.lock`.
+pub async fn interactive_login(
+    store: &CredentialStore,
+    api: &Api,
+    flow: Flow,
+    force: bool,
+) -> anyhow::Result<ExitCode> {
     let server = api.server.clone();
     let _login = store.lock_login().await?;
     if !force {
@@ -35,7 +50,10 @@ pub async fn device_login(store: &CredentialStore, api: &Api, show: Show, force:
             // Revoked or expired on the server: sign in again.
         }
     }
-    let t = device::authorize(api, show).await?;
+    let t = match flow {
+        Flow::Device => device::authorize(api).await?,
+        Flow::Browser { open } => browser::authorize(api, open).await?,
+    };
     let obtained_at = now();
     let cred = StoredCredential {
         server: server.clone(),

@@ -6,6 +6,7 @@
 //! message contains one; a token is sent only to the server it was stored for.
 
 mod account;
+mod browser;
 mod client;
 mod credentials;
 mod device;
@@ -27,6 +28,10 @@ The config dir is $KUBEHERO_CONFIG_DIR, else $XDG_CONFIG_HOME/kubehero, else ~/.
 
 Concurrent `kubehero login` processes run a single sign-in: the others wait for it and then use its token. \
 When a valid token for the server is already stored, login says so and stops (--force signs in again).
+
+With --browser, the CLI instead listens on 127.0.0.1 and opens the server's sign-in page in a browser on this \
+computer (set KUBEHERO_NO_BROWSER=1 to only print its address); after you approve, the server sends the browser \
+back to the CLI with a one-time code, which the CLI redeems with a PKCE verifier (RFC 8252, RFC 7636).
 
 Machines without a person use --token-stdin with an API key or an IdP token. With KUBEHERO_TOKEN set, \
 every other command uses that token instead of the file.";
@@ -58,8 +63,9 @@ pub struct ServerArg {
 pub struct LoginArgs {
     #[command(flatten)]
     target: ServerArg,
-    /// Also open the confirmation page in a browser (xdg-open or open). The sign-in underneath is the same
-    /// device authorization; a loopback-redirect sign-in is not implemented.
+    /// Sign in through a browser on this computer: a loopback redirect to 127.0.0.1 with PKCE instead of the
+    /// device code. The address is always printed; it is also opened (xdg-open or open) unless
+    /// KUBEHERO_NO_BROWSER=1.
     #[arg(long, conflicts_with = "token_stdin")]
     browser: bool,
     /// Read an API key (khk_…) or an IdP token from stdin, check it with the server and store it: for
@@ -116,8 +122,13 @@ async fn run_with(cmd: CliCommand, env: &dyn Env) -> anyhow::Result<ExitCode> {
             if a.token_stdin {
                 login::stdin_login(&store, &api).await
             } else {
-                let show = if a.browser { device::Show::Browser } else { device::Show::Print };
-                login::device_login(&store, &api, show, a.force).await
+                let flow = if a.browser {
+                    let open = !env.var("KUBEHERO_NO_BROWSER").is_some_and(|v| !v.is_empty() && v != "0");
+                    login::Flow::Browser { open }
+                } else {
+                    login::Flow::Device
+                };
+                login::interactive_login(&store, &api, flow, a.force).await
             }
         }
         CliCommand::Logout(a) => {
