@@ -5,7 +5,7 @@
 //! - the file is replaced atomically (a temp file in the same directory, fsynced, then renamed), so a reader
 //!   never sees half a file and a crash never leaves a truncated one;
 //! - every read-modify-write holds an exclusive lock on `credentials.lock` ([`CredentialsLock`]), so
-//!   concurrent commands never lose each other's updates; a device authorization additionally holds
+//!   concurrent commands never lose each other's updates; an interactive sign-in additionally holds
 //!   `login.lock` for its whole duration, so concurrent logins run at most one of them;
 //! - tokens are [`Token`]s, whose `Debug` hides them; no message built here contains one.
 
@@ -41,8 +41,8 @@ impl Token {
         kubehero_authn::api_key_id(&self.0)
     }
 
-    /// A CLI token issued by a device authorization or a rotation (the only kind `rotate` and the server-side
-    /// part of `logout` apply to).
+    /// A CLI token issued by a sign-in (device or browser) or a rotation (the only kind `rotate` and the
+    /// server-side part of `logout` apply to).
     pub fn is_cli_token(&self) -> bool {
         self.0.starts_with("khc_")
     }
@@ -123,7 +123,7 @@ pub fn config_dir(env: &dyn Env) -> anyhow::Result<PathBuf> {
 /// Proof that the caller holds `credentials.lock`; released on drop (closing the file releases the lock).
 pub struct CredentialsLock(#[allow(dead_code)] File);
 
-/// Held for the whole of a device authorization; released on drop.
+/// Held for the whole of an interactive sign-in; released on drop.
 pub struct LoginLock(#[allow(dead_code)] File);
 
 /// The credentials file and its locks, in one directory.

@@ -7,8 +7,8 @@
 
 use super::client::{server_message, Api};
 use super::credentials::{CredentialStore, StoredCredential, Token};
-use super::{browser, device};
 use super::now;
+use super::{browser, device};
 use anyhow::{bail, Context};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;

@@ -1,7 +1,8 @@
 //! The CLI side of login with the real binaries: `kubehero login` runs the device flow against a real
 //! `kubehero serve` while the test approves the code through the npm oidc-provider's sign-in pages; then
 //! `whoami`, `auth rotate`, `auth sessions` and `logout`. Twenty concurrent logins share one device
-//! authorization. `--token-stdin` stores an API key.
+//! authorization. `--token-stdin` stores an API key. `--browser` signs in through the loopback redirect with
+//! PKCE, the test playing the browser.
 
 use crate::support::*;
 use kubehero_testkit::oidc::{free_port, OidcProvider};
@@ -312,4 +313,108 @@ async fn token_stdin_stores_an_api_key() {
     assert!(err.contains("stays valid on the server"), "{err}");
     assert_eq!(stored(&config, &url).1, None);
     assert_eq!(whoami_status(&url, ADMIN).await, 200, "a static key is not this machine's to revoke");
+}
+
+/// Percent-encodes everything but RFC 3986 unreserved characters.
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// The value of the hidden field `name` in a page (the page escapes `&` in values).
+fn hidden(html: &str, name: &str) -> String {
+    field(html, name).replace("&amp;", "&")
+}
+
+#[tokio::test]
+async fn browser_login_uses_the_loopback_redirect_with_pkce() {
+    let s = setup().await;
+    let url = s.serve.url.clone();
+    let mut login = cli(&s.config)
+        .env("KUBEHERO_NO_BROWSER", "1")
+        .args(["login", "--browser", "--server", &url])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, mut authorize_urls) = tokio::sync::mpsc::unbounded_channel();
+    let mut lines = BufReader::new(login.stderr.take().unwrap()).lines();
+    let collect = tokio::spawn(async move {
+        let mut all = String::new();
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(at) = line.find(&format!("{url}/cli/authorize?")) {
+                let _ = tx.send(line[at..].split_whitespace().next().unwrap().to_string());
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    let url = s.serve.url.clone();
+    let authorize = tokio::time::timeout(Duration::from_secs(30), authorize_urls.recv()).await.unwrap().unwrap();
+    let path_and_query = &authorize[url.len()..];
+    assert!(path_and_query.contains("code_challenge_method=S256"), "{authorize}");
+    assert!(path_and_query.contains("redirect_uri=http%3A%2F%2F127.0.0.1%3A"), "{authorize}");
+
+    // The person signs in and lands on the approval page.
+    let start = format!("/login?return_to={}", urlencode(path_and_query));
+    let signed_in = s.idp.sign_in(&url, &start, "alice").await.unwrap();
+    let cookie = format!("kh_session={}", signed_in.cookies["kh_session"]);
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let page = http.get(format!("{url}{path_and_query}")).header("cookie", &cookie).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let page = page.text().await.unwrap();
+    let form = |decision: &str| {
+        let mut f: Vec<(String, String)> = ["csrf", "redirect_uri", "state", "code_challenge"]
+            .iter()
+            .map(|n| (n.to_string(), hidden(&page, n)))
+            .collect();
+        f.push(("decision".into(), decision.into()));
+        f
+    };
+    let r = http.post(format!("{url}/cli/authorize")).header("cookie", &cookie).form(&form("approve")).send().await;
+    let r = r.unwrap();
+    assert_eq!(r.status(), 303);
+    let callback = r.headers()["location"].to_str().unwrap().to_string();
+    assert!(callback.starts_with("http://127.0.0.1:") && callback.contains("/callback?code="), "{callback}");
+
+    // A callback with another state is refused, and the CLI keeps waiting for the right one.
+    let (good, state) = callback.split_once("&state=").unwrap();
+    let forged = format!("{good}&state={}", state.chars().rev().collect::<String>());
+    let r = http.get(&forged).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    let r = http.get(callback.replace("/callback?", "/elsewhere?")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(login.try_wait().unwrap().is_none(), "the CLI still waits after a wrong state");
+
+    // The browser follows the redirect: the CLI redeems the code with its verifier.
+    let r = http.get(&callback).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("Signed in"));
+    let status = tokio::time::timeout(Duration::from_secs(60), login.wait()).await.unwrap().unwrap();
+    let stderr = collect.await.unwrap();
+    assert!(status.success(), "{stderr}");
+    assert!(stderr.contains("wrong state") && stderr.contains("Logged in to"), "{stderr}");
+    assert!(!stderr.contains("confirm code"), "no device authorization: {stderr}");
+    let token = stored(&s.config, &url).1.unwrap();
+    assert!(token.starts_with("khc_") && !stderr.contains(&token));
+    let code = callback.split("code=").nth(1).unwrap().split('&').next().unwrap();
+    assert!(!stderr.contains(code), "the code is not printed");
+
+    let (code, out, err) = run(&s.config, &["whoami"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("alice"), "{out}");
+
+    // The code was for one use.
+    let code = callback.split("code=").nth(1).unwrap().split('&').next().unwrap();
+    let replay = serde_json::json!({ "code": code, "code_verifier": "a".repeat(64) });
+    let r = http.post(format!("{url}/api/auth/cli/token")).json(&replay).send().await.unwrap();
+    assert_eq!(r.status(), 400);
 }
