@@ -173,6 +173,18 @@ pub async fn token(
     if !s.store.consume_device(&hash).await? {
         return Ok(oauth_error("invalid_grant"));
     }
+    issue_token(&s, &headers, d, now, "device").await
+}
+
+/// Issues the CLI token an approved (and just consumed) authorization stands for, as the OAuth token
+/// response; the sign-in is an `auth.login` audit row with `method` (device or loopback).
+async fn issue_token(
+    s: &AppState,
+    headers: &HeaderMap,
+    d: DeviceAuthorization,
+    now: i64,
+    method: &str,
+) -> ApiResult<Response> {
     let sub = d.sub.clone().unwrap_or_default();
     let ua = headers
         .get(axum::http::header::USER_AGENT)
@@ -183,8 +195,7 @@ pub async fn token(
     let mut r = axum::Json(json!({ "access_token": secret, "token_type": "Bearer", "expires_in": CLI_TOKEN_SECS }))
         .into_response();
     r.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    let actor =
-        AuditActor { sub, email: d.email, groups: d.groups, kind: "person".into(), auth_method: "device".into() };
+    let actor = AuditActor { sub, email: d.email, groups: d.groups, kind: "person".into(), auth_method: method.into() };
     r.extensions_mut().insert(Recorded { action: "auth.login", actor });
     Ok(r)
 }
@@ -423,18 +434,5 @@ pub async fn exchange(
     if d.status != DeviceStatus::Approved || now >= d.expires_at || !s.store.consume_device(&hash).await? {
         return Ok(oauth_error("invalid_grant"));
     }
-    let sub = d.sub.clone().unwrap_or_default();
-    let ua = headers
-        .get(axum::http::header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| v.chars().take(256).collect());
-    let (secret, record) = new_cli_token(&sub, d.email.clone(), d.groups.clone(), d.issuer.clone(), now, ua)?;
-    s.store.create_session(&record).await?;
-    let mut r = axum::Json(json!({ "access_token": secret, "token_type": "Bearer", "expires_in": CLI_TOKEN_SECS }))
-        .into_response();
-    r.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    let actor =
-        AuditActor { sub, email: d.email, groups: d.groups, kind: "person".into(), auth_method: "loopback".into() };
-    r.extensions_mut().insert(Recorded { action: "auth.login", actor });
-    Ok(r)
+    issue_token(&s, &headers, d, now, "loopback").await
 }

@@ -223,18 +223,7 @@ impl OidcProvider {
             self.issuer
         );
         let mut loc = jar.go(&self.http, &self.issuer, reqwest::Method::GET, &auth, None).await?;
-        loc = jar
-            .go(
-                &self.http,
-                &self.issuer,
-                reqwest::Method::POST,
-                &loc,
-                Some(&[("prompt", "login"), ("login", login), ("password", "x")]),
-            )
-            .await?;
-        loc = jar.go(&self.http, &self.issuer, reqwest::Method::GET, &loc, None).await?;
-        loc = jar.go(&self.http, &self.issuer, reqwest::Method::POST, &loc, Some(&[("prompt", "consent")])).await?;
-        loc = jar.go(&self.http, &self.issuer, reqwest::Method::GET, &loc, None).await?;
+        loc = self.interact(&mut jar, &loc, login).await?;
         let code = loc
             .split(['?', '&'])
             .find_map(|kv| kv.strip_prefix("code="))
@@ -261,6 +250,18 @@ impl OidcProvider {
     }
 }
 
+impl OidcProvider {
+    /// From the provider's first interaction page: submits devInteractions' login form as `login` and the
+    /// consent form, returning where the provider then redirects (the client's redirect URI with a code).
+    async fn interact(&self, jar: &mut Jar, interaction: &str, login: &str) -> anyhow::Result<String> {
+        let form = [("prompt", "login"), ("login", login), ("password", "x")];
+        let mut loc = jar.go(&self.http, &self.issuer, reqwest::Method::POST, interaction, Some(&form)).await?;
+        loc = jar.go(&self.http, &self.issuer, reqwest::Method::GET, &loc, None).await?;
+        loc = jar.go(&self.http, &self.issuer, reqwest::Method::POST, &loc, Some(&[("prompt", "consent")])).await?;
+        jar.go(&self.http, &self.issuer, reqwest::Method::GET, &loc, None).await
+    }
+}
+
 /// The outcome of a dashboard sign-in driven over HTTP.
 #[derive(Debug, Clone)]
 pub struct SignIn {
@@ -278,18 +279,7 @@ impl OidcProvider {
         let mut jar = Jar::default();
         let mut loc = jar.go(&self.http, kubehero, reqwest::Method::GET, start, None).await?;
         loc = jar.go(&self.http, &self.issuer, reqwest::Method::GET, &loc, None).await?;
-        loc = jar
-            .go(
-                &self.http,
-                &self.issuer,
-                reqwest::Method::POST,
-                &loc,
-                Some(&[("prompt", "login"), ("login", login), ("password", "x")]),
-            )
-            .await?;
-        loc = jar.go(&self.http, &self.issuer, reqwest::Method::GET, &loc, None).await?;
-        loc = jar.go(&self.http, &self.issuer, reqwest::Method::POST, &loc, Some(&[("prompt", "consent")])).await?;
-        loc = jar.go(&self.http, &self.issuer, reqwest::Method::GET, &loc, None).await?;
+        loc = self.interact(&mut jar, &loc, login).await?;
         if !loc.starts_with(kubehero) {
             bail!("the provider did not send the browser back to KubeHero: {loc}");
         }
