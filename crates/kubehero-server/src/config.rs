@@ -305,7 +305,7 @@ impl ServerConfig {
             group_roles.extend(parsed);
         }
 
-        let issuers = load_issuers(env, &file.issuers)?;
+        let mut issuers = load_issuers(env, &file.issuers)?;
         let bindings = load_bindings(&file.bindings)?;
 
         let api_keys = match env.var("KUBEHERO_API_KEYS") {
@@ -402,6 +402,14 @@ impl ServerConfig {
                         "set, but no issuer is configured to sign in with",
                         "set OIDC_ISSUER_URL (or issuers in KUBEHERO_CONFIG)",
                     ));
+                }
+                // The dashboard's id_tokens are issued to the client id: accept that audience too (as a
+                // Kubernetes API server does for OIDC id_tokens), where audiences are checked at all.
+                for i in &mut issuers {
+                    let aud = &mut i.verifier.audiences;
+                    if !aud.is_empty() && !aud.contains(&client_id) {
+                        aud.push(client_id.clone());
+                    }
                 }
                 Some(LoginClient {
                     client_id,
@@ -636,6 +644,24 @@ mod tests {
             assert!(e.contains(k), "{k}: {e}");
             assert!(e.contains("Fix:"), "{e}");
         }
+    }
+
+    #[test]
+    fn dashboard_client_id_is_an_accepted_audience() {
+        let c = ServerConfig::load(&env(&[
+            ("OIDC_ISSUER_URL", "https://idp.example.com"),
+            ("OIDC_AUDIENCE", "kubehero-api"),
+            ("KUBEHERO_OIDC_CLIENT_ID", "kubehero-dashboard"),
+            ("KUBEHERO_PUBLIC_URL", "https://kubehero.example.com/"),
+        ]))
+        .unwrap();
+        assert_eq!(c.issuers[0].verifier.audiences, ["kubehero-api", "kubehero-dashboard"]);
+        let login = c.login.unwrap();
+        assert_eq!(login.public_url, "https://kubehero.example.com");
+        let e = ServerConfig::load(&env(&[("KUBEHERO_OIDC_CLIENT_ID", "x")])).unwrap_err().to_string();
+        assert!(e.starts_with("KUBEHERO_OIDC_CLIENT_ID") && e.contains("Fix:"), "{e}");
+        let e = ServerConfig::load(&env(&[("KUBEHERO_PUBLIC_URL", "http://kubehero.example.com")])).unwrap_err();
+        assert!(e.to_string().starts_with("KUBEHERO_PUBLIC_URL"), "{e}");
     }
 
     #[test]
