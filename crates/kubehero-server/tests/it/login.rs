@@ -335,3 +335,43 @@ async fn loopback_code_is_bound_to_pkce_and_used_once() {
     let r = exchange(verifier).await.unwrap();
     assert_eq!(r.json::<serde_json::Value>().await.unwrap()["error"], "invalid_grant", "single use");
 }
+
+#[tokio::test]
+async fn several_idps_are_listed_on_the_sign_in_page() {
+    let port = free_port().unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let a = OidcProvider::start_for(free_port().unwrap(), std::slice::from_ref(&base)).await.unwrap();
+    let b = OidcProvider::start_for(free_port().unwrap(), std::slice::from_ref(&base)).await.unwrap();
+    let file = format!(
+        "[[issuers]]\nissuer = \"{}\"\naudiences = [\"kubehero\"]\n[[issuers]]\nissuer = \"{}\"\naudiences = [\"kubehero\"]\ngroup_prefix = \"b:\"\n",
+        a.issuer, b.issuer
+    );
+    let ts = TestServer::start(
+        &[
+            ("KUBEHERO_LISTEN", &format!("127.0.0.1:{port}")),
+            ("KUBEHERO_PUBLIC_URL", &base),
+            ("KUBEHERO_OIDC_CLIENT_ID", "kubehero"),
+            ("KUBEHERO_OIDC_CLIENT_SECRET", "kubehero-secret"),
+        ],
+        Some(&file),
+    )
+    .await;
+    let no_redirect = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let page = no_redirect.get(format!("{base}/login?return_to=/x")).send().await.unwrap().text().await.unwrap();
+    for idp in [&a.issuer, &b.issuer] {
+        assert!(page.contains(&kubehero_server::login::urlencode(idp)), "{page}");
+    }
+    // Signing in through the second one: its prefixed groups.
+    let start = format!("/login?issuer={}&return_to=/api/v1/whoami", kubehero_server::login::urlencode(&b.issuer));
+    let s = b.sign_in(&ts.url, &start, "carol").await.unwrap();
+    let me: serde_json::Value = with_cookie(&ts, reqwest::Method::GET, "/api/v1/whoami", &cookie(&s))
+        .await
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["groups"], json!(["b:oncall", "b:dev"]));
+    assert_eq!(me["issuer"], b.issuer);
+}
