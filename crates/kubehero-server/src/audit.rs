@@ -119,12 +119,10 @@ impl RequestFacts {
 pub fn event_for(res: &Response, facts: RequestFacts, request_id: &str, now_ms: i64) -> Option<AuditEvent> {
     let status = res.status();
     let error = res.extensions().get::<ApiError>();
-    let (action, actor) = match (res.extensions().get::<AuditAction>(), res.extensions().get::<Auth>()) {
-        _ if res.extensions().get::<Recorded>().is_some() => {
-            let r = res.extensions().get::<Recorded>().cloned()?;
-            (r.action.to_string(), r.actor)
-        }
-        (Some(a), Some(auth)) => (a.0.as_str().to_string(), AuditActor::of(&auth.0)),
+    let ext = res.extensions();
+    let (action, actor) = match (ext.get::<Recorded>(), ext.get::<AuditAction>(), ext.get::<Auth>()) {
+        (Some(r), _, _) => (r.action.to_string(), r.actor.clone()),
+        (None, Some(a), Some(auth)) => (a.0.as_str().to_string(), AuditActor::of(&auth.0)),
         // Refused by the authentication middleware: the handler never ran and nobody is trusted.
         _ if error.is_some_and(|e| e.code == Code::Unauthenticated) => {
             ("auth.failed".to_string(), AuditActor::unauthenticated(facts.credential))

@@ -267,25 +267,7 @@ pub async fn session_principal(
         let expires = (now + crate::login::SESSION_IDLE_SECS).min(session.absolute_expires_at);
         session = renew(state, &key, &session, now, expires).await?;
     }
-    let grants = state.bindings.grants_for(&Identity {
-        issuer: session.issuer.as_deref(),
-        sub: &session.sub,
-        email: session.email.as_deref(),
-        groups: &session.groups,
-        legacy_roles: &[],
-    });
-    let principal = Principal {
-        kind: PrincipalKind::Person,
-        sub: session.sub.clone(),
-        email: session.email.clone(),
-        groups: session.groups.clone(),
-        issuer: session.issuer.clone(),
-        auth_method: AuthMethod::Session,
-        owner: None,
-        grants,
-        expires_at: Some(session.expires_at),
-    };
-    Ok((principal, session))
+    Ok((person(state, &session, AuthMethod::Session), session))
 }
 
 /// A CLI token (`khc_…`): looked up by its SHA-256 on every request, so rotation and revocation apply at once.
@@ -304,25 +286,29 @@ pub async fn cli_token(
     if now - t.last_seen_at >= crate::login::SESSION_TOUCH_SECS {
         t = renew(state, &key, &t, now, t.expires_at).await?;
     }
+    Ok((person(state, &t, AuthMethod::CliToken), t))
+}
+
+/// The person a session or CLI token belongs to, with the grants their sign-in groups hold now.
+fn person(state: &AppState, r: &kubehero_store::SessionRecord, method: AuthMethod) -> Principal {
     let grants = state.bindings.grants_for(&Identity {
-        issuer: t.issuer.as_deref(),
-        sub: &t.sub,
-        email: t.email.as_deref(),
-        groups: &t.groups,
+        issuer: r.issuer.as_deref(),
+        sub: &r.sub,
+        email: r.email.as_deref(),
+        groups: &r.groups,
         legacy_roles: &[],
     });
-    let principal = Principal {
+    Principal {
         kind: PrincipalKind::Person,
-        sub: t.sub.clone(),
-        email: t.email.clone(),
-        groups: t.groups.clone(),
-        issuer: t.issuer.clone(),
-        auth_method: AuthMethod::CliToken,
+        sub: r.sub.clone(),
+        email: r.email.clone(),
+        groups: r.groups.clone(),
+        issuer: r.issuer.clone(),
+        auth_method: method,
         owner: None,
         grants,
-        expires_at: Some(t.expires_at),
-    };
-    Ok((principal, t))
+        expires_at: Some(r.expires_at),
+    }
 }
 
 /// A session or CLI token by its secret's key: from the short-lived cache, else from the store.

@@ -108,18 +108,23 @@ pub async fn build_state(
     }
     let audit =
         kubehero_audit::AuditLog::start(store.clone(), kubehero_audit::ChainSealer::new(Arc::new(keys)), AUDIT_BATCH);
-    let login = config.login.clone().map(|client| {
-        let issuers = config
-            .issuers
-            .iter()
-            .map(|i| login::LoginIssuer {
-                issuer: i.verifier.issuer.clone(),
-                group_prefix: i.verifier.group_prefix.clone(),
-                groups_claim: i.verifier.groups_claim.clone(),
-            })
-            .collect();
-        Arc::new(login::Login::new(client, issuers))
-    });
+    let login = match config.login.clone() {
+        None => None,
+        Some(client) => {
+            let issuers = config
+                .issuers
+                .iter()
+                .map(|i| login::LoginIssuer {
+                    issuer: i.verifier.issuer.clone(),
+                    group_prefix: i.verifier.group_prefix.clone(),
+                    groups_claim: i.verifier.groups_claim.clone(),
+                })
+                .collect();
+            let login = login::Login::new(client, issuers)
+                .map_err(|e| StartError::Tls(format!("the sign-in HTTP client cannot be built: {e}")))?;
+            Some(Arc::new(login))
+        }
+    };
     Ok(AppState {
         login,
         audit,

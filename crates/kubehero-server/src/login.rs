@@ -65,13 +65,14 @@ pub struct Login {
 }
 
 impl Login {
-    pub fn new(client: LoginClient, issuers: Vec<LoginIssuer>) -> Login {
+    /// Fails only if the HTTP client cannot be built (no TLS roots); never falls back to a client that
+    /// follows redirects.
+    pub fn new(client: LoginClient, issuers: Vec<LoginIssuer>) -> Result<Login, reqwest::Error> {
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(std::time::Duration::from_secs(10))
-            .build()
-            .unwrap_or_default();
-        Login { client, issuers, http, endpoints: Mutex::new(HashMap::new()) }
+            .build()?;
+        Ok(Login { client, issuers, http, endpoints: Mutex::new(HashMap::new()) })
     }
 
     fn secure(&self) -> bool {

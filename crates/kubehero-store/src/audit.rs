@@ -113,7 +113,7 @@ pub(crate) fn to_rows(rows: Vec<(i64, String, String, String)>) -> Vec<crate::St
 }
 
 /// Implements [`crate::AuditStore`] for a store with a `pool` field, `begin()`, `err()` and
-/// `read_audit_rows()`.
+/// `append_audit_direct()`, `read_audit_rows_direct()` (`None`: use the sqlx path) and `insert_audit_rows()`.
 macro_rules! audit_store {
     ($store:ty, $backend:literal) => {
         #[async_trait::async_trait]
@@ -155,7 +155,16 @@ macro_rules! audit_store {
             }
 
             async fn audit_rows(&self, after: i64, limit: i64) -> $crate::Result<Vec<$crate::StoredAuditRow>> {
-                self.read_audit_rows(after, limit).await
+                if let Some(done) = self.read_audit_rows_direct(after, limit).await {
+                    return done;
+                }
+                let rows = sqlx::query_as($crate::audit::ROWS_AFTER)
+                    .bind(after)
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(Self::err("audit rows"))?;
+                Ok($crate::audit::to_rows(rows))
             }
 
             async fn query_audit(&self, q: &$crate::AuditQuery) -> $crate::Result<Vec<$crate::StoredAuditRow>> {

@@ -83,15 +83,9 @@ impl PostgresStore {
         Ok(())
     }
 
-    /// A page of audit rows after `after`, ascending.
-    async fn read_audit_rows(&self, after: i64, limit: i64) -> Result<Vec<crate::StoredAuditRow>> {
-        let rows = sqlx::query_as(crate::audit::ROWS_AFTER)
-            .bind(after)
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(Self::err("audit rows"))?;
-        Ok(crate::audit::to_rows(rows))
+    /// PostgreSQL reads audit pages through sqlx (the shared path).
+    async fn read_audit_rows_direct(&self, _after: i64, _limit: i64) -> Option<Result<Vec<crate::StoredAuditRow>>> {
+        None
     }
 
     /// Closes every connection; later calls fail with `Unavailable`.

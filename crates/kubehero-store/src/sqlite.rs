@@ -197,21 +197,13 @@ impl SqliteStore {
         Ok(())
     }
 
-    /// A page of audit rows after `after`, ascending.
-    async fn read_audit_rows(&self, after: i64, limit: i64) -> Result<Vec<crate::StoredAuditRow>> {
-        if let Some(bulk) = self.bulk.clone() {
-            return tokio::task::spawn_blocking(move || bulk.read(after, limit))
-                .await
-                .map_err(|e| StoreError::Unavailable(format!("sqlite audit read task: {e}")))?
-                .map_err(|e| rusqlite_error("audit rows", e));
-        }
-        let rows = sqlx::query_as(crate::audit::ROWS_AFTER)
-            .bind(after)
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(Self::err("audit rows"))?;
-        Ok(crate::audit::to_rows(rows))
+    /// A page of audit rows through the direct connection of a file database (`None`: use the sqlx path).
+    async fn read_audit_rows_direct(&self, after: i64, limit: i64) -> Option<Result<Vec<crate::StoredAuditRow>>> {
+        let bulk = self.bulk.clone()?;
+        Some(match tokio::task::spawn_blocking(move || bulk.read(after, limit)).await {
+            Ok(rows) => rows.map_err(|e| rusqlite_error("audit rows", e)),
+            Err(e) => Err(StoreError::Unavailable(format!("sqlite audit read task: {e}"))),
+        })
     }
 
     /// Closes every connection; later calls fail with `Unavailable`.

@@ -7,6 +7,7 @@
 //! install them when they are not.
 
 use crate::oidc::peers_dir;
+use crate::oidc::write_if_changed;
 use anyhow::{anyhow, bail, Context};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -120,17 +121,4 @@ pub async fn sign_in_and_out(kubehero_url: &str, login: &str, artefacts: &Path) 
             .filter_map(|p| p.as_str().map(PathBuf::from))
             .collect(),
     })
-}
-
-fn write_if_changed(path: &Path, content: &str) -> anyhow::Result<()> {
-    if std::fs::read_to_string(path).ok().as_deref() == Some(content) {
-        return Ok(());
-    }
-    // Write-then-rename so concurrent test processes never see a half-written file.
-    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let tmp = path.with_extension(format!("tmp{}-{n}", std::process::id()));
-    std::fs::write(&tmp, content)?;
-    std::fs::rename(&tmp, path)?;
-    Ok(())
 }

@@ -49,7 +49,7 @@ pub fn install() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn write_if_changed(path: &Path, content: &str) -> anyhow::Result<()> {
+pub(crate) fn write_if_changed(path: &Path, content: &str) -> anyhow::Result<()> {
     if std::fs::read_to_string(path).ok().as_deref() == Some(content) {
         return Ok(());
     }

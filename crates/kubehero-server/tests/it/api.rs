@@ -220,13 +220,5 @@ async fn postgres_backend_serves_the_same_api() {
     assert_eq!(ts.get("/readyz", None).await.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(ts.get("/healthz", None).await.status, StatusCode::OK);
     pg.start_server();
-    let mut ok = false;
-    for _ in 0..50 {
-        if ts.get("/api/v1/clusters", Some(VIEWER)).await.status == StatusCode::OK {
-            ok = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
-    assert!(ok, "recovers once the database is back");
+    ts.wait_ok("/api/v1/clusters", Some(VIEWER)).await; // recovers once the database is back
 }

@@ -157,15 +157,7 @@ async fn unwritable_audit_log_refuses_requests_with_503() {
     let m = ts.get("/metrics", None).await;
     assert!(m.body.as_str().unwrap().contains("kubehero_audit_refused_requests_total 1"), "{}", m.body);
     pg.start_server();
-    let mut ok = false;
-    for _ in 0..50 {
-        if ts.get("/api/v1/whoami", Some(VIEWER)).await.status == StatusCode::OK {
-            ok = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
-    assert!(ok, "recovers once the database is back");
+    ts.wait_ok("/api/v1/whoami", Some(VIEWER)).await; // recovers once the database is back
     let keys_path = ts.data_dir().join("audit-hmac.key");
     let keys = HmacKeys::new(&std::fs::read(keys_path).unwrap(), &[]).unwrap();
     let report = kubehero_audit::verify_store(&*ts.state().store, &keys, &[]).await.unwrap();

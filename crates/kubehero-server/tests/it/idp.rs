@@ -7,7 +7,6 @@ use base64::Engine;
 use kubehero_testkit::oidc::OidcProvider;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use std::time::Duration;
 
 fn header(token: &str) -> Value {
     let h = token.split('.').next().unwrap();
@@ -36,17 +35,6 @@ fn idp_file(issuer: &str, extra: &str) -> String {
     )
 }
 
-async fn wait_healthy(ts: &TestServer) {
-    for _ in 0..100 {
-        let r = ts.get("/readyz", None).await;
-        if r.body["issuers"][0]["healthy"] == true {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("issuer never became healthy");
-}
-
 #[tokio::test]
 async fn client_credentials_rs256_and_es256() {
     let idp = OidcProvider::start().await.unwrap();
@@ -59,7 +47,7 @@ async fn client_credentials_rs256_and_es256() {
         None,
     )
     .await;
-    wait_healthy(&ts).await;
+    ts.wait_issuer_healthy().await;
     for (client, secret, alg) in
         [("kubehero", "kubehero-secret", "RS256"), ("kubehero-es", "kubehero-es-secret", "ES256")]
     {
@@ -94,7 +82,7 @@ async fn client_credentials_rs256_and_es256() {
 async fn authorization_code_tokens_map_to_roles() {
     let idp = OidcProvider::start().await.unwrap();
     let ts = TestServer::start(&[("KUBEHERO_REQUIRE_AUTH", "true")], Some(&idp_file(&idp.issuer, ""))).await;
-    wait_healthy(&ts).await;
+    ts.wait_issuer_healthy().await;
     let cases: &[(&str, &str, &str, Value, Value)] = &[
         ("alice", "kubehero", "admin", json!(["admin"]), json!([])),
         ("bob", "kubehero-es", "viewer", json!(["viewer"]), json!([])),
@@ -154,7 +142,7 @@ async fn group_prefix_separates_issuers() {
     );
     // The unprefixed global mapping must not match prefixed groups.
     let ts = TestServer::start(&[("KUBEHERO_GROUP_ROLES", "kubehero-admins=owner")], Some(&file)).await;
-    wait_healthy(&ts).await;
+    ts.wait_issuer_healthy().await;
     let alice = idp.authcode("alice", "kubehero", "kubehero-secret").await.unwrap().id_token;
     let me = ts.whoami(&alice).await;
     assert_eq!(me["groups"], json!(["acme:kubehero-admins", "acme:dev"]));
@@ -165,7 +153,7 @@ async fn group_prefix_separates_issuers() {
 async fn people_mint_api_keys_no_higher_than_their_role() {
     let idp = OidcProvider::start().await.unwrap();
     let ts = TestServer::start(&[], Some(&idp_file(&idp.issuer, ""))).await;
-    wait_healthy(&ts).await;
+    ts.wait_issuer_healthy().await;
     let alice = idp.authcode("alice", "kubehero", "kubehero-secret").await.unwrap().id_token;
     let bob = idp.authcode("bob", "kubehero", "kubehero-secret").await.unwrap().id_token;
     let r = ts.post("/api/v1/api-keys", Some(&alice), json!({ "name": "ci", "role": "owner" })).await;
@@ -213,7 +201,7 @@ async fn idp_down_at_startup_then_recovers() {
     assert_eq!(r.status, StatusCode::UNAUTHORIZED, "its tokens get 401");
     assert_eq!(ts.whoami(ADMIN).await["role"], "admin", "other credentials keep working");
     idp.restart(false).await.unwrap();
-    wait_healthy(&ts).await;
+    ts.wait_issuer_healthy().await;
     assert_eq!(ts.whoami(&token).await["sub"], "kubehero", "recovers by itself");
 }
 
@@ -221,7 +209,7 @@ async fn idp_down_at_startup_then_recovers() {
 async fn idp_down_after_warmup_keeps_cached_keys() {
     let mut idp = OidcProvider::start().await.unwrap();
     let ts = TestServer::start(&[], Some(&idp_file(&idp.issuer, ""))).await;
-    wait_healthy(&ts).await;
+    ts.wait_issuer_healthy().await;
     let t1 = idp.client_credentials("kubehero", "kubehero-secret").await.unwrap();
     let t2 = idp.client_credentials("kubehero-es", "kubehero-es-secret").await.unwrap();
     ts.whoami(&t1).await;
@@ -235,7 +223,7 @@ async fn idp_down_after_warmup_keeps_cached_keys() {
 async fn unknown_kid_flood_refetches_at_most_once_per_cooldown() {
     let idp = OidcProvider::start().await.unwrap();
     let ts = TestServer::start(&[], Some(&idp_file(&idp.issuer, "jwks_refetch_cooldown_secs = 60"))).await;
-    wait_healthy(&ts).await;
+    ts.wait_issuer_healthy().await;
     let good = idp.client_credentials("kubehero", "kubehero-secret").await.unwrap();
     ts.whoami(&good).await;
     let before = idp.jwks_hits().await.unwrap();
@@ -278,7 +266,7 @@ async fn unknown_kid_flood_refetches_at_most_once_per_cooldown() {
 async fn key_rotation_needs_one_refetch() {
     let mut idp = OidcProvider::start().await.unwrap();
     let ts = TestServer::start(&[], Some(&idp_file(&idp.issuer, ""))).await;
-    wait_healthy(&ts).await;
+    ts.wait_issuer_healthy().await;
     let old = idp.client_credentials("kubehero", "kubehero-secret").await.unwrap();
     ts.whoami(&old).await;
     idp.restart(true).await.unwrap();
@@ -297,7 +285,7 @@ async fn mutated_real_tokens_are_401_never_500() {
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
     let idp = OidcProvider::start().await.unwrap();
     let ts = TestServer::start(&[("OIDC_ISSUER_URL", &idp.issuer), ("OIDC_AUDIENCE", "kubehero")], None).await;
-    wait_healthy(&ts).await;
+    ts.wait_issuer_healthy().await;
     let rs = idp.client_credentials("kubehero", "kubehero-secret").await.unwrap();
     let es = idp.client_credentials("kubehero-es", "kubehero-es-secret").await.unwrap();
     let split = |t: &str| -> (Value, Value, String) {

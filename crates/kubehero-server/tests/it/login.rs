@@ -41,12 +41,7 @@ pub(crate) async fn setup(clock: Arc<dyn kubehero_server::state::Clock>) -> (Tes
         clock,
     )
     .await;
-    for _ in 0..100 {
-        if ts.get("/readyz", None).await.body["issuers"][0]["healthy"] == true {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    ts.wait_issuer_healthy().await;
     (ts, idp)
 }
 

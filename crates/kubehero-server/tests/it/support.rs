@@ -101,6 +101,28 @@ impl TestServer {
         }
     }
 
+    /// Polls `GET path` with `token` until it answers 200 (10 s at most), e.g. after a database restart.
+    pub async fn wait_ok(&self, path: &str, token: Option<&str>) {
+        for _ in 0..50 {
+            if self.get(path, token).await.status == StatusCode::OK {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+        panic!("GET {path} never answered 200");
+    }
+
+    /// Waits until the first configured issuer is healthy in `/readyz` (its keys are loaded).
+    pub async fn wait_issuer_healthy(&self) {
+        for _ in 0..100 {
+            if self.get("/readyz", None).await.body["issuers"][0]["healthy"] == true {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!("issuer never became healthy");
+    }
+
     pub async fn get(&self, path: &str, token: Option<&str>) -> Resp {
         self.call(Method::GET, path, token, None).await
     }

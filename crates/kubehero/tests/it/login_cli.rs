@@ -6,10 +6,10 @@
 
 use crate::support::*;
 use kubehero_testkit::oidc::{free_port, OidcProvider};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 
@@ -39,7 +39,7 @@ async fn setup() -> Setup {
     ] {
         env.insert(k.into(), v.into());
     }
-    let serve = serve_on(&env, port).await;
+    let serve = Serve::start_on(&env, port).await;
     // Sign-in needs the IdP's discovery document and keys.
     for _ in 0..100 {
         let r: serde_json::Value =
@@ -51,27 +51,6 @@ async fn setup() -> Setup {
     }
     let config = dir.path().join("cli-config");
     Setup { serve, idp, db, config, _dir: dir }
-}
-
-/// `kubehero serve` on `port` (the public URL the IdP redirects to must be known before it starts).
-async fn serve_on(env: &HashMap<String, String>, port: u16) -> Serve {
-    let child = Command::new(bin())
-        .arg("serve")
-        .env_clear()
-        .envs(env)
-        .env("KUBEHERO_LISTEN", format!("127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let url = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while reqwest::get(format!("{url}/healthz")).await.is_err() {
-        assert!(Instant::now() < deadline, "kubehero serve did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Serve { child, url }
 }
 
 /// The CLI with nothing but its config dir in the environment.

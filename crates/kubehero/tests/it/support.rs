@@ -38,7 +38,11 @@ pub struct Serve {
 impl Serve {
     /// Starts `kubehero serve` on a free port and waits until it answers.
     pub async fn start(env: &HashMap<String, String>) -> Serve {
-        let port = kubehero_testkit::oidc::free_port().unwrap();
+        Self::start_on(env, kubehero_testkit::oidc::free_port().unwrap()).await
+    }
+
+    /// [`Serve::start`] on a given port (when the public URL must be known before the server starts).
+    pub async fn start_on(env: &HashMap<String, String>, port: u16) -> Serve {
         let child = Command::new(bin())
             .arg("serve")
             .env_clear()
