@@ -9,6 +9,7 @@
 
 mod audit;
 mod device;
+mod directory;
 mod migrate;
 mod postgres;
 mod session;
@@ -441,10 +442,200 @@ pub trait DeviceStore: Send + Sync {
     async fn consume_device(&self, device_hash: &str) -> Result<bool>;
 }
 
+/// Where a directory person came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UserOrigin {
+    /// Created (or adopted) by the IdP through SCIM.
+    Scim,
+    /// Created just-in-time when the person signed in before the IdP provisioned them.
+    Jit,
+}
+
+impl UserOrigin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UserOrigin::Scim => "scim",
+            UserOrigin::Jit => "jit",
+        }
+    }
+    pub fn parse(s: &str) -> Option<UserOrigin> {
+        match s {
+            "scim" => Some(UserOrigin::Scim),
+            "jit" => Some(UserOrigin::Jit),
+            _ => None,
+        }
+    }
+}
+
+/// A person in the SCIM directory.
+///
+/// The store indexes the identity facts (`user_name` case-insensitively, `external_id`, `subject`, `emails`)
+/// so that a credential's subject and email find the person ([`DirectoryStore::find_people`]). Deleting a
+/// person leaves a tombstone (`deleted_at`): invisible to SCIM reads and to `userName` uniqueness, but still
+/// found by `find_people`, so the IdP's tokens for a deleted person keep being refused.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DirectoryUser {
+    /// Chosen by the caller (a UUID), never reused.
+    pub id: String,
+    /// Unique among live users, compared case-insensitively.
+    pub user_name: String,
+    pub external_id: Option<String>,
+    pub active: bool,
+    /// The IdP subject linked at just-in-time creation, if any.
+    pub subject: Option<String>,
+    /// The person's email addresses (as given), matched case-insensitively against a credential's email.
+    pub emails: Vec<String>,
+    /// The SCIM resource as last written (a JSON object), without `id`, `meta` and `groups`.
+    pub resource: serde_json::Value,
+    pub origin: UserOrigin,
+    /// Starts at 1, bumped by every change (the SCIM `meta.version`).
+    pub version: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub deleted_at: Option<i64>,
+}
+
+/// A group in the SCIM directory. Members are users, kept apart from the resource.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DirectoryGroup {
+    pub id: String,
+    /// Unique among groups, compared case-insensitively; the name `KUBEHERO_GROUP_ROLES` and bindings match.
+    pub display_name: String,
+    pub external_id: Option<String>,
+    /// The SCIM resource as last written (a JSON object), without `id`, `meta` and `members`.
+    pub resource: serde_json::Value,
+    /// Starts at 1, bumped by every change including membership.
+    pub version: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// One member of a group, with the user's `userName` for SCIM's `display`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupMember {
+    pub user_id: String,
+    pub user_name: String,
+}
+
+/// One group a user belongs to, for the user's read-only `groups`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Membership {
+    pub user_id: String,
+    pub group_id: String,
+    pub display_name: String,
+}
+
+/// How an update changes a group's members.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemberChange<'a> {
+    /// Members stay as they are.
+    Keep,
+    /// Members become exactly these user ids.
+    Replace(&'a [String]),
+    /// These user ids are added (already members are ignored) and these removed (non-members are ignored).
+    Edit { add: &'a [String], remove: &'a [String] },
+}
+
+/// Which users a listing selects, before the SCIM filter's remaining conditions (evaluated by the caller).
+/// Only live users are selected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserSelect<'a> {
+    All,
+    Id(&'a str),
+    /// Case-insensitive.
+    UserName(&'a str),
+    ExternalId(&'a str),
+    /// Any of the user's emails, case-insensitive.
+    Email(&'a str),
+}
+
+/// Which groups a listing selects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupSelect<'a> {
+    All,
+    Id(&'a str),
+    /// Case-insensitive.
+    DisplayName(&'a str),
+    ExternalId(&'a str),
+    /// Groups this user id belongs to.
+    Member(&'a str),
+}
+
+/// A directory person found from a credential's identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PersonMatch {
+    pub user_id: String,
+    pub user_name: String,
+    pub active: bool,
+    /// A tombstone: the IdP deleted this person.
+    pub deleted: bool,
+    /// Display names of the groups the person belongs to (empty for tombstones).
+    pub groups: Vec<String>,
+}
+
+/// The SCIM directory: users, groups and memberships.
+///
+/// Listings are ordered by `created_at`, then `id`, and return `(total matching, the page)`; `offset` is
+/// 0-based. Version checks: when `expected_version` is `Some(v)` and the stored version differs, `Conflict`.
+#[async_trait]
+pub trait DirectoryStore: Send + Sync {
+    /// Inserts users in one transaction (one or many). `AlreadyExists` if a `user_name` is taken by a live user
+    /// (case-insensitively) or an id exists.
+    async fn create_users(&self, users: &[DirectoryUser]) -> Result<()>;
+    /// A live user. `NotFound` if absent or deleted.
+    async fn get_user(&self, id: &str) -> Result<DirectoryUser>;
+    /// Writes every field of `user` except `id`, `created_at`, `deleted_at`; bumps the version and returns the
+    /// stored user. `NotFound`, `Conflict` (stale version), `AlreadyExists` (`user_name` clash).
+    async fn update_user(&self, user: &DirectoryUser, expected_version: Option<i64>) -> Result<DirectoryUser>;
+    /// Tombstones a live user at `at`, removes their memberships (bumping those groups' versions), and returns
+    /// the user as it was. `NotFound` if absent or already deleted.
+    async fn delete_user(&self, id: &str, expected_version: Option<i64>, at: i64) -> Result<DirectoryUser>;
+    async fn select_users(&self, select: UserSelect<'_>, offset: i64, limit: i64) -> Result<(i64, Vec<DirectoryUser>)>;
+    /// The groups of these users (any order).
+    async fn memberships(&self, user_ids: &[String]) -> Result<Vec<Membership>>;
+    /// Every user, live or deleted, whose `external_id` or `subject` equals `subject`, or whose `user_name` or
+    /// one of whose `emails` equals `subject` or `email` case-insensitively.
+    async fn find_people(&self, subject: &str, email: Option<&str>) -> Result<Vec<PersonMatch>>;
+
+    /// Inserts a group (version 1) with these members in one transaction. `AlreadyExists` if the id or the
+    /// display name is taken; `NotFound("user …")` if a member is not a live user.
+    async fn create_group(&self, group: &DirectoryGroup, members: &[String]) -> Result<()>;
+    async fn get_group(&self, id: &str) -> Result<DirectoryGroup>;
+    /// Writes display name, external id, resource and `updated_at`, applies `members`, bumps the version, all in
+    /// one transaction. `NotFound` (group, or a member that is not a live user), `Conflict`, `AlreadyExists`.
+    async fn update_group(
+        &self,
+        group: &DirectoryGroup,
+        members: MemberChange<'_>,
+        expected_version: Option<i64>,
+    ) -> Result<DirectoryGroup>;
+    /// Deletes a group and its memberships; returns it and its former member ids.
+    async fn delete_group(&self, id: &str, expected_version: Option<i64>) -> Result<(DirectoryGroup, Vec<String>)>;
+    async fn select_groups(
+        &self,
+        select: GroupSelect<'_>,
+        offset: i64,
+        limit: i64,
+    ) -> Result<(i64, Vec<DirectoryGroup>)>;
+    /// Members of one group, ordered by user name. `NotFound` if the group is absent.
+    async fn group_members(&self, id: &str) -> Result<Vec<GroupMember>>;
+    /// The display names of every group (for telling SCIM-managed group names from others).
+    async fn group_names(&self) -> Result<Vec<String>>;
+}
+
 /// The whole store: every aggregate plus health.
 #[async_trait]
 pub trait Store:
-    ClusterStore + PolicyStore + BindingStore + ApiKeyStore + SettingsStore + AuditStore + SessionStore + DeviceStore
+    ClusterStore
+    + PolicyStore
+    + BindingStore
+    + ApiKeyStore
+    + SettingsStore
+    + AuditStore
+    + SessionStore
+    + DeviceStore
+    + DirectoryStore
 {
     /// A cheap round trip for `/readyz`.
     async fn ping(&self) -> Result<()>;

@@ -28,6 +28,7 @@ pub(crate) const SQLITE: &[Migration] = &[
     Migration { version: 2, name: "audit", sql: include_str!("migrations/sqlite/0002_audit.sql") },
     Migration { version: 3, name: "sessions", sql: include_str!("migrations/sqlite/0003_sessions.sql") },
     Migration { version: 4, name: "devices", sql: include_str!("migrations/sqlite/0004_devices.sql") },
+    Migration { version: 5, name: "directory", sql: include_str!("migrations/sqlite/0005_directory.sql") },
 ];
 
 /// PostgreSQL migrations, oldest first.
@@ -36,6 +37,7 @@ pub(crate) const POSTGRES: &[Migration] = &[
     Migration { version: 2, name: "audit", sql: include_str!("migrations/postgres/0002_audit.sql") },
     Migration { version: 3, name: "sessions", sql: include_str!("migrations/postgres/0003_sessions.sql") },
     Migration { version: 4, name: "devices", sql: include_str!("migrations/postgres/0004_devices.sql") },
+    Migration { version: 5, name: "directory", sql: include_str!("migrations/postgres/0005_directory.sql") },
 ];
 
 /// Key of the PostgreSQL advisory lock that serialises migrations across replicas ("KUBEHERO" in ASCII).

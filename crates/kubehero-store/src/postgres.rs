@@ -98,3 +98,4 @@ sql::sql_store!(PostgresStore, "postgres");
 crate::audit::audit_store!(PostgresStore, "postgres");
 crate::session::session_store!(PostgresStore);
 crate::device::device_store!(PostgresStore, " FOR UPDATE");
+crate::directory::directory_store!(PostgresStore, sqlx::PgConnection, " FOR UPDATE", " FOR SHARE");

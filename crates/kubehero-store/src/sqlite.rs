@@ -216,6 +216,7 @@ sql::sql_store!(SqliteStore, "sqlite");
 crate::audit::audit_store!(SqliteStore, "sqlite");
 crate::session::session_store!(SqliteStore);
 crate::device::device_store!(SqliteStore, "");
+crate::directory::directory_store!(SqliteStore, sqlx::SqliteConnection, "", "");
 
 /// The file named by a `sqlite:` URL (`sqlite:PATH`, `sqlite://PATH`, with or without `?options`).
 fn options_path(url: &str) -> std::path::PathBuf {

@@ -4,8 +4,9 @@
 
 use kubehero_core::{Binding, BindingSubject, Role, Scope};
 use kubehero_store::{
-    ApiKeyRecord, Cluster, DeviceAuthorization, DeviceStatus, LoginAttempt, Policy, PolicyState, SessionKind,
-    SessionRecord, SqliteStore, Store, StoreError, StoredBinding,
+    ApiKeyRecord, Cluster, DeviceAuthorization, DeviceStatus, DirectoryGroup, DirectoryUser, GroupMember, GroupSelect,
+    LoginAttempt, MemberChange, Membership, PersonMatch, Policy, PolicyState, SessionKind, SessionRecord, SqliteStore,
+    Store, StoreError, StoredBinding, UserOrigin, UserSelect,
 };
 use kubehero_testkit::postgres::TempPostgres;
 use serde_json::json;
@@ -107,6 +108,7 @@ async fn conformance(store: Arc<dyn Store>) {
     concurrent_login_attempts(store.clone()).await;
     devices(&*store).await;
     concurrent_device_consume(store.clone()).await;
+    directory(&*store).await;
 }
 
 async fn clusters(s: &dyn Store) {
@@ -494,6 +496,348 @@ async fn concurrent_device_consume(store: Arc<dyn Store>) {
     assert_eq!(seen.len(), 7, "no two polls saw the same previous poll");
 }
 
+fn duser(id: &str, user_name: &str, at: i64) -> DirectoryUser {
+    DirectoryUser {
+        id: id.to_string(),
+        user_name: user_name.to_string(),
+        external_id: Some(format!("ext-{id}")),
+        active: true,
+        subject: None,
+        emails: vec![format!("{}@Example.com", user_name.to_lowercase())],
+        resource: json!({"userName": user_name, "name": {"givenName": "Zoë \"Z\""}}),
+        origin: UserOrigin::Scim,
+        version: 1,
+        created_at: at,
+        updated_at: at,
+        deleted_at: None,
+    }
+}
+
+fn dgroup(id: &str, display_name: &str, at: i64) -> DirectoryGroup {
+    DirectoryGroup {
+        id: id.to_string(),
+        display_name: display_name.to_string(),
+        external_id: Some(format!("ext-{id}")),
+        resource: json!({"displayName": display_name}),
+        version: 1,
+        created_at: at,
+        updated_at: at,
+    }
+}
+
+fn strings(v: &[&str]) -> Vec<String> {
+    v.iter().map(|x| x.to_string()).collect()
+}
+
+/// The SCIM directory: users, tombstones, identity lookups, groups and memberships.
+async fn directory(s: &dyn Store) {
+    directory_users(s).await;
+    directory_people(s).await;
+    directory_groups(s).await;
+    directory_bulk(s).await;
+}
+
+async fn user_ids(s: &dyn Store, select: UserSelect<'_>, offset: i64, limit: i64) -> (i64, Vec<String>) {
+    let (total, users) = s.select_users(select, offset, limit).await.unwrap();
+    (total, users.into_iter().map(|u| u.id).collect())
+}
+
+async fn directory_users(s: &dyn Store) {
+    assert_eq!(s.select_users(UserSelect::All, 0, 100).await.unwrap(), (0, Vec::new()));
+    let u1 = duser("u1", "Alice", 10);
+    let u2 = duser("u2", "bob", 20);
+    // Non-ASCII names compare case-insensitively too.
+    let u3 = DirectoryUser { subject: Some("sub-carol".into()), origin: UserOrigin::Jit, ..duser("u3", "Çarol", 30) };
+    // A user named like someone else's email, without emails of its own.
+    let u4 = DirectoryUser { emails: Vec::new(), external_id: None, ..duser("u4", "bob@example.com", 40) };
+    s.create_users(&[u1.clone(), u2.clone(), u3.clone()]).await.unwrap();
+    s.create_users(std::slice::from_ref(&u4)).await.unwrap();
+    assert_eq!(s.get_user("u1").await.unwrap(), u1, "round trip");
+    assert_eq!(s.get_user("u3").await.unwrap(), u3);
+    assert!(matches!(s.get_user("nope").await, Err(StoreError::NotFound(_))));
+
+    // Uniqueness: id, and userName among live users case-insensitively; a failing batch writes nothing.
+    for dup in [duser("u9", "ALICE", 1), duser("u9", "çAROL", 1), duser("u1", "someone-else", 1)] {
+        let err = s.create_users(std::slice::from_ref(&dup)).await.unwrap_err();
+        assert!(matches!(err, StoreError::AlreadyExists(_)), "{dup:?}: {err:?}");
+    }
+    let err = s.create_users(&[duser("u8", "dave", 1), duser("u9", "BOB", 1)]).await.unwrap_err();
+    assert!(matches!(err, StoreError::AlreadyExists(_)), "{err:?}");
+    let err = s.create_users(&[duser("u8", "dave", 1), duser("u9", "Dave", 1)]).await.unwrap_err();
+    assert!(matches!(err, StoreError::AlreadyExists(_)), "within one batch: {err:?}");
+    assert!(matches!(s.get_user("u8").await, Err(StoreError::NotFound(_))), "the batch was rolled back");
+
+    // Updates bump the version whatever the caller's copy says; stale versions conflict.
+    let edit = DirectoryUser {
+        user_name: "Alice.W".into(),
+        active: false,
+        emails: vec!["Alice.W@Example.com".into(), "aw@example.org".into()],
+        resource: json!({"userName": "Alice.W"}),
+        version: 77,
+        updated_at: 50,
+        created_at: 999,
+        deleted_at: Some(1),
+        ..u1.clone()
+    };
+    let stored = s.update_user(&edit, Some(1)).await.unwrap();
+    assert_eq!(stored, DirectoryUser { version: 2, created_at: 10, deleted_at: None, ..edit.clone() });
+    assert_eq!(s.get_user("u1").await.unwrap(), stored);
+    let err = s.update_user(&edit, Some(1)).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "stale: {err:?}");
+    let stored = s.update_user(&DirectoryUser { updated_at: 60, ..edit.clone() }, None).await.unwrap();
+    assert_eq!((stored.version, stored.updated_at), (3, 60));
+    let err = s.update_user(&DirectoryUser { user_name: "BOB".into(), ..edit.clone() }, None).await.unwrap_err();
+    assert!(matches!(err, StoreError::AlreadyExists(_)), "userName clash: {err:?}");
+    let same = s.update_user(&DirectoryUser { user_name: "alice.w".into(), ..edit.clone() }, Some(3)).await.unwrap();
+    assert_eq!((same.user_name.as_str(), same.version), ("alice.w", 4), "a case change of one's own name");
+    let err = s.update_user(&duser("nope", "nope", 1), None).await.unwrap_err();
+    assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
+
+    // Selectors, ordered by created_at then id, with totals.
+    assert_eq!(user_ids(s, UserSelect::All, 0, 100).await, (4, strings(&["u1", "u2", "u3", "u4"])));
+    assert_eq!(user_ids(s, UserSelect::All, 1, 2).await, (4, strings(&["u2", "u3"])));
+    assert_eq!(user_ids(s, UserSelect::All, 3, i64::MAX).await, (4, strings(&["u4"])));
+    assert_eq!(user_ids(s, UserSelect::All, 10, 5).await, (4, Vec::new()));
+    assert_eq!(user_ids(s, UserSelect::All, 0, 0).await, (4, Vec::new()));
+    assert_eq!(user_ids(s, UserSelect::Id("u2"), 0, 10).await, (1, strings(&["u2"])));
+    assert_eq!(user_ids(s, UserSelect::Id("nope"), 0, 10).await, (0, Vec::new()));
+    assert_eq!(user_ids(s, UserSelect::UserName("ALICE.W"), 0, 10).await, (1, strings(&["u1"])));
+    assert_eq!(user_ids(s, UserSelect::UserName("ÇAROL"), 0, 10).await, (1, strings(&["u3"])));
+    assert_eq!(user_ids(s, UserSelect::UserName("Alice"), 0, 10).await, (0, Vec::new()), "renamed");
+    assert_eq!(user_ids(s, UserSelect::ExternalId("ext-u2"), 0, 10).await, (1, strings(&["u2"])));
+    assert_eq!(user_ids(s, UserSelect::ExternalId("EXT-U2"), 0, 10).await, (0, Vec::new()), "exact");
+    assert_eq!(user_ids(s, UserSelect::Email("AW@EXAMPLE.ORG"), 0, 10).await, (1, strings(&["u1"])));
+    assert_eq!(user_ids(s, UserSelect::Email("alice@example.com"), 0, 10).await, (0, Vec::new()), "old email");
+    // u4's userName is bob's email, but u4 has no email: only bob is selected.
+    assert_eq!(user_ids(s, UserSelect::Email("Bob@Example.COM"), 0, i64::MAX).await, (1, strings(&["u2"])));
+    assert_eq!(user_ids(s, UserSelect::Email("bob@example.com"), 1, 10).await, (1, Vec::new()));
+    let (_, page) = s.select_users(UserSelect::Id("u3"), 0, 1).await.unwrap();
+    assert_eq!(page, std::slice::from_ref(&u3));
+
+    // Deleting leaves a tombstone, invisible to reads and to userName uniqueness.
+    let err = s.delete_user("u2", Some(5), 70).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "stale: {err:?}");
+    assert_eq!(s.delete_user("u2", Some(1), 70).await.unwrap(), u2, "returns the user as it was");
+    assert!(matches!(s.get_user("u2").await, Err(StoreError::NotFound(_))));
+    assert!(matches!(s.delete_user("u2", None, 71).await, Err(StoreError::NotFound(_))), "deleted twice");
+    assert!(matches!(s.delete_user("nope", None, 71).await, Err(StoreError::NotFound(_))));
+    assert!(matches!(s.update_user(&u2, None).await, Err(StoreError::NotFound(_))), "a tombstone is not updated");
+    assert_eq!(user_ids(s, UserSelect::All, 0, 100).await, (3, strings(&["u1", "u3", "u4"])));
+    assert_eq!(user_ids(s, UserSelect::Id("u2"), 0, 10).await, (0, Vec::new()));
+    assert_eq!(user_ids(s, UserSelect::UserName("bob"), 0, 10).await, (0, Vec::new()));
+    assert_eq!(user_ids(s, UserSelect::ExternalId("ext-u2"), 0, 10).await, (0, Vec::new()));
+    assert_eq!(user_ids(s, UserSelect::Email("bob@example.com"), 0, 10).await, (0, Vec::new()));
+    // The name is free again, but the id is never reused.
+    let u5 = DirectoryUser { subject: Some("sub-bob-2".into()), ..duser("u5", "BOB", 80) };
+    s.create_users(std::slice::from_ref(&u5)).await.unwrap();
+    assert!(matches!(s.create_users(&[duser("u2", "bob-again", 81)]).await, Err(StoreError::AlreadyExists(_))));
+    assert_eq!(user_ids(s, UserSelect::UserName("bob"), 0, 10).await, (1, strings(&["u5"])));
+}
+
+fn person(id: &str, name: &str, deleted: bool, groups: &[&str]) -> PersonMatch {
+    PersonMatch { user_id: id.to_string(), user_name: name.to_string(), active: true, deleted, groups: strings(groups) }
+}
+
+async fn directory_people(s: &dyn Store) {
+    // State from `directory_users`: u1 alice.w (inactive), u2 bob (tombstone), u3 Çarol (subject sub-carol),
+    // u4 bob@example.com (no email), u5 BOB (subject sub-bob-2).
+    let carol = person("u3", "Çarol", false, &[]);
+    assert_eq!(s.find_people("sub-carol", None).await.unwrap(), std::slice::from_ref(&carol), "by subject");
+    assert!(s.find_people("SUB-CAROL", None).await.unwrap().is_empty(), "subjects are exact");
+    assert_eq!(s.find_people("ext-u3", None).await.unwrap(), std::slice::from_ref(&carol), "by externalId");
+    assert_eq!(s.find_people("çarol", None).await.unwrap(), std::slice::from_ref(&carol), "by userName, any case");
+    assert_eq!(s.find_people("x", Some("ÇAROL@EXAMPLE.COM")).await.unwrap(), std::slice::from_ref(&carol), "by email");
+    assert_eq!(
+        s.find_people("çarol@example.com", None).await.unwrap(),
+        std::slice::from_ref(&carol),
+        "subject as email"
+    );
+    let alice = PersonMatch { active: false, ..person("u1", "alice.w", false, &[]) };
+    assert_eq!(s.find_people("nobody", Some("AW@example.org")).await.unwrap(), std::slice::from_ref(&alice));
+    assert!(s.find_people("nobody", Some("alice@example.com")).await.unwrap().is_empty(), "the old email");
+    assert!(s.find_people("", Some("")).await.unwrap().is_empty());
+    assert!(s.find_people("", None).await.unwrap().is_empty());
+    // The tombstone keeps its keys; several people can match, ordered by creation.
+    let bob = person("u2", "bob", true, &[]);
+    let bob_at = person("u4", "bob@example.com", false, &[]);
+    let bob2 = person("u5", "BOB", false, &[]);
+    assert_eq!(s.find_people("ext-u2", None).await.unwrap(), std::slice::from_ref(&bob));
+    assert_eq!(
+        s.find_people("Bob", Some("bob@example.COM")).await.unwrap(),
+        [bob.clone(), bob_at.clone(), bob2.clone()]
+    );
+    assert_eq!(s.find_people("sub-bob-2", Some("ÇAROL@example.com")).await.unwrap(), [carol, bob2]);
+}
+
+async fn group_ids(s: &dyn Store, select: GroupSelect<'_>, offset: i64, limit: i64) -> (i64, Vec<String>) {
+    let (total, groups) = s.select_groups(select, offset, limit).await.unwrap();
+    (total, groups.into_iter().map(|g| g.id).collect())
+}
+
+async fn member_ids(s: &dyn Store, group: &str) -> Vec<String> {
+    let mut ids: Vec<String> = s.group_members(group).await.unwrap().into_iter().map(|m| m.user_id).collect();
+    ids.sort();
+    ids
+}
+
+async fn directory_groups(s: &dyn Store) {
+    // Live users: u1 alice.w, u3 Çarol, u4 bob@example.com, u5 BOB; u2 is a tombstone.
+    assert_eq!(s.select_groups(GroupSelect::All, 0, 10).await.unwrap(), (0, Vec::new()));
+    assert!(s.group_names().await.unwrap().is_empty());
+    let g1 = dgroup("g1", "Oncall", 100);
+    s.create_group(&g1, &strings(&["u1", "u3", "u1"])).await.unwrap();
+    s.create_group(&dgroup("g2", "payments", 110), &[]).await.unwrap();
+    s.create_group(&dgroup("g3", "Ünits", 120), &strings(&["u5"])).await.unwrap();
+    assert_eq!(s.get_group("g1").await.unwrap(), g1, "round trip");
+    assert!(matches!(s.get_group("nope").await, Err(StoreError::NotFound(_))));
+    for dup in [dgroup("g9", "ONCALL", 1), dgroup("g9", "ünits", 1), dgroup("g1", "other", 1)] {
+        let err = s.create_group(&dup, &[]).await.unwrap_err();
+        assert!(matches!(err, StoreError::AlreadyExists(_)), "{dup:?}: {err:?}");
+    }
+    for missing in ["ghost", "u2"] {
+        let err = s.create_group(&dgroup("g9", "new", 1), &strings(&["u1", missing])).await.unwrap_err();
+        assert!(matches!(&err, StoreError::NotFound(m) if m.contains(missing) && m.contains("user")), "{err:?}");
+    }
+    assert!(matches!(s.get_group("g9").await, Err(StoreError::NotFound(_))), "nothing was written");
+
+    // Members, ordered by userName case-insensitively.
+    let m = |id: &str, name: &str| GroupMember { user_id: id.to_string(), user_name: name.to_string() };
+    assert_eq!(s.group_members("g1").await.unwrap(), [m("u1", "alice.w"), m("u3", "Çarol")]);
+    s.create_group(&dgroup("g-order", "order", 1), &strings(&["u3", "u4", "u5", "u1"])).await.unwrap();
+    assert_eq!(
+        s.group_members("g-order").await.unwrap(),
+        [m("u1", "alice.w"), m("u5", "BOB"), m("u4", "bob@example.com"), m("u3", "Çarol")]
+    );
+    assert_eq!(s.delete_group("g-order", Some(1)).await.unwrap().1, ["u1", "u3", "u4", "u5"]);
+    assert!(s.group_members("g2").await.unwrap().is_empty());
+    assert!(matches!(s.group_members("nope").await, Err(StoreError::NotFound(_))));
+
+    // Every update bumps the version, membership changes included.
+    let edit =
+        DirectoryGroup { resource: json!({"displayName": "Oncall", "x": 1}), updated_at: 200, version: 42, ..g1 };
+    let g = s.update_group(&edit, MemberChange::Keep, Some(1)).await.unwrap();
+    assert_eq!(g, DirectoryGroup { version: 2, ..edit.clone() });
+    assert_eq!(s.get_group("g1").await.unwrap(), g);
+    assert_eq!(member_ids(s, "g1").await, ["u1", "u3"], "Keep");
+    let err = s.update_group(&edit, MemberChange::Keep, Some(1)).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "stale: {err:?}");
+    let (add, remove) = (strings(&["u4", "u1", "u4"]), strings(&["nobody", "u5"]));
+    let g = s.update_group(&edit, MemberChange::Edit { add: &add, remove: &remove }, Some(2)).await.unwrap();
+    assert_eq!(g.version, 3);
+    assert_eq!(member_ids(s, "g1").await, ["u1", "u3", "u4"], "idempotent add, non-members ignored");
+    let (add, remove) = (Vec::new(), strings(&["u3"]));
+    let g = s.update_group(&edit, MemberChange::Edit { add: &add, remove: &remove }, None).await.unwrap();
+    assert_eq!(g.version, 4);
+    assert_eq!(member_ids(s, "g1").await, ["u1", "u4"]);
+    let g = s.update_group(&edit, MemberChange::Replace(&strings(&["u4", "u5"])), Some(4)).await.unwrap();
+    assert_eq!(g.version, 5);
+    assert_eq!(member_ids(s, "g1").await, ["u4", "u5"], "Replace");
+    for bad in ["ghost", "u2"] {
+        let add = strings(&["u1", bad]);
+        let err = s.update_group(&edit, MemberChange::Edit { add: &add, remove: &[] }, None).await.unwrap_err();
+        assert!(matches!(&err, StoreError::NotFound(m) if m.contains(bad)), "{err:?}");
+        let err = s.update_group(&edit, MemberChange::Replace(&add), None).await.unwrap_err();
+        assert!(matches!(&err, StoreError::NotFound(m) if m.contains(bad)), "{err:?}");
+    }
+    assert_eq!(s.get_group("g1").await.unwrap().version, 5, "failed updates change nothing");
+    assert_eq!(member_ids(s, "g1").await, ["u4", "u5"]);
+    let err = s.update_group(&dgroup("nope", "nope", 1), MemberChange::Keep, None).await.unwrap_err();
+    assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
+    let clash = DirectoryGroup { display_name: "PAYMENTS".into(), ..edit.clone() };
+    let err = s.update_group(&clash, MemberChange::Keep, None).await.unwrap_err();
+    assert!(matches!(err, StoreError::AlreadyExists(_)), "displayName clash: {err:?}");
+    let renamed = DirectoryGroup { display_name: "ONCALL".into(), updated_at: 300, ..edit.clone() };
+    let g = s.update_group(&renamed, MemberChange::Keep, Some(5)).await.unwrap();
+    assert_eq!((g.display_name.as_str(), g.version, g.updated_at), ("ONCALL", 6, 300), "a case change");
+    let g = s.update_group(&renamed, MemberChange::Edit { add: &[], remove: &[] }, None).await.unwrap();
+    assert_eq!(g.version, 7, "an empty edit is still a change");
+
+    // Memberships of users, and the groups found with a person.
+    let mut ms = s.memberships(&strings(&["u5", "u4", "u1", "ghost", "u5"])).await.unwrap();
+    ms.sort_by(|a, b| (&a.user_id, &a.group_id).cmp(&(&b.user_id, &b.group_id)));
+    let ship = |u: &str, g: &str, n: &str| Membership {
+        user_id: u.to_string(),
+        group_id: g.to_string(),
+        display_name: n.to_string(),
+    };
+    assert_eq!(ms, [ship("u4", "g1", "ONCALL"), ship("u5", "g1", "ONCALL"), ship("u5", "g3", "Ünits")]);
+    assert!(s.memberships(&[]).await.unwrap().is_empty());
+    assert_eq!(s.find_people("sub-bob-2", None).await.unwrap(), [person("u5", "BOB", false, &["ONCALL", "Ünits"])]);
+
+    // Selectors.
+    assert_eq!(group_ids(s, GroupSelect::All, 0, 10).await, (3, strings(&["g1", "g2", "g3"])));
+    assert_eq!(group_ids(s, GroupSelect::All, 1, 1).await, (3, strings(&["g2"])));
+    assert_eq!(group_ids(s, GroupSelect::All, 2, i64::MAX).await, (3, strings(&["g3"])));
+    assert_eq!(group_ids(s, GroupSelect::Id("g2"), 0, 10).await, (1, strings(&["g2"])));
+    assert_eq!(group_ids(s, GroupSelect::DisplayName("oncall"), 0, 10).await, (1, strings(&["g1"])));
+    assert_eq!(group_ids(s, GroupSelect::DisplayName("ÜNITS"), 0, 10).await, (1, strings(&["g3"])));
+    assert_eq!(group_ids(s, GroupSelect::ExternalId("ext-g3"), 0, 10).await, (1, strings(&["g3"])));
+    assert_eq!(group_ids(s, GroupSelect::Member("u5"), 0, 10).await, (2, strings(&["g1", "g3"])));
+    assert_eq!(group_ids(s, GroupSelect::Member("u5"), 1, 10).await, (2, strings(&["g3"])));
+    assert_eq!(group_ids(s, GroupSelect::Member("u1"), 0, 10).await, (0, Vec::new()));
+    assert_eq!(s.group_names().await.unwrap(), ["ONCALL", "payments", "Ünits"]);
+
+    // Deleting a user removes their memberships and bumps those groups, in one go.
+    s.delete_user("u5", None, 400).await.unwrap();
+    let g1 = s.get_group("g1").await.unwrap();
+    assert_eq!((g1.version, g1.updated_at), (8, 400));
+    let g3 = s.get_group("g3").await.unwrap();
+    assert_eq!((g3.version, g3.updated_at), (2, 400));
+    assert_eq!(s.get_group("g2").await.unwrap().version, 1, "other groups untouched");
+    assert_eq!(member_ids(s, "g1").await, ["u4"]);
+    assert!(s.memberships(&strings(&["u5"])).await.unwrap().is_empty());
+    assert_eq!(s.find_people("sub-bob-2", None).await.unwrap(), [person("u5", "BOB", true, &[])]);
+
+    // Deleting a group returns it and its former members.
+    s.update_group(&g3, MemberChange::Replace(&strings(&["u3", "u1"])), None).await.unwrap();
+    let err = s.delete_group("g3", Some(1)).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "stale: {err:?}");
+    let (gone, members) = s.delete_group("g3", Some(3)).await.unwrap();
+    assert_eq!((gone.id.as_str(), gone.version), ("g3", 3));
+    assert_eq!(members, ["u1", "u3"]);
+    assert!(matches!(s.get_group("g3").await, Err(StoreError::NotFound(_))));
+    assert!(matches!(s.group_members("g3").await, Err(StoreError::NotFound(_))));
+    assert!(matches!(s.delete_group("g3", None).await, Err(StoreError::NotFound(_))));
+    assert!(s.memberships(&strings(&["u1", "u3"])).await.unwrap().is_empty());
+    assert_eq!(s.group_names().await.unwrap(), ["ONCALL", "payments"]);
+    // The name is free again.
+    s.create_group(&dgroup("g4", "ÜNITS", 500), &[]).await.unwrap();
+}
+
+async fn directory_bulk(s: &dyn Store) {
+    // Ten thousand users in one call; memberships across several statement chunks.
+    let users: Vec<DirectoryUser> =
+        (0..10_000).map(|i| duser(&format!("bulk-{i:05}"), &format!("bulk{i}"), 1000)).collect();
+    s.create_users(&users).await.unwrap();
+    let (total, _) = s.select_users(UserSelect::All, 0, 0).await.unwrap();
+    assert_eq!(total, 10_000 + 3);
+    assert_eq!(
+        s.find_people("x", Some("BULK9999@example.com")).await.unwrap(),
+        [person("bulk-09999", "bulk9999", false, &[])]
+    );
+    let ids: Vec<String> = users.iter().map(|u| u.id.clone()).collect();
+    s.create_group(&dgroup("big", "big", 1000), &ids[..2_500]).await.unwrap();
+    let g = s.get_group("big").await.unwrap();
+    let g = s
+        .update_group(&g, MemberChange::Edit { add: &ids[2_000..4_000], remove: &ids[..1_000] }, Some(1))
+        .await
+        .unwrap();
+    assert_eq!(g.version, 2);
+    assert_eq!(member_ids(s, "big").await, ids[1_000..4_000]);
+    let (total, page) = s.select_users(UserSelect::All, 9_000, 100).await.unwrap();
+    assert_eq!((total, page.len()), (10_003, 100));
+    assert_eq!(s.memberships(&ids).await.unwrap().len(), 3_000);
+    let mut ghost = ids[5_000..6_000].to_vec();
+    ghost.push("ghost".to_string());
+    let err = s.update_group(&g, MemberChange::Replace(&ghost), None).await.unwrap_err();
+    assert!(matches!(&err, StoreError::NotFound(m) if m.contains("ghost")), "{err:?}");
+    let g = s.update_group(&g, MemberChange::Replace(&ids[5_000..7_000]), None).await.unwrap();
+    assert_eq!(g.version, 3);
+    assert_eq!(member_ids(s, "big").await, ids[5_000..7_000]);
+    let (_, members) = s.delete_group("big", None).await.unwrap();
+    assert_eq!(members, ids[5_000..7_000]);
+}
+
 #[tokio::test]
 async fn sqlite_file_conforms() {
     let dir = tempfile::tempdir().unwrap();
@@ -591,4 +935,110 @@ async fn bad_urls_are_config_errors() {
         assert!(matches!(err, StoreError::Config(_) | StoreError::Unavailable(_)), "{url}: {err:?}");
         assert!(!err.to_string().contains("hunter2"), "{err}");
     }
+}
+
+/// Seeds the scale the server is sized for: 100,000 users (500 of them deleted), 1,000 groups, one group of
+/// 10,000 members. The
+/// `directory_scale_*` tests then print the median time of the directory's hot paths over several runs; run
+/// them with `cargo test -p kubehero-store --release --test it -- --ignored directory_scale --nocapture`.
+async fn seed_directory_scale(s: &dyn Store, label: &str) {
+    let started = std::time::Instant::now();
+    for batch in 0..10 {
+        let users: Vec<DirectoryUser> = (0..10_000)
+            .map(|i| {
+                let n = batch * 10_000 + i;
+                DirectoryUser {
+                    subject: Some(format!("sub-{n}")),
+                    ..duser(&format!("user-{n:06}"), &format!("person{n}@example.com"), 1_000 + n)
+                }
+            })
+            .collect();
+        s.create_users(&users).await.unwrap();
+    }
+    let seeded_users = started.elapsed();
+    for g in 0..1_000 {
+        let members: Vec<String> = (0..20).map(|i| format!("user-{:06}", (g * 97 + i * 4_999) % 100_000)).collect();
+        s.create_group(&dgroup(&format!("group-{g:04}"), &format!("Group {g}"), 10), &members).await.unwrap();
+    }
+    let big: Vec<String> = (0..10_000).map(|i| format!("user-{:06}", i * 7)).collect();
+    s.create_group(&dgroup("big", "Big", 10), &big).await.unwrap();
+    for i in 0..500 {
+        s.delete_user(&format!("user-{:06}", i * 100 + 3), None, 20).await.unwrap();
+    }
+    println!("{label}: seeded 100,000 users in {seeded_users:?}, everything in {:?}", started.elapsed());
+}
+
+/// Measures what [`seed_directory_scale`] seeded.
+async fn directory_scale(s: &dyn Store, label: &str) {
+    use std::time::{Duration, Instant};
+
+    async fn median<F: std::future::Future<Output = ()>>(runs: usize, mut f: impl FnMut(usize) -> F) -> Duration {
+        let mut times = Vec::with_capacity(runs);
+        for i in 0..runs {
+            let t = Instant::now();
+            f(i).await;
+            times.push(t.elapsed());
+        }
+        times.sort();
+        times[runs / 2]
+    }
+    let by_name = median(50, |i| async move {
+        let name = format!("PERSON{}@EXAMPLE.COM", i * 1_999);
+        assert_eq!(s.select_users(UserSelect::UserName(&name), 0, 100).await.unwrap().0, 1);
+    })
+    .await;
+    let page = median(20, |i| async move {
+        let (total, page) = s.select_users(UserSelect::All, (i as i64) * 4_000, 100).await.unwrap();
+        assert_eq!((total, page.len()), (99_500, 100));
+    })
+    .await;
+    let count_only = median(20, |_| async move {
+        assert_eq!(s.select_users(UserSelect::All, 0, 0).await.unwrap().0, 99_500);
+    })
+    .await;
+    let first_page = median(20, |_| async move {
+        assert_eq!(s.select_users(UserSelect::All, 0, 100).await.unwrap().1.len(), 100);
+    })
+    .await;
+    println!("{label}: count only {count_only:?}, first page {first_page:?}");
+    let ids: Vec<String> = (0..100).map(|i| format!("user-{:06}", i * 7)).collect();
+    let memberships = median(20, |_| async { assert!(s.memberships(&ids).await.unwrap().len() >= 90) }).await;
+    let people = median(50, |i| async move {
+        let found = s.find_people(&format!("sub-{}", i * 7), Some(&format!("Person{}@Example.com", i * 7))).await;
+        assert_eq!(found.unwrap().len(), 1);
+    })
+    .await;
+    let add = median(5, |i| async move {
+        let add: Vec<String> = (0..1_000).map(|j| format!("user-{:06}", 70_001 + i * 1_000 + j)).collect();
+        let g = s.get_group("big").await.unwrap();
+        s.update_group(&g, MemberChange::Edit { add: &add, remove: &[] }, Some(g.version)).await.unwrap();
+    })
+    .await;
+    println!(
+        "{label}: select_users(UserName) {by_name:?}, page of 100 {page:?}, memberships(100) {memberships:?}, \
+         find_people {people:?}, update_group(add 1,000 to 10,000) {add:?}"
+    );
+}
+
+#[tokio::test]
+#[ignore = "slow: seeds 100,000 users; run by hand to measure"]
+async fn directory_scale_sqlite_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite:{}", dir.path().join("kubehero.db").display());
+    let s = kubehero_store::open(&url).await.unwrap();
+    seed_directory_scale(&*s, "sqlite file").await;
+    directory_scale(&*s, "sqlite file").await;
+}
+
+#[tokio::test]
+#[ignore = "slow: seeds 100,000 users; run by hand to measure"]
+async fn directory_scale_postgres() {
+    let pg = TempPostgres::start().await.unwrap();
+    let s = kubehero_store::open(&pg.url).await.unwrap();
+    seed_directory_scale(&*s, "postgres").await;
+    // Fresh from a bulk load the planner has no statistics and the visibility map is empty; measure the steady
+    // state autovacuum reaches shortly after.
+    let pool = sqlx::PgPool::connect(&pg.url).await.unwrap();
+    sqlx::query("VACUUM ANALYZE").execute(&pool).await.unwrap();
+    directory_scale(&*s, "postgres").await;
 }
