@@ -67,6 +67,22 @@ impl AuditLog {
         wait.await.map_err(|_| AuditError::Closed)?
     }
 
+    /// Records several events (they share group commits) and returns once every one is durable, with the
+    /// last seq (0 for none).
+    pub async fn record_all(&self, events: Vec<AuditEvent>) -> Result<i64, AuditError> {
+        let mut waits = Vec::with_capacity(events.len());
+        for event in events {
+            let (done, wait) = oneshot::channel();
+            self.tx.send(Job { event, done }).await.map_err(|_| AuditError::Closed)?;
+            waits.push(wait);
+        }
+        let mut last = 0;
+        for wait in waits {
+            last = wait.await.map_err(|_| AuditError::Closed)??;
+        }
+        Ok(last)
+    }
+
     pub fn stats(&self) -> &WriterStats {
         &self.stats
     }

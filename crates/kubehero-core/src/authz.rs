@@ -7,7 +7,7 @@
 //! arm/undo within scope, read everywhere as a viewer.
 
 use crate::glob;
-use crate::principal::Principal;
+use crate::principal::{Principal, PrincipalKind};
 use crate::role::{Grant, Role, Scope};
 use serde::Serialize;
 
@@ -48,11 +48,25 @@ pub enum Action {
     SessionRevoke,
     /// Exchange one's CLI token for a new one.
     TokenRotate,
+    /// SCIM discovery: `ServiceProviderConfig`, `ResourceTypes`, `Schemas`.
+    ScimDiscover,
+    /// SCIM reads of users (get, list, filter, search).
+    ScimUserRead,
+    ScimUserCreate,
+    /// `PUT /scim/v2/Users/{id}`.
+    ScimUserReplace,
+    ScimUserPatch,
+    ScimUserDelete,
+    ScimGroupRead,
+    ScimGroupCreate,
+    ScimGroupReplace,
+    ScimGroupPatch,
+    ScimGroupDelete,
 }
 
 impl Action {
     /// Every action, for exhaustive tests.
-    pub const ALL: [Action; 24] = [
+    pub const ALL: [Action; 35] = [
         Action::WhoAmI,
         Action::ClusterList,
         Action::ClusterGet,
@@ -77,6 +91,17 @@ impl Action {
         Action::SessionList,
         Action::SessionRevoke,
         Action::TokenRotate,
+        Action::ScimDiscover,
+        Action::ScimUserRead,
+        Action::ScimUserCreate,
+        Action::ScimUserReplace,
+        Action::ScimUserPatch,
+        Action::ScimUserDelete,
+        Action::ScimGroupRead,
+        Action::ScimGroupCreate,
+        Action::ScimGroupReplace,
+        Action::ScimGroupPatch,
+        Action::ScimGroupDelete,
     ];
 
     /// The dotted name used in audit rows and error messages (`cluster.register`, `policy.arm`, …).
@@ -106,6 +131,17 @@ impl Action {
             Action::SessionList => "session.list",
             Action::SessionRevoke => "session.revoke",
             Action::TokenRotate => "token.rotate",
+            Action::ScimDiscover => "scim.discover",
+            Action::ScimUserRead => "scim.user.read",
+            Action::ScimUserCreate => "scim.user.create",
+            Action::ScimUserReplace => "scim.user.replace",
+            Action::ScimUserPatch => "scim.user.patch",
+            Action::ScimUserDelete => "scim.user.delete",
+            Action::ScimGroupRead => "scim.group.read",
+            Action::ScimGroupCreate => "scim.group.create",
+            Action::ScimGroupReplace => "scim.group.replace",
+            Action::ScimGroupPatch => "scim.group.patch",
+            Action::ScimGroupDelete => "scim.group.delete",
         }
     }
 
@@ -123,6 +159,27 @@ impl Action {
                 | Action::ApiKeyList
                 | Action::AuditRead
                 | Action::SessionList
+                | Action::ScimDiscover
+                | Action::ScimUserRead
+                | Action::ScimGroupRead
+        )
+    }
+
+    /// Whether this is an IdP's provisioning call: allowed to the SCIM client only, and the only actions it has.
+    pub fn is_provisioning(self) -> bool {
+        matches!(
+            self,
+            Action::ScimDiscover
+                | Action::ScimUserRead
+                | Action::ScimUserCreate
+                | Action::ScimUserReplace
+                | Action::ScimUserPatch
+                | Action::ScimUserDelete
+                | Action::ScimGroupRead
+                | Action::ScimGroupCreate
+                | Action::ScimGroupReplace
+                | Action::ScimGroupPatch
+                | Action::ScimGroupDelete
         )
     }
 }
@@ -176,6 +233,15 @@ impl Decision {
 
 /// Decides whether `principal` may perform `action` on `target`. Pure, total and fail-closed.
 pub fn authorize(principal: &Principal, action: Action, target: Target<'_>) -> Decision {
+    // Provisioning is a separate door: the SCIM token opens it and nothing else, and no role opens it.
+    let provisioner = principal.kind == PrincipalKind::Provisioner;
+    if action.is_provisioning() || provisioner {
+        return if action.is_provisioning() && provisioner {
+            Decision::Allow
+        } else {
+            Decision::Deny { needed: needed_role(action, target) }
+        };
+    }
     if principal.grants.iter().any(|g| grant_allows(g, action, target)) {
         Decision::Allow
     } else {
@@ -235,6 +301,10 @@ fn needed_role(action: Action, target: Target<'_>) -> &'static str {
         }
         AuditRead | SettingsRead => "auditor or owner",
         RoleBindingCreate | RoleBindingDelete | SettingsWrite | ApiKeyRevoke | SessionRevoke => "owner",
+        ScimDiscover | ScimUserRead | ScimUserCreate | ScimUserReplace | ScimUserPatch | ScimUserDelete
+        | ScimGroupRead | ScimGroupCreate | ScimGroupReplace | ScimGroupPatch | ScimGroupDelete => {
+            "the SCIM provisioning token"
+        }
     }
 }
 
@@ -254,7 +324,8 @@ mod tests {
             let d = authorize(&p, a, Target::cluster("prod").owned(true));
             // Managing one's own sign-ins is the only write an auditor makes.
             let self_service = matches!(a, Action::SessionRevoke | Action::TokenRotate);
-            assert_eq!(d.is_allowed(), !a.is_mutation() || self_service, "{a:?}");
+            let expected = (!a.is_mutation() || self_service) && !a.is_provisioning();
+            assert_eq!(d.is_allowed(), expected, "{a:?}");
         }
         assert!(!authorize(&p, Action::SessionRevoke, Target::NONE).is_allowed(), "not someone else's session");
     }
@@ -286,6 +357,16 @@ mod tests {
         let p = Principal { grants: vec![], ..Principal::anonymous() };
         for a in Action::ALL {
             assert!(!authorize(&p, a, Target::cluster("x").owned(true)).is_allowed(), "{a:?}");
+        }
+    }
+
+    #[test]
+    fn provisioning_is_the_scim_clients_only() {
+        let owner = with(vec![Grant::global(Role::Owner)]);
+        let scim = Principal::provisioner();
+        for a in Action::ALL {
+            assert_eq!(authorize(&owner, a, Target::NONE).is_allowed(), !a.is_provisioning(), "{a:?}");
+            assert_eq!(authorize(&scim, a, Target::NONE).is_allowed(), a.is_provisioning(), "{a:?}");
         }
     }
 

@@ -19,6 +19,8 @@ pub enum AuthMethod {
     CliToken,
     /// A cluster agent's mTLS client certificate.
     Mtls,
+    /// The IdP's SCIM provisioning client (`KUBEHERO_SCIM_TOKEN`).
+    ScimToken,
 }
 
 impl AuthMethod {
@@ -31,6 +33,7 @@ impl AuthMethod {
             AuthMethod::Session => "session",
             AuthMethod::CliToken => "cli_token",
             AuthMethod::Mtls => "mtls",
+            AuthMethod::ScimToken => "scim",
         }
     }
 }
@@ -47,6 +50,8 @@ pub enum PrincipalKind {
     Agent,
     /// An unauthenticated caller in open mode.
     Anonymous,
+    /// The IdP's SCIM client: may provision people and groups and do nothing else.
+    Provisioner,
 }
 
 /// An authenticated (or, in open mode, anonymous) caller and every grant it holds.
@@ -66,7 +71,8 @@ pub struct Principal {
     pub auth_method: AuthMethod,
     /// For API keys: the `sub` of the person who created the key.
     pub owner: Option<String>,
-    /// Every grant the principal holds; always contains at least global `viewer`.
+    /// Every grant the principal holds; always contains at least global `viewer`, except for the SCIM
+    /// provisioner, which holds none.
     pub grants: Vec<Grant>,
     /// Unix seconds after which this principal's credential is no longer valid, if it expires.
     pub expires_at: Option<i64>,
@@ -84,6 +90,21 @@ impl Principal {
             auth_method: AuthMethod::Anonymous,
             owner: None,
             grants: vec![Grant::global(Role::Viewer)],
+            expires_at: None,
+        }
+    }
+
+    /// The IdP's SCIM client. It holds no grant: [`crate::authorize`] lets it provision and nothing else.
+    pub fn provisioner() -> Principal {
+        Principal {
+            kind: PrincipalKind::Provisioner,
+            sub: "scim".to_string(),
+            email: None,
+            groups: Vec::new(),
+            issuer: None,
+            auth_method: AuthMethod::ScimToken,
+            owner: None,
+            grants: Vec::new(),
             expires_at: None,
         }
     }
