@@ -183,3 +183,12 @@ fn nesting_at_the_depth_limit_parses() {
     let input = format!("{}a pr{}", "(".repeat(depth + 1), ")".repeat(depth + 1));
     assert!(Filter::parse(&input).unwrap_err().message.contains("nesting"));
 }
+
+/// Found by `cargo fuzz`: numbers must survive printing and parsing again exactly (no last-digit drift).
+#[test]
+fn numbers_round_trip_exactly() {
+    for text in ["loginCount eq -1.5E34", "x[i eq -58e050]", "me5 ew 555555551555555555555", "a gt 0.1"] {
+        let f = kubehero_scim::Filter::parse(text).unwrap();
+        assert_eq!(kubehero_scim::Filter::parse(&f.to_string()).unwrap(), f, "{text}");
+    }
+}
