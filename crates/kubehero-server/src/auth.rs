@@ -5,7 +5,9 @@
 //! - a credential that is present but fails any check is 401, in every mode; it never falls back to anonymous;
 //! - without a credential: anonymous `viewer` in open mode, 401 with `KUBEHERO_REQUIRE_AUTH=true`;
 //! - tokens are never logged: these functions are `#[instrument(skip_all)]` and errors carry reasons only;
-//! - a JWT is routed by its unverified `iss` to exactly one configured issuer; nothing a token names is fetched.
+//! - a JWT is routed by its unverified `iss` to exactly one configured issuer; nothing a token names is fetched;
+//! - with SCIM on, every person (and every managed key's owner) then passes [`crate::directory::admit`]:
+//!   deprovisioned people are refused whatever credential they hold.
 
 use crate::error::{ApiError, Code};
 use crate::grants::Identity;
@@ -99,7 +101,10 @@ pub async fn authenticate(state: &AppState, method: &Method, headers: &HeaderMap
         return r;
     }
     if token.starts_with(API_KEY_PREFIX) {
-        let r = managed_api_key(state, token).await;
+        let r = match managed_api_key(state, token).await {
+            Ok(p) => crate::directory::admit(state, p).await,
+            Err(e) => Err(e),
+        };
         state.metrics.authentication("api_key", if r.is_ok() { "ok" } else { "rejected" });
         return r;
     }
@@ -109,6 +114,7 @@ pub async fn authenticate(state: &AppState, method: &Method, headers: &HeaderMap
     }
     match jwt(state, token).await {
         Ok(p) => {
+            let p = crate::directory::admit(state, p).await?;
             state.metrics.authentication("jwt", "ok");
             Ok(p)
         }
@@ -267,7 +273,8 @@ pub async fn session_principal(
         let expires = (now + crate::login::SESSION_IDLE_SECS).min(session.absolute_expires_at);
         session = renew(state, &key, &session, now, expires).await?;
     }
-    Ok((person(state, &session, AuthMethod::Session), session))
+    let principal = crate::directory::admit(state, person(state, &session, AuthMethod::Session)).await?;
+    Ok((principal, session))
 }
 
 /// A CLI token (`khc_…`): looked up by its SHA-256 on every request, so rotation and revocation apply at once.
@@ -286,7 +293,8 @@ pub async fn cli_token(
     if now - t.last_seen_at >= crate::login::SESSION_TOUCH_SECS {
         t = renew(state, &key, &t, now, t.expires_at).await?;
     }
-    Ok((person(state, &t, AuthMethod::CliToken), t))
+    let principal = crate::directory::admit(state, person(state, &t, AuthMethod::CliToken)).await?;
+    Ok((principal, t))
 }
 
 /// The person a session or CLI token belongs to, with the grants their sign-in groups hold now.

@@ -55,7 +55,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting { name: "OIDC_AUDIENCE", help: "Audience the tokens must carry (comma-separated for several). Empty skips the aud check (not recommended).", default: "unset" },
     Setting { name: "KUBEHERO_GROUP_ROLES", help: "Comma-separated group=role pairs mapping groups claim values to viewer, member, auditor, admin, owner.", default: "unset: everyone is viewer" },
     Setting { name: "KUBEHERO_API_KEYS", help: "Static API keys for service accounts: comma-separated <token> or <token>:<role> (default role viewer). Kept as SHA-256 only.", default: "unset" },
-    Setting { name: "KUBEHERO_SCIM_TOKEN", help: "Bearer token for SCIM 2.0 provisioning. Empty disables SCIM.", default: "unset: SCIM off" },
+    Setting { name: "KUBEHERO_SCIM_TOKEN", help: "Bearer token of SCIM 2.0 provisioning at <public URL>/scim/v2 (at least 32 characters). Empty or unset: SCIM off (404), no directory checks.", default: "unset: SCIM off" },
     Setting { name: "KUBEHERO_REQUIRE_AUTH", help: "true: requests without a credential get 401. false (open mode): they are an anonymous viewer.", default: "false" },
     Setting { name: "AUDIT_HMAC_KEY", help: "HMAC-SHA256 key that chains audit rows (at least 32 characters). Required with KUBEHERO_REQUIRE_AUTH=true; in open mode one is generated into the data dir.", default: "unset" },
     Setting { name: "KUBEHERO_LISTEN", help: "Address and port to listen on.", default: "127.0.0.1:8080" },
@@ -197,7 +197,10 @@ pub struct ServerConfig {
     /// Scoped and user bindings from the file.
     pub bindings: Vec<Binding>,
     pub api_keys: StaticApiKeys,
+    /// `KUBEHERO_SCIM_TOKEN`: the SCIM endpoint's bearer token; `None` turns SCIM off.
     pub scim_token: Option<Secret>,
+    /// `KUBEHERO_PUBLIC_URL` when set (without a trailing slash).
+    pub public_url: Option<String>,
     pub audit_hmac_key: Option<Secret>,
     /// Earlier audit HMAC keys, for verification only.
     pub audit_previous_keys: Vec<Secret>,
@@ -319,6 +322,15 @@ impl ServerConfig {
             None => StaticApiKeys::default(),
         };
 
+        let scim_token = env.var("KUBEHERO_SCIM_TOKEN").filter(|t| !t.is_empty()).map(Secret::new);
+        if scim_token.as_ref().is_some_and(|t| t.expose().len() < 32) {
+            return Err(invalid(
+                "KUBEHERO_SCIM_TOKEN",
+                "shorter than 32 characters",
+                "generate one with `openssl rand -hex 32` (or leave it empty to turn SCIM off)",
+            ));
+        }
+
         let audit_hmac_key = env.var("AUDIT_HMAC_KEY").map(Secret::new);
         if let Some(k) = &audit_hmac_key {
             if k.expose().len() < 32 {
@@ -430,7 +442,8 @@ impl ServerConfig {
             group_roles,
             bindings,
             api_keys,
-            scim_token: env.var("KUBEHERO_SCIM_TOKEN").map(Secret::new),
+            scim_token,
+            public_url,
             audit_hmac_key,
             audit_previous_keys,
             audit_signing_key,

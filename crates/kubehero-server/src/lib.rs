@@ -9,12 +9,14 @@ pub mod auth;
 pub mod config;
 pub mod credentials;
 pub mod device;
+pub mod directory;
 pub mod error;
 pub mod grants;
 pub mod login;
 pub mod metrics;
 pub mod middleware;
 pub mod routes;
+pub mod scim;
 pub mod state;
 mod tls;
 
@@ -129,12 +131,14 @@ pub async fn build_state(
         login,
         audit,
         forward: kubehero_audit::forward::ForwardStatus::new(),
-        store,
+        store: store.clone(),
         verifier,
         token_cache: Arc::new(TokenCache::new(config.token_cache_size)),
         credentials: Arc::new(credentials::CredentialCache::default()),
         api_keys: Arc::new(config.api_keys.clone()),
         bindings,
+        directory: Arc::new(directory::Directory::new(store.clone(), config.scim_token.is_some())),
+        scim: config.scim_token.as_ref().map(|t| Arc::new(scim::ScimGate::new(t, config.public_url.clone()))),
         metrics,
         clock,
         require_auth: config.require_auth,

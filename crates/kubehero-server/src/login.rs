@@ -329,6 +329,17 @@ async fn finish(s: &AppState, headers: &HeaderMap, q: CallbackParams) -> ApiResu
             groups = userinfo_groups(login, userinfo, access, i).await.unwrap_or_default();
         }
     }
+    // The directory decides before a session exists: a deprovisioned person gets none; one the IdP has not
+    // provisioned yet is created just-in-time, for SCIM to adopt later.
+    match &*s.directory.standing(&v.sub, v.email.as_deref()).await? {
+        crate::directory::Standing::Inactive | crate::directory::Standing::Deleted => {
+            return Err(ApiError::unauthenticated("this person was deprovisioned by the identity provider"));
+        }
+        crate::directory::Standing::Unknown => {
+            crate::scim::provision_at_sign_in(s, &v.sub, v.email.as_deref()).await?;
+        }
+        crate::directory::Standing::Active { .. } => {}
+    }
     let secret = format!("{SESSION_PREFIX}{}", random_b64(32)?);
     let hash = sha256_hex(&secret);
     let record = SessionRecord {

@@ -44,6 +44,10 @@ pub struct AppState {
     pub credentials: Arc<crate::credentials::CredentialCache>,
     pub api_keys: Arc<StaticApiKeys>,
     pub bindings: Arc<BindingsCache>,
+    /// The SCIM directory's view of people (no-op when SCIM is off).
+    pub directory: Arc<crate::directory::Directory>,
+    /// The SCIM endpoint's token check and throttle, when `KUBEHERO_SCIM_TOKEN` is set.
+    pub scim: Option<Arc<crate::scim::ScimGate>>,
     pub metrics: Arc<Metrics>,
     pub clock: Arc<dyn Clock>,
     /// `KUBEHERO_REQUIRE_AUTH`.

@@ -146,9 +146,12 @@ pub fn app(state: AppState) -> Router {
     let api = api
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), authenticate_request))
         .layer(DefaultBodyLimit::max(MAX_BODY));
-    Router::new()
-        .merge(public)
-        .merge(api)
+    let mut router = Router::new().merge(public).merge(api);
+    // SCIM exists only with its token: without it `/scim/v2/…` is an unknown route (404).
+    if state.scim.is_some() {
+        router = router.nest("/scim/v2", crate::scim::router(state.clone()));
+    }
+    router
         .route_layer(axum::middleware::from_fn(tag_route))
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async {

@@ -8,4 +8,5 @@ mod browser;
 mod idp;
 mod login;
 mod routes;
+mod scim;
 mod support;

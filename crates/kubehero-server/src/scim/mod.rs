@@ -1,0 +1,615 @@
+//! SCIM 2.0 provisioning at `/scim/v2` (RFC 7643, RFC 7644): the door through which the IdP keeps
+//! KubeHero's copy of its people and groups current.
+//!
+//! - one bearer token, `KUBEHERO_SCIM_TOKEN`, compared in constant time; without it the tree does not exist;
+//! - an address that keeps presenting wrong tokens is answered 429 for a while, whatever it presents, after
+//!   the same comparison work as any other request (no timing difference between the paths);
+//! - every call is an audited action (`scim.user.patch`, …) of the `scim` principal, and so is every credential
+//!   a deprovisioning suspends, restores or revokes ([`effects`]);
+//! - every error is a SCIM error body (`application/scim+json`, `status`, `scimType`).
+//!
+//! The protocol's pure parts (schemas, validation, PATCH, projection, filters) live in `kubehero-scim`; this
+//! module stores, renders and applies the consequences.
+
+mod effects;
+mod groups;
+mod users;
+
+pub use users::provision_at_sign_in;
+
+use crate::auth::Auth;
+use crate::error::{ApiError, Code};
+use crate::state::AppState;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, ETAG, IF_MATCH, LOCATION};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{on, MethodFilter, MethodRouter};
+use axum::Router;
+use kubehero_authn::Secret;
+use kubehero_core::{Action, Principal};
+use kubehero_scim::{schema, ResourceKind, ScimError};
+use kubehero_store::StoreError;
+use parking_lot::Mutex;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// The media type of every SCIM answer.
+pub const SCIM_JSON: &str = "application/scim+json";
+/// Largest request body: a group replaced with some ten thousand members fits.
+pub const MAX_SCIM_BODY: usize = 2 * 1024 * 1024;
+/// Most resources in one page (advertised as `filter.maxResults`).
+pub const MAX_RESULTS: i64 = 1000;
+
+/// Failed attempts an address may make before it is throttled, and how fast that allowance refills.
+const FAILURE_BURST: f64 = 10.0;
+const FAILURE_REFILL_PER_SEC: f64 = 1.0 / 6.0;
+/// Addresses tracked at most; beyond, fully refilled entries are dropped first.
+const TRACKED_ADDRESSES: usize = 10_000;
+
+/// The SCIM token check and the per-address throttle of failed attempts.
+pub struct ScimGate {
+    token_digest: [u8; 32],
+    public_url: Option<String>,
+    failures: Mutex<HashMap<IpAddr, Bucket>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    /// Failures not yet forgiven.
+    level: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    fn now(self, now: Instant) -> f64 {
+        (self.level - now.duration_since(self.at).as_secs_f64() * FAILURE_REFILL_PER_SEC).max(0.0)
+    }
+}
+
+fn digest(bytes: &[u8]) -> [u8; 32] {
+    let d = ring::digest::digest(&ring::digest::SHA256, bytes);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
+}
+
+impl ScimGate {
+    pub fn new(token: &Secret, public_url: Option<String>) -> ScimGate {
+        ScimGate { token_digest: digest(token.expose().as_bytes()), public_url, failures: Mutex::new(HashMap::new()) }
+    }
+
+    /// Checks a presented token for `addr`: `Ok` when it is right and the address is not throttled,
+    /// otherwise the answer (429 with the seconds to wait, or 401). The comparison runs in every case.
+    fn check(&self, presented: Option<&str>, addr: Option<IpAddr>) -> Result<(), (StatusCode, u64)> {
+        // Digests of equal length, compared in constant time: neither the length nor a prefix of the token
+        // shows in the timing.
+        let sent = digest(presented.unwrap_or_default().as_bytes());
+        let right = bool::from(subtle::ConstantTimeEq::ct_eq(&sent[..], &self.token_digest[..])) && presented.is_some();
+        let Some(addr) = addr else {
+            return if right { Ok(()) } else { Err((StatusCode::UNAUTHORIZED, 0)) };
+        };
+        let now = Instant::now();
+        let mut failures = self.failures.lock();
+        let level = failures.get(&addr).map_or(0.0, |b| b.now(now));
+        // One more failure must fit in the allowance, or the address waits until it does.
+        if level + 1.0 > FAILURE_BURST {
+            let wait = ((level + 1.0 - FAILURE_BURST) / FAILURE_REFILL_PER_SEC).ceil() as u64;
+            return Err((StatusCode::TOO_MANY_REQUESTS, wait.max(1)));
+        }
+        if right {
+            return Ok(());
+        }
+        if failures.len() >= TRACKED_ADDRESSES && !failures.contains_key(&addr) {
+            failures.retain(|_, b| b.now(now) > 0.0);
+            if failures.len() >= TRACKED_ADDRESSES {
+                failures.clear();
+            }
+        }
+        failures.insert(addr, Bucket { level: level + 1.0, at: now });
+        Err((StatusCode::UNAUTHORIZED, 0))
+    }
+
+    /// The base URL resources are located at: `KUBEHERO_PUBLIC_URL`, else what the client called.
+    fn base(&self, headers: &HeaderMap) -> String {
+        match &self.public_url {
+            Some(u) => format!("{u}/scim/v2"),
+            None => {
+                let host = headers.get("host").and_then(|h| h.to_str().ok()).unwrap_or("localhost");
+                let host: String =
+                    host.chars().filter(|c| c.is_ascii_alphanumeric() || "-.:[]".contains(*c)).take(255).collect();
+                format!("http://{host}/scim/v2")
+            }
+        }
+    }
+}
+
+/// A SCIM error as an HTTP answer: the SCIM body, the API error in the extensions for the audit row.
+#[derive(Debug)]
+pub struct Failure(pub ScimError);
+
+impl From<ScimError> for Failure {
+    fn from(e: ScimError) -> Self {
+        Failure(e)
+    }
+}
+
+impl From<StoreError> for Failure {
+    fn from(e: StoreError) -> Self {
+        Failure(match e {
+            StoreError::NotFound(what) => ScimError::not_found(format!("{what} not found")),
+            StoreError::AlreadyExists(what) => ScimError::uniqueness(format!("{what} already exists")),
+            StoreError::Conflict(_) => {
+                ScimError::precondition_failed("the resource changed since the version in If-Match")
+            }
+            other => {
+                let api = ApiError::from(other);
+                let status = api.code.status().as_u16();
+                ScimError { status, scim_type: None, detail: api.message }
+            }
+        })
+    }
+}
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.0.status).unwrap_or(StatusCode::BAD_REQUEST);
+        let mut res = (status, self.0.to_json().to_string()).into_response();
+        res.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(SCIM_JSON));
+        let code = Code::from_status(status);
+        res.extensions_mut().insert(ApiError::new(code, self.0.detail.clone()));
+        res.extensions_mut().insert(crate::middleware::ForeignErrorBody);
+        res
+    }
+}
+
+pub type ScimResult = Result<Response, Failure>;
+
+/// A SCIM JSON answer.
+pub fn reply(status: StatusCode, body: &Value) -> Response {
+    let mut res = (status, body.to_string()).into_response();
+    res.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(SCIM_JSON));
+    res
+}
+
+/// A single resource: its body, `ETag` from `meta.version`, and `Location` when it was just created.
+pub fn resource_reply(status: StatusCode, body: &Value) -> Response {
+    let mut res = reply(status, body);
+    if let Some(v) = body.pointer("/meta/version").and_then(Value::as_str).and_then(|v| HeaderValue::from_str(v).ok()) {
+        res.headers_mut().insert(ETAG, v);
+    }
+    if status == StatusCode::CREATED {
+        if let Some(l) =
+            body.pointer("/meta/location").and_then(Value::as_str).and_then(|v| HeaderValue::from_str(v).ok())
+        {
+            res.headers_mut().insert(LOCATION, l);
+        }
+    }
+    res
+}
+
+/// The weak ETag of a stored version.
+pub fn etag(version: i64) -> String {
+    format!("W/\"{version}\"")
+}
+
+/// The version an `If-Match` header requires: `None` without the header or with `*`; a value that is no
+/// version of ours can never match, so it is `Some(-1)`.
+pub fn if_match(headers: &HeaderMap) -> Option<i64> {
+    let v = headers.get(IF_MATCH)?.to_str().unwrap_or("-");
+    let v = v.trim();
+    if v == "*" {
+        return None;
+    }
+    let first = v.split(',').next().unwrap_or("").trim();
+    let unquoted = first.trim_start_matches("W/").trim_matches('"');
+    Some(unquoted.parse::<i64>().unwrap_or(-1))
+}
+
+/// A JSON request body, with SCIM errors for a body too large or not JSON.
+pub fn json_body(body: Result<Bytes, BytesRejection>) -> Result<Value, Failure> {
+    let bytes = body.map_err(|rej| {
+        if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Failure(ScimError {
+                status: 413,
+                scim_type: None,
+                detail: format!("request body larger than {MAX_SCIM_BODY} bytes"),
+            })
+        } else {
+            Failure(ScimError::invalid_syntax("the request body could not be read"))
+        }
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        Failure(ScimError::invalid_syntax(format!(
+            "the request body is not JSON (line {}, column {})",
+            e.line(),
+            e.column()
+        )))
+    })
+}
+
+/// Per-request facts handlers need: the resource base URL, the request id for rows they add.
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    pub base: String,
+    pub request_id: String,
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Ctx {
+    type Rejection = Failure;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<Ctx>()
+            .cloned()
+            .ok_or_else(|| Failure(ScimError { status: 500, scim_type: None, detail: "internal error".into() }))
+    }
+}
+
+/// The SCIM authentication middleware: the token (or 401/429 in the SCIM error schema), then the
+/// provisioner principal for the handler and the audit point.
+async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let Some(gate) = state.scim.clone() else {
+        return Failure(ScimError::not_found("SCIM is not enabled")).into_response();
+    };
+    let addr = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+    let presented = presented_token(req.headers());
+    if let Err((status, wait)) = gate.check(presented, addr) {
+        state
+            .metrics
+            .authentication("scim", if status == StatusCode::TOO_MANY_REQUESTS { "throttled" } else { "rejected" });
+        let mut res = if status == StatusCode::TOO_MANY_REQUESTS {
+            let mut r = Failure(ScimError {
+                status: 429,
+                scim_type: None,
+                detail: "too many failed attempts from this address; retry later".into(),
+            })
+            .into_response();
+            if let Ok(v) = HeaderValue::from_str(&wait.to_string()) {
+                r.headers_mut().insert("retry-after", v);
+            }
+            r
+        } else {
+            let mut r = Failure(ScimError {
+                status: 401,
+                scim_type: None,
+                detail: "invalid or missing SCIM bearer token".into(),
+            })
+            .into_response();
+            r.headers_mut().insert("www-authenticate", HeaderValue::from_static("Bearer realm=\"kubehero-scim\""));
+            r
+        };
+        res.extensions_mut().insert(crate::audit::Recorded {
+            action: "scim.auth_failed",
+            actor: kubehero_core::AuditActor::unauthenticated("scim"),
+        });
+        return res;
+    }
+    state.metrics.authentication("scim", "ok");
+    let request_id = req.extensions().get::<crate::middleware::RequestId>().map(|r| r.0.clone()).unwrap_or_default();
+    let base = gate.base(req.headers());
+    req.extensions_mut().insert(Ctx { base, request_id });
+    let auth = Auth(Arc::new(Principal::provisioner()));
+    req.extensions_mut().insert(auth.clone());
+    let mut res = next.run(req).await;
+    res.extensions_mut().insert(auth);
+    res
+}
+
+fn presented_token(headers: &HeaderMap) -> Option<&str> {
+    let mut values = headers.get_all(AUTHORIZATION).iter();
+    let v = values.next()?;
+    if values.next().is_some() {
+        return None;
+    }
+    let (scheme, token) = v.to_str().ok()?.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// Checks the one authorization function for the provisioner, like every API handler does.
+pub fn allow(auth: &Auth, action: Action) -> Result<(), Failure> {
+    match kubehero_core::authorize(&auth.0, action, kubehero_core::Target::NONE) {
+        kubehero_core::Decision::Allow => Ok(()),
+        kubehero_core::Decision::Deny { needed } => {
+            Err(Failure(ScimError { status: 403, scim_type: None, detail: format!("requires {needed}") }))
+        }
+    }
+}
+
+fn not_allowed() -> Failure {
+    Failure(ScimError { status: 405, scim_type: None, detail: "method not allowed on this SCIM endpoint".into() })
+}
+
+/// Discovery endpoints are read-only: every other method is 405 in the SCIM error schema.
+fn read_only(h: MethodRouter<AppState>) -> MethodRouter<AppState> {
+    h.fallback(|| async { not_allowed() })
+}
+
+fn marked(action: Action, h: MethodRouter<AppState>) -> MethodRouter<AppState> {
+    h.layer(axum::middleware::from_fn(move |req, next| crate::audit::mark(action, req, next)))
+}
+
+/// The `/scim/v2` tree.
+pub fn router(state: AppState) -> Router<AppState> {
+    use Action::*;
+    let get = MethodFilter::GET;
+    let r = Router::new()
+        .route("/ServiceProviderConfig", marked(ScimDiscover, read_only(on(get, service_provider_config))))
+        .route("/ResourceTypes", marked(ScimDiscover, read_only(on(get, resource_types))))
+        .route("/ResourceTypes/{id}", marked(ScimDiscover, read_only(on(get, resource_type))))
+        .route("/Schemas", marked(ScimDiscover, read_only(on(get, schemas))))
+        .route("/Schemas/{id}", marked(ScimDiscover, read_only(on(get, schema_by_id))))
+        .route(
+            "/Users",
+            marked(ScimUserRead, on(get, users::list))
+                .merge(marked(ScimUserCreate, on(MethodFilter::POST, users::create))),
+        )
+        .route("/Users/.search", marked(ScimUserRead, on(MethodFilter::POST, users::search)))
+        .route(
+            "/Users/{id}",
+            marked(ScimUserRead, on(get, users::get))
+                .merge(marked(ScimUserReplace, on(MethodFilter::PUT, users::replace)))
+                .merge(marked(ScimUserPatch, on(MethodFilter::PATCH, users::patch)))
+                .merge(marked(ScimUserDelete, on(MethodFilter::DELETE, users::delete))),
+        )
+        .route(
+            "/Groups",
+            marked(ScimGroupRead, on(get, groups::list))
+                .merge(marked(ScimGroupCreate, on(MethodFilter::POST, groups::create))),
+        )
+        .route("/Groups/.search", marked(ScimGroupRead, on(MethodFilter::POST, groups::search)))
+        .route(
+            "/Groups/{id}",
+            marked(ScimGroupRead, on(get, groups::get))
+                .merge(marked(ScimGroupReplace, on(MethodFilter::PUT, groups::replace)))
+                .merge(marked(ScimGroupPatch, on(MethodFilter::PATCH, groups::patch)))
+                .merge(marked(ScimGroupDelete, on(MethodFilter::DELETE, groups::delete))),
+        )
+        .route("/.search", marked(ScimUserRead, on(MethodFilter::POST, root_search)))
+        .fallback(|| async { Failure(ScimError::not_found("no such SCIM endpoint")) })
+        .method_not_allowed_fallback(|| async { not_allowed() });
+    r.route_layer(axum::middleware::from_fn_with_state(state, authenticate))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_SCIM_BODY))
+}
+
+async fn service_provider_config(auth: Auth, ctx: Ctx) -> ScimResult {
+    allow(&auth, Action::ScimDiscover)?;
+    Ok(reply(StatusCode::OK, &schema::service_provider_config(&ctx.base)))
+}
+
+async fn resource_types(auth: Auth, ctx: Ctx) -> ScimResult {
+    allow(&auth, Action::ScimDiscover)?;
+    Ok(reply(StatusCode::OK, &list_response(schema::resource_types(&ctx.base), 1)))
+}
+
+async fn resource_type(auth: Auth, ctx: Ctx, axum::extract::Path(id): axum::extract::Path<String>) -> ScimResult {
+    allow(&auth, Action::ScimDiscover)?;
+    let found = schema::resource_type(&ctx.base, &id).ok_or_else(|| ScimError::not_found("no such resource type"))?;
+    Ok(reply(StatusCode::OK, &found))
+}
+
+async fn schemas(auth: Auth, ctx: Ctx) -> ScimResult {
+    allow(&auth, Action::ScimDiscover)?;
+    Ok(reply(StatusCode::OK, &list_response(schema::schemas(&ctx.base), 1)))
+}
+
+async fn schema_by_id(auth: Auth, ctx: Ctx, axum::extract::Path(id): axum::extract::Path<String>) -> ScimResult {
+    allow(&auth, Action::ScimDiscover)?;
+    let found = schema::schema(&ctx.base, &id).ok_or_else(|| ScimError::not_found("no such schema"))?;
+    Ok(reply(StatusCode::OK, &found))
+}
+
+/// `POST /.search` at the root (RFC 7644 §3.4.3): users, then groups, as one paged result.
+async fn root_search(
+    State(state): State<AppState>,
+    auth: Auth,
+    ctx: Ctx,
+    body: Result<Bytes, BytesRejection>,
+) -> ScimResult {
+    allow(&auth, Action::ScimUserRead)?;
+    allow(&auth, Action::ScimGroupRead)?;
+    let params = ListParams::from_search(&json_body(body)?)?;
+    let (users_total, mut items) = users::query(&state, &ctx, &params).await?;
+    let skipped = (params.start_index - 1 - users_total).max(0);
+    let rest = ListParams { start_index: skipped + 1, count: params.count - items.len() as i64, ..params.clone() };
+    let (groups_total, groups) = groups::query(&state, &ctx, &rest).await?;
+    items.extend(groups);
+    Ok(reply(StatusCode::OK, &list_page(users_total + groups_total, params.start_index, items)))
+}
+
+/// A `ListResponse` of every item, starting at `start_index`.
+pub fn list_response(items: Vec<Value>, start_index: i64) -> Value {
+    list_page(items.len() as i64, start_index, items)
+}
+
+/// A `ListResponse` page.
+pub fn list_page(total: i64, start_index: i64, items: Vec<Value>) -> Value {
+    serde_json::json!({
+        "schemas": [schema::LIST_RESPONSE],
+        "totalResults": total,
+        "startIndex": start_index,
+        "itemsPerPage": items.len(),
+        "Resources": items,
+    })
+}
+
+/// Listing parameters from the query string or a `.search` body (RFC 7644 §3.4.2, §3.4.3).
+#[derive(Debug, Default, Clone)]
+pub struct ListParams {
+    pub filter: Option<String>,
+    pub start_index: i64,
+    pub count: i64,
+    pub attributes: Option<String>,
+    pub excluded: Option<String>,
+}
+
+impl ListParams {
+    /// From a query string; names are matched case-insensitively, as SCIM clients differ.
+    pub fn from_query(query: Option<&str>) -> Result<ListParams, Failure> {
+        let mut p = ListParams { start_index: 1, count: 100, ..Default::default() };
+        for (k, v) in form_pairs(query.unwrap_or("")) {
+            match k.to_ascii_lowercase().as_str() {
+                "filter" => p.filter = Some(v),
+                "startindex" => p.start_index = parse_int("startIndex", &v)?,
+                "count" => p.count = parse_int("count", &v)?,
+                "attributes" => p.attributes = Some(v),
+                "excludedattributes" => p.excluded = Some(v),
+                _ => {}
+            }
+        }
+        Ok(p.clamped())
+    }
+
+    /// From a `SearchRequest` body.
+    pub fn from_search(body: &Value) -> Result<ListParams, Failure> {
+        let schemas = body.get("schemas").and_then(Value::as_array);
+        if !schemas.is_some_and(|s| s.iter().any(|v| v.as_str() == Some(schema::SEARCH_REQUEST))) {
+            return Err(Failure(ScimError::invalid_syntax(format!(
+                "a search needs schemas [{:?}]",
+                schema::SEARCH_REQUEST
+            ))));
+        }
+        let list = |key: &str| -> Option<String> {
+            match body.get(key)? {
+                Value::String(s) => Some(s.clone()),
+                Value::Array(a) => Some(a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(",")),
+                _ => None,
+            }
+        };
+        let int = |key: &str, default: i64| -> Result<i64, Failure> {
+            match body.get(key) {
+                None | Some(Value::Null) => Ok(default),
+                Some(v) => {
+                    v.as_i64().ok_or_else(|| Failure(ScimError::invalid_value(format!("{key} must be an integer"))))
+                }
+            }
+        };
+        Ok(ListParams {
+            filter: body.get("filter").and_then(Value::as_str).map(str::to_string),
+            start_index: int("startIndex", 1)?,
+            count: int("count", 100)?,
+            attributes: list("attributes"),
+            excluded: list("excludedAttributes"),
+        }
+        .clamped())
+    }
+
+    /// RFC 7644 §3.4.2.4: a `startIndex` below 1 is 1, a negative `count` is 0, and we cap `count`.
+    fn clamped(mut self) -> Self {
+        self.start_index = self.start_index.max(1);
+        self.count = self.count.clamp(0, MAX_RESULTS);
+        self
+    }
+}
+
+fn parse_int(name: &str, v: &str) -> Result<i64, Failure> {
+    v.trim().parse::<i64>().map_err(|_| Failure(ScimError::invalid_value(format!("{name} must be an integer"))))
+}
+
+/// `application/x-www-form-urlencoded` pairs, percent-decoded.
+fn form_pairs(query: &str) -> Vec<(String, String)> {
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
+                match hex {
+                    Some(b) => {
+                        out.push(b);
+                        i += 2;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A new resource id: a random (version 4) UUID.
+pub fn new_id() -> String {
+    let mut b = [0u8; 16];
+    if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b).is_err() {
+        // No randomness: fall back to the clock, still unique within this process.
+        let n = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        b = n.to_be_bytes();
+    }
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+}
+
+/// `meta` of a stored resource.
+pub fn meta(kind: ResourceKind, base: &str, id: &str, created: i64, updated: i64, version: i64) -> Value {
+    serde_json::json!({
+        "resourceType": kind.name(),
+        "created": crate::routes::rfc3339(created),
+        "lastModified": crate::routes::rfc3339(updated),
+        "location": format!("{base}{}/{id}", kind.endpoint()),
+        "version": etag(version),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_pairs_decode() {
+        let p = ListParams::from_query(Some("filter=userName%20eq%20%22a%2Bb%40x%22&startIndex=0&COUNT=5000")).unwrap();
+        assert_eq!(p.filter.as_deref(), Some("userName eq \"a+b@x\""));
+        assert_eq!((p.start_index, p.count), (1, MAX_RESULTS));
+        assert_eq!(percent_decode("%zz%4"), "%zz%4");
+    }
+
+    #[test]
+    fn if_match_versions() {
+        let mut h = HeaderMap::new();
+        assert_eq!(if_match(&h), None);
+        h.insert(IF_MATCH, HeaderValue::from_static("W/\"3\""));
+        assert_eq!(if_match(&h), Some(3));
+        h.insert(IF_MATCH, HeaderValue::from_static("*"));
+        assert_eq!(if_match(&h), None);
+        h.insert(IF_MATCH, HeaderValue::from_static("\"abc\""));
+        assert_eq!(if_match(&h), Some(-1));
+    }
+
+    #[test]
+    fn throttles_an_address_after_repeated_failures() {
+        let gate = ScimGate::new(&Secret::new("0123456789abcdef0123456789abcdef"), None);
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        for _ in 0..10 {
+            assert_eq!(gate.check(Some("wrong"), Some(a)).unwrap_err().0, StatusCode::UNAUTHORIZED);
+        }
+        assert_eq!(gate.check(Some("wrong"), Some(a)).unwrap_err().0, StatusCode::TOO_MANY_REQUESTS);
+        let right = Some("0123456789abcdef0123456789abcdef");
+        assert_eq!(gate.check(right, Some(a)).unwrap_err().0, StatusCode::TOO_MANY_REQUESTS, "throttled for all");
+        assert!(gate.check(right, Some(b)).is_ok(), "other addresses are unaffected");
+        assert!(gate.check(None, Some(b)).is_err());
+    }
+}

@@ -1,0 +1,421 @@
+//! `/scim/v2/Users`: people as the IdP provisions them.
+
+use super::{
+    allow, effects, if_match, json_body, list_page, meta, new_id, resource_reply, Ctx, Failure, ListParams, ScimResult,
+};
+use crate::auth::Auth;
+use crate::state::AppState;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use kubehero_core::Action;
+use kubehero_scim::{CompValue, CompareOp, Filter, Projection, ResourceKind, ScimError};
+use kubehero_store::{DirectoryUser, Membership, UserOrigin, UserSelect};
+use serde_json::Value;
+use std::collections::HashMap;
+
+const KIND: ResourceKind = ResourceKind::User;
+
+/// The identity facts of a validated User resource.
+struct Facts {
+    user_name: String,
+    external_id: Option<String>,
+    active: bool,
+    emails: Vec<String>,
+}
+
+impl Facts {
+    fn of(resource: &Value) -> Result<Facts, Failure> {
+        let user_name = resource
+            .get("userName")
+            .and_then(Value::as_str)
+            .filter(|s| !s.trim().is_empty())
+            .ok_or_else(|| ScimError::invalid_value("userName is required"))?
+            .to_string();
+        let emails = resource
+            .get("emails")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(|e| e.get("value").and_then(Value::as_str)).map(str::to_string).collect())
+            .unwrap_or_default();
+        Ok(Facts {
+            user_name,
+            external_id: resource.get("externalId").and_then(Value::as_str).map(str::to_string),
+            active: resource.get("active").and_then(Value::as_bool).unwrap_or(true),
+            emails,
+        })
+    }
+
+    /// `user` with these facts and this resource, adopted by SCIM.
+    fn apply(self, user: &DirectoryUser, resource: Value, now: i64) -> DirectoryUser {
+        DirectoryUser {
+            user_name: self.user_name,
+            external_id: self.external_id,
+            active: self.active,
+            emails: self.emails,
+            resource,
+            origin: UserOrigin::Scim,
+            updated_at: now,
+            ..user.clone()
+        }
+    }
+}
+
+/// The SCIM representation of a stored user.
+pub(super) fn render(base: &str, u: &DirectoryUser, groups: &[Membership]) -> Value {
+    let mut v = match &u.resource {
+        Value::Object(m) => Value::Object(m.clone()),
+        _ => serde_json::json!({}),
+    };
+    v["id"] = Value::String(u.id.clone());
+    v["meta"] = meta(KIND, base, &u.id, u.created_at, u.updated_at, u.version);
+    if !groups.is_empty() {
+        v["groups"] = groups
+            .iter()
+            .map(|m| {
+                serde_json::json!({
+                    "value": m.group_id,
+                    "display": m.display_name,
+                    "$ref": format!("{base}/Groups/{}", m.group_id),
+                    "type": "direct",
+                })
+            })
+            .collect();
+    }
+    v
+}
+
+async fn groups_of(state: &AppState, users: &[DirectoryUser]) -> Result<HashMap<String, Vec<Membership>>, Failure> {
+    let ids: Vec<String> = users.iter().map(|u| u.id.clone()).collect();
+    let mut by_user: HashMap<String, Vec<Membership>> = HashMap::new();
+    if ids.is_empty() {
+        return Ok(by_user);
+    }
+    for m in state.store.memberships(&ids).await? {
+        by_user.entry(m.user_id.clone()).or_default().push(m);
+    }
+    for v in by_user.values_mut() {
+        v.sort_by(|a, b| a.display_name.cmp(&b.display_name));
+    }
+    Ok(by_user)
+}
+
+async fn render_one(state: &AppState, ctx: &Ctx, u: &DirectoryUser) -> Result<Value, Failure> {
+    let groups = groups_of(state, std::slice::from_ref(u)).await?;
+    Ok(render(&ctx.base, u, groups.get(&u.id).map_or(&[], Vec::as_slice)))
+}
+
+/// An index the store can answer a filter's candidates from: an `eq` on `id`, `userName`, `externalId` or an
+/// email, alone or in an `and`. The whole filter is still evaluated on the candidates.
+fn pushdown(f: &Filter) -> Option<UserSelect<'_>> {
+    match f {
+        Filter::Compare { path, op: CompareOp::Eq, value: CompValue::String(s) }
+            if path.uri.as_deref().is_none_or(|u| u.eq_ignore_ascii_case(kubehero_scim::schema::USER_SCHEMA)) =>
+        {
+            match (path.name.to_ascii_lowercase().as_str(), path.sub_attr.as_deref()) {
+                ("id", None) => Some(UserSelect::Id(s)),
+                ("username", None) => Some(UserSelect::UserName(s)),
+                ("externalid", None) => Some(UserSelect::ExternalId(s)),
+                ("emails", None) => Some(UserSelect::Email(s)),
+                ("emails", Some(sub)) if sub.eq_ignore_ascii_case("value") => Some(UserSelect::Email(s)),
+                _ => None,
+            }
+        }
+        Filter::ValuePath { path, filter } if path.name.eq_ignore_ascii_case("emails") && path.uri.is_none() => {
+            email_value_eq(filter).map(UserSelect::Email)
+        }
+        Filter::And(l, r) => pushdown(l).or_else(|| pushdown(r)),
+        _ => None,
+    }
+}
+
+/// `value eq "…"` inside `emails[…]`, alone or in an `and`.
+fn email_value_eq(f: &Filter) -> Option<&str> {
+    match f {
+        Filter::Compare { path, op: CompareOp::Eq, value: CompValue::String(s) }
+            if path.name.eq_ignore_ascii_case("value") && path.sub_attr.is_none() =>
+        {
+            Some(s)
+        }
+        Filter::And(l, r) => email_value_eq(l).or_else(|| email_value_eq(r)),
+        _ => None,
+    }
+}
+
+/// Whether a filter looks at the read-only `groups` (then memberships must be rendered before evaluating).
+fn mentions_groups(f: &Filter) -> bool {
+    match f {
+        Filter::Compare { path, .. } | Filter::Present(path) | Filter::ValuePath { path, .. } => {
+            path.name.eq_ignore_ascii_case("groups")
+        }
+        Filter::Not(i) => mentions_groups(i),
+        Filter::And(l, r) | Filter::Or(l, r) => mentions_groups(l) || mentions_groups(r),
+    }
+}
+
+/// One page of users matching the parameters.
+/// The number of users matching the parameters, and the page they ask for.
+pub(super) async fn query(state: &AppState, ctx: &Ctx, params: &ListParams) -> Result<(i64, Vec<Value>), Failure> {
+    let projection = Projection::from_query(params.attributes.as_deref(), params.excluded.as_deref())?;
+    let filter = params.filter.as_deref().map(Filter::parse).transpose().map_err(ScimError::from)?;
+    let offset = params.start_index - 1;
+    let (total, page) = match &filter {
+        None => state.store.select_users(UserSelect::All, offset, params.count).await?,
+        Some(f) => {
+            let select = pushdown(f).unwrap_or(UserSelect::All);
+            let (_, candidates) = state.store.select_users(select, 0, i64::MAX).await?;
+            let groups = if mentions_groups(f) { groups_of(state, &candidates).await? } else { HashMap::new() };
+            let case = kubehero_scim::case_exact(KIND);
+            let matched: Vec<DirectoryUser> = candidates
+                .into_iter()
+                .filter(|u| {
+                    let v = render(&ctx.base, u, groups.get(&u.id).map_or(&[], Vec::as_slice));
+                    kubehero_scim::matches_with(f, &v, &case)
+                })
+                .collect();
+            let total = matched.len() as i64;
+            (total, matched.into_iter().skip(offset as usize).take(params.count as usize).collect())
+        }
+    };
+    let groups = groups_of(state, &page).await?;
+    let items = page
+        .iter()
+        .map(|u| projection.apply(KIND, &render(&ctx.base, u, groups.get(&u.id).map_or(&[], Vec::as_slice))))
+        .collect();
+    Ok((total, items))
+}
+
+pub async fn list(State(state): State<AppState>, auth: Auth, ctx: Ctx, RawQuery(q): RawQuery) -> ScimResult {
+    allow(&auth, Action::ScimUserRead)?;
+    let params = ListParams::from_query(q.as_deref())?;
+    let (total, items) = query(&state, &ctx, &params).await?;
+    Ok(super::reply(StatusCode::OK, &list_page(total, params.start_index, items)))
+}
+
+pub async fn search(
+    State(state): State<AppState>,
+    auth: Auth,
+    ctx: Ctx,
+    body: Result<Bytes, BytesRejection>,
+) -> ScimResult {
+    allow(&auth, Action::ScimUserRead)?;
+    let params = ListParams::from_search(&json_body(body)?)?;
+    let (total, items) = query(&state, &ctx, &params).await?;
+    Ok(super::reply(StatusCode::OK, &list_page(total, params.start_index, items)))
+}
+
+fn projection(q: Option<&str>) -> Result<Projection, Failure> {
+    let p = ListParams::from_query(q)?;
+    Ok(Projection::from_query(p.attributes.as_deref(), p.excluded.as_deref())?)
+}
+
+/// A single user answer, honouring `attributes`/`excludedAttributes` and `If-None-Match`.
+fn single(status: StatusCode, v: &Value, projection: &Projection, headers: Option<&HeaderMap>) -> Response {
+    let version = v.pointer("/meta/version").and_then(Value::as_str);
+    let unchanged = headers
+        .and_then(|h| h.get(axum::http::header::IF_NONE_MATCH))
+        .and_then(|h| h.to_str().ok())
+        .is_some_and(|h| version.is_some_and(|v| h.split(',').any(|t| t.trim() == v || t.trim() == "*")));
+    if unchanged {
+        return StatusCode::NOT_MODIFIED.into_response();
+    }
+    resource_reply(status, &projection.apply(KIND, v))
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    auth: Auth,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+) -> ScimResult {
+    allow(&auth, Action::ScimUserRead)?;
+    let projection = projection(q.as_deref())?;
+    let user = state.store.get_user(&id).await?;
+    Ok(single(StatusCode::OK, &render_one(&state, &ctx, &user).await?, &projection, Some(&headers)))
+}
+
+/// A person who signed in before the IdP provisioned them, whom this SCIM resource describes: same
+/// `userName`, or one of its emails, case-insensitively.
+async fn just_in_time_match(state: &AppState, facts: &Facts) -> Result<Option<DirectoryUser>, Failure> {
+    let mut names: Vec<&str> = vec![&facts.user_name];
+    names.extend(facts.emails.iter().map(String::as_str));
+    for name in names {
+        for select in [UserSelect::UserName(name), UserSelect::Email(name)] {
+            let (_, found) = state.store.select_users(select, 0, 2).await?;
+            if let Some(u) = found.into_iter().find(|u| u.origin == UserOrigin::Jit) {
+                return Ok(Some(u));
+            }
+        }
+    }
+    Ok(None)
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    auth: Auth,
+    ctx: Ctx,
+    RawQuery(q): RawQuery,
+    body: Result<Bytes, BytesRejection>,
+) -> ScimResult {
+    allow(&auth, Action::ScimUserCreate)?;
+    let projection = projection(q.as_deref())?;
+    let resource = kubehero_scim::validate(KIND, json_body(body)?)?;
+    let facts = Facts::of(&resource)?;
+    let now = state.clock.now();
+    let user = match just_in_time_match(&state, &facts).await? {
+        // Reconciliation: the IdP now describes someone KubeHero created at sign-in; SCIM adopts them.
+        Some(jit) => {
+            let adopted = facts.apply(&jit, resource, now);
+            let stored = state.store.update_user(&adopted, Some(jit.version)).await?;
+            effects::user_changed(&state, &ctx, &jit, &stored).await?;
+            stored
+        }
+        None => {
+            let user = DirectoryUser {
+                id: new_id(),
+                user_name: facts.user_name,
+                external_id: facts.external_id,
+                active: facts.active,
+                subject: None,
+                emails: facts.emails,
+                resource,
+                origin: UserOrigin::Scim,
+                version: 1,
+                created_at: now,
+                updated_at: now,
+                deleted_at: None,
+            };
+            state.store.create_users(std::slice::from_ref(&user)).await?;
+            user
+        }
+    };
+    state.directory.changed();
+    let v = render_one(&state, &ctx, &user).await?;
+    let mut res = single(StatusCode::CREATED, &v, &projection, None);
+    res.extensions_mut().insert(target(&user));
+    Ok(res)
+}
+
+fn target(u: &DirectoryUser) -> kubehero_core::AuditTarget {
+    kubehero_core::AuditTarget { kind: Some("scim_user".into()), id: Some(u.id.clone()), ..Default::default() }
+}
+
+/// Stores a new version of a user and applies what changed (suspension, restoration).
+async fn store_change(
+    state: &AppState,
+    ctx: &Ctx,
+    current: &DirectoryUser,
+    resource: Value,
+    expected: Option<i64>,
+) -> Result<DirectoryUser, Failure> {
+    let facts = Facts::of(&resource)?;
+    let next = facts.apply(current, resource, state.clock.now());
+    let stored = state.store.update_user(&next, expected).await?;
+    state.directory.changed();
+    effects::user_changed(state, ctx, current, &stored).await?;
+    Ok(stored)
+}
+
+pub async fn replace(
+    State(state): State<AppState>,
+    auth: Auth,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ScimResult {
+    allow(&auth, Action::ScimUserReplace)?;
+    let projection = projection(q.as_deref())?;
+    let resource = kubehero_scim::validate(KIND, json_body(body)?)?;
+    let current = state.store.get_user(&id).await?;
+    let stored = store_change(&state, &ctx, &current, resource, if_match(&headers)).await?;
+    Ok(single(StatusCode::OK, &render_one(&state, &ctx, &stored).await?, &projection, None))
+}
+
+pub async fn patch(
+    State(state): State<AppState>,
+    auth: Auth,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ScimResult {
+    allow(&auth, Action::ScimUserPatch)?;
+    let projection = projection(q.as_deref())?;
+    let body = json_body(body)?;
+    let current = state.store.get_user(&id).await?;
+    let mut resource = current.resource.clone();
+    kubehero_scim::apply_patch(KIND, &mut resource, &body)?;
+    let resource = kubehero_scim::validate(KIND, resource)?;
+    let stored = store_change(&state, &ctx, &current, resource, if_match(&headers)).await?;
+    Ok(single(StatusCode::OK, &render_one(&state, &ctx, &stored).await?, &projection, None))
+}
+
+pub async fn delete(
+    State(state): State<AppState>,
+    auth: Auth,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> ScimResult {
+    allow(&auth, Action::ScimUserDelete)?;
+    let user = state.store.delete_user(&id, if_match(&headers), state.clock.now()).await?;
+    state.directory.changed();
+    effects::user_deleted(&state, &ctx, &user).await?;
+    let mut res = StatusCode::NO_CONTENT.into_response();
+    res.extensions_mut().insert(target(&user));
+    Ok(res)
+}
+
+/// Creates the directory entry of a person who signs in before the IdP provisioned them (just-in-time), so
+/// that SCIM can adopt them later; does nothing when SCIM is off or the person is already known.
+pub async fn provision_at_sign_in(
+    state: &AppState,
+    sub: &str,
+    email: Option<&str>,
+) -> Result<Option<DirectoryUser>, kubehero_store::StoreError> {
+    if !state.directory.enabled() {
+        return Ok(None);
+    }
+    if !state.store.find_people(sub, email).await?.is_empty() {
+        return Ok(None);
+    }
+    let now = state.clock.now();
+    let user_name = email.unwrap_or(sub).to_string();
+    let mut resource = serde_json::json!({
+        "schemas": [kubehero_scim::schema::USER_SCHEMA],
+        "userName": user_name,
+        "active": true,
+    });
+    if let Some(e) = email {
+        resource["emails"] = serde_json::json!([{ "value": e, "primary": true }]);
+    }
+    let user = DirectoryUser {
+        id: new_id(),
+        user_name,
+        external_id: None,
+        active: true,
+        subject: Some(sub.to_string()),
+        emails: email.map(|e| vec![e.to_string()]).unwrap_or_default(),
+        resource,
+        origin: UserOrigin::Jit,
+        version: 1,
+        created_at: now,
+        updated_at: now,
+        deleted_at: None,
+    };
+    match state.store.create_users(std::slice::from_ref(&user)).await {
+        Ok(()) => {
+            state.directory.changed();
+            Ok(Some(user))
+        }
+        // Signed in twice at once, or the name is taken by someone the identity did not match: keep theirs.
+        Err(kubehero_store::StoreError::AlreadyExists(_)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
