@@ -436,6 +436,16 @@ async fn scim2_tester_compliance_suite_passes() {
         .collect();
     assert!(results.len() > 50, "only {} checks ran", results.len());
     assert!(bad.is_empty(), "{} of {} checks not SUCCESS:\n{}", bad.len(), results.len(), bad.join("\n"));
+    // And the `scim2 test` command itself, which exits 0 only when every check is SUCCESS.
+    let out = tokio::process::Command::new(kubehero_testkit::scim::scim_cli())
+        .args(["--url", &format!("{}/scim/v2", ts.url), "test"])
+        .env("SCIM_CLI_HEADERS", format!("Authorization: Bearer {TOKEN}"))
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "scim2 test failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.matches("SUCCESS").count() >= results.len(), "{stdout}");
 }
 
 /// A KubeHero with SCIM and browser sign-in, and the IdP.
