@@ -129,6 +129,31 @@ impl Directory {
     }
 }
 
+/// Records `sub` as the IdP subject of the directory person a credential's email or user name found, when
+/// that person has none yet: API keys name their owner by subject only, and must find them later.
+pub async fn link_subject(state: &AppState, sub: &str, email: Option<&str>) -> Result<(), StoreError> {
+    if !state.directory.enabled() {
+        return Ok(());
+    }
+    let live: Vec<_> = state.store.find_people(sub, email).await?.into_iter().filter(|m| !m.deleted).collect();
+    let [only] = live.as_slice() else {
+        return Ok(());
+    };
+    let user = state.store.get_user(&only.user_id).await?;
+    if user.subject.is_some() {
+        return Ok(());
+    }
+    let linked = kubehero_store::DirectoryUser { subject: Some(sub.to_string()), ..user.clone() };
+    match state.store.update_user(&linked, Some(user.version)).await {
+        // Changed meanwhile: SCIM's write wins; the link is made on the next key.
+        Ok(_) | Err(StoreError::Conflict(_)) => {
+            state.directory.changed();
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// Lets an authenticated principal through the directory: refuses deprovisioned people (and keys they own)
 /// and merges a provisioned person's SCIM groups into their groups and grants.
 pub async fn admit(state: &AppState, mut p: Principal) -> Result<Principal, ApiError> {

@@ -76,6 +76,8 @@ pub async fn create(
         revoked_at: None,
     };
     s.store.create_api_key(&rec).await?;
+    // The key is refused when its owner is deprovisioned: make sure the directory knows the owner by this sub.
+    crate::directory::link_subject(&s, &p.sub, p.email.as_deref()).await?;
     let target = crate::audit::target("api_key", &rec.id, None, None);
     let mut body = json!(rec);
     body["key"] = json!(secret.expose());

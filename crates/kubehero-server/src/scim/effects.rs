@@ -37,18 +37,22 @@ struct Held {
 /// The unexpired, unrevoked sessions, CLI tokens and API keys of a person.
 async fn held(state: &AppState, u: &DirectoryUser) -> Result<Vec<Held>, Failure> {
     let now = state.clock.now();
+    let names = names(u);
+    let emails: Vec<String> = u.emails.iter().map(|e| e.to_lowercase()).collect();
     let mut out = Vec::new();
-    for name in names(u) {
-        for s in state.store.list_sessions(Some(&name)).await? {
-            if s.revoked_at.is_none() && s.expires_at > now {
-                let kind = match s.kind {
-                    SessionKind::Session => "session",
-                    SessionKind::CliToken => "cli_token",
-                };
-                out.push(Held { kind, id: s.id });
-            }
+    // Sessions carry the sign-in's email too: a person the IdP names differently in tokens is still found.
+    for s in state.store.list_sessions(None).await? {
+        let theirs = names.contains(&s.sub) || s.email.as_ref().is_some_and(|e| emails.contains(&e.to_lowercase()));
+        if theirs && s.revoked_at.is_none() && s.expires_at > now {
+            let kind = match s.kind {
+                SessionKind::Session => "session",
+                SessionKind::CliToken => "cli_token",
+            };
+            out.push(Held { kind, id: s.id });
         }
-        for k in state.store.list_api_keys(Some(&name)).await? {
+    }
+    for name in &names {
+        for k in state.store.list_api_keys(Some(name)).await? {
             if k.revoked_at.is_none() && k.expires_at.is_none_or(|e| e > now) {
                 out.push(Held { kind: "api_key", id: k.id });
             }

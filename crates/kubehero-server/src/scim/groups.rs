@@ -4,7 +4,8 @@
 //! Entra ID send) is applied as a delta without reading the group's other members.
 
 use super::{
-    allow, effects, if_match, json_body, list_page, meta, new_id, resource_reply, Ctx, Failure, ListParams, ScimResult,
+    allow, effects, if_match, json_body, list_page, meta, new_id, not_modified, projection, resource_reply, Ctx,
+    Failure, ListParams, ScimResult,
 };
 use crate::auth::Auth;
 use crate::state::AppState;
@@ -198,11 +199,6 @@ pub async fn search(
     Ok(super::reply(StatusCode::OK, &list_page(total, params.start_index, items)))
 }
 
-fn projection(q: Option<&str>) -> Result<Projection, Failure> {
-    let p = ListParams::from_query(q)?;
-    Ok(Projection::from_query(p.attributes.as_deref(), p.excluded.as_deref())?)
-}
-
 /// A single group answer, reading members only when the answer shows them.
 async fn answer(
     state: &AppState,
@@ -232,11 +228,7 @@ pub async fn get(
     allow(&auth, Action::ScimGroupRead)?;
     let projection = projection(q.as_deref())?;
     let g = state.store.get_group(&id).await?;
-    let unchanged = headers
-        .get(axum::http::header::IF_NONE_MATCH)
-        .and_then(|h| h.to_str().ok())
-        .is_some_and(|h| h.split(',').any(|t| t.trim() == super::etag(g.version) || t.trim() == "*"));
-    if unchanged {
+    if not_modified(&headers, &super::etag(g.version)) {
         return Ok(StatusCode::NOT_MODIFIED.into_response());
     }
     answer(&state, &ctx, StatusCode::OK, &g, &projection).await

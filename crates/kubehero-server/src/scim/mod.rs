@@ -212,6 +212,20 @@ pub fn if_match(headers: &HeaderMap) -> Option<i64> {
     Some(unquoted.parse::<i64>().unwrap_or(-1))
 }
 
+/// `attributes`/`excludedAttributes` of a single-resource request.
+pub fn projection(query: Option<&str>) -> Result<kubehero_scim::Projection, Failure> {
+    let p = ListParams::from_query(query)?;
+    Ok(kubehero_scim::Projection::from_query(p.attributes.as_deref(), p.excluded.as_deref())?)
+}
+
+/// Whether `If-None-Match` names the resource's current ETag (then the answer is 304).
+pub fn not_modified(headers: &HeaderMap, etag: &str) -> bool {
+    headers
+        .get(axum::http::header::IF_NONE_MATCH)
+        .and_then(|h| h.to_str().ok())
+        .is_some_and(|h| h.split(',').any(|t| t.trim() == etag || t.trim() == "*"))
+}
+
 /// A JSON request body, with SCIM errors for a body too large or not JSON.
 pub fn json_body(body: Result<Bytes, BytesRejection>) -> Result<Value, Failure> {
     let bytes = body.map_err(|rej| {

@@ -1,7 +1,8 @@
 //! `/scim/v2/Users`: people as the IdP provisions them.
 
 use super::{
-    allow, effects, if_match, json_body, list_page, meta, new_id, resource_reply, Ctx, Failure, ListParams, ScimResult,
+    allow, effects, if_match, json_body, list_page, meta, new_id, not_modified, projection, resource_reply, Ctx,
+    Failure, ListParams, ScimResult,
 };
 use crate::auth::Auth;
 use crate::state::AppState;
@@ -205,19 +206,10 @@ pub async fn search(
     Ok(super::reply(StatusCode::OK, &list_page(total, params.start_index, items)))
 }
 
-fn projection(q: Option<&str>) -> Result<Projection, Failure> {
-    let p = ListParams::from_query(q)?;
-    Ok(Projection::from_query(p.attributes.as_deref(), p.excluded.as_deref())?)
-}
-
 /// A single user answer, honouring `attributes`/`excludedAttributes` and `If-None-Match`.
 fn single(status: StatusCode, v: &Value, projection: &Projection, headers: Option<&HeaderMap>) -> Response {
-    let version = v.pointer("/meta/version").and_then(Value::as_str);
-    let unchanged = headers
-        .and_then(|h| h.get(axum::http::header::IF_NONE_MATCH))
-        .and_then(|h| h.to_str().ok())
-        .is_some_and(|h| version.is_some_and(|v| h.split(',').any(|t| t.trim() == v || t.trim() == "*")));
-    if unchanged {
+    let version = v.pointer("/meta/version").and_then(Value::as_str).unwrap_or_default();
+    if headers.is_some_and(|h| not_modified(h, version)) {
         return StatusCode::NOT_MODIFIED.into_response();
     }
     resource_reply(status, &projection.apply(KIND, v))

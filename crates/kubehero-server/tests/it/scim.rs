@@ -593,7 +593,7 @@ async fn scim_groups_feed_roles_and_removal_takes_them_away() {
     let alice = idp.authcode("alice", "kubehero", "kubehero-secret").await.unwrap().id_token;
     assert_eq!(ts.whoami(&dave).await["role"], "viewer");
     assert_eq!(ts.whoami(&alice).await["role"], "admin", "from the token's kubehero-admins");
-    let d = scim(&ts, Method::POST, "/Users", Some(user_body("dave@example.com", "dave", "dave@example.com"))).await;
+    let d = scim(&ts, Method::POST, "/Users", Some(user_body("dave@example.com", "00udave", "dave@example.com"))).await;
     let a = scim(&ts, Method::POST, "/Users", Some(user_body("alice@example.com", "alice", "alice@example.com"))).await;
     let (d, a) = (d.body["id"].as_str().unwrap().to_string(), a.body["id"].as_str().unwrap().to_string());
     let g = scim(
@@ -610,6 +610,18 @@ async fn scim_groups_feed_roles_and_removal_takes_them_away() {
     assert_eq!(ts.whoami(&dave).await["role"], "admin", "SCIM group membership gives the role");
     let groups = ts.whoami(&dave).await["groups"].clone();
     assert!(groups.as_array().unwrap().iter().any(|g| g == "kubehero-admins"), "{groups}");
+    // dave's tokens name him "dave", SCIM calls him dave@example.com with another externalId: his key still
+    // finds him (the directory learns his subject when he creates it).
+    let key = ts.post("/api/v1/api-keys", Some(&dave), json!({ "name": "dave-ci", "role": "member" })).await;
+    assert_eq!(key.status, StatusCode::CREATED, "{}", key.body);
+    let key = key.body["key"].as_str().unwrap().to_string();
+    let off = json!({ "schemas": [PATCH], "Operations": [{ "op": "replace", "value": { "active": false } }] });
+    assert_eq!(scim(&ts, Method::PATCH, &format!("/Users/{d}"), Some(off)).await.status, StatusCode::OK);
+    assert_eq!(ts.get("/api/v1/whoami", Some(&key)).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(ts.get("/api/v1/whoami", Some(&dave)).await.status, StatusCode::UNAUTHORIZED);
+    let on = json!({ "schemas": [PATCH], "Operations": [{ "op": "replace", "value": { "active": true } }] });
+    assert_eq!(scim(&ts, Method::PATCH, &format!("/Users/{d}"), Some(on)).await.status, StatusCode::OK);
+    assert_eq!(ts.get("/api/v1/whoami", Some(&key)).await.status, StatusCode::OK);
 
     let remove = json!({ "schemas": [PATCH], "Operations": [
         { "op": "remove", "path": format!("members[value eq \"{a}\"]") },
