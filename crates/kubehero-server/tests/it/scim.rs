@@ -637,3 +637,41 @@ async fn scim_groups_feed_roles_and_removal_takes_them_away() {
     let rows = ts.state().store.audit_rows(0, 10_000).await.unwrap();
     assert_eq!(rows.iter().filter(|r| r.body.contains("\"person.group_removed\"")).count(), 2);
 }
+
+/// Two replicas on one PostgreSQL: the IdP deactivates a person through one, the other refuses the person's
+/// API key within seconds (its directory cache lives 2 s), and SCIM answers from either with the same data.
+#[tokio::test]
+async fn deprovisioning_through_one_replica_reaches_the_other() {
+    let pg = kubehero_testkit::postgres::TempPostgres::start().await.unwrap();
+    let env = [("KUBEHERO_DATABASE_URL", pg.url.as_str())];
+    let a = scim_server(&env).await;
+    let b = scim_server(&env).await;
+    let u = scim(&a, Method::POST, "/Users", Some(user_body("zed@example.com", "zed", "zed@example.com"))).await;
+    assert_eq!(u.status, StatusCode::CREATED, "{}", u.body);
+    let id = u.body["id"].as_str().unwrap().to_string();
+    assert_eq!(find_user(&b, "ZED@example.com").await["Resources"][0]["id"], id);
+    // zed's key, as `POST /api/v1/api-keys` stores it (owner = zed's subject).
+    let secret = "khk_replicatestkey0123456789abcdefghijklmnopqrs";
+    let hash = kubehero_authn::sha256_hex(secret);
+    let at = a.state().clock.now();
+    let key = kubehero_store::ApiKeyRecord {
+        id: hash[..16].to_string(),
+        hash,
+        name: "zed-ci".into(),
+        role: kubehero_core::Role::Viewer,
+        owner: "zed".into(),
+        created_at: at,
+        expires_at: None,
+        revoked_at: None,
+    };
+    a.state().store.create_api_key(&key).await.unwrap();
+    assert_eq!(b.get("/api/v1/whoami", Some(secret)).await.status, StatusCode::OK);
+    let off = json!({ "schemas": [PATCH], "Operations": [{ "op": "replace", "value": { "active": false } }] });
+    let started = Instant::now();
+    assert_eq!(scim(&a, Method::PATCH, &format!("/Users/{id}"), Some(off)).await.status, StatusCode::OK);
+    assert_eq!(a.get("/api/v1/whoami", Some(secret)).await.status, StatusCode::UNAUTHORIZED, "at once on a");
+    while b.get("/api/v1/whoami", Some(secret)).await.status != StatusCode::UNAUTHORIZED {
+        assert!(started.elapsed() < Duration::from_secs(5), "replica b still accepts the key");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
