@@ -64,6 +64,11 @@ fn kind_of(action: Action) -> Option<&'static str> {
         "role_binding" => "role_binding",
         "api_key" => "api_key",
         "settings" => "setting",
+        "scim" => match name.split('.').nth(1) {
+            Some("user") => "scim_user",
+            Some("group") => "scim_group",
+            _ => "scim",
+        },
         other => other,
     })
 }

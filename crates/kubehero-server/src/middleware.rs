@@ -42,6 +42,7 @@ pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next
     req.extensions_mut().insert(RequestId(id.clone()));
     let method = req.method().as_str().to_string();
     let facts = crate::audit::RequestFacts::of(&req);
+    let scim = req.uri().path().starts_with("/scim/");
     let mut res = next.run(req).await;
     if let Some(event) = crate::audit::event_for(&res, facts, &id, state.clock.now_ms()) {
         // Durable before the answer: nothing leaves unaudited.
@@ -53,8 +54,14 @@ pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next
         if let Err(e) = recorded {
             state.metrics.audit_refused();
             tracing::error!(error = %e, request_id = %id, "refusing a request whose audit row could not be written");
-            res = ApiError::new(Code::Unavailable, "the audit log cannot be written; the request was not answered")
-                .into_response();
+            let message = "the audit log cannot be written; the request was not answered";
+            res = if scim {
+                // SCIM clients get SCIM's error schema, like every other SCIM answer.
+                crate::scim::Failure(kubehero_scim::ScimError { status: 503, scim_type: None, detail: message.into() })
+                    .into_response()
+            } else {
+                ApiError::new(Code::Unavailable, message).into_response()
+            };
         }
     }
     let route = res

@@ -675,3 +675,30 @@ async fn deprovisioning_through_one_replica_reaches_the_other() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// The database going away: SCIM answers 503 in its own error schema (nothing half-written), and works again
+/// with everything intact once the database is back.
+#[tokio::test]
+async fn a_dead_database_is_503_in_the_scim_schema_and_loses_nothing() {
+    let pg = kubehero_testkit::postgres::TempPostgres::start().await.unwrap();
+    let ts = scim_server(&[("KUBEHERO_DATABASE_URL", pg.url.as_str())]).await;
+    let u = scim(&ts, Method::POST, "/Users", Some(user_body("kim@example.com", "kim", "kim@example.com"))).await;
+    let id = u.body["id"].as_str().unwrap().to_string();
+    pg.stop_server();
+    let r = scim(&ts, Method::GET, &format!("/Users/{id}"), None).await;
+    assert_scim_error(&r, 503, None);
+    let off = json!({ "schemas": [PATCH], "Operations": [{ "op": "replace", "value": { "active": false } }] });
+    assert_scim_error(&scim(&ts, Method::PATCH, &format!("/Users/{id}"), Some(off)).await, 503, None);
+    pg.start_server();
+    let started = Instant::now();
+    let back = loop {
+        let r = scim(&ts, Method::GET, &format!("/Users/{id}"), None).await;
+        if r.status == StatusCode::OK || started.elapsed() > Duration::from_secs(30) {
+            break r;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(back.status, StatusCode::OK, "{}", back.body);
+    assert_eq!(back.body["active"], true, "the refused PATCH changed nothing");
+    assert_eq!(back.body["userName"], "kim@example.com");
+}
