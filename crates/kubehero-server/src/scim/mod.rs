@@ -44,8 +44,8 @@ use std::time::Instant;
 pub const SCIM_JSON: &str = "application/scim+json";
 /// Largest request body: a group replaced with some ten thousand members fits.
 pub const MAX_SCIM_BODY: usize = 2 * 1024 * 1024;
-/// Most resources in one page (advertised as `filter.maxResults`).
-pub const MAX_RESULTS: i64 = 1000;
+/// Most resources in one page: what the service provider configuration advertises as `filter.maxResults`.
+pub const MAX_RESULTS: i64 = schema::MAX_RESULTS as i64;
 
 /// Failed attempts an address may make before it is throttled, and how fast that allowance refills.
 const FAILURE_BURST: f64 = 10.0;
