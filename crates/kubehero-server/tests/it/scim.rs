@@ -436,6 +436,7 @@ async fn scim2_tester_compliance_suite_passes() {
         .collect();
     assert!(results.len() > 50, "only {} checks ran", results.len());
     assert!(bad.is_empty(), "{} of {} checks not SUCCESS:\n{}", bad.len(), results.len(), bad.join("\n"));
+    eprintln!("scim2-tester: {} checks, all SUCCESS", results.len());
     // And the `scim2 test` command itself, which exits 0 only when every check is SUCCESS.
     let out = tokio::process::Command::new(kubehero_testkit::scim::scim_cli())
         .args(["--url", &format!("{}/scim/v2", ts.url), "test"])
