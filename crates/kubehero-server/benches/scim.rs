@@ -185,7 +185,7 @@ fn main() {
                 "Operations": [{ "op": "Add", "path": "members", "value": value }],
             });
             let (status, d) = c.send(reqwest::Method::PATCH, &format!("/Groups/{big_id}"), Some(&body)).await;
-            assert_eq!(status, 200);
+            assert_eq!(status, 204);
             patch.push(d);
         }
         let patch = stats(patch);

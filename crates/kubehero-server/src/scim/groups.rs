@@ -380,6 +380,16 @@ pub async fn patch(
             store_change(&state, &ctx, &current, resource, MemberChange::Replace(&members), &removed, expected).await?
         }
     };
+    // RFC 7644 §3.5.2: 200 with the resource, or 204. A group's members can run to tens of thousands, so the
+    // whole group is sent back only when the client asks for attributes; otherwise 204 and the new ETag.
+    if projection.is_default() {
+        let mut res = StatusCode::NO_CONTENT.into_response();
+        if let Ok(v) = axum::http::HeaderValue::from_str(&super::etag(stored.version)) {
+            res.headers_mut().insert(axum::http::header::ETAG, v);
+        }
+        res.extensions_mut().insert(target(&stored));
+        return Ok(res);
+    }
     answer(&state, &ctx, StatusCode::OK, &stored, &projection).await
 }
 

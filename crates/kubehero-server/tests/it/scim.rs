@@ -214,20 +214,25 @@ async fn okta_provisioning_sequence() {
     let add = json!({ "schemas": [PATCH], "Operations": [
         { "op": "add", "path": "members", "value": [{ "value": id, "display": "ada@acme.example" }, { "value": bo }] }
     ]});
+    // A group's PATCH answers 204 (members can be many) unless the client asks for attributes.
     let r = scim(&ts, Method::PATCH, &format!("/Groups/{gid}"), Some(add)).await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
-    assert_eq!(r.body["members"].as_array().unwrap().len(), 2);
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
+    let g = scim(&ts, Method::GET, &format!("/Groups/{gid}"), None).await;
+    assert_eq!(g.body["members"].as_array().unwrap().len(), 2);
+    assert_eq!(r.headers["etag"], g.body["meta"]["version"].as_str().unwrap());
     let remove = json!({ "schemas": [PATCH], "Operations": [
         { "op": "remove", "path": format!("members[value eq \"{bo}\"]") }
     ]});
-    let r = scim(&ts, Method::PATCH, &format!("/Groups/{gid}"), Some(remove)).await;
+    let r = scim(&ts, Method::PATCH, &format!("/Groups/{gid}?attributes=members"), Some(remove)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_eq!(r.body["members"].as_array().unwrap().len(), 1, "{}", r.body);
     let user = scim(&ts, Method::GET, &format!("/Users/{id}"), None).await;
     assert_eq!(user.body["groups"][0]["display"], "kubehero-admins", "read-only groups: {}", user.body);
     let rename = json!({ "schemas": [PATCH], "Operations": [
         { "op": "replace", "value": { "id": gid, "displayName": "kubehero-owners" } }
     ]});
-    let r = scim(&ts, Method::PATCH, &format!("/Groups/{gid}"), Some(rename)).await;
+    assert_eq!(scim(&ts, Method::PATCH, &format!("/Groups/{gid}"), Some(rename)).await.status, StatusCode::NO_CONTENT);
+    let r = scim(&ts, Method::GET, &format!("/Groups/{gid}"), None).await;
     assert_eq!(r.body["displayName"], "kubehero-owners", "{}", r.body);
     assert_eq!(r.body["members"].as_array().unwrap().len(), 1, "renaming keeps members: {}", r.body);
     assert_eq!(scim(&ts, Method::DELETE, &format!("/Groups/{gid}"), None).await.status, StatusCode::NO_CONTENT);
@@ -299,7 +304,7 @@ async fn entra_id_provisioning_sequence() {
     let add = json!({ "schemas": [PATCH], "Operations": [{ "op": "Add", "path": "members", "value": [
         { "value": members[0] }, { "value": members[1] }, { "value": members[2] }, { "value": id }
     ]}]});
-    assert_eq!(scim(&ts, Method::PATCH, &format!("/Groups/{gid}"), Some(add)).await.status, StatusCode::OK);
+    assert_eq!(scim(&ts, Method::PATCH, &format!("/Groups/{gid}"), Some(add)).await.status, StatusCode::NO_CONTENT);
     // Entra checks membership with a filter and without members in the answer.
     let q = filter(&format!("id eq \"{gid}\" and members[value eq \"{}\"]", members[1]));
     let r = scim(&ts, Method::GET, &format!("/Groups?excludedAttributes=members&filter={q}"), None).await;
@@ -308,7 +313,8 @@ async fn entra_id_provisioning_sequence() {
     let remove = json!({ "schemas": [PATCH], "Operations": [{ "op": "Remove", "path": "members", "value": [
         { "value": members[1] }, { "value": members[2] }
     ]}]});
-    let r = scim(&ts, Method::PATCH, &format!("/Groups/{gid}"), Some(remove)).await;
+    assert_eq!(scim(&ts, Method::PATCH, &format!("/Groups/{gid}"), Some(remove)).await.status, StatusCode::NO_CONTENT);
+    let r = scim(&ts, Method::GET, &format!("/Groups/{gid}"), None).await;
     assert_eq!(r.body["members"].as_array().unwrap().len(), 2, "{}", r.body);
     let r = scim(&ts, Method::GET, &format!("/Groups?excludedAttributes=members&filter={q}"), None).await;
     assert_eq!(r.body["totalResults"], 0, "{}", r.body);
@@ -628,7 +634,7 @@ async fn scim_groups_feed_roles_and_removal_takes_them_away() {
         { "op": "remove", "path": format!("members[value eq \"{a}\"]") },
         { "op": "remove", "path": format!("members[value eq \"{d}\"]") },
     ]});
-    assert_eq!(scim(&ts, Method::PATCH, &format!("/Groups/{gid}"), Some(remove)).await.status, StatusCode::OK);
+    assert_eq!(scim(&ts, Method::PATCH, &format!("/Groups/{gid}"), Some(remove)).await.status, StatusCode::NO_CONTENT);
     assert_eq!(ts.whoami(&dave).await["role"], "viewer");
     assert_eq!(
         ts.whoami(&alice).await["role"],
