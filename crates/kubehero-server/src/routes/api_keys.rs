@@ -75,9 +75,10 @@ pub async fn create(
         expires_at: Some(now + i64::from(days) * 86_400),
         revoked_at: None,
     };
-    s.store.create_api_key(&rec).await?;
-    // The key is refused when its owner is deprovisioned: make sure the directory knows the owner by this sub.
+    // The key is refused when its owner is deprovisioned: make sure the directory knows the owner by this sub
+    // (first, so that a failure leaves no key behind).
     crate::directory::link_subject(&s, &p.sub, p.email.as_deref()).await?;
+    s.store.create_api_key(&rec).await?;
     let target = crate::audit::target("api_key", &rec.id, None, None);
     let mut body = json!(rec);
     body["key"] = json!(secret.expose());
