@@ -89,11 +89,11 @@ impl Directory {
         self.enabled
     }
 
-    /// Forgets everything cached: called after every SCIM change on this replica.
+    /// Makes everything cached stale: called after every SCIM change on this replica. Entries carry the
+    /// generation they were read under, so a bump is enough (no clearing a large cache on every write of a bulk
+    /// provisioning run).
     pub fn changed(&self) {
         self.generation.fetch_add(1, Ordering::AcqRel);
-        self.standings.lock().clear();
-        *self.managed.lock() = None;
     }
 
     /// The standing of the person a subject (and email) names.

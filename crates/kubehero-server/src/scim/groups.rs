@@ -4,8 +4,8 @@
 //! Entra ID send) is applied as a delta without reading the group's other members.
 
 use super::{
-    allow, effects, if_match, json_body, list_page, meta, new_id, not_modified, projection, resource_reply, Ctx,
-    Failure, ListParams, ScimResult,
+    allow, effects, if_match, json_body, list_page, mentions, meta, new_id, not_modified, projection, resource_reply,
+    Ctx, Failure, ListParams, ScimResult,
 };
 use crate::auth::Auth;
 use crate::state::AppState;
@@ -139,36 +139,25 @@ fn pushdown(f: &Filter) -> Option<GroupSelect<'_>> {
     }
 }
 
-fn mentions_members(f: &Filter) -> bool {
-    match f {
-        Filter::Compare { path, .. } | Filter::Present(path) | Filter::ValuePath { path, .. } => {
-            path.name.eq_ignore_ascii_case("members")
-        }
-        Filter::Not(i) => mentions_members(i),
-        Filter::And(l, r) | Filter::Or(l, r) => mentions_members(l) || mentions_members(r),
-    }
-}
-
 /// The number of groups matching the parameters, and the page they ask for.
 pub(super) async fn query(state: &AppState, ctx: &Ctx, params: &ListParams) -> Result<(i64, Vec<Value>), Failure> {
-    let projection = Projection::from_query(params.attributes.as_deref(), params.excluded.as_deref())?;
-    let filter = params.filter.as_deref().map(Filter::parse).transpose().map_err(ScimError::from)?;
-    let offset = params.start_index - 1;
-    let (total, page) = match &filter {
-        None => state.store.select_groups(GroupSelect::All, offset, params.count).await?,
+    let projection = params.projection()?;
+    let (total, page) = match params.parsed_filter()? {
+        None => state.store.select_groups(GroupSelect::All, params.offset(), params.count).await?,
         Some(f) => {
             let (_, candidates) =
-                state.store.select_groups(pushdown(f).unwrap_or(GroupSelect::All), 0, i64::MAX).await?;
+                state.store.select_groups(pushdown(&f).unwrap_or(GroupSelect::All), 0, i64::MAX).await?;
             let case = kubehero_scim::case_exact(KIND);
+            // Members are read only when the filter looks at them (Entra ID's membership check does).
+            let by_members = mentions(&f, "members");
             let mut matched = Vec::new();
             for g in candidates {
-                let members = if mentions_members(f) { Some(members_of(state, &g.id).await?) } else { None };
-                if kubehero_scim::matches_with(f, &render(&ctx.base, &g, members.as_deref()), &case) {
+                let members = if by_members { Some(members_of(state, &g.id).await?) } else { None };
+                if kubehero_scim::matches_with(&f, &render(&ctx.base, &g, members.as_deref()), &case) {
                     matched.push(g);
                 }
             }
-            let total = matched.len() as i64;
-            (total, matched.into_iter().skip(offset as usize).take(params.count as usize).collect())
+            params.page(matched)
         }
     };
     let with_members = shows_members(&projection);

@@ -214,8 +214,19 @@ pub fn if_match(headers: &HeaderMap) -> Option<i64> {
 
 /// `attributes`/`excludedAttributes` of a single-resource request.
 pub fn projection(query: Option<&str>) -> Result<kubehero_scim::Projection, Failure> {
-    let p = ListParams::from_query(query)?;
-    Ok(kubehero_scim::Projection::from_query(p.attributes.as_deref(), p.excluded.as_deref())?)
+    ListParams::from_query(query)?.projection()
+}
+
+/// Whether a filter looks at attribute `name` anywhere (then what it names must be rendered to evaluate it).
+pub fn mentions(f: &kubehero_scim::Filter, name: &str) -> bool {
+    use kubehero_scim::Filter;
+    match f {
+        Filter::Compare { path, .. } | Filter::Present(path) | Filter::ValuePath { path, .. } => {
+            path.name.eq_ignore_ascii_case(name)
+        }
+        Filter::Not(i) => mentions(i, name),
+        Filter::And(l, r) | Filter::Or(l, r) => mentions(l, name) || mentions(r, name),
+    }
 }
 
 /// Whether `If-None-Match` names the resource's current ETag (then the answer is 304).
@@ -513,6 +524,26 @@ impl ListParams {
             excluded: list("excludedAttributes"),
         }
         .clamped())
+    }
+
+    pub fn projection(&self) -> Result<kubehero_scim::Projection, Failure> {
+        Ok(kubehero_scim::Projection::from_query(self.attributes.as_deref(), self.excluded.as_deref())?)
+    }
+
+    /// The parsed filter, if any (400 `invalidFilter` when it does not parse).
+    pub fn parsed_filter(&self) -> Result<Option<kubehero_scim::Filter>, Failure> {
+        Ok(self.filter.as_deref().map(kubehero_scim::Filter::parse).transpose().map_err(ScimError::from)?)
+    }
+
+    /// 0-based offset of the first resource asked for.
+    pub fn offset(&self) -> i64 {
+        self.start_index - 1
+    }
+
+    /// Every match counted, and the page of them asked for.
+    pub fn page<T>(&self, matched: Vec<T>) -> (i64, Vec<T>) {
+        let total = matched.len() as i64;
+        (total, matched.into_iter().skip(self.offset() as usize).take(self.count as usize).collect())
     }
 
     /// RFC 7644 §3.4.2.4: a `startIndex` below 1 is 1, a negative `count` is 0, and we cap `count`.

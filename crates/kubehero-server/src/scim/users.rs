@@ -1,8 +1,8 @@
 //! `/scim/v2/Users`: people as the IdP provisions them.
 
 use super::{
-    allow, effects, if_match, json_body, list_page, meta, new_id, not_modified, projection, resource_reply, Ctx,
-    Failure, ListParams, ScimResult,
+    allow, effects, if_match, json_body, list_page, mentions, meta, new_id, not_modified, projection, resource_reply,
+    Ctx, Failure, ListParams, ScimResult,
 };
 use crate::auth::Auth;
 use crate::state::AppState;
@@ -144,39 +144,26 @@ fn email_value_eq(f: &Filter) -> Option<&str> {
     }
 }
 
-/// Whether a filter looks at the read-only `groups` (then memberships must be rendered before evaluating).
-fn mentions_groups(f: &Filter) -> bool {
-    match f {
-        Filter::Compare { path, .. } | Filter::Present(path) | Filter::ValuePath { path, .. } => {
-            path.name.eq_ignore_ascii_case("groups")
-        }
-        Filter::Not(i) => mentions_groups(i),
-        Filter::And(l, r) | Filter::Or(l, r) => mentions_groups(l) || mentions_groups(r),
-    }
-}
-
-/// One page of users matching the parameters.
 /// The number of users matching the parameters, and the page they ask for.
 pub(super) async fn query(state: &AppState, ctx: &Ctx, params: &ListParams) -> Result<(i64, Vec<Value>), Failure> {
-    let projection = Projection::from_query(params.attributes.as_deref(), params.excluded.as_deref())?;
-    let filter = params.filter.as_deref().map(Filter::parse).transpose().map_err(ScimError::from)?;
-    let offset = params.start_index - 1;
-    let (total, page) = match &filter {
-        None => state.store.select_users(UserSelect::All, offset, params.count).await?,
+    let projection = params.projection()?;
+    let (total, page) = match params.parsed_filter()? {
+        None => state.store.select_users(UserSelect::All, params.offset(), params.count).await?,
         Some(f) => {
-            let select = pushdown(f).unwrap_or(UserSelect::All);
+            let select = pushdown(&f).unwrap_or(UserSelect::All);
             let (_, candidates) = state.store.select_users(select, 0, i64::MAX).await?;
-            let groups = if mentions_groups(f) { groups_of(state, &candidates).await? } else { HashMap::new() };
+            // The read-only `groups` are rendered only when the filter looks at them.
+            let groups = if mentions(&f, "groups") { groups_of(state, &candidates).await? } else { HashMap::new() };
             let case = kubehero_scim::case_exact(KIND);
-            let matched: Vec<DirectoryUser> = candidates
-                .into_iter()
-                .filter(|u| {
-                    let v = render(&ctx.base, u, groups.get(&u.id).map_or(&[], Vec::as_slice));
-                    kubehero_scim::matches_with(f, &v, &case)
-                })
-                .collect();
-            let total = matched.len() as i64;
-            (total, matched.into_iter().skip(offset as usize).take(params.count as usize).collect())
+            params.page(
+                candidates
+                    .into_iter()
+                    .filter(|u| {
+                        let v = render(&ctx.base, u, groups.get(&u.id).map_or(&[], Vec::as_slice));
+                        kubehero_scim::matches_with(&f, &v, &case)
+                    })
+                    .collect(),
+            )
         }
     };
     let groups = groups_of(state, &page).await?;
@@ -206,12 +193,8 @@ pub async fn search(
     Ok(super::reply(StatusCode::OK, &list_page(total, params.start_index, items)))
 }
 
-/// A single user answer, honouring `attributes`/`excludedAttributes` and `If-None-Match`.
-fn single(status: StatusCode, v: &Value, projection: &Projection, headers: Option<&HeaderMap>) -> Response {
-    let version = v.pointer("/meta/version").and_then(Value::as_str).unwrap_or_default();
-    if headers.is_some_and(|h| not_modified(h, version)) {
-        return StatusCode::NOT_MODIFIED.into_response();
-    }
+/// A single user answer, shaped by `attributes`/`excludedAttributes`.
+fn single(status: StatusCode, v: &Value, projection: &Projection) -> Response {
     resource_reply(status, &projection.apply(KIND, v))
 }
 
@@ -226,7 +209,10 @@ pub async fn get(
     allow(&auth, Action::ScimUserRead)?;
     let projection = projection(q.as_deref())?;
     let user = state.store.get_user(&id).await?;
-    Ok(single(StatusCode::OK, &render_one(&state, &ctx, &user).await?, &projection, Some(&headers)))
+    if not_modified(&headers, &super::etag(user.version)) {
+        return Ok(StatusCode::NOT_MODIFIED.into_response());
+    }
+    Ok(single(StatusCode::OK, &render_one(&state, &ctx, &user).await?, &projection))
 }
 
 /// A person who signed in before the IdP provisioned them, whom this SCIM resource describes: same
@@ -286,7 +272,7 @@ pub async fn create(
     };
     state.directory.changed();
     let v = render_one(&state, &ctx, &user).await?;
-    let mut res = single(StatusCode::CREATED, &v, &projection, None);
+    let mut res = single(StatusCode::CREATED, &v, &projection);
     res.extensions_mut().insert(target(&user));
     Ok(res)
 }
@@ -325,7 +311,7 @@ pub async fn replace(
     let resource = kubehero_scim::validate(KIND, json_body(body)?)?;
     let current = state.store.get_user(&id).await?;
     let stored = store_change(&state, &ctx, &current, resource, if_match(&headers)).await?;
-    Ok(single(StatusCode::OK, &render_one(&state, &ctx, &stored).await?, &projection, None))
+    Ok(single(StatusCode::OK, &render_one(&state, &ctx, &stored).await?, &projection))
 }
 
 pub async fn patch(
@@ -345,7 +331,7 @@ pub async fn patch(
     kubehero_scim::apply_patch(KIND, &mut resource, &body)?;
     let resource = kubehero_scim::validate(KIND, resource)?;
     let stored = store_change(&state, &ctx, &current, resource, if_match(&headers)).await?;
-    Ok(single(StatusCode::OK, &render_one(&state, &ctx, &stored).await?, &projection, None))
+    Ok(single(StatusCode::OK, &render_one(&state, &ctx, &stored).await?, &projection))
 }
 
 pub async fn delete(
@@ -365,16 +351,14 @@ pub async fn delete(
 }
 
 /// Creates the directory entry of a person who signs in before the IdP provisioned them (just-in-time), so
-/// that SCIM can adopt them later; does nothing when SCIM is off or the person is already known.
+/// that SCIM can adopt them later. The caller has found the identity unknown to the directory; does nothing
+/// when SCIM is off.
 pub async fn provision_at_sign_in(
     state: &AppState,
     sub: &str,
     email: Option<&str>,
 ) -> Result<Option<DirectoryUser>, kubehero_store::StoreError> {
     if !state.directory.enabled() {
-        return Ok(None);
-    }
-    if !state.store.find_people(sub, email).await?.is_empty() {
         return Ok(None);
     }
     let now = state.clock.now();

@@ -562,12 +562,11 @@ async fn deprovisioning_refuses_every_credential_and_reactivation_restores_them(
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     let took = wait_all(&ts, &creds, 401).await;
     eprintln!("deprovisioning to the last credential refused: {took:?}");
-    // Signing in again does not help while she is inactive.
-    assert!(idp
-        .sign_in(&ts.url, "/login?return_to=/", "alice")
-        .await
-        .map(|s| !s.cookies.contains_key("kh_session"))
-        .unwrap_or(true));
+    // Signing in again does not help while she is inactive: the callback creates no session.
+    let sessions = ts.state().store.list_sessions(Some("alice")).await.unwrap().len();
+    let again = idp.sign_in(&ts.url, "/login?return_to=/", "alice").await;
+    assert!(again.as_ref().map_or(true, |s| !s.cookies.contains_key("kh_session")), "a session cookie was set");
+    assert_eq!(ts.state().store.list_sessions(Some("alice")).await.unwrap().len(), sessions);
     let rows = ts.state().store.audit_rows(0, 10_000).await.unwrap();
     let suspended: Vec<&str> = ["\"session\"", "\"cli_token\"", "\"api_key\"", "\"idp_tokens\""]
         .into_iter()
