@@ -79,7 +79,7 @@ impl Sealer for ChainSealer {
             mac,
             body,
             time_ms: event.time_ms,
-            actor_sub: event.actor.sub.clone(),
+            actor_sub: event.actor.subject_key(),
             action: event.action.clone(),
             outcome: event.result.outcome,
             cluster: event.target.cluster.clone(),
@@ -149,7 +149,7 @@ pub fn parse_export_line(line: &str) -> Result<ExportLine, String> {
         .ok_or("the line does not end with a \"mac\" member")?;
     let body = format!("{head}}}");
     let (seq, key_id) = leading_seq_and_key(&body).ok_or("the record does not start with v, seq and key_id")?;
-    Ok(ExportLine::Row(StoredAuditRow { seq, key_id, mac: mac.to_string(), body }))
+    Ok(ExportLine::Row(StoredAuditRow { seq, key_id, mac: mac.to_string(), body, columns: None }))
 }
 
 /// `seq` and `key_id` from a canonical record's text: `{"v":1,"seq":N,"key_id":"K",…`.

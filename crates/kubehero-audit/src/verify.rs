@@ -5,7 +5,8 @@
 //! - `deleted`: numbers are missing (a gap, or later rows renumbered down so their records name a later seq);
 //! - `inserted`: a row that was not sealed there (a repeated number, or later rows renumbered up);
 //! - `reordered`: rows are present but out of order (a swap, or a row moved earlier);
-//! - `modified`: the row's content no longer matches its MAC while the chain after it is intact;
+//! - `modified`: the row's content no longer matches its MAC while the chain after it is intact, or a column the
+//!   database indexes (actor, action, outcome, cluster, time, event id) differs from the signed record;
 //! - `truncated`: a signed checkpoint names rows beyond the last one present;
 //! - `unknown_key`: the row names an HMAC key the verifier was not given.
 //!
@@ -13,12 +14,13 @@
 //! verifier also tries the next record with its seq set back, to tell such a deletion or insertion from a
 //! modification.
 //!
-//! The common path does no JSON parsing: one HMAC per row over the stored text.
+//! The common path is one HMAC per row over the stored text and, for rows read from a database, one borrowing
+//! parse of the record to derive the indexed columns it must agree with.
 
 use crate::chain::{checkpoint_message, leading_seq_and_key, row_mac};
 use crate::hex;
 use crate::keys::{verify_signature, HmacKeys};
-use kubehero_core::{Checkpoint, GENESIS_MAC};
+use kubehero_core::{AuditColumns, Checkpoint, GENESIS_MAC};
 use kubehero_store::StoredAuditRow;
 use std::collections::BTreeMap;
 use subtle::ConstantTimeEq;
@@ -176,6 +178,17 @@ impl<'k> ChainVerifier<'k> {
             if let Some(cp) = self.checkpoint_macs.get(&k) {
                 if !cp.eq_ignore_ascii_case(&r.mac) {
                     return Err(fail(k, Tamper::Modified, "the chain was rewritten: a signed checkpoint disagrees"));
+                }
+            }
+            if let Some(stored) = &r.columns {
+                let signed = AuditColumns::from_body(&r.body);
+                let differs = signed.as_ref().map_or(Some("body"), |signed| stored.first_difference(signed));
+                if let Some(column) = differs {
+                    return Err(fail(
+                        k,
+                        Tamper::Modified,
+                        format!("the indexed column {column} differs from the signed record"),
+                    ));
                 }
             }
             self.prev = mac;

@@ -119,7 +119,7 @@ fn make_tokens(alg: &Alg) -> Vec<Token> {
 fn principal(v: &VerifiedToken, bindings: &[Binding]) -> Principal {
     let mut grants: Vec<Grant> = bindings
         .iter()
-        .filter(|b| b.applies_to(&v.sub, v.email.as_deref(), &v.groups))
+        .filter(|b| b.applies_to(&kubehero_core::subject_key(Some(&v.issuer), &v.sub), v.email.as_deref(), &v.groups))
         .map(|b| Grant { role: b.role, scope: b.scope.clone() })
         .collect();
     if grants.is_empty() {

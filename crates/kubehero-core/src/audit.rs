@@ -20,6 +20,11 @@ pub const GENESIS_MAC: &str = "0000000000000000000000000000000000000000000000000
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct AuditActor {
     pub sub: String,
+    /// The issuer that vouched for a person: with `sub`, who they are (two issuers may both say `alice`).
+    /// Absent for API keys, agents, anonymous callers and rows written before issuers were recorded, so those
+    /// rows keep their canonical form.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
     pub email: Option<String>,
     pub groups: Vec<String>,
     /// `person`, `api_key`, `agent`, `anonymous`, or `unknown` for a failed authentication.
@@ -34,6 +39,7 @@ impl AuditActor {
         let kind = serde_plain(&p.kind);
         AuditActor {
             sub: p.sub.clone(),
+            issuer: p.issuer.clone(),
             email: p.email.clone(),
             groups: p.groups.clone(),
             kind,
@@ -49,6 +55,13 @@ impl AuditActor {
             auth_method: method.to_string(),
             ..Default::default()
         }
+    }
+}
+
+impl AuditActor {
+    /// The actor's [`crate::subject_key`]: what the `actor_sub` column holds and `?actor=` filters on.
+    pub fn subject_key(&self) -> String {
+        crate::subject_key(self.issuer.as_deref(), &self.sub)
     }
 }
 
@@ -190,6 +203,77 @@ pub struct SealedRow {
     pub outcome: AuditOutcome,
     pub cluster: Option<String>,
     pub event_id: String,
+}
+
+/// The copies of record fields a store keeps beside the body for indexes and filters (`event_id`, `time_ms`,
+/// `actor_sub`, `action`, `outcome`, `cluster`). They are not covered by the MAC themselves, so the verifier
+/// derives them from the signed body with [`AuditColumns::from_body`] and reports any difference as a
+/// modification: a changed column could otherwise hide a row from a filtered read while the chain verifies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditColumns {
+    pub event_id: String,
+    pub time_ms: i64,
+    /// The actor's [`crate::subject_key`].
+    pub actor_sub: String,
+    pub action: String,
+    /// [`AuditOutcome::as_str`].
+    pub outcome: String,
+    pub cluster: Option<String>,
+}
+
+impl AuditColumns {
+    /// The columns a body implies; `None` when the body is not a record.
+    pub fn from_body(body: &str) -> Option<AuditColumns> {
+        #[derive(Deserialize)]
+        struct Actor<'a> {
+            #[serde(borrow)]
+            sub: std::borrow::Cow<'a, str>,
+            #[serde(borrow, default)]
+            issuer: Option<std::borrow::Cow<'a, str>>,
+        }
+        #[derive(Deserialize)]
+        struct Target {
+            cluster: Option<String>,
+        }
+        #[derive(Deserialize)]
+        struct Outcome {
+            outcome: AuditOutcome,
+        }
+        #[derive(Deserialize)]
+        struct Light<'a> {
+            event_id: String,
+            time_ms: i64,
+            #[serde(borrow)]
+            actor: Actor<'a>,
+            action: String,
+            target: Target,
+            result: Outcome,
+        }
+        let l: Light<'_> = serde_json::from_str(body).ok()?;
+        Some(AuditColumns {
+            event_id: l.event_id,
+            time_ms: l.time_ms,
+            actor_sub: crate::subject_key(l.actor.issuer.as_deref(), &l.actor.sub),
+            action: l.action,
+            outcome: l.result.outcome.as_str().to_string(),
+            cluster: l.target.cluster,
+        })
+    }
+
+    /// The name of the first column that differs from `other`, if any.
+    pub fn first_difference(&self, other: &AuditColumns) -> Option<&'static str> {
+        [
+            ("event_id", self.event_id == other.event_id),
+            ("time_ms", self.time_ms == other.time_ms),
+            ("actor_sub", self.actor_sub == other.actor_sub),
+            ("action", self.action == other.action),
+            ("outcome", self.outcome == other.outcome),
+            ("cluster", self.cluster == other.cluster),
+        ]
+        .into_iter()
+        .find(|(_, same)| !same)
+        .map(|(name, _)| name)
+    }
 }
 
 /// Computes a row's place in the chain. Implemented by the audit crate (HMAC keys live there); stores call it

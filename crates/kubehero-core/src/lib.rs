@@ -13,9 +13,14 @@ pub mod principal;
 pub mod role;
 
 pub use audit::{
-    AuditActor, AuditEvent, AuditOutcome, AuditRecord, AuditResult, AuditTarget, Checkpoint, SealedRow, Sealer,
-    GENESIS_MAC,
+    AuditActor, AuditColumns, AuditEvent, AuditOutcome, AuditRecord, AuditResult, AuditTarget, Checkpoint, SealedRow,
+    Sealer, GENESIS_MAC,
 };
 pub use authz::{authorize, Action, Decision, Target};
-pub use principal::{normalize_grants, AuthMethod, Principal, PrincipalKind};
-pub use role::{parse_group_roles, Binding, BindingSubject, Grant, GroupRolesError, ParseRoleError, Role, Scope};
+pub use principal::{
+    normalize_grants, split_subject_key, subject_key, AuthMethod, Principal, PrincipalKind, SUBJECT_KEY_SEPARATOR,
+};
+pub use role::{
+    check_user_name, is_api_key_id, parse_group_roles, user_name_kind, Binding, BindingSubject, Grant, GroupRolesError,
+    ParseRoleError, Role, Scope, UserNameKind,
+};

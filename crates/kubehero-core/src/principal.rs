@@ -69,7 +69,7 @@ pub struct Principal {
     /// The issuer that vouched for a JWT-derived principal.
     pub issuer: Option<String>,
     pub auth_method: AuthMethod,
-    /// For API keys: the `sub` of the person who created the key.
+    /// For API keys: the [`subject_key`] of the person who created the key.
     pub owner: Option<String>,
     /// Every grant the principal holds; always contains at least global `viewer`, except for the SCIM
     /// provisioner, which holds none.
@@ -109,6 +109,12 @@ impl Principal {
         }
     }
 
+    /// The identity this principal is stored and compared under: `<issuer>#<sub>` for a person an issuer
+    /// vouched for, the bare `sub` otherwise (API key ids, `anonymous`, `scim`). See [`subject_key`].
+    pub fn subject_key(&self) -> String {
+        subject_key(self.issuer.as_deref(), &self.sub)
+    }
+
     /// The distinct roles held globally, sorted lowest display rank first.
     pub fn roles(&self) -> Vec<Role> {
         let mut v: Vec<Role> = self.grants.iter().filter(|g| g.scope == Scope::Global).map(|g| g.role).collect();
@@ -134,6 +140,29 @@ impl Principal {
     }
 }
 
+/// Separates the issuer from the subject in a [`subject_key`]. OpenID Connect issuers are URLs without a
+/// fragment (OIDC Discovery 1.0 §3), so the first `#` always ends the issuer and the key is unambiguous.
+pub const SUBJECT_KEY_SEPARATOR: char = '#';
+
+/// The one string a person is known by wherever KubeHero stores or compares an identity (owners of keys,
+/// policies, sessions, audit actors, directory links, user bindings): the pair (issuer, subject), because two
+/// issuers may both issue `sub=alice` and those are two people. Without an issuer (API keys, `anonymous`,
+/// `scim`, rows written before issuers were recorded) it is the bare subject.
+pub fn subject_key(issuer: Option<&str>, sub: &str) -> String {
+    match issuer {
+        Some(iss) if !iss.is_empty() => format!("{iss}{SUBJECT_KEY_SEPARATOR}{sub}"),
+        _ => sub.to_string(),
+    }
+}
+
+/// Splits a [`subject_key`] into (issuer, subject); a bare subject has no issuer.
+pub fn split_subject_key(key: &str) -> (Option<&str>, &str) {
+    match key.split_once(SUBJECT_KEY_SEPARATOR) {
+        Some((iss, sub)) => (Some(iss), sub),
+        None => (None, key),
+    }
+}
+
 /// Adds `viewer` when no global grant exists, dedups, and orders grants. Every authenticated principal can
 /// read: this is seed 001's "no group match: viewer" default, kept even when only scoped grants matched.
 pub fn normalize_grants(mut grants: Vec<Grant>) -> Vec<Grant> {
@@ -143,4 +172,23 @@ pub fn normalize_grants(mut grants: Vec<Grant>) -> Vec<Grant> {
     grants.sort();
     grants.dedup();
     grants
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subject_keys_keep_issuers_apart_and_split_back() {
+        let a = subject_key(Some("https://a.example"), "alice");
+        let b = subject_key(Some("https://b.example"), "alice");
+        assert_ne!(a, b);
+        assert_eq!(a, "https://a.example#alice");
+        assert_eq!(split_subject_key(&a), (Some("https://a.example"), "alice"));
+        // A subject may itself contain '#': the issuer ends at the first one.
+        let odd = subject_key(Some("https://a.example"), "x#y");
+        assert_eq!(split_subject_key(&odd), (Some("https://a.example"), "x#y"));
+        assert_eq!(subject_key(None, "04ad415f49746e11"), "04ad415f49746e11");
+        assert_eq!(split_subject_key("anonymous"), (None, "anonymous"));
+    }
 }

@@ -138,8 +138,55 @@ impl Grant {
 pub enum BindingSubject {
     /// Everyone whose (prefixed) groups contain this name.
     Group(String),
-    /// The principal whose `sub` or `email` equals this name.
+    /// One principal, named one of three ways (see [`user_name_kind`]): a person as `<issuer>#<sub>` (their
+    /// [`crate::subject_key`]), a person of any issuer by email (`carol@acme.com`, trusting every configured
+    /// issuer's `email` claim), or an API key by its id.
     User(String),
+}
+
+/// How a user binding's name picks its principal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserNameKind {
+    /// `<issuer>#<sub>`: exactly that issuer's subject.
+    Subject,
+    /// An email address: any issuer's person whose `email` claim equals it, ignoring case.
+    Email,
+    /// A bare name: only a principal whose subject key is exactly this (an API key id, 16 hex characters).
+    Bare,
+}
+
+/// Classifies a user binding's name.
+pub fn user_name_kind(name: &str) -> UserNameKind {
+    if name.contains(crate::principal::SUBJECT_KEY_SEPARATOR) {
+        UserNameKind::Subject
+    } else if name.contains('@') {
+        UserNameKind::Email
+    } else {
+        UserNameKind::Bare
+    }
+}
+
+/// Checks a user binding's name: a person must be named with their issuer or by email, since a bare `sub`
+/// would be ambiguous between issuers; a bare name must be an API key id.
+pub fn check_user_name(name: &str) -> Result<(), String> {
+    match user_name_kind(name) {
+        UserNameKind::Subject => match crate::split_subject_key(name) {
+            (Some(iss), sub) if !iss.is_empty() && !sub.is_empty() => Ok(()),
+            _ => Err(format!("user {name:?}: write a person as <issuer URL>#<sub>")),
+        },
+        UserNameKind::Email => Ok(()),
+        UserNameKind::Bare if is_api_key_id(name) => Ok(()),
+        UserNameKind::Bare => Err(format!(
+            "user {name:?} names no issuer: write a person as <issuer URL>#<sub> (two issuers may both issue \
+             this subject), or by email, or an API key by its 16-hex-character id"
+        )),
+    }
+}
+
+/// Whether a bare user binding name is an API key id (the first 16 hex characters of the key's SHA-256):
+/// the only bare names a binding may use, since a person is always named with their issuer or by email.
+pub fn is_api_key_id(name: &str) -> bool {
+    name.len() == 16 && name.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// A role binding: subject → role within a scope. Bindings come from `KUBEHERO_GROUP_ROLES` (global, per
@@ -153,11 +200,15 @@ pub struct Binding {
 }
 
 impl Binding {
-    /// Whether this binding applies to a principal with the given subject, email and groups.
-    pub fn applies_to(&self, sub: &str, email: Option<&str>, groups: &[String]) -> bool {
+    /// Whether this binding applies to a principal with the given [`crate::subject_key`], email and groups.
+    /// A person's bare `sub` never matches a user binding: `alice` of one issuer is not `alice` of another.
+    pub fn applies_to(&self, subject_key: &str, email: Option<&str>, groups: &[String]) -> bool {
         match &self.subject {
             BindingSubject::Group(g) => groups.iter().any(|x| x == g),
-            BindingSubject::User(u) => u == sub || email.is_some_and(|e| e.eq_ignore_ascii_case(u)),
+            BindingSubject::User(u) => match user_name_kind(u) {
+                UserNameKind::Subject | UserNameKind::Bare => u == subject_key,
+                UserNameKind::Email => email.is_some_and(|e| e.eq_ignore_ascii_case(u)),
+            },
         }
     }
 }
@@ -222,6 +273,27 @@ mod tests {
         assert!(matches!(parse_group_roles("admins"), Err(GroupRolesError::Malformed { .. })));
         assert!(matches!(parse_group_roles("=admin"), Err(GroupRolesError::Malformed { .. })));
         assert!(matches!(parse_group_roles("a=root"), Err(GroupRolesError::UnknownRole { .. })));
+    }
+
+    #[test]
+    fn user_bindings_name_the_issuer_or_an_email() {
+        let b = |name: &str| Binding {
+            subject: BindingSubject::User(name.into()),
+            role: Role::Admin,
+            scope: Scope::Global,
+        };
+        let alice_a = crate::subject_key(Some("https://a.example"), "alice");
+        let alice_b = crate::subject_key(Some("https://b.example"), "alice");
+        let by_subject = b("https://a.example#alice");
+        assert!(by_subject.applies_to(&alice_a, None, &[]));
+        assert!(!by_subject.applies_to(&alice_b, None, &[]), "same sub, other issuer");
+        assert!(!b("alice").applies_to(&alice_a, None, &[]), "a bare sub names no person");
+        let by_email = b("Alice@Acme.com");
+        assert!(by_email.applies_to(&alice_b, Some("alice@acme.com"), &[]));
+        assert!(!by_email.applies_to(&alice_b, None, &[]));
+        assert!(!b("alice@acme.com").applies_to("https://x#alice@acme.com", None, &[]), "an email is not a sub");
+        assert!(b("04ad415f49746e11").applies_to("04ad415f49746e11", None, &[]));
+        assert!(is_api_key_id("04ad415f49746e11") && !is_api_key_id("alice") && !is_api_key_id("04AD415F49746E11"));
     }
 
     #[test]

@@ -151,7 +151,11 @@ pub struct FileIssuer {
 #[serde(deny_unknown_fields)]
 pub struct FileBinding {
     pub group: Option<String>,
+    /// A person's `sub` (with `issuer`), `<issuer>#<sub>`, an email (any issuer's person with that `email`
+    /// claim), or an API key id.
     pub user: Option<String>,
+    /// The issuer whose `user` this is: two issuers may both issue the same `sub`.
+    pub issuer: Option<String>,
     pub role: String,
     /// Cluster-name glob (`*`, `?`).
     pub cluster: Option<String>,
@@ -563,13 +567,22 @@ fn load_issuers(env: &dyn Env, file: &[FileIssuer]) -> Result<Vec<IssuerSettings
 fn load_bindings(file: &[FileBinding]) -> Result<Vec<Binding>, ConfigError> {
     let mut out = Vec::new();
     for (i, b) in file.iter().enumerate() {
-        let subject = match (&b.group, &b.user) {
-            (Some(g), None) if !g.is_empty() => BindingSubject::Group(g.clone()),
-            (None, Some(u)) if !u.is_empty() => BindingSubject::User(u.clone()),
+        let subject = match (&b.group, &b.user, &b.issuer) {
+            (Some(g), None, None) if !g.is_empty() => BindingSubject::Group(g.clone()),
+            (None, Some(u), iss) if !u.is_empty() => {
+                let name = match iss {
+                    Some(iss) => kubehero_core::subject_key(Some(iss), u),
+                    None => u.clone(),
+                };
+                kubehero_core::check_user_name(&name).map_err(|e| {
+                    file_err(format!("bindings[{i}]: {e}"), "add issuer = \"<issuer URL>\" to this binding")
+                })?;
+                BindingSubject::User(name)
+            }
             _ => {
                 return Err(file_err(
-                    format!("bindings[{i}]: needs exactly one of group or user"),
-                    "set group = \"…\" or user = \"…\"",
+                    format!("bindings[{i}]: needs exactly one of group or user (issuer goes with user)"),
+                    "set group = \"…\" or user = \"…\" (with issuer = \"…\" for a person's sub)",
                 ))
             }
         };

@@ -195,7 +195,14 @@ async fn issue_token(
     let mut r = axum::Json(json!({ "access_token": secret, "token_type": "Bearer", "expires_in": CLI_TOKEN_SECS }))
         .into_response();
     r.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    let actor = AuditActor { sub, email: d.email, groups: d.groups, kind: "person".into(), auth_method: method.into() };
+    let actor = AuditActor {
+        sub,
+        issuer: d.issuer,
+        email: d.email,
+        groups: d.groups,
+        kind: "person".into(),
+        auth_method: method.into(),
+    };
     r.extensions_mut().insert(Recorded { action: "auth.login", actor });
     Ok(r)
 }

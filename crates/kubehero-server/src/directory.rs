@@ -10,6 +10,13 @@
 //!   SCIM manages counts only while the person is a member of it, whatever an older token or sign-in says;
 //! - a person unknown to the directory is let through unchanged (SCIM may simply not have sent them yet).
 //!
+//! Who is who across issuers: a directory entry is linked to a person by their issuer-qualified subject
+//! ([`kubehero_core::subject_key`]). The directory is the provisioning IdP's, the *directory issuer* (the first
+//! configured issuer): only that issuer's subjects are also matched against SCIM `userName` and `externalId`
+//! (and against links made before subjects were qualified). A person of any issuer is matched by the
+//! `email` claim, so a person signing in through a second IdP with the same address is deprovisioned with
+//! them; this trusts every configured issuer's email claims, as email user bindings do.
+//!
 //! Lookups are cached for [`STANDING_TTL`]; any SCIM change made through this process drops the cache at once,
 //! one made through another replica is seen within the TTL.
 
@@ -17,7 +24,7 @@ use crate::error::ApiError;
 use crate::grants::Identity;
 use crate::state::AppState;
 use kubehero_core::{Principal, PrincipalKind};
-use kubehero_store::{Store, StoreError};
+use kubehero_store::{PersonMatch, Store, StoreError};
 use parking_lot::Mutex;
 use std::collections::{BTreeSet, HashSet};
 use std::num::NonZeroUsize;
@@ -58,6 +65,7 @@ impl Standing {
     }
 }
 
+/// (subject key, email).
 type Key = (String, Option<String>);
 
 /// A cached value, when it was read, and the directory generation it was read under.
@@ -67,6 +75,8 @@ type Cached<T> = (Arc<T>, Instant, u64);
 pub struct Directory {
     store: Arc<dyn Store>,
     enabled: bool,
+    /// The issuer whose subjects SCIM's user names and external ids describe.
+    issuer: Option<String>,
     standings: Mutex<lru::LruCache<Key, Cached<Standing>>>,
     /// Lower-cased display names of every SCIM group, and when they were read.
     managed: Mutex<Option<Cached<HashSet<String>>>>,
@@ -74,11 +84,12 @@ pub struct Directory {
 }
 
 impl Directory {
-    /// `enabled` is whether SCIM is on; when off every check is a no-op.
-    pub fn new(store: Arc<dyn Store>, enabled: bool) -> Directory {
+    /// `enabled` is whether SCIM is on; when off every check is a no-op. `issuer` is the directory issuer.
+    pub fn new(store: Arc<dyn Store>, enabled: bool, issuer: Option<String>) -> Directory {
         Directory {
             store,
             enabled,
+            issuer,
             standings: Mutex::new(lru::LruCache::new(NonZeroUsize::new(CAPACITY).unwrap_or(NonZeroUsize::MIN))),
             managed: Mutex::new(None),
             generation: AtomicU64::new(0),
@@ -96,19 +107,47 @@ impl Directory {
         self.generation.fetch_add(1, Ordering::AcqRel);
     }
 
-    /// The standing of the person a subject (and email) names.
-    pub async fn standing(&self, sub: &str, email: Option<&str>) -> Result<Arc<Standing>, StoreError> {
+    /// The directory issuer, if any issuer is configured.
+    pub fn issuer(&self) -> Option<&str> {
+        self.issuer.as_deref()
+    }
+
+    /// Whether `issuer` is the directory issuer, whose bare subjects SCIM's names describe (a person without
+    /// an issuer comes from a credential made before issuers were recorded).
+    pub fn is_directory_issuer(&self, issuer: Option<&str>) -> bool {
+        issuer.is_none() || issuer == self.issuer.as_deref()
+    }
+
+    /// Every directory entry the person (issuer, subject, email) may be.
+    async fn find(&self, issuer: Option<&str>, sub: &str, email: Option<&str>) -> Result<Vec<PersonMatch>, StoreError> {
+        let key = kubehero_core::subject_key(issuer, sub);
+        let mut ids = vec![key.as_str()];
+        let mut names: Vec<&str> = email.into_iter().collect();
+        if self.is_directory_issuer(issuer) {
+            ids.push(sub);
+            names.push(sub);
+        }
+        self.store.find_people_by(&ids, &names).await
+    }
+
+    /// The standing of the person an issuer, subject (and email) name.
+    pub async fn standing(
+        &self,
+        issuer: Option<&str>,
+        sub: &str,
+        email: Option<&str>,
+    ) -> Result<Arc<Standing>, StoreError> {
         if !self.enabled {
             return Ok(Arc::new(Standing::Unknown));
         }
-        let key: Key = (sub.to_string(), email.map(str::to_string));
+        let key: Key = (kubehero_core::subject_key(issuer, sub), email.map(str::to_string));
         let generation = self.generation.load(Ordering::Acquire);
         if let Some((s, at, g)) = self.standings.lock().get(&key) {
             if *g == generation && at.elapsed() < STANDING_TTL {
                 return Ok(Arc::clone(s));
             }
         }
-        let matches = self.store.find_people(sub, email).await?;
+        let matches = self.find(issuer, sub, email).await?;
         let standing = Arc::new(Standing::from_matches(&matches));
         self.standings.lock().put(key, (Arc::clone(&standing), Instant::now(), generation));
         Ok(standing)
@@ -129,13 +168,14 @@ impl Directory {
     }
 }
 
-/// Records `sub` as the IdP subject of the directory person a credential's email or user name found, when
-/// that person has none yet: API keys name their owner by subject only, and must find them later.
-pub async fn link_subject(state: &AppState, sub: &str, email: Option<&str>) -> Result<(), StoreError> {
+/// Records a person's subject key as the subject of the directory entry their email or user name found, when
+/// that entry has none yet: API keys name their owner by subject key only, and must find them later.
+pub async fn link_subject(state: &AppState, p: &Principal) -> Result<(), StoreError> {
     if !state.directory.enabled() {
         return Ok(());
     }
-    let live: Vec<_> = state.store.find_people(sub, email).await?.into_iter().filter(|m| !m.deleted).collect();
+    let found = state.directory.find(p.issuer.as_deref(), &p.sub, p.email.as_deref()).await?;
+    let live: Vec<_> = found.into_iter().filter(|m| !m.deleted).collect();
     let [only] = live.as_slice() else {
         return Ok(());
     };
@@ -143,7 +183,7 @@ pub async fn link_subject(state: &AppState, sub: &str, email: Option<&str>) -> R
     if user.subject.is_some() {
         return Ok(());
     }
-    let linked = kubehero_store::DirectoryUser { subject: Some(sub.to_string()), ..user.clone() };
+    let linked = kubehero_store::DirectoryUser { subject: Some(p.subject_key()), ..user.clone() };
     match state.store.update_user(&linked, Some(user.version)).await {
         // Changed meanwhile: SCIM's write wins; the link is made on the next key.
         Ok(_) | Err(StoreError::Conflict(_)) => {
@@ -161,15 +201,18 @@ pub async fn admit(state: &AppState, mut p: Principal) -> Result<Principal, ApiE
     if !dir.enabled() {
         return Ok(p);
     }
-    let (sub, email) = match p.kind {
-        PrincipalKind::Person => (p.sub.clone(), p.email.clone()),
+    let standing = match p.kind {
+        PrincipalKind::Person => dir.standing(p.issuer.as_deref(), &p.sub, p.email.as_deref()).await,
         PrincipalKind::ApiKey => match &p.owner {
-            Some(owner) => (owner.clone(), None),
+            Some(owner) => {
+                let (issuer, sub) = kubehero_core::split_subject_key(owner);
+                dir.standing(issuer, sub, None).await
+            }
             None => return Ok(p),
         },
         _ => return Ok(p),
     };
-    let standing = dir.standing(&sub, email.as_deref()).await.map_err(ApiError::from)?;
+    let standing = standing.map_err(ApiError::from)?;
     match &*standing {
         Standing::Unknown => Ok(p),
         Standing::Inactive | Standing::Deleted if p.kind == PrincipalKind::ApiKey => {
@@ -222,7 +265,6 @@ pub fn merge_groups(token: &[String], scim: &[String], managed: &HashSet<String>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kubehero_store::PersonMatch;
 
     fn m(active: bool, deleted: bool, groups: &[&str]) -> PersonMatch {
         PersonMatch {

@@ -94,8 +94,9 @@ impl BindingsCache {
             }
         }
         let db = self.db_bindings.read().clone();
+        let key = kubehero_core::subject_key(id.issuer, id.sub);
         for b in self.file_bindings.iter().chain(db.iter()) {
-            if b.applies_to(id.sub, id.email, id.groups) {
+            if b.applies_to(&key, id.email, id.groups) {
                 grants.push(Grant { role: b.role, scope: b.scope.clone() });
             }
         }

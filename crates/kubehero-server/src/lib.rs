@@ -95,6 +95,7 @@ pub async fn build_state(
     let metrics = Arc::new(Metrics::new());
     let verifier = Verifier::new(config.issuers.iter().map(|i| i.verifier.clone()).collect(), metrics.clone())?;
     verifier.start();
+    qualify_legacy_subjects(&*store, config).await?;
     let issuer_maps: Vec<_> =
         config.issuers.iter().map(|i| (i.verifier.issuer.clone(), i.group_roles.clone())).collect();
     let bindings =
@@ -137,7 +138,11 @@ pub async fn build_state(
         credentials: Arc::new(credentials::CredentialCache::default()),
         api_keys: Arc::new(config.api_keys.clone()),
         bindings,
-        directory: Arc::new(directory::Directory::new(store.clone(), config.scim_token.is_some())),
+        directory: Arc::new(directory::Directory::new(
+            store.clone(),
+            config.scim_token.is_some(),
+            config.issuers.first().map(|i| i.verifier.issuer.clone()),
+        )),
         scim: config.scim_token.as_ref().map(|t| Arc::new(scim::ScimGate::new(t, config.public_url.clone()))),
         metrics,
         clock,
@@ -236,4 +241,34 @@ fn spawn_refresh(state: AppState, mut stop: watch::Receiver<bool>) {
 /// Resolves once the shutdown flag is set (or its sender is gone).
 pub(crate) async fn stopped(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|v| *v).await;
+}
+
+/// Rows written before identities were (issuer, subject) pairs name people by a bare `sub`. With exactly one
+/// issuer configured they can only be that issuer's and are rewritten as its subject keys; with several the
+/// issuer is unknowable, so they are left to match nobody (admins and owners still manage them) and a warning
+/// says how many.
+async fn qualify_legacy_subjects(
+    store: &dyn kubehero_store::Store,
+    config: &ServerConfig,
+) -> Result<(), kubehero_store::StoreError> {
+    match config.issuers.as_slice() {
+        [] => {}
+        [only] => {
+            let n = store.qualify_legacy_subjects(&only.verifier.issuer).await?;
+            if n > 0 {
+                tracing::info!(rows = n, issuer = %only.verifier.issuer, "owners and user bindings now name their issuer");
+            }
+        }
+        _ => {
+            let n = store.count_legacy_subjects().await?;
+            if n > 0 {
+                tracing::warn!(
+                    rows = n,
+                    "owners or user bindings from before issuers were recorded name a bare subject; with several \
+                     issuers configured they match nobody. Re-create those bindings as <issuer>#<sub>."
+                );
+            }
+        }
+    }
+    Ok(())
 }

@@ -331,12 +331,12 @@ async fn finish(s: &AppState, headers: &HeaderMap, q: CallbackParams) -> ApiResu
     }
     // The directory decides before a session exists: a deprovisioned person gets none; one the IdP has not
     // provisioned yet is created just-in-time, for SCIM to adopt later.
-    match &*s.directory.standing(&v.sub, v.email.as_deref()).await? {
+    match &*s.directory.standing(Some(&v.issuer), &v.sub, v.email.as_deref()).await? {
         crate::directory::Standing::Inactive | crate::directory::Standing::Deleted => {
             return Err(ApiError::unauthenticated("this person was deprovisioned by the identity provider"));
         }
         crate::directory::Standing::Unknown => {
-            crate::scim::provision_at_sign_in(s, &v.sub, v.email.as_deref()).await?;
+            crate::scim::provision_at_sign_in(s, &v.issuer, &v.sub, v.email.as_deref()).await?;
         }
         crate::directory::Standing::Active { .. } => {}
     }
@@ -364,6 +364,7 @@ async fn finish(s: &AppState, headers: &HeaderMap, q: CallbackParams) -> ApiResu
     s.store.create_session(&record).await?;
     let actor = AuditActor {
         sub: record.sub.clone(),
+        issuer: record.issuer.clone(),
         email: record.email.clone(),
         groups: record.groups.clone(),
         kind: "person".into(),
@@ -429,6 +430,7 @@ pub async fn logout(State(s): State<AppState>, headers: HeaderMap, body: axum::b
     r.headers_mut().append(SET_COOKIE, cookie(SESSION_COOKIE, "", "/", 0, login.secure()));
     let actor = AuditActor {
         sub: session.sub.clone(),
+        issuer: session.issuer.clone(),
         email: session.email.clone(),
         groups: session.groups.clone(),
         kind: "person".into(),

@@ -47,14 +47,17 @@ pub(crate) const INSERT_ROWS_UNNEST: &str = "INSERT INTO audit_log \
      (seq, event_id, time_ms, actor_sub, action, outcome, cluster, key_id, mac, body) \
      SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], \
      $7::text[], $8::text[], $9::text[], $10::text[])";
-pub(crate) const ROWS_AFTER: &str = "SELECT seq, key_id, mac, body FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2";
+/// Every column of a stored row, in [`AuditRowTuple`] order.
+const ROW_COLS: &str = "seq, key_id, mac, body, event_id, time_ms, actor_sub, action, outcome, cluster";
+pub(crate) const ROWS_AFTER: &str = "SELECT seq, key_id, mac, body, event_id, time_ms, actor_sub, action, outcome, \
+     cluster FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2";
 /// [`ROWS_AFTER`] for rusqlite's positional parameters.
 pub(crate) const INSERT_ROW_QMARK: &str = "INSERT INTO audit_log \
      (seq, event_id, time_ms, actor_sub, action, outcome, cluster, key_id, mac, body) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
 pub(crate) const SET_HEAD_QMARK: &str = "UPDATE audit_head SET seq = ?1, mac = ?2 WHERE id = 1";
-pub(crate) const ROWS_AFTER_QMARK: &str =
-    "SELECT seq, key_id, mac, body FROM audit_log WHERE seq > ?1 ORDER BY seq LIMIT ?2";
+pub(crate) const ROWS_AFTER_QMARK: &str = "SELECT seq, key_id, mac, body, event_id, time_ms, actor_sub, action, \
+     outcome, cluster FROM audit_log WHERE seq > ?1 ORDER BY seq LIMIT ?2";
 
 pub(crate) const INSERT_CHECKPOINT: &str = "INSERT INTO audit_checkpoints \
      (seq, mac, time_ms, public_key, signature) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING";
@@ -103,13 +106,22 @@ pub(crate) fn query_sql(q: &AuditQuery) -> (String, Vec<Arg>) {
     }
     let filter = if clauses.is_empty() { String::new() } else { format!(" WHERE {}", clauses.join(" AND ")) };
     args.push(Arg::Int(q.limit));
-    let sql = format!("SELECT seq, key_id, mac, body FROM audit_log{filter} ORDER BY seq DESC LIMIT ${}", args.len());
+    let sql = format!("SELECT {ROW_COLS} FROM audit_log{filter} ORDER BY seq DESC LIMIT ${}", args.len());
     (sql, args)
 }
 
-/// Turns `(seq, key_id, mac, body)` tuples into rows.
-pub(crate) fn to_rows(rows: Vec<(i64, String, String, String)>) -> Vec<crate::StoredAuditRow> {
-    rows.into_iter().map(|(seq, key_id, mac, body)| crate::StoredAuditRow { seq, key_id, mac, body }).collect()
+/// A stored row as selected by [`ROW_COLS`].
+pub(crate) type AuditRowTuple = (i64, String, String, String, String, i64, String, String, String, Option<String>);
+
+/// Turns selected tuples into rows.
+pub(crate) fn to_rows(rows: Vec<AuditRowTuple>) -> Vec<crate::StoredAuditRow> {
+    rows.into_iter().map(to_row).collect()
+}
+
+pub(crate) fn to_row(t: AuditRowTuple) -> crate::StoredAuditRow {
+    let (seq, key_id, mac, body, event_id, time_ms, actor_sub, action, outcome, cluster) = t;
+    let columns = kubehero_core::AuditColumns { event_id, time_ms, actor_sub, action, outcome, cluster };
+    crate::StoredAuditRow { seq, key_id, mac, body, columns: Some(columns) }
 }
 
 /// Implements [`crate::AuditStore`] for a store with a `pool` field, `begin()`, `err()` and
@@ -169,7 +181,7 @@ macro_rules! audit_store {
 
             async fn query_audit(&self, q: &$crate::AuditQuery) -> $crate::Result<Vec<$crate::StoredAuditRow>> {
                 let (sql, args) = $crate::audit::query_sql(q);
-                let mut query = sqlx::query_as::<_, (i64, String, String, String)>(&sql);
+                let mut query = sqlx::query_as::<_, $crate::audit::AuditRowTuple>(&sql);
                 for a in args {
                     query = match a {
                         $crate::audit::Arg::Int(v) => query.bind(v),
@@ -177,10 +189,7 @@ macro_rules! audit_store {
                     };
                 }
                 let rows = query.fetch_all(&self.pool).await.map_err(Self::err("audit query"))?;
-                Ok(rows
-                    .into_iter()
-                    .map(|(seq, key_id, mac, body)| $crate::StoredAuditRow { seq, key_id, mac, body })
-                    .collect())
+                Ok($crate::audit::to_rows(rows))
             }
 
             async fn add_checkpoint(&self, c: &kubehero_core::Checkpoint) -> $crate::Result<()> {

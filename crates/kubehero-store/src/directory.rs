@@ -66,16 +66,10 @@ pub(crate) fn user_keys(u: &DirectoryUser) -> BTreeSet<String> {
 }
 
 /// The keys [`crate::DirectoryStore::find_people`] looks up.
-pub(crate) fn lookup_keys(subject: &str, email: Option<&str>) -> Vec<String> {
-    let mut keys = BTreeSet::new();
-    if !subject.is_empty() {
-        keys.insert(id_key(subject));
-        keys.insert(name_key(subject));
-    }
-    if let Some(e) = email.filter(|e| !e.is_empty()) {
-        keys.insert(name_key(e));
-    }
-    keys.into_iter().collect()
+pub(crate) fn lookup_keys(ids: &[&str], names: &[&str]) -> Vec<String> {
+    let ids = ids.iter().filter(|v| !v.is_empty()).map(|v| id_key(v));
+    let names = names.iter().filter(|v| !v.is_empty()).map(|v| name_key(v));
+    ids.chain(names).collect::<BTreeSet<_>>().into_iter().collect()
 }
 
 /// `INSERT` of `n` identity keys, `(key, user_id)` each.
@@ -546,12 +540,8 @@ macro_rules! directory_store {
                 self.dir_memberships(&$crate::directory::unique(user_ids)).await
             }
 
-            async fn find_people(
-                &self,
-                subject: &str,
-                email: Option<&str>,
-            ) -> $crate::Result<Vec<$crate::PersonMatch>> {
-                let keys = $crate::directory::lookup_keys(subject, email);
+            async fn find_people_by(&self, ids: &[&str], names: &[&str]) -> $crate::Result<Vec<$crate::PersonMatch>> {
+                let keys = $crate::directory::lookup_keys(ids, names);
                 if keys.is_empty() {
                     return Ok(Vec::new());
                 }

@@ -240,6 +240,9 @@ pub struct StoredAuditRow {
     pub mac: String,
     /// The canonical record (JSON) the MAC covers.
     pub body: String,
+    /// The indexed copies of record fields, as the database holds them; `None` where rows come without them
+    /// (an export, whose rows are only the body). The verifier checks them against the body.
+    pub columns: Option<kubehero_core::AuditColumns>,
 }
 
 /// Filters for reading the audit log, newest first. Every filter is optional; `before_seq` is the cursor.
@@ -596,7 +599,13 @@ pub trait DirectoryStore: Send + Sync {
     async fn memberships(&self, user_ids: &[String]) -> Result<Vec<Membership>>;
     /// Every user, live or deleted, whose `external_id` or `subject` equals `subject`, or whose `user_name` or
     /// one of whose `emails` equals `subject` or `email` case-insensitively.
-    async fn find_people(&self, subject: &str, email: Option<&str>) -> Result<Vec<PersonMatch>>;
+    async fn find_people(&self, subject: &str, email: Option<&str>) -> Result<Vec<PersonMatch>> {
+        let names: Vec<&str> = std::iter::once(subject).chain(email).collect();
+        self.find_people_by(&[subject], &names).await
+    }
+    /// Every user, live or deleted, whose `external_id` or `subject` equals one of `ids`, or whose `user_name`
+    /// or one of whose `emails` equals one of `names` case-insensitively. Empty values match nothing.
+    async fn find_people_by(&self, ids: &[&str], names: &[&str]) -> Result<Vec<PersonMatch>>;
 
     /// Inserts a group (version 1) with these members in one transaction. `AlreadyExists` if the id or the
     /// display name is taken; `NotFound("user …")` if a member is not a live user.
@@ -624,10 +633,31 @@ pub trait DirectoryStore: Send + Sync {
     async fn group_names(&self) -> Result<Vec<String>>;
 }
 
+/// Who-is-who upkeep across tables.
+#[async_trait::async_trait]
+pub trait SubjectStore: Send + Sync {
+    /// Rewrites the bare person subjects that rows written before issuers were recorded hold (API key and
+    /// policy owners, user role bindings) as `issuer`'s [`kubehero_core::subject_key`]s. Leaves alone what is
+    /// already qualified, emails, API key ids and the non-person names `anonymous`, `scim` and
+    /// `local-operator`. Returns how many rows changed; running it again changes nothing.
+    async fn qualify_legacy_subjects(&self, issuer: &str) -> Result<u64>;
+    /// How many rows [`SubjectStore::qualify_legacy_subjects`] would change.
+    async fn count_legacy_subjects(&self) -> Result<u64>;
+}
+
+/// Whether a stored owner or user binding name is a bare person subject from before issuers were recorded.
+pub fn is_legacy_person_subject(v: &str) -> bool {
+    !v.is_empty()
+        && kubehero_core::user_name_kind(v) == kubehero_core::UserNameKind::Bare
+        && !kubehero_core::is_api_key_id(v)
+        && !matches!(v, "anonymous" | "scim" | "local-operator")
+}
+
 /// The whole store: every aggregate plus health.
 #[async_trait]
 pub trait Store:
-    ClusterStore
+    SubjectStore
+    + ClusterStore
     + PolicyStore
     + BindingStore
     + ApiKeyStore

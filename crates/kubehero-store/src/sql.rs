@@ -199,6 +199,13 @@ pub(crate) fn map_err(backend: &str, what: String, e: sqlx::Error) -> StoreError
 
 /// Implements every store trait for `$store`, which must have a `pool: sqlx::Pool<_>` field and an inherent
 /// `async fn begin(&self) -> Result<sqlx::Transaction<'static, _>>`.
+/// Where a person's subject is stored: (table, column, which rows).
+pub(crate) const SUBJECT_COLUMNS: [(&str, &str, &str); 3] = [
+    ("api_keys", "owner", "1 = 1"),
+    ("policies", "owner", "1 = 1"),
+    ("role_bindings", "subject", "subject_kind = 'user'"),
+];
+
 macro_rules! sql_store {
     ($store:ty, $backend:literal) => {
         impl $store {
@@ -528,6 +535,54 @@ macro_rules! sql_store {
                     .await
                     .map_err(Self::err(format!("API key {id:?}")))?;
                 $crate::sql::api_key_from_row(row)
+            }
+        }
+
+        impl $store {
+            /// The legacy person subjects of each (table, column, condition) [`crate::sql::SUBJECT_COLUMNS`] names.
+            async fn legacy_subjects(&self) -> $crate::Result<Vec<(&'static str, &'static str, &'static str, String)>> {
+                let mut out = Vec::new();
+                for (table, col, cond) in $crate::sql::SUBJECT_COLUMNS {
+                    let sql = format!("SELECT DISTINCT {col} FROM {table} WHERE {cond}");
+                    let values: Vec<(String,)> =
+                        sqlx::query_as(&sql).fetch_all(&self.pool).await.map_err(Self::err(table))?;
+                    out.extend(
+                        values
+                            .into_iter()
+                            .filter(|(v,)| $crate::is_legacy_person_subject(v))
+                            .map(|(v,)| (table, col, cond, v)),
+                    );
+                }
+                Ok(out)
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl $crate::SubjectStore for $store {
+            async fn qualify_legacy_subjects(&self, issuer: &str) -> $crate::Result<u64> {
+                let mut changed = 0;
+                for (table, col, cond, v) in self.legacy_subjects().await? {
+                    let sql = format!("UPDATE {table} SET {col} = $1 WHERE {col} = $2 AND {cond}");
+                    let done = sqlx::query(&sql)
+                        .bind(kubehero_core::subject_key(Some(issuer), &v))
+                        .bind(&v)
+                        .execute(&self.pool)
+                        .await
+                        .map_err(Self::err(table))?;
+                    changed += done.rows_affected();
+                }
+                Ok(changed)
+            }
+
+            async fn count_legacy_subjects(&self) -> $crate::Result<u64> {
+                let mut n = 0;
+                for (table, col, cond, v) in self.legacy_subjects().await? {
+                    let sql = format!("SELECT COUNT(*) FROM {table} WHERE {col} = $1 AND {cond}");
+                    let (c,): (i64,) =
+                        sqlx::query_as(&sql).bind(&v).fetch_one(&self.pool).await.map_err(Self::err(table))?;
+                    n += c as u64;
+                }
+                Ok(n)
             }
         }
 

@@ -105,7 +105,18 @@ impl DirectSqlite {
         let Some(conn) = guard.as_ref() else { return Ok(Vec::new()) };
         let mut stmt = conn.prepare_cached(crate::audit::ROWS_AFTER_QMARK)?;
         let rows = stmt.query_map(rusqlite::params![after, limit], |r| {
-            Ok(crate::StoredAuditRow { seq: r.get(0)?, key_id: r.get(1)?, mac: r.get(2)?, body: r.get(3)? })
+            Ok(crate::audit::to_row((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+                r.get(6)?,
+                r.get(7)?,
+                r.get(8)?,
+                r.get(9)?,
+            )))
         })?;
         let result: rusqlite::Result<Vec<crate::StoredAuditRow>> = rows.collect();
         if result.is_err() {

@@ -18,7 +18,8 @@ pub enum ApiKeyCommand {
         /// viewer, member, auditor, admin or owner.
         #[arg(long, default_value = "viewer")]
         role: Role,
-        /// Who is responsible for the key (a person's sub or email).
+        /// Who is responsible for the key: a person as <issuer URL>#<sub> (a bare sub is taken as the only
+        /// configured issuer's), or an email.
         #[arg(long, default_value = "local-operator")]
         owner: String,
         /// Days until the key expires (1-3650).
@@ -42,6 +43,12 @@ pub async fn run(cmd: ApiKeyCommand, cfg: ServerConfig) -> anyhow::Result<()> {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
     match cmd {
         ApiKeyCommand::Create { name, role, owner, expires_in_days } => {
+            let owner = match cfg.issuers.as_slice() {
+                [only] if kubehero_store::is_legacy_person_subject(&owner) => {
+                    kubehero_core::subject_key(Some(&only.verifier.issuer), &owner)
+                }
+                _ => owner,
+            };
             let secret = generate_api_key().context("generating a key")?;
             let hash = sha256_hex(secret.expose());
             let rec = ApiKeyRecord {

@@ -292,7 +292,8 @@ mod tests {
     #[test]
     fn formats_an_rfc5424_message() {
         let body = r#"{"v":1,"seq":7,"key_id":"k1","event_id":"e7","time":"2026-01-02T03:04:05.006Z","time_ms":1767323045006,"actor":{"sub":"al\"ice]","email":null,"groups":[],"kind":"person","auth_method":"jwt"},"action":"policy.arm","target":{"kind":null,"id":null,"cluster":null,"namespace":null},"result":{"outcome":"denied","code":"permission_denied","status":403},"request_id":"r","source":null,"user_agent":null}"#;
-        let row = StoredAuditRow { seq: 7, key_id: "k1".into(), mac: "ab".repeat(32), body: body.into() };
+        let row =
+            StoredAuditRow { seq: 7, key_id: "k1".into(), mac: "ab".repeat(32), body: body.into(), columns: None };
         let m = format_rfc5424(&row, "host1", 42);
         assert!(m.starts_with(
             "<84>1 2026-01-02T03:04:05.006Z host1 kubehero 42 AUDIT [kubehero@32473 seq=\"7\" event_id=\"e7\" key_id=\"k1\""

@@ -121,8 +121,13 @@ fn export_line_round_trips_unusual_text() {
     e.user_agent = Some("x\",\"mac\":\"ff\"} é \u{2028} \\ \n".to_string());
     e.target.id = Some("ns/名前".to_string());
     let sealed = kubehero_core::Sealer::seal(&ChainSealer::new(key), 1, kubehero_core::GENESIS_MAC, &e);
-    let row =
-        kubehero_store::StoredAuditRow { seq: sealed.seq, key_id: sealed.key_id, mac: sealed.mac, body: sealed.body };
+    let row = kubehero_store::StoredAuditRow {
+        seq: sealed.seq,
+        key_id: sealed.key_id,
+        mac: sealed.mac,
+        body: sealed.body,
+        columns: None,
+    };
     let line = export_line(&row);
     assert!(!line.contains('\n'), "an export line must be one line: {line}");
     assert_eq!(parse_export_line(&line).unwrap(), ExportLine::Row(row.clone()));

@@ -34,6 +34,7 @@ fn event(i: i64, time_ms: i64) -> AuditEvent {
         time_ms,
         actor: AuditActor {
             sub: format!("user-{}\"]\\", i % 7),
+            issuer: None,
             email: Some("alice@example.com".into()),
             groups: vec!["sre".into()],
             kind: "person".into(),

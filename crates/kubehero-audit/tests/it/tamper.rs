@@ -217,6 +217,8 @@ async fn tampered_database_is_named_exactly() {
          false, 9, Tamper::BadCheckpoint),
         ("a checkpoint by an untrusted key", vec![checkpoint_sql(&untrusted)], true, ROWS, Tamper::BadCheckpoint),
     ];
+    let columns = COLUMN_TAMPERS.iter().map(|(name, sql)| (*name, vec![sql.to_string()], false, 6, Tamper::Modified));
+    let cases: Vec<_> = cases.into_iter().chain(columns).collect();
     for (name, sql, pinned, seq, kind) in cases {
         let fail = broken(name, f.tamper_db(&name.replace(' ', "-"), &sql, pinned).await);
         assert_eq!((fail.seq, fail.kind), (seq, kind), "{name}: {fail}");
@@ -228,6 +230,39 @@ async fn tampered_database_is_named_exactly() {
     // A cut after the newest checkpoint cannot be seen: that is what frequent checkpoints bound.
     let report = f.tamper_db("truncate-after", &["DELETE FROM audit_log WHERE seq > 10".into()], true).await.unwrap();
     assert_eq!(report.last_seq, CHECKPOINT);
+}
+
+/// Changes to the columns a database indexes and filters on (`GET /api/v1/audit?actor=…`), each at seq 6:
+/// the body and MAC stay intact, so only the check of columns against the signed record can notice.
+const COLUMN_TAMPERS: [(&str, &str); 6] = [
+    ("column actor_sub", "UPDATE audit_log SET actor_sub = 'mallory' WHERE seq = 6"),
+    ("column action", "UPDATE audit_log SET action = 'policy.read' WHERE seq = 6"),
+    ("column outcome", "UPDATE audit_log SET outcome = 'denied' WHERE seq = 6"),
+    ("column cluster", "UPDATE audit_log SET cluster = NULL WHERE seq = 6"),
+    ("column time_ms", "UPDATE audit_log SET time_ms = time_ms + 1 WHERE seq = 6"),
+    ("column event_id", "UPDATE audit_log SET event_id = 'forged' WHERE seq = 6"),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tampered_columns_on_postgres_are_named_exactly() {
+    let pg = kubehero_testkit::postgres::TempPostgres::start().await.unwrap();
+    let store = kubehero_store::open(&pg.url).await.unwrap();
+    let keys = keys(KEY_A, &[]);
+    let events: Vec<_> = (1..=ROWS as usize).map(event).collect();
+    store.append_audit(&events, &ChainSealer::new(keys.clone()).shared()).await.unwrap();
+    assert_eq!(verify_store(&*store, &keys, &[]).await.unwrap().rows as i64, ROWS);
+    let pool = sqlx::PgPool::connect(&pg.url).await.unwrap();
+    sqlx::query("CREATE TABLE audit_pristine AS SELECT * FROM audit_log").execute(&pool).await.unwrap();
+    for (name, sql) in COLUMN_TAMPERS {
+        assert!(sqlx::query(sql).execute(&pool).await.unwrap().rows_affected() > 0, "{name} changed nothing");
+        let fail = broken(name, verify_store(&*store, &keys, &[]).await);
+        assert_eq!((fail.seq, fail.kind), (6, Tamper::Modified), "{name}: {fail}");
+        assert!(fail.detail.contains(name.trim_start_matches("column ")), "{name}: {fail}");
+        sqlx::query("DELETE FROM audit_log").execute(&pool).await.unwrap();
+        sqlx::query("INSERT INTO audit_log SELECT * FROM audit_pristine").execute(&pool).await.unwrap();
+        assert_eq!(verify_store(&*store, &keys, &[]).await.unwrap().rows as i64, ROWS, "{name}: restored");
+    }
+    pool.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -319,9 +354,12 @@ async fn rewrite_by_the_hmac_key_holder_is_caught_by_the_checkpoint() {
     let path = f.copy("rewritten");
     let pool = sqlx::SqlitePool::connect(&format!("sqlite:{}", path.display())).await.unwrap();
     for r in &rewritten[4..] {
-        sqlx::query("UPDATE audit_log SET body = ?, mac = ? WHERE seq = ?")
+        // A careful rewriter keeps the indexed columns in step with the body, as the writer would.
+        let actor = kubehero_core::AuditColumns::from_body(&r.body).unwrap().actor_sub;
+        sqlx::query("UPDATE audit_log SET body = ?, mac = ?, actor_sub = ? WHERE seq = ?")
             .bind(&r.body)
             .bind(&r.mac)
+            .bind(actor)
             .bind(r.seq)
             .execute(&pool)
             .await

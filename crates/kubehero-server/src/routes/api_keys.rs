@@ -23,7 +23,8 @@ const MAX_DAYS: u32 = 3650;
 pub async fn list(State(s): State<AppState>, Auth(p): Auth) -> ApiResult<impl IntoResponse> {
     allow(&p, Action::ApiKeyList, Target::NONE)?;
     let all = p.holds_globally(Role::Owner) || p.holds_globally(Role::Auditor);
-    let keys = s.store.list_api_keys(if all { None } else { Some(&p.sub) }).await?;
+    let me = p.subject_key();
+    let keys = s.store.list_api_keys(if all { None } else { Some(me.as_str()) }).await?;
     Ok(axum::Json(json!({ "items": keys })))
 }
 
@@ -70,14 +71,14 @@ pub async fn create(
         hash,
         name: b.name,
         role: b.role,
-        owner: p.sub.clone(),
+        owner: p.subject_key(),
         created_at: now,
         expires_at: Some(now + i64::from(days) * 86_400),
         revoked_at: None,
     };
-    // The key is refused when its owner is deprovisioned: make sure the directory knows the owner by this sub
+    // The key is refused when its owner is deprovisioned: make sure the directory knows the owner by this key
     // (first, so that a failure leaves no key behind).
-    crate::directory::link_subject(&s, &p.sub, p.email.as_deref()).await?;
+    crate::directory::link_subject(&s, &p).await?;
     s.store.create_api_key(&rec).await?;
     let target = crate::audit::target("api_key", &rec.id, None, None);
     let mut body = json!(rec);
@@ -88,7 +89,7 @@ pub async fn create(
 /// `DELETE /api/v1/api-keys/{id}` — permission: `api_key.revoke` (the key's owner, or an owner).
 pub async fn revoke(State(s): State<AppState>, Auth(p): Auth, Path(id): Path<String>) -> ApiResult<impl IntoResponse> {
     let rec = s.store.get_api_key(&id).await?;
-    allow(&p, Action::ApiKeyRevoke, Target::NONE.owned(rec.owner == p.sub))?;
+    allow(&p, Action::ApiKeyRevoke, Target::NONE.owned(rec.owner == p.subject_key()))?;
     let rec = s.store.revoke_api_key(&id, s.clock.now()).await?;
     Ok(axum::Json(rec))
 }

@@ -63,13 +63,16 @@ pub async fn create(
     if name.is_empty() || name.len() > 512 || name.chars().any(char::is_control) {
         return Err(ApiError::invalid("subject name must be 1-512 printable characters"));
     }
+    if let BindingSubject::User(u) = &b.subject {
+        kubehero_core::check_user_name(u).map_err(ApiError::invalid)?;
+    }
     let scope = validate_scope(b.cluster, b.namespace).map_err(ApiError::invalid)?;
     let mut raw = [0u8; 10];
     SystemRandom::new().fill(&mut raw).map_err(|_| ApiError::new(Code::Internal, "no randomness available"))?;
     let stored = StoredBinding {
         id: format!("rb_{}", raw.iter().map(|x| format!("{x:02x}")).collect::<String>()),
         binding: Binding { subject: b.subject, role: b.role, scope },
-        created_by: p.sub.clone(),
+        created_by: p.subject_key(),
         created_at: s.clock.now(),
     };
     s.store.create_binding(&stored).await?;

@@ -57,7 +57,7 @@ pub async fn register(
         name: body.name,
         api_server_url: body.api_server_url,
         labels: body.labels,
-        created_by: p.sub.clone(),
+        created_by: p.subject_key(),
         created_at: s.clock.now(),
     };
     s.store.create_cluster(&cluster).await?;

@@ -21,7 +21,7 @@ use serde::Deserialize;
 const MAX_SPEC: usize = 32 * 1024;
 
 fn target<'a>(p: &'a Policy, principal: &Principal) -> Target<'a> {
-    Target::in_namespace(&p.cluster, p.namespace.as_deref()).owned(p.owner == principal.sub)
+    Target::in_namespace(&p.cluster, p.namespace.as_deref()).owned(p.owner == principal.subject_key())
 }
 
 fn new_id() -> ApiResult<String> {
@@ -107,7 +107,7 @@ pub async fn create(
         name: b.name,
         cluster: b.cluster,
         namespace: b.namespace,
-        owner: p.sub.clone(),
+        owner: p.subject_key(),
         spec: b.spec,
         state: PolicyState::Draft,
         version: 1,
@@ -140,7 +140,7 @@ pub async fn update(
     if current.state != PolicyState::Draft {
         return Err(ApiError::new(Code::FailedPrecondition, "only drafts can be edited; disarm and undo first"));
     }
-    let updated = s.store.update_policy(&id, b.version, &b.name, &b.spec, &p.sub, s.clock.now()).await?;
+    let updated = s.store.update_policy(&id, b.version, &b.name, &b.spec, &p.subject_key(), s.clock.now()).await?;
     Ok((policy_target(&updated), axum::Json(updated)))
 }
 
@@ -182,7 +182,7 @@ async fn transition(s: &AppState, p: &Principal, id: &str, action: Action) -> Ap
             format!("cannot {name} a policy that is {}", current.state.as_str()),
         ));
     }
-    Ok(s.store.transition_policy(id, current.state, to, name, &p.sub, s.clock.now()).await?)
+    Ok(s.store.transition_policy(id, current.state, to, name, &p.subject_key(), s.clock.now()).await?)
 }
 
 /// `POST /api/v1/policies/{id}/arm` — permission: `policy.arm` (admin within the policy's scope).

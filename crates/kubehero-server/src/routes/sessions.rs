@@ -7,7 +7,7 @@ use crate::state::AppState;
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::IntoResponse;
-use kubehero_core::{Action, AuthMethod, Role, Target};
+use kubehero_core::{Action, AuthMethod, Principal, Role, Target};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -28,14 +28,21 @@ pub async fn list(
     if q.all && !p.holds_globally(Role::Owner) {
         return Err(ApiError::denied("listing everyone's sessions requires owner"));
     }
-    let items = s.store.list_sessions((!q.all).then_some(p.sub.as_str())).await?;
+    let items = if q.all { s.store.list_sessions(None).await? } else { own_sessions(&s, &p).await? };
     Ok(axum::Json(json!({ "items": items })))
+}
+
+/// The caller's own sessions and CLI tokens: their subject *from their issuer* (another issuer's `alice` is
+/// someone else).
+async fn own_sessions(s: &AppState, p: &Principal) -> ApiResult<Vec<kubehero_store::SessionRecord>> {
+    let mine = s.store.list_sessions(Some(&p.sub)).await?;
+    Ok(mine.into_iter().filter(|x| x.issuer == p.issuer).collect())
 }
 
 /// `DELETE /api/v1/auth/sessions/{id}` — permission: `session.revoke` (own; owners any).
 pub async fn revoke(State(s): State<AppState>, Auth(p): Auth, Path(id): Path<String>) -> ApiResult<impl IntoResponse> {
     // Look among the caller's own first, so that others' ids are not even confirmed to exist.
-    let own = s.store.list_sessions(Some(&p.sub)).await?.into_iter().find(|x| x.id == id);
+    let own = own_sessions(&s, &p).await?.into_iter().find(|x| x.id == id);
     allow(&p, Action::SessionRevoke, Target { owned: own.is_some(), ..Target::NONE })?;
     let exists = match own {
         Some(_) => true,

@@ -17,14 +17,20 @@ use kubehero_core::{AuditActor, AuditEvent, AuditOutcome, AuditResult, AuditTarg
 use kubehero_store::{DirectoryGroup, DirectoryUser, SessionKind};
 use std::collections::BTreeSet;
 
-/// Every name the person's credentials may carry as their subject or owner: the IdP's subject, the external
-/// id, the user name and the email addresses.
-fn names(u: &DirectoryUser) -> BTreeSet<String> {
+/// Every subject key the person's credentials may carry as their subject or owner: the linked subject key; the
+/// external id, the user name and the email addresses as subjects of the directory issuer (and bare, as
+/// credentials made before issuers were recorded name them).
+fn names(state: &AppState, u: &DirectoryUser) -> BTreeSet<String> {
+    let mut bare = BTreeSet::new();
+    bare.extend(u.external_id.clone());
+    bare.insert(u.user_name.clone());
+    bare.extend(u.emails.iter().cloned());
     let mut out = BTreeSet::new();
     out.extend(u.subject.clone());
-    out.extend(u.external_id.clone());
-    out.insert(u.user_name.clone());
-    out.extend(u.emails.iter().cloned());
+    if let Some(iss) = state.directory.issuer() {
+        out.extend(bare.iter().map(|n| kubehero_core::subject_key(Some(iss), n)));
+    }
+    out.extend(bare);
     out
 }
 
@@ -37,12 +43,13 @@ struct Held {
 /// The unexpired, unrevoked sessions, CLI tokens and API keys of a person.
 async fn held(state: &AppState, u: &DirectoryUser) -> Result<Vec<Held>, Failure> {
     let now = state.clock.now();
-    let names = names(u);
+    let names = names(state, u);
     let emails: Vec<String> = u.emails.iter().map(|e| e.to_lowercase()).collect();
     let mut out = Vec::new();
     // Sessions carry the sign-in's email too: a person the IdP names differently in tokens is still found.
     for s in state.store.list_sessions(None).await? {
-        let theirs = names.contains(&s.sub) || s.email.as_ref().is_some_and(|e| emails.contains(&e.to_lowercase()));
+        let theirs = names.contains(&kubehero_core::subject_key(s.issuer.as_deref(), &s.sub))
+            || s.email.as_ref().is_some_and(|e| emails.contains(&e.to_lowercase()));
         if theirs && s.revoked_at.is_none() && s.expires_at > now {
             let kind = match s.kind {
                 SessionKind::Session => "session",

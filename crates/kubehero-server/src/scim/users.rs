@@ -355,6 +355,7 @@ pub async fn delete(
 /// when SCIM is off.
 pub async fn provision_at_sign_in(
     state: &AppState,
+    issuer: &str,
     sub: &str,
     email: Option<&str>,
 ) -> Result<Option<DirectoryUser>, kubehero_store::StoreError> {
@@ -376,7 +377,7 @@ pub async fn provision_at_sign_in(
         user_name,
         external_id: None,
         active: true,
-        subject: Some(sub.to_string()),
+        subject: Some(kubehero_core::subject_key(Some(issuer), sub)),
         emails: email.map(|e| vec![e.to_string()]).unwrap_or_default(),
         resource,
         origin: UserOrigin::Jit,

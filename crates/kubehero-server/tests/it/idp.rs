@@ -384,3 +384,82 @@ async fn mutated_real_tokens_are_401_never_500() {
     // None of the mutated kids or headers made the server fetch anything but the configured JWKS.
     assert!(idp.jwks_hits().await.unwrap() <= 2, "one fetch, at most one unknown-kid refetch");
 }
+
+/// Two real IdPs both issue `sub=alice` (same email, same groups): they are two people. Alice of B, a member,
+/// must neither see, revoke nor edit what alice of A owns, and a user binding names its issuer.
+#[tokio::test]
+async fn same_sub_from_two_issuers_is_two_people() {
+    let a = OidcProvider::start().await.unwrap();
+    let b = OidcProvider::start().await.unwrap();
+    let file = format!(
+        r#"
+        [[issuers]]
+        issuer = "{}"
+        audiences = ["kubehero"]
+        group_roles = {{ "dev" = "member" }}
+        [[issuers]]
+        issuer = "{}"
+        audiences = ["kubehero"]
+        group_prefix = "b:"
+        group_roles = {{ "b:dev" = "member" }}
+        [[bindings]]
+        user = "alice"
+        issuer = "{}"
+        role = "admin"
+        cluster = "prod-a"
+        "#,
+        a.issuer, b.issuer, a.issuer
+    );
+    let ts = TestServer::start(&[("KUBEHERO_API_KEYS", &api_keys_env())], Some(&file)).await;
+    ts.wait_issuer_healthy().await;
+    let alice_a = a.authcode("alice", "kubehero", "kubehero-secret").await.unwrap().id_token;
+    let alice_b = b.authcode("alice", "kubehero", "kubehero-secret").await.unwrap().id_token;
+    let (me_a, me_b) = (ts.whoami(&alice_a).await, ts.whoami(&alice_b).await);
+    assert_eq!((&me_a["sub"], &me_b["sub"]), (&json!("alice"), &json!("alice")));
+    assert_eq!((&me_a["role"], &me_b["role"]), (&json!("member"), &json!("member")));
+    assert_eq!(me_a["scoped_roles"], json!([{ "role": "admin", "cluster": "prod-a", "namespace": null }]), "{me_a}");
+    assert_eq!(me_b["scoped_roles"], json!([]), "the file binding names issuer A: {me_b}");
+
+    // What alice of A owns.
+    let key = ts.post("/api/v1/api-keys", Some(&alice_a), json!({ "name": "ci", "role": "member" })).await;
+    assert_eq!(key.status, StatusCode::CREATED, "{}", key.body);
+    let key_id = key.body["id"].as_str().unwrap().to_string();
+    assert_eq!(key.body["owner"], format!("{}#alice", a.issuer));
+    ts.post("/api/v1/clusters", Some(ADMIN), json!({ "name": "prod-a" })).await;
+    let p = ts.post("/api/v1/policies", Some(&alice_a), json!({ "name": "p", "cluster": "prod-a", "spec": {} })).await;
+    assert_eq!(p.status, StatusCode::CREATED, "{}", p.body);
+    let policy = p.body["id"].as_str().unwrap().to_string();
+    let edit = json!({ "name": "p", "spec": { "edited": true }, "version": 1 });
+
+    // Alice of B: none of it is hers.
+    let listed = ts.get("/api/v1/api-keys", Some(&alice_b)).await;
+    assert_eq!(listed.body["items"], json!([]), "B's alice lists A's keys: {}", listed.body);
+    let r = ts.call(Method::DELETE, &format!("/api/v1/api-keys/{key_id}"), Some(&alice_b), None).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "B's alice revoked A's key: {}", r.body);
+    let r = ts.call(Method::PUT, &format!("/api/v1/policies/{policy}"), Some(&alice_b), Some(edit.clone())).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "B's alice edited A's draft: {}", r.body);
+    // Alice of A still can, and her key works.
+    let listed = ts.get("/api/v1/api-keys", Some(&alice_a)).await;
+    assert_eq!(listed.body["items"].as_array().unwrap().len(), 1);
+    let r = ts.call(Method::PUT, &format!("/api/v1/policies/{policy}"), Some(&alice_a), Some(edit)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let r = ts.call(Method::DELETE, &format!("/api/v1/api-keys/{key_id}"), Some(&alice_a), None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+
+    // Audit rows say which alice acted; the actor filter takes the subject key.
+    let actor = kubehero_server::login::urlencode(&format!("{}#alice", b.issuer));
+    let rows = ts.get(&format!("/api/v1/audit?actor={actor}"), Some(OWNER)).await;
+    let items = rows.body["items"].as_array().unwrap();
+    assert!(!items.is_empty(), "{}", rows.body);
+    for row in items {
+        assert_eq!(row["actor"]["issuer"], json!(b.issuer), "{row}");
+    }
+    // A user binding must name the issuer (or an email): a bare sub is refused.
+    let bare = json!({ "subject": { "kind": "user", "name": "alice" }, "role": "admin" });
+    assert_eq!(error_code(&ts.post("/api/v1/role-bindings", Some(OWNER), bare).await), "invalid_argument");
+    let qualified = json!({ "subject": { "kind": "user", "name": format!("{}#alice", b.issuer) }, "role": "admin" });
+    assert_eq!(ts.post("/api/v1/role-bindings", Some(OWNER), qualified).await.status, StatusCode::CREATED);
+    ts.wait_ok("/healthz", None).await;
+    assert_eq!(ts.whoami(&alice_b).await["role"], "admin");
+    assert_eq!(ts.whoami(&alice_a).await["role"], "member");
+}

@@ -109,6 +109,39 @@ async fn conformance(store: Arc<dyn Store>) {
     devices(&*store).await;
     concurrent_device_consume(store.clone()).await;
     directory(&*store).await;
+    legacy_subjects(&*store).await;
+}
+
+/// Rows from before identities were (issuer, subject) pairs: bare person subjects become the one issuer's
+/// subject keys; emails, key ids, qualified and non-person names stay.
+async fn legacy_subjects(s: &dyn Store) {
+    let bind = |id: &str, name: &str| StoredBinding {
+        id: id.to_string(),
+        binding: Binding { subject: BindingSubject::User(name.into()), role: Role::Admin, scope: Scope::Global },
+        created_by: "erin".to_string(),
+        created_at: 5,
+    };
+    for (id, name) in
+        [("lb1", "dave"), ("lb2", "dave@example.com"), ("lb3", "aaaa000000000002"), ("lb4", "https://x#eve")]
+    {
+        s.create_binding(&bind(id, name)).await.unwrap();
+    }
+    s.create_api_key(&key("cccc000000000001", "local-operator", 700)).await.unwrap();
+    s.create_api_key(&key("cccc000000000002", "https://x#eve", 700)).await.unwrap();
+    let before = s.count_legacy_subjects().await.unwrap();
+    assert!(before >= 3, "dave, alice's and bob's keys at least: {before}");
+    assert_eq!(s.qualify_legacy_subjects("https://idp.example").await.unwrap(), before);
+    assert_eq!(s.count_legacy_subjects().await.unwrap(), 0);
+    assert_eq!(s.qualify_legacy_subjects("https://other.example").await.unwrap(), 0, "runs once");
+    assert_eq!(s.get_api_key("aaaa000000000002").await.unwrap().owner, "https://idp.example#bob");
+    assert_eq!(s.get_api_key("cccc000000000001").await.unwrap().owner, "local-operator");
+    assert_eq!(s.get_api_key("cccc000000000002").await.unwrap().owner, "https://x#eve");
+    let names: std::collections::BTreeMap<String, BindingSubject> =
+        s.list_bindings().await.unwrap().into_iter().map(|b| (b.id, b.binding.subject)).collect();
+    assert_eq!(names["lb1"], BindingSubject::User("https://idp.example#dave".into()));
+    assert_eq!(names["lb2"], BindingSubject::User("dave@example.com".into()));
+    assert_eq!(names["lb3"], BindingSubject::User("aaaa000000000002".into()));
+    assert_eq!(names["lb4"], BindingSubject::User("https://x#eve".into()));
 }
 
 async fn clusters(s: &dyn Store) {
