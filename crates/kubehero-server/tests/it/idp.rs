@@ -171,7 +171,7 @@ async fn people_mint_api_keys_no_higher_than_their_role() {
     // Shown once: listing never carries the key.
     let list = ts.get("/api/v1/api-keys", Some(&alice)).await;
     assert!(!list.body.to_string().contains(&key));
-    assert_eq!(list.body["items"][0]["owner"], "alice");
+    assert_eq!(list.body["items"][0]["owner"], format!("{}#alice", idp.issuer), "owners name their issuer");
     assert_eq!(ts.get("/api/v1/api-keys", Some(&bob)).await.body["items"], json!([]), "bob sees only his own");
     let me = ts.whoami(&key).await;
     assert_eq!(me["sub"], id);

@@ -224,7 +224,7 @@ async fn route_role_scope_matrix() {
     })
     .await;
     m.row(Method::DELETE, "/api/v1/role-bindings/{id}", "D D D D D A D D", |_, n| async move {
-        let body = json!({ "subject": { "kind": "user", "name": format!("u{n}") }, "role": "viewer" });
+        let body = json!({ "subject": { "kind": "user", "name": format!("u{n}@example.com") }, "role": "viewer" });
         let r = ts.post("/api/v1/role-bindings", Some(OWNER), body).await;
         (format!("/api/v1/role-bindings/{}", r.body["id"].as_str().unwrap()), None)
     })
