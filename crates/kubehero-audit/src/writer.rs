@@ -1,6 +1,12 @@
 //! The group-commit writer: every request hands its event to one writer task and waits; the writer takes
 //! everything queued, appends it in one transaction (one flush), and answers each waiter with its seq. While
 //! a commit is in flight the next batch gathers, so batches grow with load and durability is never weakened.
+//!
+//! Two ways in, one chain: [`AuditLog::record`] answers once the row is durable; [`AuditLog::enqueue`] answers
+//! once the row is queued (plain reads, whose requests do not wait for the disk). Both share the bounded queue,
+//! so a full queue makes either wait for room: a row is never dropped for lack of space. What `enqueue`d rows
+//! can lose is only what a crash (or a refused commit) takes before their batch is flushed; [`AuditLog::flush`]
+//! waits until everything queued before it is durable (clean shutdown calls it).
 
 use crate::chain::{sign_checkpoint, ChainSealer};
 use crate::keys::SigningKey;
@@ -22,9 +28,10 @@ pub enum AuditError {
     Closed,
 }
 
+/// One queued request: an event (absent for a flush marker) and, unless it was only enqueued, whom to tell.
 struct Job {
-    event: AuditEvent,
-    done: oneshot::Sender<Result<i64, AuditError>>,
+    event: Option<AuditEvent>,
+    done: Option<oneshot::Sender<Result<i64, AuditError>>>,
 }
 
 /// Counters the server exports in `/metrics`.
@@ -33,6 +40,8 @@ pub struct WriterStats {
     pub rows: AtomicU64,
     pub commits: AtomicU64,
     pub failures: AtomicU64,
+    /// Enqueued (not awaited) rows whose batch the store refused: their requests were already answered.
+    pub lost_enqueued: AtomicU64,
 }
 
 /// A handle to the writer task. Cloning is cheap; the task stops when every handle is dropped.
@@ -54,16 +63,40 @@ const QUEUE: usize = 16 * 1024;
 impl AuditLog {
     /// Starts the writer. `max_batch` bounds one transaction (1 turns group commit off, for comparison).
     pub fn start(store: Arc<dyn Store>, sealer: ChainSealer, max_batch: usize) -> AuditLog {
+        Self::start_notifying(store, sealer, max_batch, crate::forward::ForwardStatus::new())
+    }
+
+    /// [`AuditLog::start`], telling `status` the new head after every commit (so forwarders wake for rows
+    /// nobody waited for, too).
+    pub fn start_notifying(
+        store: Arc<dyn Store>,
+        sealer: ChainSealer,
+        max_batch: usize,
+        status: Arc<crate::forward::ForwardStatus>,
+    ) -> AuditLog {
         let (tx, rx) = mpsc::channel(QUEUE);
         let stats = Arc::new(WriterStats::default());
-        tokio::spawn(run(store, Arc::new(sealer), rx, max_batch.max(1), stats.clone()));
+        tokio::spawn(run(store, Arc::new(sealer), rx, max_batch.max(1), stats.clone(), status));
         AuditLog { tx, stats }
     }
 
     /// Records `event` and returns its seq once it is durable.
     pub async fn record(&self, event: AuditEvent) -> Result<i64, AuditError> {
         let (done, wait) = oneshot::channel();
-        self.tx.send(Job { event, done }).await.map_err(|_| AuditError::Closed)?;
+        self.tx.send(Job { event: Some(event), done: Some(done) }).await.map_err(|_| AuditError::Closed)?;
+        wait.await.map_err(|_| AuditError::Closed)?
+    }
+
+    /// Queues `event` for the chain without waiting for its commit; waits only while the queue is full.
+    pub async fn enqueue(&self, event: AuditEvent) -> Result<(), AuditError> {
+        self.tx.send(Job { event: Some(event), done: None }).await.map_err(|_| AuditError::Closed)
+    }
+
+    /// Waits until every event queued before this call has been committed (or refused), and returns the last
+    /// seq committed by then.
+    pub async fn flush(&self) -> Result<i64, AuditError> {
+        let (done, wait) = oneshot::channel();
+        self.tx.send(Job { event: None, done: Some(done) }).await.map_err(|_| AuditError::Closed)?;
         wait.await.map_err(|_| AuditError::Closed)?
     }
 
@@ -73,7 +106,7 @@ impl AuditLog {
         let mut waits = Vec::with_capacity(events.len());
         for event in events {
             let (done, wait) = oneshot::channel();
-            self.tx.send(Job { event, done }).await.map_err(|_| AuditError::Closed)?;
+            self.tx.send(Job { event: Some(event), done: Some(done) }).await.map_err(|_| AuditError::Closed)?;
             waits.push(wait);
         }
         let mut last = 0;
@@ -94,16 +127,31 @@ async fn run(
     mut rx: mpsc::Receiver<Job>,
     max_batch: usize,
     stats: Arc<WriterStats>,
+    status: Arc<crate::forward::ForwardStatus>,
 ) {
-    let mut jobs = Vec::with_capacity(max_batch);
+    let mut jobs: Vec<Job> = Vec::with_capacity(max_batch);
+    let mut last = 0;
     while rx.recv_many(&mut jobs, max_batch).await > 0 {
-        let events: Vec<AuditEvent> = jobs.iter().map(|j| j.event.clone()).collect();
-        match store.append_audit(&events, &sealer).await {
+        // Which jobs carry a row (the rest are flush markers), before the events are taken out.
+        let carries: Vec<bool> = jobs.iter().map(|j| j.event.is_some()).collect();
+        let events: Vec<AuditEvent> = jobs.iter_mut().filter_map(|j| j.event.take()).collect();
+        let appended = if events.is_empty() { Ok(Vec::new()) } else { store.append_audit(&events, &sealer).await };
+        match appended {
             Ok(rows) => {
-                stats.rows.fetch_add(rows.len() as u64, Ordering::Relaxed);
-                stats.commits.fetch_add(1, Ordering::Relaxed);
-                for (job, row) in jobs.drain(..).zip(rows) {
-                    let _ = job.done.send(Ok(row.seq));
+                if let Some(r) = rows.last() {
+                    last = r.seq;
+                    stats.rows.fetch_add(rows.len() as u64, Ordering::Relaxed);
+                    stats.commits.fetch_add(1, Ordering::Relaxed);
+                    status.set_head(last);
+                    status.notify();
+                }
+                // Rows come back in job order; a flush marker is answered with the head after this commit.
+                let mut seqs = rows.iter().map(|r| r.seq);
+                for (job, carries) in jobs.drain(..).zip(carries) {
+                    let seq = if carries { seqs.next().unwrap_or(last) } else { last };
+                    if let Some(done) = job.done {
+                        let _ = done.send(Ok(seq));
+                    }
                 }
             }
             Err(e) => {
@@ -115,7 +163,14 @@ async fn run(
                     jobs.push(job);
                 }
                 for job in jobs.drain(..) {
-                    let _ = job.done.send(Err(err.clone()));
+                    match job.done {
+                        Some(done) => {
+                            let _ = done.send(Err(err.clone()));
+                        }
+                        None => {
+                            stats.lost_enqueued.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
                 }
             }
         }

@@ -6,7 +6,9 @@
 //! - the authentication middleware puts the principal into the response;
 //! - [`crate::middleware::observe`] turns all that into an [`AuditEvent`], waits until the group-commit writer
 //!   has made it durable, and only then answers. If the row cannot be written the answer is 503
-//!   `unavailable`, whatever the handler did.
+//!   `unavailable`, whatever the handler did;
+//! - the one exception is a plain read ([`level`]): under `KUBEHERO_AUDIT_READS=async` (the default) its row
+//!   goes into the same chain through the same writer but the answer does not wait for the flush.
 
 use crate::auth::Auth;
 use crate::config::ServerConfig;
@@ -156,6 +158,32 @@ pub fn event_for(res: &Response, facts: RequestFacts, request_id: &str, now_ms: 
         source: facts.source.map(|a| a.ip().to_string()),
         user_agent: facts.user_agent,
     })
+}
+
+/// How long a request's answer waits for its row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    /// Answered after the row is durable.
+    Durable,
+    /// Answered once the row is queued for the same chain.
+    Queued,
+    /// Not recorded (`KUBEHERO_AUDIT_READS=off`, plain reads only).
+    Skipped,
+}
+
+/// The level of a finished request's row. Only a *plain read* may skip the wait: a `GET`/`HEAD` that
+/// succeeded, is no sign-in event, and did not read the audit log itself. Mutations, denials, refused
+/// credentials, errors, sign-in and sign-out, and audit-log reads are always durable.
+pub fn level(res: &Response, event: &AuditEvent, read: bool, reads: crate::config::AuditReads) -> Level {
+    let plain_read = read
+        && event.result.outcome == AuditOutcome::Ok
+        && res.extensions().get::<Recorded>().is_none()
+        && res.extensions().get::<AuditAction>().is_some_and(|a| a.0 != Action::AuditRead);
+    match (plain_read, reads) {
+        (false, _) | (true, crate::config::AuditReads::Durable) => Level::Durable,
+        (true, crate::config::AuditReads::Async) => Level::Queued,
+        (true, crate::config::AuditReads::Off) => Level::Skipped,
+    }
 }
 
 /// What kind of credential a refused request carried, without keeping any of it.

@@ -67,6 +67,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting { name: "KUBEHERO_AUDIT_PREVIOUS_KEYS", help: "Earlier AUDIT_HMAC_KEY values, comma-separated, so rows written before a key rotation still verify.", default: "unset" },
     Setting { name: "KUBEHERO_AUDIT_SIGNING_KEY", help: "Ed25519 PKCS#8 (DER) file that signs audit checkpoints; created if missing. Keep it apart from AUDIT_HMAC_KEY.", default: "<data dir>/audit-signing.pk8" },
     Setting { name: "KUBEHERO_AUDIT_CHECKPOINT_SECS", help: "Seconds between signed checkpoints of the audit chain head (also written at shutdown).", default: "60" },
+    Setting { name: "KUBEHERO_AUDIT_READS", help: "How plain reads (GET/HEAD that succeed and change nothing) are audited: durable (answered after their row is on disk), async (in the same chain, not awaited: a crash may lose the reads of the last flush), off (not recorded; denied reads still are).", default: "async" },
     Setting { name: "KUBEHERO_AUDIT_FORWARD", help: "Audit sinks the server forwards to, comma-separated: udp://, tcp://, tls:// (syslog), https:// (webhook), s3://bucket/prefix.", default: "unset: no forwarding" },
     Setting { name: "KUBEHERO_AUDIT_S3_ENDPOINT", help: "S3 endpoint for s3:// sinks on S3-compatible stores (path-style). Credentials: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION.", default: "AWS" },
     Setting { name: "KUBEHERO_AUDIT_WEBHOOK_SECRET", help: "Secret of webhook batch signatures (X-KubeHero-Signature).", default: "derived from AUDIT_HMAC_KEY" },
@@ -146,6 +147,30 @@ pub struct FileIssuer {
     pub retry_max_secs: Option<u64>,
 }
 
+/// How long a plain read waits for its audit row (`KUBEHERO_AUDIT_READS`). Every other row — mutations,
+/// denials, refused credentials, sign-ins, credential changes, SCIM writes, reads of the audit log — is always
+/// durable before the answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuditReads {
+    /// Answered once the row is durable, like every other row.
+    Durable,
+    /// Recorded in the same chain through the same writer, not awaited (back-pressure when its queue is full).
+    Async,
+    /// Not recorded.
+    Off,
+}
+
+impl AuditReads {
+    pub fn parse(s: &str) -> Option<AuditReads> {
+        match s {
+            "durable" => Some(AuditReads::Durable),
+            "async" => Some(AuditReads::Async),
+            "off" => Some(AuditReads::Off),
+            _ => None,
+        }
+    }
+}
+
 /// One binding in the config file: exactly one of `group` or `user`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -211,6 +236,8 @@ pub struct ServerConfig {
     /// The checkpoint signing key file.
     pub audit_signing_key: PathBuf,
     pub audit_checkpoint_every: std::time::Duration,
+    /// `KUBEHERO_AUDIT_READS`.
+    pub audit_reads: AuditReads,
     /// Sinks of the in-process forwarder (`KUBEHERO_AUDIT_FORWARD`), validated at start-up.
     pub audit_forward: Vec<kubehero_audit::forward::SinkSpec>,
     /// Credentials and secrets of those sinks (`AWS_*`, `KUBEHERO_AUDIT_S3_ENDPOINT`, webhook secret).
@@ -382,6 +409,12 @@ impl ServerConfig {
                 }
             },
         };
+        let audit_reads = match env.var("KUBEHERO_AUDIT_READS") {
+            None => AuditReads::Async,
+            Some(v) => AuditReads::parse(v.trim()).ok_or_else(|| {
+                invalid("KUBEHERO_AUDIT_READS", format!("{v:?} is not a level"), "use durable, async or off")
+            })?,
+        };
         let mut audit_forward = Vec::new();
         for url in env.var("KUBEHERO_AUDIT_FORWARD").unwrap_or_default().split(',').map(str::trim) {
             if url.is_empty() {
@@ -452,6 +485,7 @@ impl ServerConfig {
             audit_previous_keys,
             audit_signing_key,
             audit_checkpoint_every,
+            audit_reads,
             audit_forward,
             audit_forward_options,
             token_cache_size: file.token_cache_size.unwrap_or(100_000),

@@ -63,6 +63,8 @@ pub struct RunningServer {
     task: tokio::task::JoinHandle<()>,
     /// Tasks that finish their work after the listener stops (the final audit checkpoint).
     background: Vec<tokio::task::JoinHandle<()>>,
+    /// Stops the background tasks, once the listener has drained and the audit writer is flushed.
+    background_stop: watch::Sender<bool>,
 }
 
 impl RunningServer {
@@ -72,9 +74,14 @@ impl RunningServer {
         self.wait().await;
     }
 
-    /// Waits until the server stops (after a shutdown signal).
+    /// Waits until the server stops (after a shutdown signal): the last requests' rows, including reads that
+    /// were not waited for, are committed before the final checkpoint.
     pub async fn wait(self) {
         let _ = self.task.await;
+        if let Err(e) = self.state.audit.flush().await {
+            tracing::error!(error = %e, "the last audit rows could not be committed at shutdown");
+        }
+        let _ = self.background_stop.send(true);
         for t in self.background {
             let _ = t.await;
         }
@@ -109,8 +116,13 @@ pub async fn build_state(
              Set AUDIT_HMAC_KEY (and KUBEHERO_REQUIRE_AUTH=true) for production."
         );
     }
-    let audit =
-        kubehero_audit::AuditLog::start(store.clone(), kubehero_audit::ChainSealer::new(Arc::new(keys)), AUDIT_BATCH);
+    let forward = kubehero_audit::forward::ForwardStatus::new();
+    let audit = kubehero_audit::AuditLog::start_notifying(
+        store.clone(),
+        kubehero_audit::ChainSealer::new(Arc::new(keys)),
+        AUDIT_BATCH,
+        forward.clone(),
+    );
     let login = match config.login.clone() {
         None => None,
         Some(client) => {
@@ -131,7 +143,7 @@ pub async fn build_state(
     Ok(AppState {
         login,
         audit,
-        forward: kubehero_audit::forward::ForwardStatus::new(),
+        forward,
         store: store.clone(),
         verifier,
         token_cache: Arc::new(TokenCache::new(config.token_cache_size)),
@@ -147,6 +159,7 @@ pub async fn build_state(
         metrics,
         clock,
         require_auth: config.require_auth,
+        audit_reads: config.audit_reads,
     })
 }
 
@@ -181,12 +194,13 @@ pub async fn start_with(
     let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: config.listen, source })?;
     let signing = Arc::new(audit::load_signing_key(&config.audit_signing_key)?);
     let (tx, rx) = watch::channel(false);
+    let (background_stop, background_rx) = watch::channel(false);
     spawn_refresh(state.clone(), rx.clone());
     let mut background = vec![tokio::spawn(kubehero_audit::writer::run_checkpoints(
         state.store.clone(),
         signing,
         config.audit_checkpoint_every,
-        rx.clone(),
+        background_rx.clone(),
     ))];
     if !config.audit_forward.is_empty() {
         let forward = kubehero_audit::forward::run_with(
@@ -194,7 +208,7 @@ pub async fn start_with(
             config.audit_forward.clone(),
             config.audit_forward_options.clone(),
             state.forward.clone(),
-            rx.clone(),
+            background_rx,
         );
         background.push(tokio::spawn(async move {
             if let Err(e) = forward.await {
@@ -218,7 +232,7 @@ pub async fn start_with(
             }
         }),
     };
-    Ok(RunningServer { addr, state, shutdown: tx, task, background })
+    Ok(RunningServer { addr, state, shutdown: tx, task, background, background_stop })
 }
 
 /// Reloads database bindings every few seconds so changes made through another replica apply here too.

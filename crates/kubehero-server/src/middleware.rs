@@ -6,7 +6,7 @@
 use crate::error::{render, ApiError, Code};
 use crate::state::AppState;
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderName, HeaderValue};
+use axum::http::{HeaderName, HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use ring::rand::{SecureRandom, SystemRandom};
@@ -43,14 +43,15 @@ pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next
     let method = req.method().as_str().to_string();
     let facts = crate::audit::RequestFacts::of(&req);
     let scim = req.uri().path().starts_with("/scim/");
+    let read = matches!(req.method(), &Method::GET | &Method::HEAD);
     let mut res = next.run(req).await;
     if let Some(event) = crate::audit::event_for(&res, facts, &id, state.clock.now_ms()) {
-        // Durable before the answer: nothing leaves unaudited.
-        let recorded = state.audit.record(event).await;
-        if let Ok(seq) = &recorded {
-            state.forward.set_head(*seq);
-            state.forward.notify();
-        }
+        // Durable before the answer, except plain reads under KUBEHERO_AUDIT_READS=async|off.
+        let recorded = match crate::audit::level(&res, &event, read, state.audit_reads) {
+            crate::audit::Level::Durable => state.audit.record(event).await.map(drop),
+            crate::audit::Level::Queued => state.audit.enqueue(event).await,
+            crate::audit::Level::Skipped => Ok(()),
+        };
         if let Err(e) = recorded {
             state.metrics.audit_refused();
             tracing::error!(error = %e, request_id = %id, "refusing a request whose audit row could not be written");

@@ -52,4 +52,6 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     /// `KUBEHERO_REQUIRE_AUTH`.
     pub require_auth: bool,
+    /// How plain reads are audited (`KUBEHERO_AUDIT_READS`).
+    pub audit_reads: crate::config::AuditReads,
 }

@@ -43,6 +43,12 @@ fn time_ms(name: &str, v: &str) -> ApiResult<i64> {
 /// `GET /api/v1/audit` — permission: `audit.read` (auditor, owner).
 pub async fn list(State(s): State<AppState>, Auth(p): Auth, Query(q): Query<Params>) -> ApiResult<impl IntoResponse> {
     allow(&p, Action::AuditRead, Target::NONE)?;
+    // Rows of reads that were not waited for are committed first, so a reader sees every request answered
+    // before this one.
+    s.audit.flush().await.map_err(|e| {
+        tracing::error!(error = %e, "the audit log could not be brought up to date for a read");
+        ApiError::new(crate::error::Code::Unavailable, "the audit log cannot be read right now; retry later")
+    })?;
     let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
     if !(1..=MAX_LIMIT).contains(&limit) {
         return Err(ApiError::invalid(format!("limit must be between 1 and {MAX_LIMIT}")));

@@ -145,8 +145,14 @@ async fn filters_and_permissions() {
 #[tokio::test]
 async fn unwritable_audit_log_refuses_requests_with_503() {
     let pg = kubehero_testkit::postgres::TempPostgres::start().await.unwrap();
-    let ts =
-        TestServer::start(&[("KUBEHERO_API_KEYS", &api_keys_env()), ("KUBEHERO_DATABASE_URL", &pg.url)], None).await;
+    // Durable reads, so that a read (which needs no database itself) shows the refusal; under the default
+    // (async) a read's answer does not wait for its row, while every write still does.
+    let env = [
+        ("KUBEHERO_API_KEYS", &*api_keys_env()),
+        ("KUBEHERO_DATABASE_URL", &pg.url),
+        ("KUBEHERO_AUDIT_READS", "durable"),
+    ];
+    let ts = TestServer::start(&env, None).await;
     assert_eq!(ts.get("/api/v1/whoami", Some(VIEWER)).await.status, StatusCode::OK);
     pg.stop_server();
     // whoami with a static key needs no database, but its audit row does: it is refused, not answered.
@@ -209,4 +215,47 @@ async fn serve_forwards_to_syslog_and_reports_lag() {
     env.insert("KUBEHERO_DATA_DIR".into(), ts.data_dir().display().to_string());
     let e = kubehero_server::config::ServerConfig::from_parts(&env, Default::default()).unwrap_err().to_string();
     assert!(e.starts_with("KUBEHERO_AUDIT_FORWARD") && e.contains("Fix:"), "{e}");
+}
+
+/// `KUBEHERO_AUDIT_READS`: plain reads go into the one chain without their answer waiting (async, the
+/// default), or as durable rows, or not at all (off) — where a denied read is still recorded. After a clean
+/// shutdown every answered read is in the chain, and the chain verifies.
+#[tokio::test]
+async fn audit_levels_for_plain_reads() {
+    for level in ["async", "durable", "off"] {
+        let mut ts = TestServer::start(
+            &[
+                ("KUBEHERO_REQUIRE_AUTH", "true"),
+                ("KUBEHERO_API_KEYS", &api_keys_env()),
+                ("KUBEHERO_AUDIT_READS", level),
+            ],
+            None,
+        )
+        .await;
+        let mut reads = Vec::new();
+        for _ in 0..200 {
+            reads.push(rid(&ts.get("/api/v1/clusters", Some(VIEWER)).await));
+        }
+        let denied = rid(&ts.get("/api/v1/settings", Some(VIEWER)).await);
+        let refused = rid(&ts.get("/api/v1/clusters", Some("not-a-valid-key-0123456789")).await);
+        let write = rid(&ts.post("/api/v1/clusters", Some(ADMIN), json!({ "name": "prod" })).await);
+        let url = format!("sqlite:{}", ts.data_dir().join("kubehero.db").display());
+        ts.stop().await;
+
+        let store = kubehero_store::open(&url).await.unwrap();
+        let rows = store.audit_rows(0, 10_000).await.unwrap();
+        let ids: std::collections::HashSet<String> = rows
+            .iter()
+            .map(|r| serde_json::from_str::<Value>(&r.body).unwrap()["request_id"].as_str().unwrap().to_string())
+            .collect();
+        for id in [&denied, &refused, &write] {
+            assert!(ids.contains(id), "{level}: a denial, a refused credential and a write are always recorded");
+        }
+        let recorded = reads.iter().filter(|id| ids.contains(*id)).count();
+        let expected = if level == "off" { 0 } else { reads.len() };
+        assert_eq!(recorded, expected, "{level}: plain reads in the chain after a clean shutdown");
+        let keys = HmacKeys::new(TEST_AUDIT_KEY.as_bytes(), &[]).unwrap();
+        let report = kubehero_audit::verify_store(&*store, &keys, &[]).await.unwrap();
+        assert_eq!(report.rows as usize, rows.len(), "{level}");
+    }
 }

@@ -6,18 +6,27 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-fn check_every_answer_logged(answered: &Answered, ids: &[String], seqs: &[i64]) {
+/// Checks that every answered request that `must` be durable has its row; returns how many others (plain
+/// reads, whose rows are not awaited) have none.
+fn check_every_answer_logged(answered: &Answered, ids: &[String], seqs: &[i64], must: impl Fn(u16) -> bool) -> usize {
     assert_eq!(seqs, (1..=seqs.len() as i64).collect::<Vec<_>>(), "sequence numbers have no gaps");
     let logged: HashSet<&String> = ids.iter().collect();
     let answered = answered.lock().unwrap();
     assert!(!answered.is_empty());
-    let missing: Vec<_> = answered.iter().filter(|(id, _)| !logged.contains(id)).collect();
+    let (missing, unlogged_reads): (Vec<_>, Vec<_>) =
+        answered.iter().filter(|(id, _)| !logged.contains(id)).partition(|(_, status)| must(*status));
     assert!(
         missing.is_empty(),
         "{} answered requests have no audit row: {:?}",
         missing.len(),
         &missing[..missing.len().min(5)]
     );
+    unlogged_reads.len()
+}
+
+/// The load's requests: `POST /api/v1/clusters` answers 201 (or an error, also durable); `GET whoami` 200.
+fn mutation_or_error(status: u16) -> bool {
+    status != 200
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -37,8 +46,10 @@ async fn kill_9_under_write_load_loses_no_answered_row() {
             c.await.unwrap();
         }
         let (ids, seqs) = logged(&db).await;
-        eprintln!("round {round}: {} answered, {} rows", answered.lock().unwrap().len(), seqs.len());
-        check_every_answer_logged(&answered, &ids, &seqs);
+        // Mutations are durable before their answer; plain reads (KUBEHERO_AUDIT_READS=async, the default) may
+        // lose the rows of the last flush interval to a crash, and only those.
+        let lost = check_every_answer_logged(&answered, &ids, &seqs, mutation_or_error);
+        eprintln!("round {round}: {} answered, {} rows, {lost} reads lost", answered.lock().unwrap().len(), seqs.len());
         let (code, out) = audit_cli(&env, &["verify"]).await;
         assert_eq!(code, 0, "round {round}: {out}");
         assert!(out.starts_with(&format!("{} rows verified, intact through seq {}", seqs.len(), seqs.len())), "{out}");
@@ -73,7 +84,8 @@ async fn two_processes_on_one_postgres_write_one_chain() {
     }
     tokio::join!(a.terminate(), b.terminate());
     let (ids, seqs) = logged(&pg.url).await;
-    check_every_answer_logged(&answered, &ids, &seqs);
+    // A clean shutdown commits the reads that were not waited for: every answer has its row.
+    assert_eq!(check_every_answer_logged(&answered, &ids, &seqs, |_| true), 0);
     let (code, out) = audit_cli(&env_a, &["verify"]).await;
     assert_eq!(code, 0, "{out}");
     assert!(out.contains(&format!("intact through seq {}", seqs.len())), "{out}");
