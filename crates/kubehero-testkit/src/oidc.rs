@@ -187,6 +187,31 @@ impl OidcProvider {
         self.spawn().await
     }
 
+    /// A signer holding the provider's own ES256 key, for benches that need tens of thousands of distinct,
+    /// valid tokens faster than the provider can issue them (same key, same `kid`, same issuer).
+    pub fn es256_minter(&self) -> anyhow::Result<Es256Minter> {
+        let jwks: serde_json::Value = serde_json::from_slice(&std::fs::read(&self.keys_file)?)?;
+        let jwk = jwks["keys"]
+            .as_array()
+            .and_then(|k| k.iter().find(|k| k["alg"] == "ES256"))
+            .ok_or_else(|| anyhow!("no ES256 key in the provider's key set"))?;
+        let b64 = |name: &str| -> anyhow::Result<Vec<u8>> {
+            let v = jwk[name].as_str().ok_or_else(|| anyhow!("ES256 JWK without {name}"))?;
+            Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(v)?)
+        };
+        let public = [vec![4u8], b64("x")?, b64("y")?].concat();
+        let rng = ring::rand::SystemRandom::new();
+        let key = ring::signature::EcdsaKeyPair::from_private_key_and_public_key(
+            &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+            &b64("d")?,
+            &public,
+            &rng,
+        )
+        .map_err(|e| anyhow!("ES256 key rejected: {e}"))?;
+        let kid = jwk["kid"].as_str().unwrap_or_default().to_string();
+        Ok(Es256Minter { issuer: self.issuer.clone(), kid, key, rng })
+    }
+
     /// How many times `/jwks` was fetched since this process started.
     pub async fn jwks_hits(&self) -> anyhow::Result<u64> {
         let v: serde_json::Value =
@@ -338,5 +363,35 @@ impl Jar {
             Some(l) => Ok(l),
             None => bail!("expected a redirect from {url}, got {status}: {}", r.text().await.unwrap_or_default()),
         }
+    }
+}
+
+/// Signs ES256 JWTs with an [`OidcProvider`]'s own key (see [`OidcProvider::es256_minter`]).
+pub struct Es256Minter {
+    issuer: String,
+    kid: String,
+    key: ring::signature::EcdsaKeyPair,
+    rng: ring::rand::SystemRandom,
+}
+
+impl Es256Minter {
+    /// The uncompressed P-256 public key (for a raw verification baseline).
+    pub fn public_key(&self) -> Vec<u8> {
+        use ring::signature::KeyPair;
+        self.key.public_key().as_ref().to_vec()
+    }
+
+    /// A token for `sub` with audience `aud`, valid for an hour, unique by its `jti`.
+    pub fn mint(&self, sub: &str, aud: &str, jti: u64) -> anyhow::Result<String> {
+        use base64::Engine;
+        let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+        let header = serde_json::json!({ "alg": "ES256", "typ": "JWT", "kid": self.kid });
+        let claims = serde_json::json!({
+            "iss": self.issuer, "sub": sub, "aud": aud, "iat": now, "exp": now + 3600, "jti": jti.to_string(),
+        });
+        let input = format!("{}.{}", b64(&serde_json::to_vec(&header)?), b64(&serde_json::to_vec(&claims)?));
+        let sig = self.key.sign(&self.rng, input.as_bytes()).map_err(|_| anyhow!("signing failed"))?;
+        Ok(format!("{input}.{}", b64(sig.as_ref())))
     }
 }
