@@ -27,6 +27,7 @@ fn event(i: usize) -> AuditEvent {
         time_ms: 1_764_000_000_000 + i as i64,
         actor: AuditActor {
             sub: "alice".to_string(),
+            issuer: Some("https://idp.example.com".into()),
             email: Some("alice@example.com".to_string()),
             groups: vec!["sre".to_string()],
             kind: "person".to_string(),

@@ -20,6 +20,7 @@ fn event(i: usize) -> AuditEvent {
         time_ms: 1_764_000_000_000 + i as i64,
         actor: AuditActor {
             sub: format!("user-{}", i % 100),
+            issuer: Some("https://idp.example.com".into()),
             email: Some("alice@example.com".into()),
             groups: vec!["sre".into(), "platform".into()],
             kind: "person".into(),

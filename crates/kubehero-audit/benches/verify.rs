@@ -25,6 +25,7 @@ fn event(i: usize) -> AuditEvent {
         time_ms: 1_764_000_000_000 + i as i64,
         actor: AuditActor {
             sub: format!("user-{}", i % 1000),
+            issuer: Some("https://idp.example.com".into()),
             email: Some(format!("user-{}@example.com", i % 1000)),
             groups: vec!["sre".to_string(), "platform".to_string()],
             kind: "person".to_string(),

@@ -1,6 +1,6 @@
 //! Static API keys (`KUBEHERO_API_KEYS`, seed 001), key generation and hashing.
 //!
-//! Security rules (DESIGN.md invariant 4): keys are held only as SHA-256 digests; a presented key is
+//! Security rules (ARCHITECTURE.md invariant 4): keys are held only as SHA-256 digests; a presented key is
 //! compared against every stored digest in constant time with no early exit; a key is identified in logs
 //! and audit rows by the first 16 hex characters of its SHA-256, never by its value; configuration errors
 //! name the entry by index, never by content; [`Secret`] never prints its value.

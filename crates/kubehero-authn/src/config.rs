@@ -1,6 +1,6 @@
 //! Per-issuer configuration and its validation.
 //!
-//! Security rule (DESIGN.md): issuers and the `jwks_uri` they publish must be `https://`, except loopback
+//! Security rule (ARCHITECTURE.md, invariant 6): issuers and the `jwks_uri` they publish must be `https://`, except loopback
 //! `http://` (127.0.0.1, localhost, [::1]) for development and tests; no query, fragment or userinfo.
 
 use std::time::Duration;

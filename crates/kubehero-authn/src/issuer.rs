@@ -2,7 +2,7 @@
 //! RFC 8414 §3, RFC 7517 §5).
 //!
 //! Security rules:
-//! - only configured issuers are ever contacted (DESIGN.md invariant 6); the discovery URL is derived from
+//! - only configured issuers are ever contacted (ARCHITECTURE.md invariant 6); the discovery URL is derived from
 //!   the configured issuer, the discovery `issuer` must equal it byte-for-byte (OIDC Discovery §4.3), and
 //!   `jwks_uri` must be https (or loopback http);
 //! - redirects are never followed; every response is read incrementally against a size cap (discovery

@@ -1,7 +1,7 @@
 //! KubeHero authentication: strict JWS/JWT verification (RFC 7515, 7519, 8725), OIDC discovery and JWK Set
 //! caching with bounded refresh, a verified-token cache, and static API keys.
 //!
-//! Security rules this crate upholds (DESIGN.md invariants 2, 4, 5, 6, 7):
+//! Security rules this crate upholds (ARCHITECTURE.md invariants 2, 4, 5, 6, 7):
 //! - every check fails closed with a typed [`AuthnError`]; nothing here panics on any input;
 //! - only asymmetric algorithms on an allow-list are accepted, keys are chosen by the verifier's own JWK Set,
 //!   never by a URL or key in the token, and only configured issuers are contacted;

@@ -1,7 +1,7 @@
 //! The one authorization function. Every handler calls [`authorize`] on its first line with the action it
 //! performs and the target it touches; nothing else decides access.
 //!
-//! Semantics (DESIGN.md, seed 001): a principal holds a set of grants; the check passes if **any** grant
+//! Semantics (ARCHITECTURE.md, the seed specification): a principal holds a set of grants; the check passes if **any** grant
 //! whose role allows the action also has a scope that covers the target. Scoped grants never cover actions
 //! that have no cluster (listing, settings, bindings, audit), so a scoped admin is the seed's "operator":
 //! arm/undo within scope, read everywhere as a viewer.

@@ -1,5 +1,5 @@
 //! The audit point: every request that reaches an API handler, and every refused credential, becomes one
-//! audit row before its response leaves (DESIGN.md invariant 1).
+//! audit row before its response leaves (ARCHITECTURE.md invariant 1).
 //!
 //! - each API route is wrapped by [`mark`], which puts the route's action and the target named by its path
 //!   into the response; handlers may add a more precise [`AuditTarget`] (a policy's cluster, say);

@@ -1,7 +1,7 @@
 //! Authentication: the one middleware that turns the request's credential into a [`Principal`], and the
 //! [`Auth`] extractor handlers use to get it.
 //!
-//! Rules (DESIGN.md invariants 2, 4, 6):
+//! Rules (ARCHITECTURE.md invariants 2, 4, 6):
 //! - a credential that is present but fails any check is 401, in every mode; it never falls back to anonymous;
 //! - without a credential: anonymous `viewer` in open mode, 401 with `KUBEHERO_REQUIRE_AUTH=true`;
 //! - tokens are never logged: these functions are `#[instrument(skip_all)]` and errors carry reasons only;

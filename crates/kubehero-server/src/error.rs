@@ -1,7 +1,7 @@
 //! The one place where errors become HTTP responses.
 //!
 //! Every error body is `{"code","message","request_id"}` where `code` is a gRPC canonical code name in snake
-//! case (DESIGN.md). [`ApiError::into_response`] has no side effects: it renders the body and leaves the
+//! case (ARCHITECTURE.md). [`ApiError::into_response`] has no side effects: it renders the body and leaves the
 //! error in the response extensions so the request middleware can add the request id (and, later, audit).
 
 use axum::http::{header, HeaderValue, StatusCode};

@@ -138,7 +138,7 @@ impl TestServer {
     }
 }
 
-/// Asserts the error shape of DESIGN.md and returns the code.
+/// Asserts the error shape of ARCHITECTURE.md and returns the code.
 pub fn error_code(r: &Resp) -> String {
     let rid = r.headers.get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
     assert!(!rid.is_empty(), "every response carries X-Request-Id");
