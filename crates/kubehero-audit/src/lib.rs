@@ -24,6 +24,34 @@ use ring::rand::{SecureRandom, SystemRandom};
 pub const PAGE: i64 = 10_000;
 
 /// A random 128-bit event id, hex.
+/// Ids for requests and audit events without a system call each: 64 random bits drawn once from the OS, then
+/// a counter. Unique within a process, and across processes and replicas with overwhelming probability. They
+/// are identifiers, not secrets: after the first, the next is predictable, and nothing relies on it not being.
+#[derive(Debug)]
+pub struct IdSource {
+    prefix: [u8; 8],
+    counter: std::sync::atomic::AtomicU64,
+}
+
+impl IdSource {
+    /// Fails only when the OS has no randomness: then the caller must not start (never a clock fallback).
+    pub fn new() -> Result<IdSource, String> {
+        let mut prefix = [0u8; 8];
+        SystemRandom::new().fill(&mut prefix).map_err(|_| "the operating system gave no randomness".to_string())?;
+        Ok(IdSource { prefix, counter: std::sync::atomic::AtomicU64::new(0) })
+    }
+
+    /// The next id: 32 lowercase hex characters.
+    pub fn next_id(&self) -> String {
+        let n = self.counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut b = [0u8; 16];
+        b[..8].copy_from_slice(&self.prefix);
+        b[8..].copy_from_slice(&n.to_be_bytes());
+        hex::encode(&b)
+    }
+}
+
+/// A random event id for one-off writers (CLI commands); the server uses an [`IdSource`].
 pub fn new_event_id() -> String {
     let mut b = [0u8; 16];
     let _ = SystemRandom::new().fill(&mut b);

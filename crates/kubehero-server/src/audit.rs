@@ -123,7 +123,13 @@ impl RequestFacts {
 
 /// The audit event for a finished request, or `None` when the request is not audited (health, metrics,
 /// unknown routes).
-pub fn event_for(res: &Response, facts: RequestFacts, request_id: &str, now_ms: i64) -> Option<AuditEvent> {
+pub fn event_for(
+    res: &Response,
+    facts: RequestFacts,
+    request_id: &str,
+    event_id: String,
+    now_ms: i64,
+) -> Option<AuditEvent> {
     let status = res.status();
     let error = res.extensions().get::<ApiError>();
     let ext = res.extensions();
@@ -148,7 +154,7 @@ pub fn event_for(res: &Response, facts: RequestFacts, request_id: &str, now_ms: 
         }
     };
     Some(AuditEvent {
-        event_id: kubehero_audit::new_event_id(),
+        event_id,
         time_ms: now_ms,
         actor,
         action,

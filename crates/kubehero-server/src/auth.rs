@@ -324,7 +324,7 @@ async fn lookup(state: &AppState, key: &[u8; 32]) -> Result<Option<Arc<kubehero_
     if let Some(r) = state.credentials.get(key) {
         return Ok(Some(r));
     }
-    let hash: String = key.iter().map(|b| format!("{b:02x}")).collect();
+    let hash: String = kubehero_audit::hex::encode(key);
     let found = state.store.find_session_by_hash(&hash).await?.map(Arc::new);
     if let Some(r) = &found {
         state.credentials.put(*key, Arc::clone(r));

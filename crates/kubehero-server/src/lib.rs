@@ -140,7 +140,7 @@ pub async fn build_state(
             Some(Arc::new(login))
         }
     };
-    Ok(AppState {
+    Ok(AppState::new(state::Shared {
         login,
         audit,
         forward,
@@ -158,9 +158,10 @@ pub async fn build_state(
         scim: config.scim_token.as_ref().map(|t| Arc::new(scim::ScimGate::new(t, config.public_url.clone()))),
         metrics,
         clock,
+        ids: kubehero_audit::IdSource::new().map_err(StartError::Audit)?,
         require_auth: config.require_auth,
         audit_reads: config.audit_reads,
-    })
+    }))
 }
 
 /// Most audit rows committed in one transaction.

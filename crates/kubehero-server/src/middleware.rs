@@ -9,7 +9,6 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderName, HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use ring::rand::{SecureRandom, SystemRandom};
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -23,29 +22,25 @@ pub struct ForeignErrorBody;
 pub struct RequestId(pub String);
 
 /// Accepts a caller's id when it is short and plain (a load balancer's), otherwise makes a new one.
-fn request_id(req: &Request) -> String {
+fn request_id(state: &AppState, req: &Request) -> String {
     if let Some(v) = req.headers().get(&X_REQUEST_ID).and_then(|v| v.to_str().ok()) {
         if !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b)) {
             return v.to_string();
         }
     }
-    let mut b = [0u8; 16];
-    if SystemRandom::new().fill(&mut b).is_err() {
-        return "unknown".to_string();
-    }
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    state.ids.next_id()
 }
 
 /// Request id, metrics and error shape.
 pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    let id = request_id(&req);
+    let id = request_id(&state, &req);
     req.extensions_mut().insert(RequestId(id.clone()));
     let method = req.method().as_str().to_string();
     let facts = crate::audit::RequestFacts::of(&req);
     let scim = req.uri().path().starts_with("/scim/");
     let read = matches!(req.method(), &Method::GET | &Method::HEAD);
     let mut res = next.run(req).await;
-    if let Some(event) = crate::audit::event_for(&res, facts, &id, state.clock.now_ms()) {
+    if let Some(event) = crate::audit::event_for(&res, facts, &id, state.ids.next_id(), state.clock.now_ms()) {
         // Durable before the answer, except plain reads under KUBEHERO_AUDIT_READS=async|off.
         let recorded = match crate::audit::level(&res, &event, read, state.audit_reads) {
             crate::audit::Level::Durable => state.audit.record(event).await.map(drop),

@@ -1,4 +1,5 @@
-//! Shared application state: a `Clone` struct of `Arc`s, built once at start-up.
+//! Shared application state, built once at start-up. [`AppState`] is one `Arc`: every middleware layer and
+//! handler clones it per request, so a clone is one reference count, not one per field.
 
 use crate::grants::BindingsCache;
 use crate::metrics::Metrics;
@@ -28,9 +29,25 @@ impl Clock for SystemClock {
     }
 }
 
-/// Everything a handler may use.
+/// Everything a handler may use: a cheap handle to [`Shared`].
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> AppState {
+        AppState(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The state behind [`AppState`].
+pub struct Shared {
     /// The group-commit audit writer every audited request waits on.
     pub audit: kubehero_audit::AuditLog,
     /// Progress of the in-process audit forwarder's sinks (empty when none is configured).
@@ -50,6 +67,8 @@ pub struct AppState {
     pub scim: Option<Arc<crate::scim::ScimGate>>,
     pub metrics: Arc<Metrics>,
     pub clock: Arc<dyn Clock>,
+    /// Request and audit event ids.
+    pub ids: kubehero_audit::IdSource,
     /// `KUBEHERO_REQUIRE_AUTH`.
     pub require_auth: bool,
     /// How plain reads are audited (`KUBEHERO_AUDIT_READS`).

@@ -5,6 +5,7 @@
 //! Peers are installed into `$KUBEHERO_PEERS_DIR` (default `~/.cache/kubehero-peers`), outside the repo.
 
 pub mod browser;
+pub mod gooidc;
 pub mod oidc;
 pub mod postgres;
 pub mod rsyslog;

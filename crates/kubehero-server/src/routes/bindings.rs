@@ -70,7 +70,7 @@ pub async fn create(
     let mut raw = [0u8; 10];
     SystemRandom::new().fill(&mut raw).map_err(|_| ApiError::new(Code::Internal, "no randomness available"))?;
     let stored = StoredBinding {
-        id: format!("rb_{}", raw.iter().map(|x| format!("{x:02x}")).collect::<String>()),
+        id: format!("rb_{}", kubehero_audit::hex::encode(&raw)),
         binding: Binding { subject: b.subject, role: b.role, scope },
         created_by: p.subject_key(),
         created_at: s.clock.now(),

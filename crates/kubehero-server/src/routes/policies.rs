@@ -27,7 +27,7 @@ fn target<'a>(p: &'a Policy, principal: &Principal) -> Target<'a> {
 fn new_id() -> ApiResult<String> {
     let mut b = [0u8; 10];
     SystemRandom::new().fill(&mut b).map_err(|_| ApiError::new(Code::Internal, "no randomness available"))?;
-    Ok(format!("pol_{}", b.iter().map(|x| format!("{x:02x}")).collect::<String>()))
+    Ok(format!("pol_{}", kubehero_audit::hex::encode(&b)))
 }
 
 fn check_spec(name: &str, spec: &serde_json::Value) -> ApiResult<()> {

@@ -70,7 +70,7 @@ async fn held(state: &AppState, u: &DirectoryUser) -> Result<Vec<Held>, Failure>
 
 fn event(state: &AppState, ctx: &Ctx, action: &str, kind: &str, id: &str) -> AuditEvent {
     AuditEvent {
-        event_id: kubehero_audit::new_event_id(),
+        event_id: state.ids.next_id(),
         time_ms: state.clock.now_ms(),
         actor: AuditActor::of(&Principal::provisioner()),
         action: action.to_string(),
