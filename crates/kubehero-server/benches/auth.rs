@@ -84,7 +84,7 @@ fn main() {
         let state = kubehero_server::build_state(&cfg, store.clone(), clock.clone()).await.unwrap();
 
         let jwt = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJl";
-        state.token_cache.insert(
+        state.identity.token_cache.insert(
             jwt,
             Arc::new(VerifiedToken {
                 issuer: "https://idp.example.com".into(),

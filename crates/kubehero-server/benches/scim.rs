@@ -234,7 +234,7 @@ fn main() {
             .unwrap();
         // The IdP JWT as the verified-token cache holds it after its first use (verification is not measured).
         let jwt = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJwZXJzb24tMCJ9.c2lnbmF0dXJl";
-        state.token_cache.insert(
+        state.identity.token_cache.insert(
             jwt,
             Arc::new(VerifiedToken {
                 issuer: "https://idp.example.com".into(),

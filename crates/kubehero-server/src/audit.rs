@@ -107,7 +107,8 @@ fn truncate(s: &str, max: usize) -> String {
 pub struct RequestFacts {
     pub source: Option<SocketAddr>,
     pub user_agent: Option<String>,
-    /// `jwt`, `api_key` or `none`: only ever the kind of a refused credential, never any of it.
+    /// `jwt`, `api_key`, `cli_token`, `session` or `none`: only ever the kind of a refused credential, never
+    /// any of it.
     pub credential: &'static str,
 }
 
@@ -192,17 +193,16 @@ pub fn level(res: &Response, event: &AuditEvent, read: bool, reads: crate::confi
     }
 }
 
-/// What kind of credential a refused request carried, without keeping any of it.
+/// What kind of credential a refused request carried, without keeping any of it: the bearer token's kind by
+/// its prefix or shape (`cli_token`, `api_key`, `jwt`), else `session` for a session cookie, else `none`.
 fn credential_kind(headers: &HeaderMap) -> &'static str {
-    let Some(v) = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
-        return "none";
+    use kubehero_identity::CredentialKind;
+    let kind = match headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+        Some(v) => CredentialKind::of_bearer(v.split_once(' ').map_or("", |(_, t)| t.trim())),
+        None if crate::login::read_cookie(headers, crate::login::SESSION_COOKIE).is_some() => CredentialKind::Session,
+        None => CredentialKind::None,
     };
-    let token = v.split_once(' ').map_or("", |(_, t)| t.trim());
-    if kubehero_authn::looks_like_jwt(token) {
-        "jwt"
-    } else {
-        "api_key"
-    }
+    kind.as_str()
 }
 
 /// The HMAC keys: `AUDIT_HMAC_KEY` (+ previous keys), or in open mode a key generated once into the data

@@ -14,26 +14,18 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use kubehero_authn::sha256_hex;
 use kubehero_core::AuditActor;
-use kubehero_store::{DeviceAuthorization, DeviceStatus, SessionKind, SessionRecord};
-use ring::rand::{SecureRandom, SystemRandom};
+use kubehero_store::{DeviceAuthorization, DeviceStatus, SessionRecord};
 use serde::Deserialize;
 use serde_json::json;
 
-/// Prefix of CLI tokens.
-pub const CLI_TOKEN_PREFIX: &str = "khc_";
-/// Lifetime of a CLI token.
-pub const CLI_TOKEN_SECS: i64 = 30 * 86_400;
+pub use kubehero_identity::credential::{CLI_TOKEN_PREFIX, CLI_TOKEN_SECS};
 const DEVICE_SECS: i64 = 600;
 const POLL_INTERVAL_SECS: i64 = 5;
 /// RFC 8628 §6.1: no vowels, no look-alikes.
 const USER_CODE_ALPHABET: &[u8] = b"BCDFGHJKLMNPQRSTVWXZ";
 
 fn random(n: usize) -> ApiResult<Vec<u8>> {
-    let mut b = vec![0u8; n];
-    SystemRandom::new()
-        .fill(&mut b)
-        .map_err(|_| ApiError::new(crate::error::Code::Internal, "no randomness available"))?;
-    Ok(b)
+    Ok(kubehero_identity::credential::random_bytes(n)?)
 }
 
 /// `XXXX-XXXX` from the 20-letter alphabet (bytes ≥ 240 are skipped so every letter is equally likely).
@@ -68,25 +60,8 @@ pub fn new_cli_token(
     now: i64,
     user_agent: Option<String>,
 ) -> ApiResult<(String, SessionRecord)> {
-    let secret = format!("{CLI_TOKEN_PREFIX}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random(32)?));
-    let hash = sha256_hex(&secret);
-    let record = SessionRecord {
-        id: hash[..16].to_string(),
-        hash,
-        kind: SessionKind::CliToken,
-        sub: sub.to_string(),
-        email,
-        groups,
-        issuer,
-        csrf: None,
-        created_at: now,
-        last_seen_at: now,
-        expires_at: now + CLI_TOKEN_SECS,
-        absolute_expires_at: now + CLI_TOKEN_SECS,
-        revoked_at: None,
-        user_agent,
-    };
-    Ok((secret, record))
+    let who = kubehero_identity::SignedIn { sub: sub.to_string(), email, groups, issuer, user_agent };
+    Ok(kubehero_identity::credential::mint_cli_token(who, now)?)
 }
 
 fn public_url(s: &AppState) -> ApiResult<String> {
@@ -227,7 +202,7 @@ pub async fn page(State(s): State<AppState>, headers: HeaderMap, Query(q): Query
         None => "/device".to_string(),
     };
     let session = match read_cookie(&headers, SESSION_COOKIE) {
-        Some(secret) => crate::auth::session_principal(&s, secret).await.ok(),
+        Some(secret) => s.identity.session(secret).await.ok(),
         None => None,
     };
     let Some((principal, session)) = session else {
@@ -255,7 +230,7 @@ pub async fn page(State(s): State<AppState>, headers: HeaderMap, Query(q): Query
 pub async fn decide(State(s): State<AppState>, headers: HeaderMap, body: axum::body::Bytes) -> ApiResult<Response> {
     public_url(&s)?;
     let secret = read_cookie(&headers, SESSION_COOKIE).ok_or_else(|| ApiError::unauthenticated("sign in first"))?;
-    let (principal, session) = crate::auth::session_principal(&s, secret).await?;
+    let (principal, session) = s.identity.session(secret).await?;
     let form: std::collections::HashMap<String, String> = crate::login::form_fields(&body);
     if !crate::auth::csrf_matches(session.csrf.as_deref(), form.get("csrf").map(String::as_str)) {
         return Err(ApiError::denied("missing or wrong CSRF token"));
@@ -345,7 +320,7 @@ pub async fn authorize_page(
     public_url(&s)?;
     q.check()?;
     let session = match read_cookie(&headers, SESSION_COOKIE) {
-        Some(secret) => crate::auth::session_principal(&s, secret).await.ok(),
+        Some(secret) => s.identity.session(secret).await.ok(),
         None => None,
     };
     let Some((principal, session)) = session else {
@@ -376,7 +351,7 @@ pub async fn authorize_page(
 pub async fn authorize(State(s): State<AppState>, headers: HeaderMap, body: axum::body::Bytes) -> ApiResult<Response> {
     public_url(&s)?;
     let secret = read_cookie(&headers, SESSION_COOKIE).ok_or_else(|| ApiError::unauthenticated("sign in first"))?;
-    let (principal, session) = crate::auth::session_principal(&s, secret).await?;
+    let (principal, session) = s.identity.session(secret).await?;
     let form = crate::login::form_fields(&body);
     if !crate::auth::csrf_matches(session.csrf.as_deref(), form.get("csrf").map(String::as_str)) {
         return Err(ApiError::denied("missing or wrong CSRF token"));

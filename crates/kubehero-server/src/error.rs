@@ -107,6 +107,18 @@ impl ApiError {
     }
 }
 
+impl From<kubehero_identity::IdentityError> for ApiError {
+    fn from(e: kubehero_identity::IdentityError) -> Self {
+        use kubehero_identity::IdentityError;
+        match e {
+            IdentityError::Unauthenticated(message) => ApiError::unauthenticated(message),
+            IdentityError::Required => ApiError::unauthenticated(e.to_string()),
+            IdentityError::Store(e) => ApiError::from(e),
+            IdentityError::NoRandomness => ApiError::new(Code::Internal, "no randomness available"),
+        }
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         let code = match &e {

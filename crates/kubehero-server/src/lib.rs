@@ -7,11 +7,8 @@
 pub mod audit;
 pub mod auth;
 pub mod config;
-pub mod credentials;
 pub mod device;
-pub mod directory;
 pub mod error;
-pub mod grants;
 pub mod login;
 pub mod metrics;
 pub mod middleware;
@@ -21,10 +18,10 @@ pub mod state;
 mod tls;
 
 use crate::config::ServerConfig;
-use crate::grants::BindingsCache;
 use crate::metrics::Metrics;
 use crate::state::{AppState, Clock, SystemClock};
 use kubehero_authn::{TokenCache, Verifier};
+use kubehero_identity::grants::BindingsCache;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -105,9 +102,24 @@ pub async fn build_state(
     qualify_legacy_subjects(&*store, config).await?;
     let issuer_maps: Vec<_> =
         config.issuers.iter().map(|i| (i.verifier.issuer.clone(), i.group_roles.clone())).collect();
-    let bindings =
-        Arc::new(BindingsCache::new(store.clone(), &config.group_roles, &issuer_maps, config.bindings.clone()));
+    let bindings = BindingsCache::new(store.clone(), &config.group_roles, &issuer_maps, config.bindings.clone());
     bindings.reload().await?;
+    let identity = Arc::new(kubehero_identity::Identity {
+        store: store.clone(),
+        verifier,
+        token_cache: Arc::new(TokenCache::new(config.token_cache_size)),
+        credentials: kubehero_identity::cache::CredentialCache::default(),
+        api_keys: config.api_keys.clone(),
+        bindings,
+        directory: kubehero_identity::directory::Directory::new(
+            store.clone(),
+            config.scim_token.is_some(),
+            config.issuers.first().map(|i| i.verifier.issuer.clone()),
+        ),
+        clock: clock.clone(),
+        require_auth: config.require_auth,
+        observer: metrics.clone(),
+    });
     let (keys, generated) = audit::load_hmac_keys(config, true)?;
     if generated {
         tracing::warn!(
@@ -145,21 +157,11 @@ pub async fn build_state(
         audit,
         forward,
         store: store.clone(),
-        verifier,
-        token_cache: Arc::new(TokenCache::new(config.token_cache_size)),
-        credentials: Arc::new(credentials::CredentialCache::default()),
-        api_keys: Arc::new(config.api_keys.clone()),
-        bindings,
-        directory: Arc::new(directory::Directory::new(
-            store.clone(),
-            config.scim_token.is_some(),
-            config.issuers.first().map(|i| i.verifier.issuer.clone()),
-        )),
+        identity,
         scim: config.scim_token.as_ref().map(|t| Arc::new(scim::ScimGate::new(t, config.public_url.clone()))),
         metrics,
         clock,
         ids: kubehero_audit::IdSource::new().map_err(StartError::Audit)?,
-        require_auth: config.require_auth,
         audit_reads: config.audit_reads,
     }))
 }
@@ -243,7 +245,7 @@ fn spawn_refresh(state: AppState, mut stop: watch::Receiver<bool>) {
         loop {
             tokio::select! {
                 _ = tick.tick() => {
-                    if let Err(e) = state.bindings.reload().await {
+                    if let Err(e) = state.identity.bindings.reload().await {
                         tracing::warn!(error = %e, "periodic role-binding reload failed");
                     }
                 }

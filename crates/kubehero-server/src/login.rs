@@ -19,24 +19,16 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use kubehero_authn::sha256_hex;
 use kubehero_core::AuditActor;
-use kubehero_store::{LoginAttempt, SessionKind, SessionRecord};
+use kubehero_store::{LoginAttempt, SessionKind};
 use parking_lot::Mutex;
-use ring::rand::{SecureRandom, SystemRandom};
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::sync::Arc;
 
 pub const SESSION_COOKIE: &str = "kh_session";
 const LOGIN_COOKIE: &str = "kh_login";
-/// Sliding lifetime of a dashboard session.
-pub const SESSION_IDLE_SECS: i64 = 8 * 3600;
-/// No session outlives this, however active.
-pub const SESSION_MAX_SECS: i64 = 24 * 3600;
-/// A session's `last_seen_at` is written at most this often.
-pub const SESSION_TOUCH_SECS: i64 = 60;
+pub use kubehero_identity::credential::{SESSION_IDLE_SECS, SESSION_MAX_SECS, SESSION_PREFIX, SESSION_TOUCH_SECS};
 const ATTEMPT_SECS: i64 = 600;
-/// Prefix of session cookie values.
-pub const SESSION_PREFIX: &str = "khs_";
 
 /// The IdP endpoints sign-in needs, from discovery.
 #[derive(Debug, Clone, Deserialize)]
@@ -112,9 +104,7 @@ fn idp_down(issuer: &str, e: reqwest::Error) -> ApiError {
 }
 
 fn random_b64(n: usize) -> ApiResult<String> {
-    let mut b = vec![0u8; n];
-    SystemRandom::new().fill(&mut b).map_err(|_| ApiError::new(Code::Internal, "no randomness available"))?;
-    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b))
+    Ok(kubehero_identity::credential::random_b64(n)?)
 }
 
 /// A local path to return to after sign-in; anything else (absolute URLs, `//host`, `/\host`, control
@@ -306,6 +296,7 @@ async fn finish(s: &AppState, headers: &HeaderMap, q: CallbackParams) -> ApiResu
     let tokens: TokenResponse = res.json().await.map_err(|e| idp_down(&attempt.issuer, e))?;
     let id_token = tokens.id_token.ok_or_else(|| ApiError::unauthenticated("the token response has no id_token"))?;
     let v = s
+        .identity
         .verifier
         .verify(&id_token, now)
         .await
@@ -331,36 +322,26 @@ async fn finish(s: &AppState, headers: &HeaderMap, q: CallbackParams) -> ApiResu
     }
     // The directory decides before a session exists: a deprovisioned person gets none; one the IdP has not
     // provisioned yet is created just-in-time, for SCIM to adopt later.
-    match &*s.directory.standing(Some(&v.issuer), &v.sub, v.email.as_deref()).await? {
-        crate::directory::Standing::Inactive | crate::directory::Standing::Deleted => {
+    match &*s.identity.directory.standing(Some(&v.issuer), &v.sub, v.email.as_deref()).await? {
+        kubehero_identity::directory::Standing::Inactive | kubehero_identity::directory::Standing::Deleted => {
             return Err(ApiError::unauthenticated("this person was deprovisioned by the identity provider"));
         }
-        crate::directory::Standing::Unknown => {
+        kubehero_identity::directory::Standing::Unknown => {
             crate::scim::provision_at_sign_in(s, &v.issuer, &v.sub, v.email.as_deref()).await?;
         }
-        crate::directory::Standing::Active { .. } => {}
+        kubehero_identity::directory::Standing::Active { .. } => {}
     }
-    let secret = format!("{SESSION_PREFIX}{}", random_b64(32)?);
-    let hash = sha256_hex(&secret);
-    let record = SessionRecord {
-        id: hash[..16].to_string(),
-        hash,
-        kind: SessionKind::Session,
+    let who = kubehero_identity::SignedIn {
         sub: v.sub.clone(),
         email: v.email.clone(),
         groups,
         issuer: Some(v.issuer.clone()),
-        csrf: Some(random_b64(24)?),
-        created_at: now,
-        last_seen_at: now,
-        expires_at: now + SESSION_IDLE_SECS,
-        absolute_expires_at: now + SESSION_MAX_SECS,
-        revoked_at: None,
         user_agent: headers
             .get(axum::http::header::USER_AGENT)
             .and_then(|u| u.to_str().ok())
             .map(|u| u.chars().take(256).collect()),
     };
+    let (secret, record) = kubehero_identity::credential::mint_session(who, now)?;
     s.store.create_session(&record).await?;
     let actor = AuditActor {
         sub: record.sub.clone(),
@@ -413,7 +394,7 @@ pub async fn logout(State(s): State<AppState>, headers: HeaderMap, body: axum::b
         return Err(ApiError::denied("missing or wrong CSRF token"));
     }
     s.store.revoke_session(&session.id, s.clock.now()).await?;
-    s.credentials.forget_id(&session.id);
+    s.identity.credentials.forget_id(&session.id);
     let to = match session.issuer.as_deref() {
         Some(i) => match login.endpoints(i).await.ok().and_then(|e| e.end_session_endpoint) {
             Some(end) => format!(
@@ -499,7 +480,7 @@ pub async fn home(State(s): State<AppState>, headers: HeaderMap) -> ApiResult<Re
     let Some(secret) = read_cookie(&headers, SESSION_COOKIE) else {
         return Ok(redirect("/login?return_to=/"));
     };
-    let Ok(p) = crate::auth::session_principal(&s, secret).await else {
+    let Ok(p) = s.identity.session(secret).await else {
         return Ok(redirect("/login?return_to=/"));
     };
     let (principal, session) = p;

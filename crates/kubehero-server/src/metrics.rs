@@ -158,6 +158,18 @@ impl Metrics {
     }
 }
 
+impl kubehero_identity::Observer for Metrics {
+    fn authentication(&self, kind: &'static str, result: &'static str) {
+        Metrics::authentication(self, kind, result);
+    }
+    fn verification(&self, seconds: f64) {
+        Metrics::verification(self, seconds);
+    }
+    fn session_renewal(&self) {
+        Metrics::session_renewal(self);
+    }
+}
+
 impl AuthnObserver for Metrics {
     fn jwks_fetch(&self, issuer: &str, outcome: FetchOutcome) {
         self.jwks_fetches.get_or_create(&FetchLabels { issuer: issuer.to_string(), outcome: outcome.as_str() }).inc();

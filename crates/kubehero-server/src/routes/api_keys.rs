@@ -78,7 +78,7 @@ pub async fn create(
     };
     // The key is refused when its owner is deprovisioned: make sure the directory knows the owner by this key
     // (first, so that a failure leaves no key behind).
-    crate::directory::link_subject(&s, &p).await?;
+    s.identity.link_subject(&p).await?;
     s.store.create_api_key(&rec).await?;
     let target = crate::audit::target("api_key", &rec.id, None, None);
     let mut body = json!(rec);

@@ -19,6 +19,7 @@ use serde_json::json;
 pub async fn list(State(s): State<AppState>, Auth(p): Auth) -> ApiResult<impl IntoResponse> {
     allow(&p, Action::RoleBindingList, Target::NONE)?;
     let mut items: Vec<serde_json::Value> = s
+        .identity
         .bindings
         .file_bindings()
         .iter()
@@ -93,7 +94,7 @@ pub async fn delete(State(s): State<AppState>, Auth(p): Auth, Path(id): Path<Str
 }
 
 async fn reload(s: &AppState) {
-    if let Err(e) = s.bindings.reload().await {
+    if let Err(e) = s.identity.bindings.reload().await {
         tracing::warn!(error = %e, "reloading role bindings failed; the periodic refresh will retry");
     }
 }

@@ -21,6 +21,7 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
         Err(_) => (false, Some("timed out after 2 s".to_string())),
     };
     let issuers: Vec<_> = state
+        .identity
         .verifier
         .health()
         .into_iter()

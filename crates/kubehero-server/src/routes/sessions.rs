@@ -52,7 +52,7 @@ pub async fn revoke(State(s): State<AppState>, Auth(p): Auth, Path(id): Path<Str
         return Err(ApiError::not_found(format!("session {id:?} not found")));
     }
     let rec = s.store.revoke_session(&id, s.clock.now()).await?;
-    s.credentials.forget_id(&id);
+    s.identity.credentials.forget_id(&id);
     let target = crate::audit::target("session", &rec.id, None, None);
     Ok((target, axum::Json(rec)))
 }
@@ -69,7 +69,7 @@ pub async fn rotate(State(s): State<AppState>, Auth(p): Auth, headers: HeaderMap
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split_once(' ').map(|(_, t)| t.trim()))
         .unwrap_or_default();
-    let (_, old) = crate::auth::cli_token(&s, token).await?;
+    let (_, old) = s.identity.cli_token(token).await?;
     let now = s.clock.now();
     let (secret, new) = crate::device::new_cli_token(
         &old.sub,
@@ -81,7 +81,7 @@ pub async fn rotate(State(s): State<AppState>, Auth(p): Auth, headers: HeaderMap
     )?;
     s.store.create_session(&new).await?;
     s.store.revoke_session(&old.id, now).await?;
-    s.credentials.forget_id(&old.id);
+    s.identity.credentials.forget_id(&old.id);
     let target = crate::audit::target("session", &old.id, None, None);
     Ok((
         target,

@@ -2,9 +2,9 @@
 
 use crate::auth::{allow, Auth};
 use crate::error::ApiResult;
-use crate::grants::scope_json;
 use axum::response::IntoResponse;
 use kubehero_core::{Action, Target};
+use kubehero_identity::grants::scope_json;
 use serde_json::json;
 
 /// `GET /api/v1/whoami` — permission: `whoami` (every principal holds it through `viewer`).

@@ -27,7 +27,7 @@ fn names(state: &AppState, u: &DirectoryUser) -> BTreeSet<String> {
     bare.extend(u.emails.iter().cloned());
     let mut out = BTreeSet::new();
     out.extend(u.subject.clone());
-    if let Some(iss) = state.directory.issuer() {
+    if let Some(iss) = state.identity.directory.issuer() {
         out.extend(bare.iter().map(|n| kubehero_core::subject_key(Some(iss), n)));
     }
     out.extend(bare);

@@ -244,7 +244,7 @@ pub async fn create(
         updated_at: now,
     };
     state.store.create_group(&g, &members).await.map_err(member_err)?;
-    state.directory.changed();
+    state.identity.directory.changed();
     answer(&state, &ctx, StatusCode::CREATED, &g, &projection).await
 }
 
@@ -266,7 +266,7 @@ async fn store_change(
         ..current.clone()
     };
     let stored = state.store.update_group(&next, change, expected).await.map_err(member_err)?;
-    state.directory.changed();
+    state.identity.directory.changed();
     effects::members_removed(state, ctx, &stored, removed).await?;
     Ok(stored)
 }
@@ -391,7 +391,7 @@ pub async fn delete(
 ) -> ScimResult {
     allow(&auth, Action::ScimGroupDelete)?;
     let (g, members) = state.store.delete_group(&id, if_match(&headers)).await?;
-    state.directory.changed();
+    state.identity.directory.changed();
     effects::members_removed(&state, &ctx, &g, &members).await?;
     let mut res = StatusCode::NO_CONTENT.into_response();
     res.extensions_mut().insert(target(&g));

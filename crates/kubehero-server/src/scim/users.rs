@@ -270,7 +270,7 @@ pub async fn create(
             user
         }
     };
-    state.directory.changed();
+    state.identity.directory.changed();
     let v = render_one(&state, &ctx, &user).await?;
     let mut res = single(StatusCode::CREATED, &v, &projection);
     res.extensions_mut().insert(target(&user));
@@ -292,7 +292,7 @@ async fn store_change(
     let facts = Facts::of(&resource)?;
     let next = facts.apply(current, resource, state.clock.now());
     let stored = state.store.update_user(&next, expected).await?;
-    state.directory.changed();
+    state.identity.directory.changed();
     effects::user_changed(state, ctx, current, &stored).await?;
     Ok(stored)
 }
@@ -343,7 +343,7 @@ pub async fn delete(
 ) -> ScimResult {
     allow(&auth, Action::ScimUserDelete)?;
     let user = state.store.delete_user(&id, if_match(&headers), state.clock.now()).await?;
-    state.directory.changed();
+    state.identity.directory.changed();
     effects::user_deleted(&state, &ctx, &user).await?;
     let mut res = StatusCode::NO_CONTENT.into_response();
     res.extensions_mut().insert(target(&user));
@@ -359,7 +359,7 @@ pub async fn provision_at_sign_in(
     sub: &str,
     email: Option<&str>,
 ) -> Result<Option<DirectoryUser>, kubehero_store::StoreError> {
-    if !state.directory.enabled() {
+    if !state.identity.directory.enabled() {
         return Ok(None);
     }
     let now = state.clock.now();
@@ -388,7 +388,7 @@ pub async fn provision_at_sign_in(
     };
     match state.store.create_users(std::slice::from_ref(&user)).await {
         Ok(()) => {
-            state.directory.changed();
+            state.identity.directory.changed();
             Ok(Some(user))
         }
         // Signed in twice at once, or the name is taken by someone the identity did not match: keep theirs.

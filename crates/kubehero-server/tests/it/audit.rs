@@ -259,3 +259,33 @@ async fn audit_levels_for_plain_reads() {
         assert_eq!(report.rows as usize, rows.len(), "{level}");
     }
 }
+
+/// A refused credential's row names its kind by shape (never any of the credential): a bad CLI token is a
+/// `cli_token`, a bad managed key an `api_key`, a malformed JWT a `jwt`, a stale session cookie a `session`.
+#[tokio::test]
+async fn refused_credentials_are_labelled_by_kind() {
+    let ts = TestServer::start(&[("KUBEHERO_API_KEYS", &api_keys_env())], None).await;
+    let cases = [
+        ("khc_not-a-real-cli-token-000000000000", "cli_token"),
+        ("khk_not-a-real-managed-key-00000000000", "api_key"),
+        ("eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln", "jwt"),
+    ];
+    let mut ids = Vec::new();
+    for (token, _) in cases {
+        let r = ts.get("/api/v1/whoami", Some(token)).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+        ids.push(rid(&r));
+    }
+    let r = ts.http.get(format!("{}/api/v1/whoami", ts.url)).header("cookie", "kh_session=khs_stale").send().await;
+    let r = r.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    ids.push(r.headers()["x-request-id"].to_str().unwrap().to_string());
+    let rows = all_rows(&ts).await;
+    let expected = cases.iter().map(|(_, k)| *k).chain(["session"]);
+    for (id, kind) in ids.iter().zip(expected) {
+        let row = rows.iter().find(|r| r["request_id"] == json!(id)).unwrap();
+        assert_eq!(row["action"], "auth.failed");
+        assert_eq!(row["actor"]["auth_method"], kind, "{row}");
+        assert!(!row.to_string().contains("not-a-real"), "no part of the credential is kept: {row}");
+    }
+}

@@ -33,7 +33,7 @@ fn group_map(pairs: &[(String, Role)]) -> HashMap<String, Vec<Role>> {
 }
 
 /// The identity facts grants are computed from.
-pub struct Identity<'a> {
+pub struct Facts<'a> {
     pub issuer: Option<&'a str>,
     pub sub: &'a str,
     pub email: Option<&'a str>,
@@ -83,7 +83,7 @@ impl BindingsCache {
     }
 
     /// Every grant the identity holds.
-    pub fn grants_for(&self, id: &Identity<'_>) -> Vec<Grant> {
+    pub fn grants_for(&self, id: &Facts<'_>) -> Vec<Grant> {
         let mut grants = Vec::new();
         for g in id.groups {
             if let Some(roles) = self.global_groups.get(g) {

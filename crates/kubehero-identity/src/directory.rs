@@ -5,7 +5,7 @@
 //! token — and every managed API key's owner is looked up here after the credential itself passed:
 //! - a person the IdP deactivated (`active=false`) or deleted is refused with 401 whatever they hold; the
 //!   credential is not destroyed, so re-activation restores it (deletion revokes sessions, CLI tokens and keys
-//!   for good: see [`crate::scim`]);
+//!   for good, by the SCIM surface);
 //! - a provisioned person's SCIM groups count with the token's groups for roles and bindings, and a group that
 //!   SCIM manages counts only while the person is a member of it, whatever an older token or sign-in says;
 //! - a person unknown to the directory is let through unchanged (SCIM may simply not have sent them yet).
@@ -20,10 +20,6 @@
 //! Lookups are cached for [`STANDING_TTL`]; any SCIM change made through this process drops the cache at once,
 //! one made through another replica is seen within the TTL.
 
-use crate::error::ApiError;
-use crate::grants::Identity;
-use crate::state::AppState;
-use kubehero_core::{Principal, PrincipalKind};
 use kubehero_store::{PersonMatch, Store, StoreError};
 use parking_lot::Mutex;
 use std::collections::{BTreeSet, HashSet};
@@ -119,7 +115,12 @@ impl Directory {
     }
 
     /// Every directory entry the person (issuer, subject, email) may be.
-    async fn find(&self, issuer: Option<&str>, sub: &str, email: Option<&str>) -> Result<Vec<PersonMatch>, StoreError> {
+    pub(crate) async fn find(
+        &self,
+        issuer: Option<&str>,
+        sub: &str,
+        email: Option<&str>,
+    ) -> Result<Vec<PersonMatch>, StoreError> {
         let key = kubehero_core::subject_key(issuer, sub);
         let mut ids = vec![key.as_str()];
         let mut names: Vec<&str> = email.into_iter().collect();
@@ -154,7 +155,7 @@ impl Directory {
     }
 
     /// Lower-cased names of the groups SCIM manages.
-    async fn managed_groups(&self) -> Result<Arc<HashSet<String>>, StoreError> {
+    pub(crate) async fn managed_groups(&self) -> Result<Arc<HashSet<String>>, StoreError> {
         let generation = self.generation.load(Ordering::Acquire);
         if let Some((names, at, g)) = self.managed.lock().as_ref() {
             if *g == generation && at.elapsed() < STANDING_TTL {
@@ -165,80 +166,6 @@ impl Directory {
         let names = Arc::new(names);
         *self.managed.lock() = Some((Arc::clone(&names), Instant::now(), generation));
         Ok(names)
-    }
-}
-
-/// Records a person's subject key as the subject of the directory entry their email or user name found, when
-/// that entry has none yet: API keys name their owner by subject key only, and must find them later.
-pub async fn link_subject(state: &AppState, p: &Principal) -> Result<(), StoreError> {
-    if !state.directory.enabled() {
-        return Ok(());
-    }
-    let found = state.directory.find(p.issuer.as_deref(), &p.sub, p.email.as_deref()).await?;
-    let live: Vec<_> = found.into_iter().filter(|m| !m.deleted).collect();
-    let [only] = live.as_slice() else {
-        return Ok(());
-    };
-    let user = state.store.get_user(&only.user_id).await?;
-    if user.subject.is_some() {
-        return Ok(());
-    }
-    let linked = kubehero_store::DirectoryUser { subject: Some(p.subject_key()), ..user.clone() };
-    match state.store.update_user(&linked, Some(user.version)).await {
-        // Changed meanwhile: SCIM's write wins; the link is made on the next key.
-        Ok(_) | Err(StoreError::Conflict(_)) => {
-            state.directory.changed();
-            Ok(())
-        }
-        Err(e) => Err(e),
-    }
-}
-
-/// Lets an authenticated principal through the directory: refuses deprovisioned people (and keys they own)
-/// and merges a provisioned person's SCIM groups into their groups and grants.
-pub async fn admit(state: &AppState, mut p: Principal) -> Result<Principal, ApiError> {
-    let dir = &state.directory;
-    if !dir.enabled() {
-        return Ok(p);
-    }
-    let standing = match p.kind {
-        PrincipalKind::Person => dir.standing(p.issuer.as_deref(), &p.sub, p.email.as_deref()).await,
-        PrincipalKind::ApiKey => match &p.owner {
-            Some(owner) => {
-                let (issuer, sub) = kubehero_core::split_subject_key(owner);
-                dir.standing(issuer, sub, None).await
-            }
-            None => return Ok(p),
-        },
-        _ => return Ok(p),
-    };
-    let standing = standing.map_err(ApiError::from)?;
-    match &*standing {
-        Standing::Unknown => Ok(p),
-        Standing::Inactive | Standing::Deleted if p.kind == PrincipalKind::ApiKey => {
-            state.metrics.authentication("api_key", "owner_deprovisioned");
-            Err(ApiError::unauthenticated("invalid bearer token: the API key's owner was deprovisioned by the IdP"))
-        }
-        Standing::Inactive | Standing::Deleted => {
-            state.metrics.authentication(p.auth_method.as_str(), "deprovisioned");
-            Err(ApiError::unauthenticated("this person was deprovisioned by the identity provider"))
-        }
-        Standing::Active { groups } if p.kind == PrincipalKind::Person => {
-            let managed = dir.managed_groups().await.map_err(ApiError::from)?;
-            let merged = merge_groups(&p.groups, groups, &managed);
-            if merged != p.groups {
-                p.grants = state.bindings.grants_for(&Identity {
-                    issuer: p.issuer.as_deref(),
-                    sub: &p.sub,
-                    email: p.email.as_deref(),
-                    groups: &merged,
-                    legacy_roles: &[],
-                });
-                p.groups = merged;
-            }
-            Ok(p)
-        }
-        Standing::Active { .. } => Ok(p),
     }
 }
 
