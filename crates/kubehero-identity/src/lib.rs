@@ -7,6 +7,7 @@
 //! - resolving a bearer token (IdP JWT, managed or static API key, CLI token), a session secret, or no
 //!   credential (anonymous in open mode) ([`Identity::bearer`], [`Identity::session`], [`Identity::anonymous`]);
 //! - the grants a principal holds ([`grants::BindingsCache`]);
+//! - the SCIM client's token and its per-address throttle ([`scim_token`]);
 //! - the SCIM directory's standing and admission: deprovisioned people are refused whatever they hold
 //!   ([`directory`], [`Identity::admit`]), and linking key owners to their directory entry.
 //!
@@ -21,6 +22,7 @@ pub mod credential;
 pub mod directory;
 pub mod grants;
 mod resolve;
+pub mod scim_token;
 
 pub use clock::{Clock, SystemClock};
 pub use credential::{CredentialKind, SignedIn};
@@ -74,4 +76,6 @@ pub struct Identity {
     /// `KUBEHERO_REQUIRE_AUTH`: no credential is refused rather than anonymous.
     pub require_auth: bool,
     pub observer: Arc<dyn Observer>,
+    /// The SCIM client's token, when `KUBEHERO_SCIM_TOKEN` is set.
+    pub scim: Option<scim_token::ScimToken>,
 }

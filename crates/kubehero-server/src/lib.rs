@@ -119,6 +119,7 @@ pub async fn build_state(
         clock: clock.clone(),
         require_auth: config.require_auth,
         observer: metrics.clone(),
+        scim: config.scim_token.as_ref().map(kubehero_identity::scim_token::ScimToken::new),
     });
     let (keys, generated) = audit::load_hmac_keys(config, true)?;
     if generated {
@@ -158,7 +159,7 @@ pub async fn build_state(
         forward,
         store: store.clone(),
         identity,
-        scim: config.scim_token.as_ref().map(|t| Arc::new(scim::ScimGate::new(t, config.public_url.clone()))),
+        scim: config.scim_token.as_ref().map(|_| Arc::new(scim::ScimGate::new(config.public_url.clone()))),
         metrics,
         clock,
         ids: kubehero_audit::IdSource::new().map_err(StartError::Audit)?,

@@ -1,6 +1,8 @@
-//! The route table. Every route is declared here with the permission it needs, and the router is built only
-//! from this table, so a route without a declared permission cannot exist; `tests/it/routes.rs` walks the
-//! table and checks every route enforces what it declares.
+//! The route table of every surface (public, sign-in, the API, SCIM). Every route is declared here with the
+//! permission it needs, and the router is built only from this table, so a route without a declared
+//! permission cannot exist; `tests/it/routes.rs` walks the table and checks every route enforces what it
+//! declares. Each surface is a set of routes, an authenticator adapter over `kubehero-identity` and an error
+//! shape: the API's (`auth.rs`, `{"code","message","request_id"}`), SCIM's (`scim/`, RFC 7644 errors).
 
 mod api_keys;
 mod audit;
@@ -15,6 +17,7 @@ mod whoami;
 use crate::auth::authenticate_request;
 use crate::error::ApiError;
 use crate::middleware::{observe, tag_route};
+use crate::scim;
 use crate::state::AppState;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, FromRequest, Request};
@@ -33,6 +36,9 @@ pub enum Permission {
     SignIn,
     /// Authentication, then the handler authorizes this action (on a target it determines).
     Requires(Action),
+    /// The IdP's SCIM client token (`/scim/v2`, answered in the SCIM error schema), then the handler
+    /// authorizes this provisioning action. The routes exist only when `KUBEHERO_SCIM_TOKEN` is set.
+    Provisioning(Action),
 }
 
 /// One declared route.
@@ -54,6 +60,11 @@ fn spec(method: Method, path: &'static str, permission: Permission) -> RouteSpec
 pub fn table() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
     use Action::*;
     use Permission::*;
+    const GET: MethodFilter = MethodFilter::GET;
+    const POST: MethodFilter = MethodFilter::POST;
+    const PUT: MethodFilter = MethodFilter::PUT;
+    const PATCH: MethodFilter = MethodFilter::PATCH;
+    const DELETE: MethodFilter = MethodFilter::DELETE;
     let r = |method: Method, path, perm, h: MethodRouter<AppState>| (spec(method, path, perm), h);
     vec![
         r(Method::GET, "/healthz", Public, on(MethodFilter::GET, health::healthz)),
@@ -116,6 +127,32 @@ pub fn table() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
             on(MethodFilter::DELETE, sessions::revoke),
         ),
         r(Method::POST, "/api/v1/auth/rotate", Requires(TokenRotate), on(MethodFilter::POST, sessions::rotate)),
+        // SCIM 2.0 (RFC 7644 §3): discovery, users, groups, searches.
+        r(
+            Method::GET,
+            "/scim/v2/ServiceProviderConfig",
+            Provisioning(ScimDiscover),
+            on(GET, scim::service_provider_config),
+        ),
+        r(Method::GET, "/scim/v2/ResourceTypes", Provisioning(ScimDiscover), on(GET, scim::resource_types)),
+        r(Method::GET, "/scim/v2/ResourceTypes/{id}", Provisioning(ScimDiscover), on(GET, scim::resource_type)),
+        r(Method::GET, "/scim/v2/Schemas", Provisioning(ScimDiscover), on(GET, scim::schemas)),
+        r(Method::GET, "/scim/v2/Schemas/{id}", Provisioning(ScimDiscover), on(GET, scim::schema_by_id)),
+        r(Method::GET, "/scim/v2/Users", Provisioning(ScimUserRead), on(GET, scim::users::list)),
+        r(Method::POST, "/scim/v2/Users", Provisioning(ScimUserCreate), on(POST, scim::users::create)),
+        r(Method::POST, "/scim/v2/Users/.search", Provisioning(ScimUserRead), on(POST, scim::users::search)),
+        r(Method::GET, "/scim/v2/Users/{id}", Provisioning(ScimUserRead), on(GET, scim::users::get)),
+        r(Method::PUT, "/scim/v2/Users/{id}", Provisioning(ScimUserReplace), on(PUT, scim::users::replace)),
+        r(Method::PATCH, "/scim/v2/Users/{id}", Provisioning(ScimUserPatch), on(PATCH, scim::users::patch)),
+        r(Method::DELETE, "/scim/v2/Users/{id}", Provisioning(ScimUserDelete), on(DELETE, scim::users::delete)),
+        r(Method::GET, "/scim/v2/Groups", Provisioning(ScimGroupRead), on(GET, scim::groups::list)),
+        r(Method::POST, "/scim/v2/Groups", Provisioning(ScimGroupCreate), on(POST, scim::groups::create)),
+        r(Method::POST, "/scim/v2/Groups/.search", Provisioning(ScimGroupRead), on(POST, scim::groups::search)),
+        r(Method::GET, "/scim/v2/Groups/{id}", Provisioning(ScimGroupRead), on(GET, scim::groups::get)),
+        r(Method::PUT, "/scim/v2/Groups/{id}", Provisioning(ScimGroupReplace), on(PUT, scim::groups::replace)),
+        r(Method::PATCH, "/scim/v2/Groups/{id}", Provisioning(ScimGroupPatch), on(PATCH, scim::groups::patch)),
+        r(Method::DELETE, "/scim/v2/Groups/{id}", Provisioning(ScimGroupDelete), on(DELETE, scim::groups::delete)),
+        r(Method::POST, "/scim/v2/.search", Provisioning(ScimUserRead), on(POST, scim::root_search)),
     ]
 }
 
@@ -123,11 +160,12 @@ pub fn table() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
 pub fn app(state: AppState) -> Router {
     let mut public = Router::new();
     let mut api = Router::new();
+    let mut provisioning = Vec::new();
     let mut paths: Vec<(&'static str, Permission, MethodRouter<AppState>)> = Vec::new();
     for (spec, handler) in table() {
-        // Every API route is an audited action: `mark` tells the audit point which one.
+        // Every API and SCIM route is an audited action: `mark` tells the audit point which one.
         let handler = match spec.permission {
-            Permission::Requires(action) => {
+            Permission::Requires(action) | Permission::Provisioning(action) => {
                 handler.layer(axum::middleware::from_fn(move |req, next| crate::audit::mark(action, req, next)))
             }
             Permission::Public | Permission::SignIn => handler,
@@ -141,6 +179,7 @@ pub fn app(state: AppState) -> Router {
         match perm {
             Permission::Public | Permission::SignIn => public = public.route(path, handler),
             Permission::Requires(_) => api = api.route(path, handler),
+            Permission::Provisioning(_) => provisioning.push((path, handler)),
         }
     }
     let api = api
@@ -149,7 +188,7 @@ pub fn app(state: AppState) -> Router {
     let mut router = Router::new().merge(public).merge(api);
     // SCIM exists only with its token: without it `/scim/v2/…` is an unknown route (404).
     if state.scim.is_some() {
-        router = router.nest("/scim/v2", crate::scim::router(state.clone()));
+        router = router.nest(crate::scim::PREFIX, crate::scim::surface(provisioning, state.clone()));
     }
     router
         .route_layer(axum::middleware::from_fn(tag_route))

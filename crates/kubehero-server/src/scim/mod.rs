@@ -1,9 +1,9 @@
 //! SCIM 2.0 provisioning at `/scim/v2` (RFC 7643, RFC 7644): the door through which the IdP keeps
 //! KubeHero's copy of its people and groups current.
 //!
-//! - one bearer token, `KUBEHERO_SCIM_TOKEN`, compared in constant time; without it the tree does not exist;
-//! - an address that keeps presenting wrong tokens is answered 429 for a while, whatever it presents, after
-//!   the same comparison work as any other request (no timing difference between the paths);
+//! - one bearer token, `KUBEHERO_SCIM_TOKEN`, checked by the identity service
+//!   ([`kubehero_identity::scim_token`]: constant time, per-address throttle answered 429); without it the tree
+//!   does not exist;
 //! - every call is an audited action (`scim.user.patch`, …) of the `scim` principal, and so is every credential
 //!   a deprovisioning suspends, restores or revokes ([`effects`]);
 //! - every error is a SCIM error body (`application/scim+json`, `status`, `scimType`).
@@ -12,8 +12,8 @@
 //! module stores, renders and applies the consequences.
 
 mod effects;
-mod groups;
-mod users;
+pub(crate) mod groups;
+pub(crate) mod users;
 
 pub use users::provision_at_sign_in;
 
@@ -27,18 +27,15 @@ use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, ETAG, IF_MATCH, LOCATION};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{on, MethodFilter, MethodRouter};
+use axum::routing::MethodRouter;
 use axum::Router;
-use kubehero_authn::Secret;
-use kubehero_core::{Action, Principal};
+use kubehero_core::Action;
+use kubehero_identity::scim_token::ScimRefusal;
 use kubehero_scim::{schema, ResourceKind, ScimError};
 use kubehero_store::StoreError;
-use parking_lot::Mutex;
 use serde_json::Value;
-use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
 
 /// The media type of every SCIM answer.
 pub const SCIM_JSON: &str = "application/scim+json";
@@ -47,73 +44,14 @@ pub const MAX_SCIM_BODY: usize = 2 * 1024 * 1024;
 /// Most resources in one page: what the service provider configuration advertises as `filter.maxResults`.
 pub const MAX_RESULTS: i64 = schema::MAX_RESULTS as i64;
 
-/// Failed attempts an address may make before it is throttled, and how fast that allowance refills.
-const FAILURE_BURST: f64 = 10.0;
-const FAILURE_REFILL_PER_SEC: f64 = 1.0 / 6.0;
-/// Addresses tracked at most; beyond, fully refilled entries are dropped first.
-const TRACKED_ADDRESSES: usize = 10_000;
-
-/// The SCIM token check and the per-address throttle of failed attempts.
+/// The SCIM surface's settings (the token and its throttle are the identity service's).
 pub struct ScimGate {
-    token_digest: [u8; 32],
     public_url: Option<String>,
-    failures: Mutex<HashMap<IpAddr, Bucket>>,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Bucket {
-    /// Failures not yet forgiven.
-    level: f64,
-    at: Instant,
-}
-
-impl Bucket {
-    fn now(self, now: Instant) -> f64 {
-        (self.level - now.duration_since(self.at).as_secs_f64() * FAILURE_REFILL_PER_SEC).max(0.0)
-    }
-}
-
-fn digest(bytes: &[u8]) -> [u8; 32] {
-    let d = ring::digest::digest(&ring::digest::SHA256, bytes);
-    let mut out = [0u8; 32];
-    out.copy_from_slice(d.as_ref());
-    out
 }
 
 impl ScimGate {
-    pub fn new(token: &Secret, public_url: Option<String>) -> ScimGate {
-        ScimGate { token_digest: digest(token.expose().as_bytes()), public_url, failures: Mutex::new(HashMap::new()) }
-    }
-
-    /// Checks a presented token for `addr`: `Ok` when it is right and the address is not throttled,
-    /// otherwise the answer (429 with the seconds to wait, or 401). The comparison runs in every case.
-    fn check(&self, presented: Option<&str>, addr: Option<IpAddr>) -> Result<(), (StatusCode, u64)> {
-        // Digests of equal length, compared in constant time: neither the length nor a prefix of the token
-        // shows in the timing.
-        let sent = digest(presented.unwrap_or_default().as_bytes());
-        let right = bool::from(subtle::ConstantTimeEq::ct_eq(&sent[..], &self.token_digest[..])) && presented.is_some();
-        let Some(addr) = addr else {
-            return if right { Ok(()) } else { Err((StatusCode::UNAUTHORIZED, 0)) };
-        };
-        let now = Instant::now();
-        let mut failures = self.failures.lock();
-        let level = failures.get(&addr).map_or(0.0, |b| b.now(now));
-        // One more failure must fit in the allowance, or the address waits until it does.
-        if level + 1.0 > FAILURE_BURST {
-            let wait = ((level + 1.0 - FAILURE_BURST) / FAILURE_REFILL_PER_SEC).ceil() as u64;
-            return Err((StatusCode::TOO_MANY_REQUESTS, wait.max(1)));
-        }
-        if right {
-            return Ok(());
-        }
-        if failures.len() >= TRACKED_ADDRESSES && !failures.contains_key(&addr) {
-            failures.retain(|_, b| b.now(now) > 0.0);
-            if failures.len() >= TRACKED_ADDRESSES {
-                failures.clear();
-            }
-        }
-        failures.insert(addr, Bucket { level: level + 1.0, at: now });
-        Err((StatusCode::UNAUTHORIZED, 0))
+    pub fn new(public_url: Option<String>) -> ScimGate {
+        ScimGate { public_url }
     }
 
     /// The base URL resources are located at: `KUBEHERO_PUBLIC_URL`, else what the client called.
@@ -281,16 +219,33 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Ctx {
 /// The SCIM authentication middleware: the token (or 401/429 in the SCIM error schema), then the
 /// provisioner principal for the handler and the audit point.
 async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    let Some(gate) = state.scim.clone() else {
+    let (Some(gate), Some(token)) = (state.scim.clone(), state.identity.scim.as_ref()) else {
         return Failure(ScimError::not_found("SCIM is not enabled")).into_response();
     };
     let addr = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
     let presented = presented_token(req.headers());
-    if let Err((status, wait)) = gate.check(presented, addr) {
-        state
-            .metrics
-            .authentication("scim", if status == StatusCode::TOO_MANY_REQUESTS { "throttled" } else { "rejected" });
-        let mut res = if status == StatusCode::TOO_MANY_REQUESTS {
+    let principal = match token.check(presented, addr) {
+        Ok(p) => p,
+        Err(refusal) => return scim_refused(&state, refusal),
+    };
+    state.metrics.authentication("scim", "ok");
+    let request_id = req.extensions().get::<crate::middleware::RequestId>().map(|r| r.0.clone()).unwrap_or_default();
+    let base = gate.base(req.headers());
+    req.extensions_mut().insert(Ctx { base, request_id });
+    let auth = Auth(Arc::new(principal));
+    req.extensions_mut().insert(auth.clone());
+    let mut res = next.run(req).await;
+    res.extensions_mut().insert(auth);
+    res
+}
+
+/// A refused SCIM token: 401 (or 429 with `Retry-After`) in the SCIM error schema, recorded as
+/// `scim.auth_failed`.
+fn scim_refused(state: &AppState, refusal: ScimRefusal) -> Response {
+    let throttled = matches!(refusal, ScimRefusal::Throttled { .. });
+    state.metrics.authentication("scim", if throttled { "throttled" } else { "rejected" });
+    {
+        let mut res = if let ScimRefusal::Throttled { retry_after_secs: wait } = refusal {
             let mut r = Failure(ScimError {
                 status: 429,
                 scim_type: None,
@@ -315,17 +270,8 @@ async fn authenticate(State(state): State<AppState>, mut req: Request, next: Nex
             action: "scim.auth_failed",
             actor: kubehero_core::AuditActor::unauthenticated("scim"),
         });
-        return res;
+        res
     }
-    state.metrics.authentication("scim", "ok");
-    let request_id = req.extensions().get::<crate::middleware::RequestId>().map(|r| r.0.clone()).unwrap_or_default();
-    let base = gate.base(req.headers());
-    req.extensions_mut().insert(Ctx { base, request_id });
-    let auth = Auth(Arc::new(Principal::provisioner()));
-    req.extensions_mut().insert(auth.clone());
-    let mut res = next.run(req).await;
-    res.extensions_mut().insert(auth);
-    res
 }
 
 fn presented_token(headers: &HeaderMap) -> Option<&str> {
@@ -352,87 +298,59 @@ fn not_allowed() -> Failure {
     Failure(ScimError { status: 405, scim_type: None, detail: "method not allowed on this SCIM endpoint".into() })
 }
 
-/// Discovery endpoints are read-only: every other method is 405 in the SCIM error schema.
-fn read_only(h: MethodRouter<AppState>) -> MethodRouter<AppState> {
-    h.fallback(|| async { not_allowed() })
-}
+/// Where the SCIM surface is mounted.
+pub const PREFIX: &str = "/scim/v2";
 
-fn marked(action: Action, h: MethodRouter<AppState>) -> MethodRouter<AppState> {
-    h.layer(axum::middleware::from_fn(move |req, next| crate::audit::mark(action, req, next)))
-}
-
-/// The `/scim/v2` tree.
-pub fn router(state: AppState) -> Router<AppState> {
-    use Action::*;
-    let get = MethodFilter::GET;
-    let r = Router::new()
-        .route("/ServiceProviderConfig", marked(ScimDiscover, read_only(on(get, service_provider_config))))
-        .route("/ResourceTypes", marked(ScimDiscover, read_only(on(get, resource_types))))
-        .route("/ResourceTypes/{id}", marked(ScimDiscover, read_only(on(get, resource_type))))
-        .route("/Schemas", marked(ScimDiscover, read_only(on(get, schemas))))
-        .route("/Schemas/{id}", marked(ScimDiscover, read_only(on(get, schema_by_id))))
-        .route(
-            "/Users",
-            marked(ScimUserRead, on(get, users::list))
-                .merge(marked(ScimUserCreate, on(MethodFilter::POST, users::create))),
-        )
-        .route("/Users/.search", marked(ScimUserRead, on(MethodFilter::POST, users::search)))
-        .route(
-            "/Users/{id}",
-            marked(ScimUserRead, on(get, users::get))
-                .merge(marked(ScimUserReplace, on(MethodFilter::PUT, users::replace)))
-                .merge(marked(ScimUserPatch, on(MethodFilter::PATCH, users::patch)))
-                .merge(marked(ScimUserDelete, on(MethodFilter::DELETE, users::delete))),
-        )
-        .route(
-            "/Groups",
-            marked(ScimGroupRead, on(get, groups::list))
-                .merge(marked(ScimGroupCreate, on(MethodFilter::POST, groups::create))),
-        )
-        .route("/Groups/.search", marked(ScimGroupRead, on(MethodFilter::POST, groups::search)))
-        .route(
-            "/Groups/{id}",
-            marked(ScimGroupRead, on(get, groups::get))
-                .merge(marked(ScimGroupReplace, on(MethodFilter::PUT, groups::replace)))
-                .merge(marked(ScimGroupPatch, on(MethodFilter::PATCH, groups::patch)))
-                .merge(marked(ScimGroupDelete, on(MethodFilter::DELETE, groups::delete))),
-        )
-        .route("/.search", marked(ScimUserRead, on(MethodFilter::POST, root_search)))
-        .fallback(|| async { Failure(ScimError::not_found("no such SCIM endpoint")) })
-        .method_not_allowed_fallback(|| async { not_allowed() });
-    r.route_layer(axum::middleware::from_fn_with_state(state, authenticate))
+/// The SCIM surface from the route table's provisioning routes (paths under [`PREFIX`], already marked with
+/// their actions): the SCIM token authenticator, SCIM-shaped 404 and 405, and the SCIM body limit.
+pub fn surface(routes: Vec<(&'static str, MethodRouter<AppState>)>, state: AppState) -> Router<AppState> {
+    let mut r = Router::new();
+    for (path, handler) in routes {
+        r = r.route(path.strip_prefix(PREFIX).unwrap_or(path), handler);
+    }
+    r.fallback(|| async { Failure(ScimError::not_found("no such SCIM endpoint")) })
+        .method_not_allowed_fallback(|| async { not_allowed() })
+        .route_layer(axum::middleware::from_fn_with_state(state, authenticate))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_SCIM_BODY))
 }
 
-async fn service_provider_config(auth: Auth, ctx: Ctx) -> ScimResult {
+pub(crate) async fn service_provider_config(auth: Auth, ctx: Ctx) -> ScimResult {
     allow(&auth, Action::ScimDiscover)?;
     Ok(reply(StatusCode::OK, &schema::service_provider_config(&ctx.base)))
 }
 
-async fn resource_types(auth: Auth, ctx: Ctx) -> ScimResult {
+pub(crate) async fn resource_types(auth: Auth, ctx: Ctx) -> ScimResult {
     allow(&auth, Action::ScimDiscover)?;
     Ok(reply(StatusCode::OK, &list_response(schema::resource_types(&ctx.base), 1)))
 }
 
-async fn resource_type(auth: Auth, ctx: Ctx, axum::extract::Path(id): axum::extract::Path<String>) -> ScimResult {
+pub(crate) async fn resource_type(
+    auth: Auth,
+    ctx: Ctx,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> ScimResult {
     allow(&auth, Action::ScimDiscover)?;
     let found = schema::resource_type(&ctx.base, &id).ok_or_else(|| ScimError::not_found("no such resource type"))?;
     Ok(reply(StatusCode::OK, &found))
 }
 
-async fn schemas(auth: Auth, ctx: Ctx) -> ScimResult {
+pub(crate) async fn schemas(auth: Auth, ctx: Ctx) -> ScimResult {
     allow(&auth, Action::ScimDiscover)?;
     Ok(reply(StatusCode::OK, &list_response(schema::schemas(&ctx.base), 1)))
 }
 
-async fn schema_by_id(auth: Auth, ctx: Ctx, axum::extract::Path(id): axum::extract::Path<String>) -> ScimResult {
+pub(crate) async fn schema_by_id(
+    auth: Auth,
+    ctx: Ctx,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> ScimResult {
     allow(&auth, Action::ScimDiscover)?;
     let found = schema::schema(&ctx.base, &id).ok_or_else(|| ScimError::not_found("no such schema"))?;
     Ok(reply(StatusCode::OK, &found))
 }
 
 /// `POST /.search` at the root (RFC 7644 §3.4.3): users, then groups, as one paged result.
-async fn root_search(
+pub(crate) async fn root_search(
     State(state): State<AppState>,
     auth: Auth,
     ctx: Ctx,
@@ -641,20 +559,5 @@ mod tests {
         assert_eq!(if_match(&h), None);
         h.insert(IF_MATCH, HeaderValue::from_static("\"abc\""));
         assert_eq!(if_match(&h), Some(-1));
-    }
-
-    #[test]
-    fn throttles_an_address_after_repeated_failures() {
-        let gate = ScimGate::new(&Secret::new("0123456789abcdef0123456789abcdef"), None);
-        let a: IpAddr = "192.0.2.1".parse().unwrap();
-        let b: IpAddr = "192.0.2.2".parse().unwrap();
-        for _ in 0..10 {
-            assert_eq!(gate.check(Some("wrong"), Some(a)).unwrap_err().0, StatusCode::UNAUTHORIZED);
-        }
-        assert_eq!(gate.check(Some("wrong"), Some(a)).unwrap_err().0, StatusCode::TOO_MANY_REQUESTS);
-        let right = Some("0123456789abcdef0123456789abcdef");
-        assert_eq!(gate.check(right, Some(a)).unwrap_err().0, StatusCode::TOO_MANY_REQUESTS, "throttled for all");
-        assert!(gate.check(right, Some(b)).is_ok(), "other addresses are unaffected");
-        assert!(gate.check(None, Some(b)).is_err());
     }
 }

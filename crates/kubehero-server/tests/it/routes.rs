@@ -304,10 +304,12 @@ async fn route_role_scope_matrix() {
 /// without a credential (401 + WWW-Authenticate) and with a bad one; public routes answer without one.
 #[tokio::test]
 async fn every_route_declares_and_enforces_its_permission() {
-    let ts =
-        TestServer::start(&[("KUBEHERO_REQUIRE_AUTH", "true"), ("KUBEHERO_API_KEYS", &api_keys_env())], None).await;
+    let env =
+        [("KUBEHERO_REQUIRE_AUTH", "true"), ("KUBEHERO_API_KEYS", &*api_keys_env()), ("KUBEHERO_SCIM_TOKEN", SCIM)];
+    let ts = TestServer::start(&env, None).await;
     let routes = table();
     assert!(routes.len() >= 25);
+    let mut provisioning = Vec::new();
     for (spec, _) in routes {
         let path = spec.path.replace("{name}", "prod").replace("{id}", "x").replace("{key}", "idp");
         let method = Method::from_bytes(spec.method.as_str().as_bytes()).unwrap();
@@ -341,6 +343,35 @@ async fn every_route_declares_and_enforces_its_permission() {
                 let r = ts.call(method.clone(), &path, Some("not-a-valid-token"), body).await;
                 assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{method} {path} with a bad credential");
             }
+            Permission::Provisioning(action) => {
+                assert!(spec.path.starts_with("/scim/v2/"), "{}", spec.path);
+                // The SCIM client's token passes the authenticator and the declared action's check.
+                let body = (method != Method::GET && method != Method::DELETE).then(|| json!({}));
+                let r = ts.call(method.clone(), &path, Some(SCIM), body.clone()).await;
+                let refused = [StatusCode::UNAUTHORIZED, StatusCode::FORBIDDEN, StatusCode::METHOD_NOT_ALLOWED];
+                assert!(!refused.contains(&r.status), "{method} {path} ({action:?}) with the SCIM token: {}", r.status);
+                provisioning.push((method, path, body));
+            }
         }
     }
+    // No credential, or any other credential (an owner's API key), is refused on every SCIM route in the SCIM
+    // error schema; after ten failures the address is throttled (429) whatever it sends.
+    let mut refusals = 0;
+    for (method, path, body) in provisioning {
+        for token in [None, Some(OWNER)] {
+            let r = ts.call(method.clone(), &path, token, body.clone()).await;
+            assert!(
+                r.status == StatusCode::UNAUTHORIZED || (refusals >= 10 && r.status == StatusCode::TOO_MANY_REQUESTS),
+                "{method} {path} with {token:?}: {}",
+                r.status
+            );
+            assert_eq!(r.headers["content-type"], "application/scim+json", "{method} {path}");
+            assert!(r.body["schemas"].to_string().contains("urn:ietf:params:scim:api:messages:2.0:Error"));
+            refusals += 1;
+        }
+    }
+    // The SCIM token is no credential anywhere else.
+    assert_eq!(ts.get("/api/v1/whoami", Some(SCIM)).await.status, StatusCode::UNAUTHORIZED);
 }
+
+const SCIM: &str = "scim-token-for-the-route-walk-0123456789";
