@@ -80,6 +80,18 @@ pub fn random_b64(n: usize) -> Result<String, IdentityError> {
     Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random_bytes(n)?))
 }
 
+/// A random (version 4) UUID, for resource ids.
+pub fn random_uuid() -> Result<String, IdentityError> {
+    let mut b = random_bytes(16)?;
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String =
+        b.iter().flat_map(|x| [HEX[usize::from(x >> 4)], HEX[usize::from(x & 15)]]).map(char::from).collect();
+    Ok(format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32]))
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
 /// The person a session or CLI token is minted for: what their sign-in established.
 #[derive(Debug, Clone)]
 pub struct SignedIn {
@@ -136,6 +148,15 @@ mod tests {
         assert_eq!(CredentialKind::of_bearer("khk_abc"), CredentialKind::ApiKey);
         assert_eq!(CredentialKind::of_bearer("eyJh.eyJz.sig"), CredentialKind::Jwt);
         assert_eq!(CredentialKind::of_bearer("some-static-key-0123456789"), CredentialKind::ApiKey);
+    }
+
+    #[test]
+    fn uuids_are_version_4() {
+        let u = random_uuid().unwrap();
+        assert_eq!(u.len(), 36);
+        assert_eq!(&u[14..15], "4");
+        assert!(matches!(&u[19..20], "8" | "9" | "a" | "b"));
+        assert_ne!(u, random_uuid().unwrap());
     }
 
     #[test]

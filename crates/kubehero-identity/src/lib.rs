@@ -8,6 +8,9 @@
 //!   credential (anonymous in open mode) ([`Identity::bearer`], [`Identity::session`], [`Identity::anonymous`]);
 //! - the grants a principal holds ([`grants::BindingsCache`]);
 //! - the SCIM client's token and its per-address throttle ([`scim_token`]);
+//! - the deprovisioning effects of directory changes on every credential a person holds, found by indexed
+//!   queries ([`Identity::user_changed`], [`Identity::user_deleted`], [`Identity::members_removed`]);
+//! - the one entry point into the audit log ([`Identity::record`], [`Identity::record_all`]);
 //! - the SCIM directory's standing and admission: deprovisioned people are refused whatever they hold
 //!   ([`directory`], [`Identity::admit`]), and linking key owners to their directory entry.
 //!
@@ -19,6 +22,7 @@
 pub mod cache;
 pub mod clock;
 pub mod credential;
+mod deprovision;
 pub mod directory;
 pub mod grants;
 mod resolve;
@@ -47,6 +51,19 @@ pub enum IdentityError {
     /// The operating system gave no randomness for a new secret.
     #[error("no randomness available for a new secret")]
     NoRandomness,
+    /// An audit row that must be durable before the answer could not be written: the caller must not answer
+    /// as if the action had been recorded.
+    #[error("the audit log cannot be written: {0}")]
+    AuditUnavailable(String),
+}
+
+/// How long a request's answer waits for its audit row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Answered after the row is durable.
+    Durable,
+    /// Answered once the row is queued for the same chain (plain reads).
+    Queued,
 }
 
 /// What the service reports as it works (the server exports these as metrics).
@@ -78,4 +95,19 @@ pub struct Identity {
     pub observer: Arc<dyn Observer>,
     /// The SCIM client's token, when `KUBEHERO_SCIM_TOKEN` is set.
     pub scim: Option<scim_token::ScimToken>,
+    /// The one group-commit writer of the audit chain.
+    pub audit: kubehero_audit::AuditLog,
+    /// Request and audit event ids.
+    pub ids: kubehero_audit::IdSource,
+}
+
+impl Identity {
+    /// The one entry point into the audit log for a request's row: durable before the answer, or queued.
+    pub async fn record(&self, event: kubehero_core::AuditEvent, wait: Durability) -> Result<(), IdentityError> {
+        let done = match wait {
+            Durability::Durable => self.audit.record(event).await.map(drop),
+            Durability::Queued => self.audit.enqueue(event).await,
+        };
+        done.map_err(|e| IdentityError::AuditUnavailable(e.to_string()))
+    }
 }

@@ -299,4 +299,51 @@ impl Identity {
             Err(e) => Err(e),
         }
     }
+
+    /// Creates the directory entry of a person who signs in before the IdP provisioned them (just-in-time),
+    /// so that SCIM can adopt them later. The caller has found the identity unknown to the directory; does
+    /// nothing when SCIM is off.
+    pub async fn provision_at_sign_in(
+        &self,
+        issuer: &str,
+        sub: &str,
+        email: Option<&str>,
+    ) -> Result<Option<kubehero_store::DirectoryUser>, IdentityError> {
+        if !self.directory.enabled() {
+            return Ok(None);
+        }
+        let now = self.clock.now();
+        let user_name = email.unwrap_or(sub).to_string();
+        let mut resource = serde_json::json!({
+            "schemas": [kubehero_scim::schema::USER_SCHEMA],
+            "userName": user_name,
+            "active": true,
+        });
+        if let Some(e) = email {
+            resource["emails"] = serde_json::json!([{ "value": e, "primary": true }]);
+        }
+        let user = kubehero_store::DirectoryUser {
+            id: crate::credential::random_uuid()?,
+            user_name,
+            external_id: None,
+            active: true,
+            subject: Some(kubehero_core::subject_key(Some(issuer), sub)),
+            emails: email.map(|e| vec![e.to_string()]).unwrap_or_default(),
+            resource,
+            origin: kubehero_store::UserOrigin::Jit,
+            version: 1,
+            created_at: now,
+            updated_at: now,
+            deleted_at: None,
+        };
+        match self.store.create_users(std::slice::from_ref(&user)).await {
+            Ok(()) => {
+                self.directory.changed();
+                Ok(Some(user))
+            }
+            // Signed in twice at once, or the name is taken by someone the identity did not match: keep theirs.
+            Err(StoreError::AlreadyExists(_)) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
 }

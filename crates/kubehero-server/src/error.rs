@@ -115,6 +115,9 @@ impl From<kubehero_identity::IdentityError> for ApiError {
             IdentityError::Required => ApiError::unauthenticated(e.to_string()),
             IdentityError::Store(e) => ApiError::from(e),
             IdentityError::NoRandomness => ApiError::new(Code::Internal, "no randomness available"),
+            IdentityError::AuditUnavailable(_) => {
+                ApiError::new(Code::Unavailable, "the audit log cannot be written; the request was not answered")
+            }
         }
     }
 }

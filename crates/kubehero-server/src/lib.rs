@@ -75,7 +75,7 @@ impl RunningServer {
     /// were not waited for, are committed before the final checkpoint.
     pub async fn wait(self) {
         let _ = self.task.await;
-        if let Err(e) = self.state.audit.flush().await {
+        if let Err(e) = self.state.identity.audit.flush().await {
             tracing::error!(error = %e, "the last audit rows could not be committed at shutdown");
         }
         let _ = self.background_stop.send(true);
@@ -104,6 +104,21 @@ pub async fn build_state(
         config.issuers.iter().map(|i| (i.verifier.issuer.clone(), i.group_roles.clone())).collect();
     let bindings = BindingsCache::new(store.clone(), &config.group_roles, &issuer_maps, config.bindings.clone());
     bindings.reload().await?;
+    let (keys, generated) = audit::load_hmac_keys(config, true)?;
+    if generated {
+        tracing::warn!(
+            path = %config.data_dir.join("audit-hmac.key").display(),
+            "AUDIT_HMAC_KEY is not set: the audit log is chained with a key generated into the data directory. \
+             Set AUDIT_HMAC_KEY (and KUBEHERO_REQUIRE_AUTH=true) for production."
+        );
+    }
+    let forward = kubehero_audit::forward::ForwardStatus::new();
+    let audit = kubehero_audit::AuditLog::start_notifying(
+        store.clone(),
+        kubehero_audit::ChainSealer::new(Arc::new(keys)),
+        AUDIT_BATCH,
+        forward.clone(),
+    );
     let identity = Arc::new(kubehero_identity::Identity {
         store: store.clone(),
         verifier,
@@ -120,22 +135,9 @@ pub async fn build_state(
         require_auth: config.require_auth,
         observer: metrics.clone(),
         scim: config.scim_token.as_ref().map(kubehero_identity::scim_token::ScimToken::new),
+        audit,
+        ids: kubehero_audit::IdSource::new().map_err(StartError::Audit)?,
     });
-    let (keys, generated) = audit::load_hmac_keys(config, true)?;
-    if generated {
-        tracing::warn!(
-            path = %config.data_dir.join("audit-hmac.key").display(),
-            "AUDIT_HMAC_KEY is not set: the audit log is chained with a key generated into the data directory. \
-             Set AUDIT_HMAC_KEY (and KUBEHERO_REQUIRE_AUTH=true) for production."
-        );
-    }
-    let forward = kubehero_audit::forward::ForwardStatus::new();
-    let audit = kubehero_audit::AuditLog::start_notifying(
-        store.clone(),
-        kubehero_audit::ChainSealer::new(Arc::new(keys)),
-        AUDIT_BATCH,
-        forward.clone(),
-    );
     let login = match config.login.clone() {
         None => None,
         Some(client) => {
@@ -155,14 +157,12 @@ pub async fn build_state(
     };
     Ok(AppState::new(state::Shared {
         login,
-        audit,
         forward,
         store: store.clone(),
         identity,
         scim: config.scim_token.as_ref().map(|_| Arc::new(scim::ScimGate::new(config.public_url.clone()))),
         metrics,
         clock,
-        ids: kubehero_audit::IdSource::new().map_err(StartError::Audit)?,
         audit_reads: config.audit_reads,
     }))
 }

@@ -327,7 +327,7 @@ async fn finish(s: &AppState, headers: &HeaderMap, q: CallbackParams) -> ApiResu
             return Err(ApiError::unauthenticated("this person was deprovisioned by the identity provider"));
         }
         kubehero_identity::directory::Standing::Unknown => {
-            crate::scim::provision_at_sign_in(s, &v.issuer, &v.sub, v.email.as_deref()).await?;
+            s.identity.provision_at_sign_in(&v.issuer, &v.sub, v.email.as_deref()).await?;
         }
         kubehero_identity::directory::Standing::Active { .. } => {}
     }

@@ -9,6 +9,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderName, HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use kubehero_identity::Durability;
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -28,7 +29,7 @@ fn request_id(state: &AppState, req: &Request) -> String {
             return v.to_string();
         }
     }
-    state.ids.next_id()
+    state.identity.ids.next_id()
 }
 
 /// Request id, metrics and error shape.
@@ -40,11 +41,11 @@ pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next
     let scim = req.uri().path().starts_with("/scim/");
     let read = matches!(req.method(), &Method::GET | &Method::HEAD);
     let mut res = next.run(req).await;
-    if let Some(event) = crate::audit::event_for(&res, facts, &id, state.ids.next_id(), state.clock.now_ms()) {
+    if let Some(event) = crate::audit::event_for(&res, facts, &id, state.identity.ids.next_id(), state.clock.now_ms()) {
         // Durable before the answer, except plain reads under KUBEHERO_AUDIT_READS=async|off.
         let recorded = match crate::audit::level(&res, &event, read, state.audit_reads) {
-            crate::audit::Level::Durable => state.audit.record(event).await.map(drop),
-            crate::audit::Level::Queued => state.audit.enqueue(event).await,
+            crate::audit::Level::Durable => state.identity.record(event, Durability::Durable).await,
+            crate::audit::Level::Queued => state.identity.record(event, Durability::Queued).await,
             crate::audit::Level::Skipped => Ok(()),
         };
         if let Err(e) = recorded {

@@ -27,8 +27,6 @@ impl std::ops::Deref for AppState {
 
 /// The state behind [`AppState`].
 pub struct Shared {
-    /// The group-commit audit writer every audited request waits on.
-    pub audit: kubehero_audit::AuditLog,
     /// Progress of the in-process audit forwarder's sinks (empty when none is configured).
     pub forward: Arc<kubehero_audit::forward::ForwardStatus>,
     pub store: Arc<dyn Store>,
@@ -40,8 +38,6 @@ pub struct Shared {
     pub scim: Option<Arc<crate::scim::ScimGate>>,
     pub metrics: Arc<Metrics>,
     pub clock: Arc<dyn Clock>,
-    /// Request and audit event ids.
-    pub ids: kubehero_audit::IdSource,
     /// How plain reads are audited (`KUBEHERO_AUDIT_READS`).
     pub audit_reads: crate::config::AuditReads,
 }

@@ -365,6 +365,9 @@ pub trait SessionStore: Send + Sync {
     async fn revoke_session(&self, id: &str, at: i64) -> Result<SessionRecord>;
     /// Every session and token, or those of one person; newest first.
     async fn list_sessions(&self, sub: Option<&str>) -> Result<Vec<SessionRecord>>;
+    /// Sessions and CLI tokens whose `sub` is one of `subs` or whose sign-in email is one of `emails` (any
+    /// letter case): one indexed query per person, for deprovisioning.
+    async fn sessions_of(&self, subs: &[&str], emails: &[&str]) -> Result<Vec<SessionRecord>>;
     async fn put_login_attempt(&self, a: &LoginAttempt) -> Result<()>;
     /// Removes and returns the attempt; `None` when absent or expired at `now` (expired ones are removed too).
     async fn take_login_attempt(&self, id: &str, now: i64) -> Result<Option<LoginAttempt>>;

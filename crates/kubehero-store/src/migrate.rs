@@ -29,6 +29,11 @@ pub(crate) const SQLITE: &[Migration] = &[
     Migration { version: 3, name: "sessions", sql: include_str!("migrations/sqlite/0003_sessions.sql") },
     Migration { version: 4, name: "devices", sql: include_str!("migrations/sqlite/0004_devices.sql") },
     Migration { version: 5, name: "directory", sql: include_str!("migrations/sqlite/0005_directory.sql") },
+    Migration {
+        version: 6,
+        name: "sessions_by_email",
+        sql: include_str!("migrations/sqlite/0006_sessions_by_email.sql"),
+    },
 ];
 
 /// PostgreSQL migrations, oldest first.
@@ -38,6 +43,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
     Migration { version: 3, name: "sessions", sql: include_str!("migrations/postgres/0003_sessions.sql") },
     Migration { version: 4, name: "devices", sql: include_str!("migrations/postgres/0004_devices.sql") },
     Migration { version: 5, name: "directory", sql: include_str!("migrations/postgres/0005_directory.sql") },
+    Migration {
+        version: 6,
+        name: "sessions_by_email",
+        sql: include_str!("migrations/postgres/0006_sessions_by_email.sql"),
+    },
 ];
 
 /// Key of the PostgreSQL advisory lock that serialises migrations across replicas ("KUBEHERO" in ASCII).

@@ -38,6 +38,19 @@ pub(crate) fn list_sessions_sql(filtered: bool) -> String {
     let filter = if filtered { " WHERE sub = $1" } else { "" };
     format!("SELECT {SESSION_COLS} FROM sessions{filter} ORDER BY created_at DESC, id")
 }
+/// Sessions whose `sub` is one of `subs` or whose email is one of `emails` (lower case): `$1..` subs, then
+/// emails.
+pub(crate) fn sessions_of_sql(subs: usize, emails: usize) -> String {
+    let list = |from: usize, n: usize| (from..from + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
+    let mut conds = Vec::new();
+    if subs > 0 {
+        conds.push(format!("sub IN ({})", list(1, subs)));
+    }
+    if emails > 0 {
+        conds.push(format!("lower(email) IN ({})", list(subs + 1, emails)));
+    }
+    format!("SELECT {SESSION_COLS} FROM sessions WHERE {} ORDER BY created_at DESC, id", conds.join(" OR "))
+}
 /// `$1` last_seen_at, `$2` expires_at, `$3` id.
 pub(crate) const TOUCH_SESSION: &str = "UPDATE sessions SET last_seen_at = $1, expires_at = $2 WHERE id = $3";
 /// Keeps the first revocation time: revoking twice is not an error and does not move the timestamp.
@@ -167,6 +180,22 @@ macro_rules! session_store {
                 let mut q = sqlx::query_as::<_, $crate::session::SessionRow>(&sql);
                 if let Some(s) = sub {
                     q = q.bind(s);
+                }
+                let rows = q.fetch_all(&self.pool).await.map_err(Self::err("sessions"))?;
+                rows.into_iter().map($crate::session::session_from_row).collect()
+            }
+
+            async fn sessions_of(&self, subs: &[&str], emails: &[&str]) -> $crate::Result<Vec<$crate::SessionRecord>> {
+                if subs.is_empty() && emails.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let sql = $crate::session::sessions_of_sql(subs.len(), emails.len());
+                let mut q = sqlx::query_as::<_, $crate::session::SessionRow>(&sql);
+                for s in subs {
+                    q = q.bind(*s);
+                }
+                for e in emails {
+                    q = q.bind(e.to_lowercase());
                 }
                 let rows = q.fetch_all(&self.pool).await.map_err(Self::err("sessions"))?;
                 rows.into_iter().map($crate::session::session_from_row).collect()

@@ -45,7 +45,7 @@ pub async fn list(State(s): State<AppState>, Auth(p): Auth, Query(q): Query<Para
     allow(&p, Action::AuditRead, Target::NONE)?;
     // Rows of reads that were not waited for are committed first, so a reader sees every request answered
     // before this one.
-    s.audit.flush().await.map_err(|e| {
+    s.identity.audit.flush().await.map_err(|e| {
         tracing::error!(error = %e, "the audit log could not be brought up to date for a read");
         ApiError::new(crate::error::Code::Unavailable, "the audit log cannot be read right now; retry later")
     })?;

@@ -11,7 +11,6 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use kubehero_core::{Action, Binding, BindingSubject, Role, Target};
 use kubehero_store::StoredBinding;
-use ring::rand::{SecureRandom, SystemRandom};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -68,8 +67,7 @@ pub async fn create(
         kubehero_core::check_user_name(u).map_err(ApiError::invalid)?;
     }
     let scope = validate_scope(b.cluster, b.namespace).map_err(ApiError::invalid)?;
-    let mut raw = [0u8; 10];
-    SystemRandom::new().fill(&mut raw).map_err(|_| ApiError::new(Code::Internal, "no randomness available"))?;
+    let raw = kubehero_identity::credential::random_bytes(10)?;
     let stored = StoredBinding {
         id: format!("rb_{}", kubehero_audit::hex::encode(&raw)),
         binding: Binding { subject: b.subject, role: b.role, scope },

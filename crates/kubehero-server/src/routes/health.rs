@@ -46,7 +46,7 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
 
 /// `GET /metrics` — permission: public. Prometheus text format.
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    state.metrics.audit_writer(state.audit.stats());
+    state.metrics.audit_writer(state.identity.audit.stats());
     for sink in state.forward.snapshot() {
         state.metrics.audit_forward_lag(&sink.name, sink.lag_rows);
     }

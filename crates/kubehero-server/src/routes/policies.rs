@@ -14,7 +14,6 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use kubehero_core::{Action, Principal, Target};
 use kubehero_store::{Policy, PolicyState};
-use ring::rand::{SecureRandom, SystemRandom};
 use serde::Deserialize;
 
 /// Largest policy spec, serialized.
@@ -25,8 +24,7 @@ fn target<'a>(p: &'a Policy, principal: &Principal) -> Target<'a> {
 }
 
 fn new_id() -> ApiResult<String> {
-    let mut b = [0u8; 10];
-    SystemRandom::new().fill(&mut b).map_err(|_| ApiError::new(Code::Internal, "no randomness available"))?;
+    let b = kubehero_identity::credential::random_bytes(10)?;
     Ok(format!("pol_{}", kubehero_audit::hex::encode(&b)))
 }
 

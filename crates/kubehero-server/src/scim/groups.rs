@@ -4,8 +4,8 @@
 //! Entra ID send) is applied as a delta without reading the group's other members.
 
 use super::{
-    allow, effects, if_match, json_body, list_page, mentions, meta, new_id, not_modified, projection, resource_reply,
-    Ctx, Failure, ListParams, ScimResult,
+    allow, if_match, json_body, list_page, mentions, meta, not_modified, projection, resource_reply, Ctx, Failure,
+    ListParams, ScimResult,
 };
 use crate::auth::Auth;
 use crate::state::AppState;
@@ -235,7 +235,7 @@ pub async fn create(
     let (resource, members) = split_members(kubehero_scim::validate(KIND, json_body(body)?)?);
     let now = state.clock.now();
     let g = DirectoryGroup {
-        id: new_id(),
+        id: kubehero_identity::credential::random_uuid()?,
         display_name: display_name(&resource)?,
         external_id: external_id(&resource),
         resource,
@@ -267,7 +267,7 @@ async fn store_change(
     };
     let stored = state.store.update_group(&next, change, expected).await.map_err(member_err)?;
     state.identity.directory.changed();
-    effects::members_removed(state, ctx, &stored, removed).await?;
+    state.identity.members_removed(&ctx.request_id, &stored, removed).await?;
     Ok(stored)
 }
 
@@ -392,7 +392,7 @@ pub async fn delete(
     allow(&auth, Action::ScimGroupDelete)?;
     let (g, members) = state.store.delete_group(&id, if_match(&headers)).await?;
     state.identity.directory.changed();
-    effects::members_removed(&state, &ctx, &g, &members).await?;
+    state.identity.members_removed(&ctx.request_id, &g, &members).await?;
     let mut res = StatusCode::NO_CONTENT.into_response();
     res.extensions_mut().insert(target(&g));
     Ok(res)

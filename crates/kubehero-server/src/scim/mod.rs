@@ -5,17 +5,14 @@
 //!   ([`kubehero_identity::scim_token`]: constant time, per-address throttle answered 429); without it the tree
 //!   does not exist;
 //! - every call is an audited action (`scim.user.patch`, …) of the `scim` principal, and so is every credential
-//!   a deprovisioning suspends, restores or revokes ([`effects`]);
+//!   a deprovisioning suspends, restores or revokes (the identity service's deprovisioning effects);
 //! - every error is a SCIM error body (`application/scim+json`, `status`, `scimType`).
 //!
 //! The protocol's pure parts (schemas, validation, PATCH, projection, filters) live in `kubehero-scim`; this
 //! module stores, renders and applies the consequences.
 
-mod effects;
 pub(crate) mod groups;
 pub(crate) mod users;
-
-pub use users::provision_at_sign_in;
 
 use crate::auth::Auth;
 use crate::error::{ApiError, Code};
@@ -75,6 +72,23 @@ pub struct Failure(pub ScimError);
 impl From<ScimError> for Failure {
     fn from(e: ScimError) -> Self {
         Failure(e)
+    }
+}
+
+impl From<kubehero_identity::IdentityError> for Failure {
+    fn from(e: kubehero_identity::IdentityError) -> Self {
+        match e {
+            kubehero_identity::IdentityError::Store(e) => Failure::from(e),
+            kubehero_identity::IdentityError::AuditUnavailable(_) => Failure(ScimError {
+                status: 503,
+                scim_type: None,
+                detail: "the audit log cannot be written; retry later".into(),
+            }),
+            other => {
+                let api = ApiError::from(other);
+                Failure(ScimError { status: api.code.status().as_u16(), scim_type: None, detail: api.message })
+            }
+        }
     }
 }
 
@@ -510,20 +524,6 @@ fn percent_decode(s: &str) -> String {
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
-}
-
-/// A new resource id: a random (version 4) UUID.
-pub fn new_id() -> String {
-    let mut b = [0u8; 16];
-    if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b).is_err() {
-        // No randomness: fall back to the clock, still unique within this process.
-        let n = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-        b = n.to_be_bytes();
-    }
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h: String = kubehero_audit::hex::encode(&b);
-    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
 }
 
 /// `meta` of a stored resource.

@@ -1,8 +1,8 @@
 //! `/scim/v2/Users`: people as the IdP provisions them.
 
 use super::{
-    allow, effects, if_match, json_body, list_page, mentions, meta, new_id, not_modified, projection, resource_reply,
-    Ctx, Failure, ListParams, ScimResult,
+    allow, if_match, json_body, list_page, mentions, meta, not_modified, projection, resource_reply, Ctx, Failure,
+    ListParams, ScimResult,
 };
 use crate::auth::Auth;
 use crate::state::AppState;
@@ -248,12 +248,12 @@ pub async fn create(
         Some(jit) => {
             let adopted = facts.apply(&jit, resource, now);
             let stored = state.store.update_user(&adopted, Some(jit.version)).await?;
-            effects::user_changed(&state, &ctx, &jit, &stored).await?;
+            state.identity.user_changed(&ctx.request_id, &jit, &stored).await?;
             stored
         }
         None => {
             let user = DirectoryUser {
-                id: new_id(),
+                id: kubehero_identity::credential::random_uuid()?,
                 user_name: facts.user_name,
                 external_id: facts.external_id,
                 active: facts.active,
@@ -293,7 +293,7 @@ async fn store_change(
     let next = facts.apply(current, resource, state.clock.now());
     let stored = state.store.update_user(&next, expected).await?;
     state.identity.directory.changed();
-    effects::user_changed(state, ctx, current, &stored).await?;
+    state.identity.user_changed(&ctx.request_id, current, &stored).await?;
     Ok(stored)
 }
 
@@ -344,55 +344,8 @@ pub async fn delete(
     allow(&auth, Action::ScimUserDelete)?;
     let user = state.store.delete_user(&id, if_match(&headers), state.clock.now()).await?;
     state.identity.directory.changed();
-    effects::user_deleted(&state, &ctx, &user).await?;
+    state.identity.user_deleted(&ctx.request_id, &user).await?;
     let mut res = StatusCode::NO_CONTENT.into_response();
     res.extensions_mut().insert(target(&user));
     Ok(res)
-}
-
-/// Creates the directory entry of a person who signs in before the IdP provisioned them (just-in-time), so
-/// that SCIM can adopt them later. The caller has found the identity unknown to the directory; does nothing
-/// when SCIM is off.
-pub async fn provision_at_sign_in(
-    state: &AppState,
-    issuer: &str,
-    sub: &str,
-    email: Option<&str>,
-) -> Result<Option<DirectoryUser>, kubehero_store::StoreError> {
-    if !state.identity.directory.enabled() {
-        return Ok(None);
-    }
-    let now = state.clock.now();
-    let user_name = email.unwrap_or(sub).to_string();
-    let mut resource = serde_json::json!({
-        "schemas": [kubehero_scim::schema::USER_SCHEMA],
-        "userName": user_name,
-        "active": true,
-    });
-    if let Some(e) = email {
-        resource["emails"] = serde_json::json!([{ "value": e, "primary": true }]);
-    }
-    let user = DirectoryUser {
-        id: new_id(),
-        user_name,
-        external_id: None,
-        active: true,
-        subject: Some(kubehero_core::subject_key(Some(issuer), sub)),
-        emails: email.map(|e| vec![e.to_string()]).unwrap_or_default(),
-        resource,
-        origin: UserOrigin::Jit,
-        version: 1,
-        created_at: now,
-        updated_at: now,
-        deleted_at: None,
-    };
-    match state.store.create_users(std::slice::from_ref(&user)).await {
-        Ok(()) => {
-            state.identity.directory.changed();
-            Ok(Some(user))
-        }
-        // Signed in twice at once, or the name is taken by someone the identity did not match: keep theirs.
-        Err(kubehero_store::StoreError::AlreadyExists(_)) => Ok(None),
-        Err(e) => Err(e),
-    }
 }

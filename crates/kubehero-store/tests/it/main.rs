@@ -343,6 +343,13 @@ async fn sessions(s: &dyn Store) {
     assert_eq!(ids(s.list_sessions(Some("bob")).await.unwrap()), [s2.id.as_str()]);
     assert!(s.list_sessions(Some("nobody")).await.unwrap().is_empty());
     assert_eq!(s.list_sessions(Some("bob")).await.unwrap(), std::slice::from_ref(&s2));
+    // A person's sessions by subject or sign-in email (any case), in one query.
+    assert_eq!(ids(s.sessions_of(&["bob"], &[]).await.unwrap()), [s2.id.as_str()]);
+    let by_email = ids(s.sessions_of(&[], &["ALICE@example.com"]).await.unwrap());
+    assert_eq!(by_email, [s4.id.as_str(), s1.id.as_str()], "s3 has no email");
+    let both = ids(s.sessions_of(&["bob"], &["alice@example.com"]).await.unwrap());
+    assert_eq!(both, [s2.id.as_str(), s4.id.as_str(), s1.id.as_str()]);
+    assert!(s.sessions_of(&[], &[]).await.unwrap().is_empty());
 
     // Sliding: only last_seen_at and expires_at move.
     s.touch_session(&s1.id, 150, 150 + 8 * 3600).await.unwrap();
