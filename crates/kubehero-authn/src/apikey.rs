@@ -20,33 +20,7 @@ pub const API_KEY_PREFIX: &str = "khk_";
 /// Shortest static API key accepted.
 pub const MIN_API_KEY_LEN: usize = 16;
 
-/// A secret string whose `Debug` and `Display` are redacted.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret.
-    pub fn new(s: impl Into<String>) -> Self {
-        Secret(s.into())
-    }
-
-    /// The secret value; call only where it is sent to its one legitimate destination.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
+pub use kubehero_core::Secret;
 
 fn sha256(s: &str) -> [u8; 32] {
     let d = digest::digest(&digest::SHA256, s.as_bytes());
@@ -79,7 +53,7 @@ pub fn api_key_id(token: &str) -> String {
 pub fn generate_api_key() -> Result<Secret, AuthnError> {
     let mut bytes = [0u8; 32];
     SystemRandom::new().fill(&mut bytes).map_err(|_| AuthnError::Internal("system random generator failed"))?;
-    Ok(Secret(format!("{API_KEY_PREFIX}{}", URL_SAFE_NO_PAD.encode(bytes))))
+    Ok(Secret::new(format!("{API_KEY_PREFIX}{}", URL_SAFE_NO_PAD.encode(bytes))))
 }
 
 /// Whether a bearer credential has the shape of a compact JWS (two dots), to route it to the JWT path.

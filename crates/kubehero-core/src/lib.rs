@@ -11,6 +11,7 @@ pub mod authz;
 pub mod glob;
 pub mod principal;
 pub mod role;
+pub mod secret;
 
 pub use audit::{
     AuditActor, AuditColumns, AuditEvent, AuditOutcome, AuditRecord, AuditResult, AuditTarget, Checkpoint, SealedRow,
@@ -24,3 +25,4 @@ pub use role::{
     check_user_name, is_api_key_id, parse_group_roles, user_name_kind, Binding, BindingSubject, Grant, GroupRolesError,
     ParseRoleError, Role, Scope, UserNameKind,
 };
+pub use secret::Secret;

@@ -423,32 +423,11 @@ pub async fn logout(State(s): State<AppState>, headers: HeaderMap, body: axum::b
 
 /// The fields of an `application/x-www-form-urlencoded` body (first value of each name).
 pub fn form_fields(body: &[u8]) -> HashMap<String, String> {
-    let text = String::from_utf8_lossy(body);
     let mut out = HashMap::new();
-    for (k, v) in text.split('&').filter_map(|kv| kv.split_once('=')) {
-        out.entry(urldecode(k)).or_insert_with(|| urldecode(v));
+    for (k, v) in form_urlencoded::parse(body) {
+        out.entry(k.into_owned()).or_insert_with(|| v.into_owned());
     }
     out
-}
-
-fn urldecode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let hex =
-            b.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok()).and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (b[i], hex) {
-            (b'+', _) => out.push(b' '),
-            (b'%', Some(v)) => {
-                out.push(v);
-                i += 2;
-            }
-            (c, _) => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Percent-encodes a query parameter value.

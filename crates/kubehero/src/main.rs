@@ -68,19 +68,32 @@ impl kubehero_server::config::Env for CliEnv {
     }
 }
 
-fn init_logging() {
+/// Sets up logging from `KUBEHERO_LOG` and `KUBEHERO_LOG_FORMAT`; a value that is not valid is the usual
+/// one-line start-up error, never a silent fallback.
+fn init_logging() -> Result<(), String> {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_new(std::env::var("KUBEHERO_LOG").unwrap_or_else(|_| "info".into()))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let spec = std::env::var("KUBEHERO_LOG").unwrap_or_else(|_| "info".into());
+    let filter = EnvFilter::try_new(&spec).map_err(|e| {
+        format!(
+            "KUBEHERO_LOG: {spec:?} is not a log filter ({e}). Fix: use a level (error, warn, info, debug, trace) \
+             or target=level pairs, e.g. info,kubehero_authn=debug"
+        )
+    })?;
+    let json = match std::env::var("KUBEHERO_LOG_FORMAT").as_deref() {
+        Err(_) | Ok("text") => false,
+        Ok("json") => true,
+        Ok(other) => return Err(format!("KUBEHERO_LOG_FORMAT: {other:?} is not a format. Fix: use text or json")),
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    if std::env::var("KUBEHERO_LOG_FORMAT").is_ok_and(|f| f == "json") {
+    if json {
         builder.json().init();
     } else {
         builder.init();
     }
+    Ok(())
 }
 
 fn load_config(config: Option<std::path::PathBuf>) -> anyhow::Result<ServerConfig> {
@@ -141,7 +154,10 @@ async fn shutdown_signal() {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    if let Err(e) = init_logging() {
+        eprintln!("error: {e}");
+        return ExitCode::FAILURE;
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

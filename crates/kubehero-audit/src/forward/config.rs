@@ -5,24 +5,7 @@ use super::{webhook_secret_from_hmac_key, ForwardError};
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// A secret string (S3 secret key, webhook secret): redacted in `Debug`.
-#[derive(Clone)]
-pub struct ForwardSecret(String);
-
-impl ForwardSecret {
-    pub fn new(s: impl Into<String>) -> ForwardSecret {
-        ForwardSecret(s.into())
-    }
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for ForwardSecret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ForwardSecret(***)")
-    }
-}
+pub use kubehero_core::Secret;
 
 /// Syslog transports (RFC 5426 UDP, RFC 6587 TCP, RFC 5425 TLS).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -172,7 +155,7 @@ pub struct S3Settings {
     /// `AWS_ACCESS_KEY_ID`.
     pub access_key: Option<String>,
     /// `AWS_SECRET_ACCESS_KEY`.
-    pub secret_key: Option<ForwardSecret>,
+    pub secret_key: Option<Secret>,
 }
 
 /// How the forwarder runs. [`ForwardOptions::from_env`] reads the documented variables.
@@ -194,7 +177,7 @@ pub struct ForwardOptions {
     /// Webhook request timeout.
     pub webhook_timeout: Duration,
     /// `KUBEHERO_AUDIT_WEBHOOK_SECRET`, else derived from `AUDIT_HMAC_KEY` (see [`webhook_secret_from_hmac_key`]).
-    pub webhook_secret: Option<ForwardSecret>,
+    pub webhook_secret: Option<Secret>,
     /// Rows per S3 object (also capped at 16 MiB of JSONL before compression).
     pub s3_object_rows: usize,
     /// How long an S3 sink waits for a full object before uploading what it has (not with `once`/on stop).
@@ -230,7 +213,7 @@ impl ForwardOptions {
     pub fn from_env(env: &dyn Fn(&str) -> Option<String>) -> ForwardOptions {
         let var = |n: &str| env(n).filter(|v| !v.is_empty());
         let webhook_secret = var("KUBEHERO_AUDIT_WEBHOOK_SECRET")
-            .map(ForwardSecret::new)
+            .map(Secret::new)
             .or_else(|| var("AUDIT_HMAC_KEY").map(|k| webhook_secret_from_hmac_key(k.as_bytes())));
         ForwardOptions {
             webhook_secret,
@@ -238,7 +221,7 @@ impl ForwardOptions {
                 endpoint: var("KUBEHERO_AUDIT_S3_ENDPOINT"),
                 region: var("AWS_REGION").unwrap_or_else(|| "us-east-1".into()),
                 access_key: var("AWS_ACCESS_KEY_ID"),
-                secret_key: var("AWS_SECRET_ACCESS_KEY").map(ForwardSecret::new),
+                secret_key: var("AWS_SECRET_ACCESS_KEY").map(Secret::new),
             },
             ..ForwardOptions::default()
         }

@@ -7,7 +7,7 @@
 //! `event_id` (and `seq` and `mac`) so receivers can drop duplicates.
 //!
 //! Security rules of this module:
-//! - secrets (S3 secret key, webhook secret) live in [`ForwardSecret`], whose `Debug` is redacted;
+//! - secrets (S3 secret key, webhook secret) live in [`Secret`], whose `Debug` is redacted;
 //! - error messages and sink names never contain credentials, signed URLs or query strings;
 //! - the webhook client never follows redirects, and plain `http://` is accepted only for loopback hosts.
 
@@ -18,7 +18,7 @@ mod syslog;
 mod tls;
 mod webhook;
 
-pub use config::{ForwardOptions, ForwardSecret, S3Settings, SinkSpec, SyslogTransport};
+pub use config::{ForwardOptions, S3Settings, Secret, SinkSpec, SyslogTransport};
 pub use s3::{object_digest, S3_GENESIS_DIGEST};
 pub use status::{ForwardStatus, SinkSnapshot, SinkStatus};
 pub use syslog::format_rfc5424;

@@ -13,7 +13,7 @@
 //! Any 2xx is delivered. Anything else, a timeout or a connection error is retried with exponential backoff by
 //! the forwarding loop. Redirects are never followed (a 3xx is a failure).
 
-use super::{ForwardError, ForwardOptions, ForwardSecret, SinkSpec};
+use super::{ForwardError, ForwardOptions, Secret, SinkSpec};
 use crate::hex;
 use kubehero_store::StoredAuditRow;
 use ring::hmac;
@@ -33,16 +33,16 @@ pub fn sign_body(secret: &[u8], t: i64, body: &[u8]) -> String {
 
 /// The webhook secret used when only `AUDIT_HMAC_KEY` is set: `hex(HMAC-SHA256(AUDIT_HMAC_KEY,
 /// "kubehero-audit-webhook-v1"))`. Give this value (not the HMAC key) to the receiver.
-pub fn webhook_secret_from_hmac_key(key: &[u8]) -> ForwardSecret {
+pub fn webhook_secret_from_hmac_key(key: &[u8]) -> Secret {
     let k = hmac::Key::new(hmac::HMAC_SHA256, key);
-    ForwardSecret::new(hex::encode(hmac::sign(&k, b"kubehero-audit-webhook-v1").as_ref()))
+    Secret::new(hex::encode(hmac::sign(&k, b"kubehero-audit-webhook-v1").as_ref()))
 }
 
 pub(crate) struct WebhookSink {
     name: String,
     url: url::Url,
     client: reqwest::Client,
-    secret: ForwardSecret,
+    secret: Secret,
     max_rows: usize,
     body: Vec<u8>,
 }

@@ -4,8 +4,7 @@
 //! nothing that was acknowledged.
 
 use kubehero_audit::forward::{
-    object_digest, run_with, sign_body, ForwardOptions, ForwardSecret, ForwardStatus, S3Settings, SinkSpec,
-    S3_GENESIS_DIGEST,
+    object_digest, run_with, sign_body, ForwardOptions, ForwardStatus, S3Settings, Secret, SinkSpec, S3_GENESIS_DIGEST,
 };
 use kubehero_audit::{export_line, new_event_id, ChainSealer, HmacKeys};
 use kubehero_core::{AuditActor, AuditEvent, AuditOutcome, AuditResult, AuditTarget};
@@ -84,7 +83,7 @@ fn opts() -> ForwardOptions {
         poll: Duration::from_millis(50),
         min_backoff: Duration::from_millis(50),
         max_backoff: Duration::from_millis(400),
-        webhook_secret: Some(ForwardSecret::new(WEBHOOK_SECRET)),
+        webhook_secret: Some(Secret::new(WEBHOOK_SECRET)),
         webhook_timeout: Duration::from_secs(5),
         ..ForwardOptions::default()
     }
@@ -574,7 +573,7 @@ async fn s3_objects_chain_and_survive_an_outage_and_restarts() {
             endpoint: Some(s3.endpoint()),
             region: "us-east-1".into(),
             access_key: Some(s3.access_key.clone()),
-            secret_key: Some(ForwardSecret::new(s3.secret_key.clone())),
+            secret_key: Some(Secret::new(s3.secret_key.clone())),
         },
         ..opts()
     };
@@ -636,7 +635,7 @@ async fn s3_crash_between_upload_and_head_replays_exactly_the_pending_range() {
             endpoint: Some(s3.endpoint()),
             region: "us-east-1".into(),
             access_key: Some(s3.access_key.clone()),
-            secret_key: Some(ForwardSecret::new(s3.secret_key.clone())),
+            secret_key: Some(Secret::new(s3.secret_key.clone())),
         },
         ..opts()
     };

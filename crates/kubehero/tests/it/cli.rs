@@ -1,4 +1,5 @@
-//! `kubehero apikey` changes made on the server host are audited like API requests.
+//! The binary on the shell: `kubehero apikey` changes on the server host are audited like API requests; bad
+//! log settings stop start-up.
 
 use crate::support::*;
 use tokio::process::Command;
@@ -40,4 +41,19 @@ async fn apikey_changes_from_the_shell_are_audit_rows() {
     let (code, out) = audit_cli(&env, &["verify"]).await;
     assert_eq!(code, 0, "{out}");
     assert!(out.starts_with("2 rows verified, intact through seq 2"), "{out}");
+}
+
+/// A bad log setting stops start-up with the usual one-line error (it used to fall back to `info` silently).
+#[tokio::test]
+async fn bad_log_settings_stop_start_up() {
+    for (name, value, says) in [
+        ("KUBEHERO_LOG", "info,[[[", "KUBEHERO_LOG: \"info,[[[\" is not a log filter"),
+        ("KUBEHERO_LOG_FORMAT", "xml", "KUBEHERO_LOG_FORMAT: \"xml\" is not a format"),
+    ] {
+        let out = Command::new(bin()).arg("serve").env_clear().env(name, value).output().await.unwrap();
+        assert_eq!(out.status.code(), Some(1), "{name}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.starts_with(&format!("error: {says}")) && err.contains("Fix:"), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+    }
 }
