@@ -51,11 +51,10 @@ impl IdSource {
     }
 }
 
-/// A random event id for one-off writers (CLI commands); the server uses an [`IdSource`].
+/// A random event id, for tests and fixtures (an id of zeros if the OS gives no randomness); writers use an
+/// [`IdSource`], which refuses to start without randomness.
 pub fn new_event_id() -> String {
-    let mut b = [0u8; 16];
-    let _ = SystemRandom::new().fill(&mut b);
-    hex::encode(&b)
+    IdSource::new().map(|s| s.next_id()).unwrap_or_else(|_| hex::encode(&[0u8; 16]))
 }
 
 /// Why verification could not complete, or where it found the chain broken.

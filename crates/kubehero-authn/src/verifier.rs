@@ -133,19 +133,17 @@ impl Verifier {
 /// The background task of one issuer. Holds only a weak reference so it ends with the verifier.
 async fn refresh_loop(state: Weak<IssuerState>) {
     const INITIAL_BACKOFF: Duration = Duration::from_secs(1);
-    let mut backoff = INITIAL_BACKOFF;
+    let mut backoff: Option<kubehero_core::backoff::Backoff> = None;
     loop {
         let Some(s) = state.upgrade() else { return };
         let wait = match s.refresh().await {
             Ok(()) => {
-                backoff = INITIAL_BACKOFF;
+                backoff = None;
                 s.cfg.jwks_ttl
             }
-            Err(_) => {
-                let wait = backoff.min(s.cfg.retry_max);
-                backoff = (backoff * 2).min(s.cfg.retry_max);
-                wait
-            }
+            Err(_) => backoff
+                .get_or_insert_with(|| kubehero_core::backoff::Backoff::new(INITIAL_BACKOFF, s.cfg.retry_max))
+                .next_wait(),
         };
         drop(s);
         tokio::time::sleep(wait).await;

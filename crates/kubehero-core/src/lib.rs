@@ -8,7 +8,9 @@
 
 pub mod audit;
 pub mod authz;
+pub mod backoff;
 pub mod glob;
+pub mod names;
 pub mod principal;
 pub mod role;
 pub mod secret;
@@ -18,6 +20,7 @@ pub use audit::{
     Sealer, GENESIS_MAC,
 };
 pub use authz::{authorize, Action, Decision, Target};
+pub use names::{is_dns_label, ClusterName, InvalidClusterName};
 pub use principal::{
     normalize_grants, split_subject_key, subject_key, AuthMethod, Principal, PrincipalKind, SUBJECT_KEY_SEPARATOR,
 };

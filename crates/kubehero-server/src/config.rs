@@ -650,14 +650,7 @@ pub fn validate_scope(cluster: Option<String>, namespace: Option<String>) -> Res
     Ok(Scope::from_parts(cluster, namespace))
 }
 
-/// RFC 1123 label: lowercase alphanumerics and '-', 1–63 chars, alphanumeric at both ends.
-pub fn is_dns_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
-}
+pub use kubehero_core::is_dns_label;
 
 /// The `--help` text listing every setting.
 pub fn settings_help() -> String {

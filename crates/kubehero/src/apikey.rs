@@ -110,8 +110,9 @@ async fn audit(
     let sealer = kubehero_audit::ChainSealer::new(std::sync::Arc::new(keys));
     let now_ms =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+    let ids = kubehero_audit::IdSource::new().map_err(anyhow::Error::msg)?;
     let event = AuditEvent {
-        event_id: kubehero_audit::new_event_id(),
+        event_id: ids.next_id(),
         time_ms: now_ms,
         actor: AuditActor {
             sub: std::env::var("USER").unwrap_or_else(|_| "local-operator".into()),
@@ -122,7 +123,7 @@ async fn audit(
         action: action.to_string(),
         target: AuditTarget { kind: Some("api_key".into()), id: Some(key_id.to_string()), ..Default::default() },
         result: AuditResult { outcome: AuditOutcome::Ok, code: None, status: 0 },
-        request_id: kubehero_audit::new_event_id(),
+        request_id: ids.next_id(),
         source: Some("local".into()),
         user_agent: Some(format!("kubehero-cli/{}", env!("CARGO_PKG_VERSION"))),
     };

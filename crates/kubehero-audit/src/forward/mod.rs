@@ -169,7 +169,7 @@ async fn sink_loop(
     st: Arc<SinkStatus>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), ForwardError> {
-    let mut backoff = opts.min_backoff;
+    let mut backoff = kubehero_core::backoff::Backoff::new(opts.min_backoff, opts.max_backoff);
     let mut failures = 0u32;
     // The cursor (and, for S3, the digest-chain head) is read at start and after every store error.
     let mut cursor: Option<i64> = None;
@@ -265,7 +265,7 @@ async fn sink_loop(
                         st.set_error(None);
                     }
                     failures = 0;
-                    backoff = opts.min_backoff;
+                    backoff.reset();
                 }
                 Err(e) => {
                     sink.reset();
@@ -286,20 +286,19 @@ async fn fail(
     e: &ForwardError,
     opts: &ForwardOptions,
     failures: &mut u32,
-    backoff: &mut Duration,
+    backoff: &mut kubehero_core::backoff::Backoff,
     stop: &mut watch::Receiver<bool>,
 ) -> Result<bool, ForwardError> {
     *failures += 1;
     let msg = e.to_string();
-    tracing::warn!(sink = %name, error = %msg, attempt = *failures, retry_in_ms = backoff.as_millis() as u64,
+    let wait = backoff.next_wait();
+    tracing::warn!(sink = %name, error = %msg, attempt = *failures, retry_in_ms = wait.as_millis() as u64,
         "audit forwarding failed; retrying");
     st.set_error(Some(msg.clone()));
     if opts.once && *failures >= opts.once_attempts {
         return Err(ForwardError::GaveUp { sink: name.to_string(), attempts: *failures, last: msg });
     }
-    let stopped = sleep_or_stop(*backoff, stop).await;
-    *backoff = (*backoff * 2).min(opts.max_backoff);
-    Ok(stopped)
+    Ok(sleep_or_stop(wait, stop).await)
 }
 
 /// The fields of a canonical record the sinks need, borrowed from its text.

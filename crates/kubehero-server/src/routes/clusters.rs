@@ -2,12 +2,12 @@
 
 use super::Json;
 use crate::auth::{allow, Auth};
-use crate::config::is_dns_label;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
+use kubehero_core::ClusterName;
 use kubehero_core::{Action, Target};
 use kubehero_store::Cluster;
 use serde::Deserialize;
@@ -42,9 +42,7 @@ pub async fn register(
     Json(body): Json<RegisterCluster>,
 ) -> ApiResult<impl IntoResponse> {
     allow(&p, Action::ClusterRegister, Target::cluster(&body.name))?;
-    if !is_dns_label(&body.name) {
-        return Err(ApiError::invalid("name must be a DNS label: lowercase letters, digits and '-', at most 63"));
-    }
+    let name = ClusterName::parse(&body.name).map_err(|e| ApiError::invalid(e.to_string()))?;
     if let Some(u) = &body.api_server_url {
         if !(u.starts_with("https://") && u.len() <= 2048) {
             return Err(ApiError::invalid("api_server_url must be an https:// URL"));
@@ -54,7 +52,7 @@ pub async fn register(
         return Err(ApiError::invalid("labels: at most 64, keys 1-63 characters, values at most 255"));
     }
     let cluster = Cluster {
-        name: body.name,
+        name: name.into(),
         api_server_url: body.api_server_url,
         labels: body.labels,
         created_by: p.subject_key(),

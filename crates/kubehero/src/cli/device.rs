@@ -66,6 +66,7 @@ pub async fn authorize(api: &Api) -> anyhow::Result<TokenResponse> {
     present(&code, lifetime);
     let mut interval = Duration::from_secs(code.interval.max(1));
     let mut wait = interval;
+    let mut errors = kubehero_core::backoff::Backoff::new(interval, MAX_BACKOFF);
     let mut warned = false;
     let dots = std::io::stderr().is_terminal();
     loop {
@@ -81,10 +82,11 @@ pub async fn authorize(api: &Api) -> anyhow::Result<TokenResponse> {
                     eprintln!("{e:#}; still waiting (retrying with backoff)…");
                     warned = true;
                 }
-                wait = (wait * 2).min(MAX_BACKOFF);
+                wait = errors.next_wait();
                 continue;
             }
         };
+        errors.reset();
         match classify(answer) {
             Poll::Pending => wait = interval,
             Poll::SlowDown => {
