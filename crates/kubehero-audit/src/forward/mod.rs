@@ -53,45 +53,33 @@ pub enum ForwardError {
     GaveUp { sink: String, attempts: u32, last: String },
 }
 
-/// A connected sink: takes rows from the front of a slice and delivers them.
-enum Sink {
-    Syslog(syslog::SyslogSink),
-    Webhook(webhook::WebhookSink),
-    S3(s3::S3Sink),
-}
+/// A connected sink: every destination has this one shape, and the shared loop ([`sink_loop`]) knows no kind.
+#[async_trait::async_trait]
+pub(crate) trait Sink: Send {
+    /// Where delivery continues: the sink's durable cursor (a sink that keeps more state beside it, like S3's
+    /// digest chain, loads that too). Called at start and after every store error.
+    async fn resume(&mut self, store: &dyn Store, name: &str) -> Result<i64, ForwardError> {
+        store.sink_cursor(name).await.map_err(|e| ForwardError::Store(e.to_string()))
+    }
 
-impl Sink {
     /// Delivers a prefix of `rows` (at least one row on success) and returns its length. On error nothing of
     /// this call counts as delivered.
-    async fn deliver(&mut self, store: &dyn Store, rows: &[StoredAuditRow]) -> Result<usize, ForwardError> {
-        match self {
-            Sink::Syslog(s) => s.deliver(rows).await,
-            Sink::Webhook(s) => s.deliver(rows).await,
-            Sink::S3(s) => s.deliver(store, rows).await,
-        }
-    }
+    async fn deliver(&mut self, store: &dyn Store, rows: &[StoredAuditRow]) -> Result<usize, ForwardError>;
 
     /// Called after a failed delivery: drop connections so the next attempt starts clean.
-    fn reset(&mut self) {
-        if let Sink::Syslog(s) = self {
-            s.reset();
-        }
-    }
+    fn reset(&mut self) {}
 
-    /// Rows to gather before delivering when the log is quiet (only S3 batches into objects).
+    /// Rows to gather before delivering when the log is quiet, and for how long at most (objects, not lines).
     fn linger(&self) -> Option<(usize, Duration)> {
-        match self {
-            Sink::S3(s) => Some(s.linger()),
-            _ => None,
-        }
+        None
     }
 }
 
-fn build(spec: &SinkSpec, opts: &ForwardOptions) -> Result<Sink, ForwardError> {
+fn build(spec: &SinkSpec, opts: &ForwardOptions) -> Result<Box<dyn Sink>, ForwardError> {
     Ok(match spec {
-        SinkSpec::Syslog { .. } => Sink::Syslog(syslog::SyslogSink::new(spec, opts)?),
-        SinkSpec::Webhook { .. } => Sink::Webhook(webhook::WebhookSink::new(spec, opts)?),
-        SinkSpec::S3 { .. } => Sink::S3(s3::S3Sink::new(spec, opts)?),
+        SinkSpec::Syslog { .. } => Box::new(syslog::SyslogSink::new(spec, opts)?),
+        SinkSpec::Webhook { .. } => Box::new(webhook::WebhookSink::new(spec, opts)?),
+        SinkSpec::S3 { .. } => Box::new(s3::S3Sink::new(spec, opts)?),
     })
 }
 
@@ -163,7 +151,7 @@ async fn sleep_or_stop(d: Duration, stop: &mut watch::Receiver<bool>) -> bool {
 async fn sink_loop(
     store: Arc<dyn Store>,
     name: String,
-    mut sink: Sink,
+    mut sink: Box<dyn Sink>,
     opts: ForwardOptions,
     status: Arc<ForwardStatus>,
     st: Arc<SinkStatus>,
@@ -171,7 +159,7 @@ async fn sink_loop(
 ) -> Result<(), ForwardError> {
     let mut backoff = kubehero_core::backoff::Backoff::new(opts.min_backoff, opts.max_backoff);
     let mut failures = 0u32;
-    // The cursor (and, for S3, the digest-chain head) is read at start and after every store error.
+    // The cursor (and whatever state the sink keeps beside it) is read at start and after every store error.
     let mut cursor: Option<i64> = None;
     let mut lingering: Option<Instant> = None;
     loop {
@@ -183,10 +171,7 @@ async fn sink_loop(
             let after = match cursor {
                 Some(c) => c,
                 None => {
-                    let c = match &mut sink {
-                        Sink::S3(s) => s.load_state(&*store, &name).await?,
-                        _ => store.sink_cursor(&name).await.map_err(|e| ForwardError::Store(e.to_string()))?,
-                    };
+                    let c = sink.resume(&*store, &name).await?;
                     st.delivered.store(c, Ordering::Relaxed);
                     cursor = Some(c);
                     c
@@ -225,7 +210,7 @@ async fn sink_loop(
             }
             continue;
         }
-        // S3: wait a little for a fuller object when the log is quiet.
+        // Object sinks wait a little for a fuller object when the log is quiet.
         if let Some((want, linger)) = sink.linger() {
             if !opts.once && rows.len() < want && !linger.is_zero() {
                 let since = *lingering.get_or_insert_with(Instant::now);

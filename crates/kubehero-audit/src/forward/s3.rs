@@ -252,6 +252,22 @@ fn xml_tag<'a>(xml: &'a str, tag: &str) -> Option<&'a str> {
     Some(&xml[start..start + len])
 }
 
+#[async_trait::async_trait]
+impl super::Sink for S3Sink {
+    /// The durable cursor and the digest-chain head beside it.
+    async fn resume(&mut self, store: &dyn Store, name: &str) -> Result<i64, ForwardError> {
+        self.load_state(store, name).await
+    }
+
+    async fn deliver(&mut self, store: &dyn Store, rows: &[StoredAuditRow]) -> Result<usize, ForwardError> {
+        S3Sink::deliver(self, store, rows).await
+    }
+
+    fn linger(&self) -> Option<(usize, Duration)> {
+        Some(S3Sink::linger(self))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -278,6 +278,17 @@ pub fn format_rfc5424(row: &StoredAuditRow, hostname: &str, procid: u32) -> Stri
     String::from_utf8_lossy(&v).into_owned()
 }
 
+#[async_trait::async_trait]
+impl super::Sink for SyslogSink {
+    async fn deliver(&mut self, _: &dyn kubehero_store::Store, rows: &[StoredAuditRow]) -> Result<usize, ForwardError> {
+        SyslogSink::deliver(self, rows).await
+    }
+
+    fn reset(&mut self) {
+        SyslogSink::reset(self);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

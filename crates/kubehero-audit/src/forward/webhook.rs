@@ -149,6 +149,13 @@ pub(crate) fn describe(e: &reqwest::Error) -> String {
     out
 }
 
+#[async_trait::async_trait]
+impl super::Sink for WebhookSink {
+    async fn deliver(&mut self, _: &dyn kubehero_store::Store, rows: &[StoredAuditRow]) -> Result<usize, ForwardError> {
+        WebhookSink::deliver(self, rows).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
