@@ -1,4 +1,5 @@
-//! The route × role × scope matrix, and the walk over the route table: every route declares a permission,
+//! The route × role × scope matrix (driven through the router in process with `tower::oneshot`), and the walk
+//! over the route table (over real HTTP): every route declares a permission,
 //! every API route refuses a request without a credential when auth is required, and every route is in the
 //! hand-written matrix below (so a new route cannot ship without its expected allow/deny row).
 
@@ -75,7 +76,8 @@ impl Matrix<'_> {
         for (i, (who, token)) in principals().into_iter().enumerate() {
             let n = self.fresh();
             let (path, body) = make(i, n).await;
-            let r = self.ts.call(method.clone(), &path, token, body).await;
+            // In process (tower oneshot), no TCP: the matrix is about the router, its layers and handlers.
+            let r = self.ts.oneshot(method.clone(), &path, token, body).await;
             match expect[i] {
                 // Authorized, but the request itself is not applicable to this credential.
                 'B' => assert_eq!(r.status, StatusCode::BAD_REQUEST, "{method} {path} as {who}: {}", r.body),

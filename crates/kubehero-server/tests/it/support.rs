@@ -85,6 +85,26 @@ impl TestServer {
         Resp { status, headers, body }
     }
 
+    /// The same request as [`TestServer::call`], handed to the router in process with `tower::oneshot`: no
+    /// TCP, no HTTP client, the router and its layers exactly as `serve` builds them.
+    pub async fn oneshot(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> Resp {
+        use tower::ServiceExt;
+        let mut req = axum::http::Request::builder().method(method).uri(path);
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let req = match body {
+            Some(b) => req.header("content-type", "application/json").body(axum::body::Body::from(b.to_string())),
+            None => req.body(axum::body::Body::empty()),
+        };
+        let res = kubehero_server::routes::app(self.state().clone()).oneshot(req.unwrap()).await.unwrap();
+        let (status, headers) = (res.status(), res.headers().clone());
+        let bytes = http_body_util::BodyExt::collect(res.into_body()).await.unwrap().to_bytes();
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Resp { status, headers, body }
+    }
+
     /// The running server's state (store, audit log).
     pub fn state(&self) -> &kubehero_server::state::AppState {
         &self.server.as_ref().unwrap().state
