@@ -66,8 +66,7 @@ impl ChainSealer {
 impl Sealer for ChainSealer {
     fn seal(&self, seq: i64, prev_mac: &str, event: &AuditEvent) -> SealedRow {
         let key_id = self.keys.current_id();
-        let record = AuditRecord::new(seq, key_id, rfc3339_ms(event.time_ms), event);
-        let body = record.canonical();
+        let body = AuditRecord::canonical_of(seq, key_id, &rfc3339_ms(event.time_ms), event);
         let prev = hex::decode32(prev_mac).unwrap_or([0u8; 32]);
         let mac = match self.keys.current() {
             Some(k) => hex::encode(&row_mac(k, &prev, seq, &body)),

@@ -36,7 +36,7 @@ pub struct AuditActor {
 impl AuditActor {
     /// The actor of an authenticated (or anonymous) principal.
     pub fn of(p: &Principal) -> AuditActor {
-        let kind = serde_plain(&p.kind);
+        let kind = p.kind.as_str().to_string();
         AuditActor {
             sub: p.sub.clone(),
             issuer: p.issuer.clone(),
@@ -62,13 +62,6 @@ impl AuditActor {
     /// The actor's [`crate::subject_key`]: what the `actor_sub` column holds and `?actor=` filters on.
     pub fn subject_key(&self) -> String {
         crate::subject_key(self.issuer.as_deref(), &self.sub)
-    }
-}
-
-fn serde_plain<T: Serialize>(v: &T) -> String {
-    match serde_json::to_value(v) {
-        Ok(serde_json::Value::String(s)) => s,
-        _ => "unknown".to_string(),
     }
 }
 
@@ -186,6 +179,44 @@ impl AuditRecord {
         // Serializing a struct of strings, integers, options and vectors cannot fail.
         serde_json::to_string(self).unwrap_or_default()
     }
+
+    /// The canonical text of `event` sealed at `seq` under `key_id`, without building the record first:
+    /// exactly `AuditRecord::new(seq, key_id, time, event).canonical()`, with no copy of the event.
+    pub fn canonical_of(seq: i64, key_id: &str, time: &str, event: &AuditEvent) -> String {
+        /// [`AuditRecord`]'s fields, in its order, borrowed.
+        #[derive(Serialize)]
+        struct Borrowed<'a> {
+            v: u32,
+            seq: i64,
+            key_id: &'a str,
+            event_id: &'a str,
+            time: &'a str,
+            time_ms: i64,
+            actor: &'a AuditActor,
+            action: &'a str,
+            target: &'a AuditTarget,
+            result: &'a AuditResult,
+            request_id: &'a str,
+            source: &'a Option<String>,
+            user_agent: &'a Option<String>,
+        }
+        let b = Borrowed {
+            v: AUDIT_FORMAT_VERSION,
+            seq,
+            key_id,
+            event_id: &event.event_id,
+            time,
+            time_ms: event.time_ms,
+            actor: &event.actor,
+            action: &event.action,
+            target: &event.target,
+            result: &event.result,
+            request_id: &event.request_id,
+            source: &event.source,
+            user_agent: &event.user_agent,
+        };
+        serde_json::to_string(&b).unwrap_or_default()
+    }
 }
 
 /// A row as stored: the canonical record text, and its MAC (lowercase hex) over the previous MAC, `seq` and
@@ -294,4 +325,31 @@ pub struct Checkpoint {
     pub public_key: String,
     /// Ed25519 signature, lowercase hex.
     pub signature: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn borrowed_canonical_text_is_the_record_text() {
+        let p = Principal::anonymous();
+        let mut event = AuditEvent {
+            event_id: "e1".into(),
+            time_ms: 1_764_000_000_123,
+            actor: AuditActor::of(&p),
+            action: "whoami".into(),
+            target: AuditTarget { kind: Some("cluster".into()), id: Some("x\"y".into()), ..Default::default() },
+            result: AuditResult { outcome: AuditOutcome::Denied, code: Some("permission_denied".into()), status: 403 },
+            request_id: "r1".into(),
+            source: Some("127.0.0.1".into()),
+            user_agent: None,
+        };
+        for issuer in [None, Some("https://idp.example".to_string())] {
+            event.actor.issuer = issuer;
+            let full = AuditRecord::new(7, "k1", "2025-11-24T16:00:00.123Z".into(), &event).canonical();
+            assert_eq!(AuditRecord::canonical_of(7, "k1", "2025-11-24T16:00:00.123Z", &event), full);
+        }
+        assert_eq!(event.actor.kind, "anonymous");
+    }
 }

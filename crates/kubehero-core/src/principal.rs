@@ -38,6 +38,19 @@ impl AuthMethod {
     }
 }
 
+impl PrincipalKind {
+    /// The snake-case name used in audit rows and `whoami`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PrincipalKind::Person => "person",
+            PrincipalKind::ApiKey => "api_key",
+            PrincipalKind::Agent => "agent",
+            PrincipalKind::Anonymous => "anonymous",
+            PrincipalKind::Provisioner => "provisioner",
+        }
+    }
+}
+
 /// What kind of actor this is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
