@@ -70,20 +70,44 @@ pub enum VerifyError {
 pub async fn verify_store(store: &dyn Store, keys: &HmacKeys, trusted: &[String]) -> Result<VerifyReport, VerifyError> {
     let checkpoints = store.checkpoints().await.map_err(|e| VerifyError::Read(e.to_string()))?;
     let mut v = ChainVerifier::new(keys, &checkpoints, trusted)?;
-    let read = |after| async move { store.audit_rows(after, PAGE).await.map_err(|e| VerifyError::Read(e.to_string())) };
+    let read = |after| async move {
+        store.audit_rows_with_columns(after, PAGE).await.map_err(|e| VerifyError::Read(e.to_string()))
+    };
     let mut rows = read(0).await?;
-    // Reading the next page (on the store's side) overlaps checking this one.
+    // The first row whose indexed columns differ from its record (reported once the chain through it is known
+    // to be intact; a broken chain at or before it is the finding then).
+    let mut column_failure: Option<VerifyFailure> = None;
+    // Reading the next page (on the store's side), checking this page's chain, and comparing its columns with
+    // its records (on a second core) overlap.
     while let Some(last) = rows.last().map(|r| r.seq) {
-        let (next, checked) = tokio::join!(read(last), async {
-            for r in std::mem::take(&mut rows) {
-                v.push(r)?;
-            }
-            Ok::<(), VerifyFailure>(())
-        });
-        checked?;
+        let columns: Vec<(i64, String, String)> =
+            rows.iter_mut().filter_map(|r| r.columns.take().map(|c| (r.seq, r.body.clone(), c))).collect();
+        let (next, checked, compared) = tokio::join!(
+            read(last),
+            async {
+                for r in std::mem::take(&mut rows) {
+                    v.push(r)?;
+                }
+                Ok::<(), VerifyFailure>(())
+            },
+            tokio::task::spawn_blocking(move || verify::first_column_mismatch(&columns))
+        );
+        if column_failure.is_none() {
+            column_failure = compared.map_err(|e| VerifyError::Read(format!("column check task: {e}")))?;
+        }
+        match (checked, &column_failure) {
+            (Err(chain), Some(col)) if col.seq < chain.seq => return Err(col.clone().into()),
+            (Err(chain), _) => return Err(chain.into()),
+            (Ok(()), Some(col)) if v.verified_through() >= col.seq => return Err(col.clone().into()),
+            _ => {}
+        }
         rows = next?;
     }
-    Ok(v.finish()?)
+    let report = v.finish()?;
+    match column_failure {
+        Some(col) => Err(col.into()),
+        None => Ok(report),
+    }
 }
 
 /// Verifies an export read line by line.

@@ -131,6 +131,11 @@ impl<'k> ChainVerifier<'k> {
         })
     }
 
+    /// The last seq whose row (and the chain up to it) verified.
+    pub fn verified_through(&self) -> i64 {
+        self.next_seq - 1
+    }
+
     /// Feeds the next row in stored order.
     pub fn push(&mut self, row: StoredAuditRow) -> Result<(), VerifyFailure> {
         if let Some(r) = self.pending.take() {
@@ -172,7 +177,7 @@ impl<'k> ChainVerifier<'k> {
         self.verified_mac(row, seq, prev).is_some()
     }
 
-    fn check(&mut self, r: StoredAuditRow, next: Option<&StoredAuditRow>) -> Result<(), VerifyFailure> {
+    fn check(&mut self, mut r: StoredAuditRow, next: Option<&StoredAuditRow>) -> Result<(), VerifyFailure> {
         let k = self.next_seq;
         if let Some(mac) = (r.seq == k).then(|| self.verified_mac(&r, k, &self.prev)).flatten() {
             if let Some(cp) = self.checkpoint_macs.get(&k) {
@@ -180,15 +185,9 @@ impl<'k> ChainVerifier<'k> {
                     return Err(fail(k, Tamper::Modified, "the chain was rewritten: a signed checkpoint disagrees"));
                 }
             }
-            if let Some(stored) = &r.columns {
-                let signed = AuditColumns::from_body(&r.body);
-                let differs = signed.as_ref().map_or(Some("body"), |signed| stored.first_difference(signed));
-                if let Some(column) = differs {
-                    return Err(fail(
-                        k,
-                        Tamper::Modified,
-                        format!("the indexed column {column} differs from the signed record"),
-                    ));
+            if let Some(stored) = r.columns.take() {
+                if let Some(f) = first_column_mismatch(&[(k, std::mem::take(&mut r.body), stored)]) {
+                    return Err(f);
                 }
             }
             self.prev = mac;
@@ -261,6 +260,18 @@ impl<'k> ChainVerifier<'k> {
         }
         fail(k, Tamper::Modified, "the row does not match its MAC")
     }
+}
+
+/// The first of `rows` — `(seq, body, column digest)` — whose indexed columns differ from its record.
+pub fn first_column_mismatch(rows: &[(i64, String, String)]) -> Option<VerifyFailure> {
+    rows.iter().find_map(|(seq, body, stored)| {
+        let column = match AuditColumns::digest_of_body(body) {
+            Some(signed) if signed == *stored => return None,
+            Some(signed) => AuditColumns::first_difference(stored, &signed),
+            None => "body",
+        };
+        Some(fail(*seq, Tamper::Modified, format!("the indexed column {column} differs from the signed record")))
+    })
 }
 
 /// How many deleted rows the verifier looks for when a renumbered export hides a deletion (failure path only).

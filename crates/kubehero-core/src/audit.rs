@@ -238,33 +238,91 @@ pub struct SealedRow {
 
 /// The copies of record fields a store keeps beside the body for indexes and filters (`event_id`, `time_ms`,
 /// `actor_sub`, `action`, `outcome`, `cluster`). They are not covered by the MAC themselves, so the verifier
-/// derives them from the signed body with [`AuditColumns::from_body`] and reports any difference as a
-/// modification: a changed column could otherwise hide a row from a filtered read while the chain verifies.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AuditColumns {
-    pub event_id: String,
-    pub time_ms: i64,
-    /// The actor's [`crate::subject_key`].
-    pub actor_sub: String,
-    pub action: String,
-    /// [`AuditOutcome::as_str`].
-    pub outcome: String,
-    pub cluster: Option<String>,
-}
+/// compares them with the signed body and reports any difference as a modification: a changed column could
+/// otherwise hide a row from a filtered read while the chain verifies.
+///
+/// For speed they travel as one **column digest**: each text value prefixed with its length in characters
+/// (`len:value`), separated by `,` — `event_id,time_ms,actor_sub,action,outcome,cluster` with a NULL cluster
+/// as `-`. Length prefixes make the encoding injective (no value can shift into the next). The store builds it
+/// in SQL ([`AuditColumns::digest_of_body`] builds the same text from a body).
+pub struct AuditColumns;
 
 impl AuditColumns {
-    /// The columns a body implies; `None` when the body is not a record.
-    pub fn from_body(body: &str) -> Option<AuditColumns> {
+    /// Appends one column digest field: a text value with its length in characters, or `-` for none.
+    pub fn push_text(out: &mut String, v: Option<&str>) {
+        use std::fmt::Write;
+        match v {
+            Some(v) => {
+                let n = if v.is_ascii() { v.len() } else { v.chars().count() };
+                let _ = write!(out, "{n}:{v}");
+            }
+            None => out.push('-'),
+        }
+    }
+
+    /// The column digest a signed body implies; `None` when the body is not a record. Canonical bodies are
+    /// read by position (each key this needs occurs once in the record format, and a key pattern cannot
+    /// occur inside an escaped string); anything else goes through a full parse.
+    pub fn digest_of_body(body: &str) -> Option<String> {
+        Self::digest_by_position(body).or_else(|| Self::digest_by_parse(body))
+    }
+
+    fn digest_by_position(body: &str) -> Option<String> {
+        use std::fmt::Write;
+        // Members are read in the record's fixed order, each search starting where the previous one ended.
+        let mut at = 0;
+        let next = |at: &mut usize, key: &str| -> Option<&str> {
+            let (raw, end) = raw_field(body, *at, key)?;
+            *at = end;
+            Some(raw)
+        };
+        let event_id = json_string(next(&mut at, "event_id")?)?;
+        let time_ms: i64 = next(&mut at, "time_ms")?.parse().ok()?;
+        let sub = json_string(next(&mut at, "sub")?)?;
+        let issuer = match raw_field(body, at, "issuer") {
+            // Only the actor's own member (before its `email`) is the issuer.
+            Some((raw, end)) if body.get(at..end).is_some_and(|s| !s.contains("\"email\":")) => Some(json_string(raw)?),
+            _ => None,
+        };
+        let action = json_string(next(&mut at, "action")?)?;
+        let cluster = match next(&mut at, "cluster")? {
+            "null" => None,
+            raw => Some(json_string(raw)?),
+        };
+        let outcome = json_string(next(&mut at, "outcome")?)?;
+        AuditOutcome::parse(&outcome)?;
+        let mut out = String::with_capacity(128);
+        Self::push_text(&mut out, Some(&event_id));
+        let _ = write!(out, ",{time_ms},");
+        match &issuer {
+            Some(iss) => {
+                let n = iss.chars().count() + 1 + sub.chars().count();
+                let _ = write!(out, "{n}:{iss}{}{sub}", crate::principal::SUBJECT_KEY_SEPARATOR);
+            }
+            None => Self::push_text(&mut out, Some(&sub)),
+        }
+        out.push(',');
+        Self::push_text(&mut out, Some(&action));
+        out.push(',');
+        out.push_str(&outcome);
+        out.push(',');
+        Self::push_text(&mut out, cluster.as_deref());
+        Some(out)
+    }
+
+    fn digest_by_parse(body: &str) -> Option<String> {
+        use std::borrow::Cow;
         #[derive(Deserialize)]
         struct Actor<'a> {
             #[serde(borrow)]
-            sub: std::borrow::Cow<'a, str>,
+            sub: Cow<'a, str>,
             #[serde(borrow, default)]
-            issuer: Option<std::borrow::Cow<'a, str>>,
+            issuer: Option<Cow<'a, str>>,
         }
         #[derive(Deserialize)]
-        struct Target {
-            cluster: Option<String>,
+        struct Target<'a> {
+            #[serde(borrow, default)]
+            cluster: Option<Cow<'a, str>>,
         }
         #[derive(Deserialize)]
         struct Outcome {
@@ -272,39 +330,105 @@ impl AuditColumns {
         }
         #[derive(Deserialize)]
         struct Light<'a> {
-            event_id: String,
+            #[serde(borrow)]
+            event_id: Cow<'a, str>,
             time_ms: i64,
             #[serde(borrow)]
             actor: Actor<'a>,
-            action: String,
-            target: Target,
+            #[serde(borrow)]
+            action: Cow<'a, str>,
+            #[serde(borrow)]
+            target: Target<'a>,
             result: Outcome,
         }
         let l: Light<'_> = serde_json::from_str(body).ok()?;
-        Some(AuditColumns {
-            event_id: l.event_id,
-            time_ms: l.time_ms,
-            actor_sub: crate::subject_key(l.actor.issuer.as_deref(), &l.actor.sub),
-            action: l.action,
-            outcome: l.result.outcome.as_str().to_string(),
-            cluster: l.target.cluster,
-        })
+        let mut out = String::with_capacity(96);
+        Self::push_text(&mut out, Some(&l.event_id));
+        out.push(',');
+        out.push_str(&l.time_ms.to_string());
+        out.push(',');
+        Self::push_text(&mut out, Some(&crate::subject_key(l.actor.issuer.as_deref(), &l.actor.sub)));
+        out.push(',');
+        Self::push_text(&mut out, Some(&l.action));
+        out.push(',');
+        out.push_str(l.result.outcome.as_str());
+        out.push(',');
+        Self::push_text(&mut out, l.target.cluster.as_deref());
+        Some(out)
     }
 
-    /// The name of the first column that differs from `other`, if any.
-    pub fn first_difference(&self, other: &AuditColumns) -> Option<&'static str> {
-        [
-            ("event_id", self.event_id == other.event_id),
-            ("time_ms", self.time_ms == other.time_ms),
-            ("actor_sub", self.actor_sub == other.actor_sub),
-            ("action", self.action == other.action),
-            ("outcome", self.outcome == other.outcome),
-            ("cluster", self.cluster == other.cluster),
-        ]
-        .into_iter()
-        .find(|(_, same)| !same)
-        .map(|(name, _)| name)
+    /// The name of the first column in which two digests differ.
+    pub fn first_difference(a: &str, b: &str) -> &'static str {
+        const NAMES: [&str; 6] = ["event_id", "time_ms", "actor_sub", "action", "outcome", "cluster"];
+        let (mut a, mut b) = (a, b);
+        for name in NAMES {
+            let (x, rest_a) = take_field(a);
+            let (y, rest_b) = take_field(b);
+            if x != y {
+                return name;
+            }
+            (a, b) = (rest_a, rest_b);
+        }
+        "cluster"
     }
+}
+
+/// The raw JSON value of the first member `key` at or after byte `from` of a canonical record (a string with
+/// its quotes, a number, or `null`), and where it ends. The member must start right after `{` or `,`, so a key
+/// pattern inside an escaped string, whose quotes are all preceded by `\`, never matches.
+fn raw_field<'a>(body: &'a str, from: usize, key: &str) -> Option<(&'a str, usize)> {
+    let bytes = body.as_bytes();
+    let mut search = from;
+    let value = loop {
+        let i = search + body.get(search..)?.find(key)?;
+        let starts = i >= 2 && bytes[i - 1] == b'"' && matches!(bytes[i - 2], b'{' | b',');
+        let ends = body.get(i + key.len()..).is_some_and(|r| r.starts_with("\":"));
+        if starts && ends {
+            break i + key.len() + 2;
+        }
+        search = i + 1;
+    };
+    let rest = body.get(value..)?;
+    let len = if rest.starts_with('"') {
+        let b = rest.as_bytes();
+        let mut i = 1;
+        loop {
+            match b.get(i)? {
+                b'\\' => i += 2,
+                b'"' => break i + 1,
+                _ => i += 1,
+            }
+        }
+    } else {
+        rest.find([',', '}', ']']).unwrap_or(rest.len())
+    };
+    Some((rest.get(..len)?, value + len))
+}
+
+/// A JSON string's value; escapes (rare in these fields) go through the JSON parser.
+fn json_string(raw: &str) -> Option<std::borrow::Cow<'_, str>> {
+    let inner = raw.strip_prefix('"')?.strip_suffix('"')?;
+    if inner.contains('\\') {
+        serde_json::from_str::<String>(raw).ok().map(std::borrow::Cow::Owned)
+    } else {
+        Some(std::borrow::Cow::Borrowed(inner))
+    }
+}
+
+/// One field of a column digest and the rest after its `,`.
+fn take_field(s: &str) -> (&str, &str) {
+    // A length-prefixed value may contain ',': skip exactly its length in characters.
+    let end = match s.split_once(':') {
+        Some((len, rest)) if !len.is_empty() && len.bytes().all(|b| b.is_ascii_digit()) => {
+            let n: usize = len.parse().unwrap_or(0);
+            let value_bytes: usize = rest.chars().take(n).map(char::len_utf8).sum();
+            len.len() + 1 + value_bytes
+        }
+        _ => s.find(',').unwrap_or(s.len()),
+    };
+    let end = end.min(s.len());
+    let (field, rest) = s.split_at(end);
+    (field, rest.strip_prefix(',').unwrap_or(rest))
 }
 
 /// Computes a row's place in the chain. Implemented by the audit crate (HMAC keys live there); stores call it
@@ -351,5 +475,43 @@ mod tests {
             assert_eq!(AuditRecord::canonical_of(7, "k1", "2025-11-24T16:00:00.123Z", &event), full);
         }
         assert_eq!(event.actor.kind, "anonymous");
+    }
+
+    #[test]
+    fn column_digests_are_injective_and_name_the_column() {
+        let p = Principal::anonymous();
+        let mut event = AuditEvent {
+            event_id: "e,1:x".into(),
+            time_ms: 5,
+            actor: AuditActor::of(&p),
+            action: "whoami".into(),
+            target: AuditTarget { cluster: Some("prod,eu".into()), ..Default::default() },
+            result: AuditResult { outcome: AuditOutcome::Ok, code: None, status: 200 },
+            request_id: "r".into(),
+            source: None,
+            user_agent: None,
+        };
+        event.actor.issuer = Some("https://i".into());
+        let body = AuditRecord::canonical_of(1, "k", "t", &event);
+        let d = AuditColumns::digest_of_body(&body).unwrap();
+        assert_eq!(d, "5:e,1:x,5,19:https://i#anonymous,6:whoami,ok,7:prod,eu");
+        // The same characters split differently between two columns is another digest.
+        let shifted = "5:e,1:x,5,18:https://i#anonymou,7:swhoami,ok,7:prod,eu";
+        assert_ne!(d, shifted);
+        assert_eq!(AuditColumns::first_difference(shifted, &d), "actor_sub");
+        assert_eq!(AuditColumns::first_difference("5:e,1:x,5,19:https://i#anonymous,6:whoami,ok,-", &d), "cluster");
+        assert_eq!(
+            AuditColumns::first_difference("5:e,1:x,6,19:https://i#anonymous,6:whoami,ok,7:prod,eu", &d),
+            "time_ms"
+        );
+        assert!(AuditColumns::digest_of_body("{}").is_none());
+        // Reading by position agrees with a full parse, also with escapes and look-alike text in other fields.
+        event.user_agent = Some(",\"action\":\"forged\",\"sub\":\"x".into());
+        event.actor.sub = "a\"b\\c,\u{1}é".into();
+        event.target.cluster = None;
+        let body = AuditRecord::canonical_of(2, "k", "t", &event);
+        let fast = AuditColumns::digest_by_position(&body).unwrap();
+        assert_eq!(Some(fast.clone()), AuditColumns::digest_by_parse(&body));
+        assert!(fast.ends_with(",6:whoami,ok,-"), "{fast}");
     }
 }

@@ -47,17 +47,29 @@ pub(crate) const INSERT_ROWS_UNNEST: &str = "INSERT INTO audit_log \
      (seq, event_id, time_ms, actor_sub, action, outcome, cluster, key_id, mac, body) \
      SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], \
      $7::text[], $8::text[], $9::text[], $10::text[])";
-/// Every column of a stored row, in [`AuditRowTuple`] order.
-const ROW_COLS: &str = "seq, key_id, mac, body, event_id, time_ms, actor_sub, action, outcome, cluster";
-pub(crate) const ROWS_AFTER: &str = "SELECT seq, key_id, mac, body, event_id, time_ms, actor_sub, action, outcome, \
-     cluster FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2";
+pub(crate) const ROWS_AFTER: &str = "SELECT seq, key_id, mac, body FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2";
+
+/// The column digest of [`kubehero_core::AuditColumns`], built in SQL: length-prefixed text values (`length`
+/// counts characters on both backends), `,` between fields, `-` for a NULL cluster.
+const COLUMN_DIGEST: &str = "length(event_id) || ':' || event_id || ',' || time_ms || ',' || length(actor_sub) || ':' \
+     || actor_sub || ',' || length(action) || ':' || action || ',' || outcome || ',' || \
+     COALESCE(length(cluster) || ':' || cluster, '-')";
+
+/// Rows after `$1` with their column digest.
+pub(crate) fn rows_with_columns_sql() -> String {
+    format!("SELECT seq, key_id, mac, body, {COLUMN_DIGEST} FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2")
+}
+
+/// Rows after `?1` with their indexed columns, for rusqlite, which builds the digest without copying them.
+pub(crate) const ROWS_WITH_COLUMNS_QMARK: &str = "SELECT seq, key_id, mac, body, event_id, time_ms, actor_sub, \
+     action, outcome, cluster FROM audit_log WHERE seq > ?1 ORDER BY seq LIMIT ?2";
 /// [`ROWS_AFTER`] for rusqlite's positional parameters.
 pub(crate) const INSERT_ROW_QMARK: &str = "INSERT INTO audit_log \
      (seq, event_id, time_ms, actor_sub, action, outcome, cluster, key_id, mac, body) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
 pub(crate) const SET_HEAD_QMARK: &str = "UPDATE audit_head SET seq = ?1, mac = ?2 WHERE id = 1";
-pub(crate) const ROWS_AFTER_QMARK: &str = "SELECT seq, key_id, mac, body, event_id, time_ms, actor_sub, action, \
-     outcome, cluster FROM audit_log WHERE seq > ?1 ORDER BY seq LIMIT ?2";
+pub(crate) const ROWS_AFTER_QMARK: &str =
+    "SELECT seq, key_id, mac, body FROM audit_log WHERE seq > ?1 ORDER BY seq LIMIT ?2";
 
 pub(crate) const INSERT_CHECKPOINT: &str = "INSERT INTO audit_checkpoints \
      (seq, mac, time_ms, public_key, signature) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING";
@@ -106,26 +118,30 @@ pub(crate) fn query_sql(q: &AuditQuery) -> (String, Vec<Arg>) {
     }
     let filter = if clauses.is_empty() { String::new() } else { format!(" WHERE {}", clauses.join(" AND ")) };
     args.push(Arg::Int(q.limit));
-    let sql = format!("SELECT {ROW_COLS} FROM audit_log{filter} ORDER BY seq DESC LIMIT ${}", args.len());
+    let sql = format!("SELECT seq, key_id, mac, body FROM audit_log{filter} ORDER BY seq DESC LIMIT ${}", args.len());
     (sql, args)
 }
 
-/// A stored row as selected by [`ROW_COLS`].
-pub(crate) type AuditRowTuple = (i64, String, String, String, String, i64, String, String, String, Option<String>);
+/// A stored row: `(seq, key_id, mac, body)`.
+pub(crate) type AuditRowTuple = (i64, String, String, String);
 
 /// Turns selected tuples into rows.
 pub(crate) fn to_rows(rows: Vec<AuditRowTuple>) -> Vec<crate::StoredAuditRow> {
-    rows.into_iter().map(to_row).collect()
+    rows.into_iter()
+        .map(|(seq, key_id, mac, body)| crate::StoredAuditRow { seq, key_id, mac, body, columns: None })
+        .collect()
 }
 
-pub(crate) fn to_row(t: AuditRowTuple) -> crate::StoredAuditRow {
-    let (seq, key_id, mac, body, event_id, time_ms, actor_sub, action, outcome, cluster) = t;
-    let columns = kubehero_core::AuditColumns { event_id, time_ms, actor_sub, action, outcome, cluster };
-    crate::StoredAuditRow { seq, key_id, mac, body, columns: Some(columns) }
+/// Turns tuples selected with their column digest into rows.
+pub(crate) fn to_rows_with_columns(rows: Vec<(i64, String, String, String, String)>) -> Vec<crate::StoredAuditRow> {
+    rows.into_iter()
+        .map(|(seq, key_id, mac, body, c)| crate::StoredAuditRow { seq, key_id, mac, body, columns: Some(c) })
+        .collect()
 }
 
 /// Implements [`crate::AuditStore`] for a store with a `pool` field, `begin()`, `err()` and
-/// `append_audit_direct()`, `read_audit_rows_direct()` (`None`: use the sqlx path) and `insert_audit_rows()`.
+/// `append_audit_direct()`, `read_audit_rows_direct()` and `read_audit_rows_with_columns_direct()` (`None`: use
+/// the sqlx path) and `insert_audit_rows()`.
 macro_rules! audit_store {
     ($store:ty, $backend:literal) => {
         #[async_trait::async_trait]
@@ -177,6 +193,23 @@ macro_rules! audit_store {
                     .await
                     .map_err(Self::err("audit rows"))?;
                 Ok($crate::audit::to_rows(rows))
+            }
+
+            async fn audit_rows_with_columns(
+                &self,
+                after: i64,
+                limit: i64,
+            ) -> $crate::Result<Vec<$crate::StoredAuditRow>> {
+                if let Some(done) = self.read_audit_rows_with_columns_direct(after, limit).await {
+                    return done;
+                }
+                let rows = sqlx::query_as(&$crate::audit::rows_with_columns_sql())
+                    .bind(after)
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(Self::err("audit rows"))?;
+                Ok($crate::audit::to_rows_with_columns(rows))
             }
 
             async fn query_audit(&self, q: &$crate::AuditQuery) -> $crate::Result<Vec<$crate::StoredAuditRow>> {

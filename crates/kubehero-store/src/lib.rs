@@ -240,9 +240,10 @@ pub struct StoredAuditRow {
     pub mac: String,
     /// The canonical record (JSON) the MAC covers.
     pub body: String,
-    /// The indexed copies of record fields, as the database holds them; `None` where rows come without them
-    /// (an export, whose rows are only the body). The verifier checks them against the body.
-    pub columns: Option<kubehero_core::AuditColumns>,
+    /// The indexed copies of record fields as the database holds them, as a column digest
+    /// ([`kubehero_core::AuditColumns`]); only [`AuditStore::audit_rows_with_columns`] reads them (the
+    /// verifier checks them against the body), `None` elsewhere and in an export.
+    pub columns: Option<String>,
 }
 
 /// Filters for reading the audit log, newest first. Every filter is optional; `before_seq` is the cursor.
@@ -270,6 +271,8 @@ pub trait AuditStore: Send + Sync {
     async fn audit_head(&self) -> Result<(i64, String)>;
     /// Rows with `seq > after`, ascending, at most `limit`: for verification, export and forwarding.
     async fn audit_rows(&self, after: i64, limit: i64) -> Result<Vec<StoredAuditRow>>;
+    /// [`AuditStore::audit_rows`] with each row's column digest, for verification.
+    async fn audit_rows_with_columns(&self, after: i64, limit: i64) -> Result<Vec<StoredAuditRow>>;
     /// Rows matching `q`, newest first.
     async fn query_audit(&self, q: &AuditQuery) -> Result<Vec<StoredAuditRow>>;
     /// Records a signed checkpoint. Writing the same one twice is not an error.

@@ -88,6 +88,14 @@ impl PostgresStore {
         None
     }
 
+    async fn read_audit_rows_with_columns_direct(
+        &self,
+        _after: i64,
+        _limit: i64,
+    ) -> Option<Result<Vec<crate::StoredAuditRow>>> {
+        None
+    }
+
     /// Closes every connection; later calls fail with `Unavailable`.
     pub async fn close(&self) {
         self.pool.close().await;

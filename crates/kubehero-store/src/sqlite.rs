@@ -94,7 +94,8 @@ impl DirectSqlite {
         Ok(sealed)
     }
 
-    fn read(&self, after: i64, limit: i64) -> rusqlite::Result<Vec<crate::StoredAuditRow>> {
+    /// Rows after `after`, with their column digest when `columns`.
+    fn read(&self, after: i64, limit: i64, columns: bool) -> rusqlite::Result<Vec<crate::StoredAuditRow>> {
         let mut guard = self.conn.lock().unwrap_or_else(|e| e.into_inner());
         if guard.is_none() {
             let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
@@ -103,20 +104,16 @@ impl DirectSqlite {
             *guard = Some(conn);
         }
         let Some(conn) = guard.as_ref() else { return Ok(Vec::new()) };
-        let mut stmt = conn.prepare_cached(crate::audit::ROWS_AFTER_QMARK)?;
+        let sql = if columns { crate::audit::ROWS_WITH_COLUMNS_QMARK } else { crate::audit::ROWS_AFTER_QMARK };
+        let mut stmt = conn.prepare_cached(sql)?;
         let rows = stmt.query_map(rusqlite::params![after, limit], |r| {
-            Ok(crate::audit::to_row((
-                r.get(0)?,
-                r.get(1)?,
-                r.get(2)?,
-                r.get(3)?,
-                r.get(4)?,
-                r.get(5)?,
-                r.get(6)?,
-                r.get(7)?,
-                r.get(8)?,
-                r.get(9)?,
-            )))
+            Ok(crate::StoredAuditRow {
+                seq: r.get(0)?,
+                key_id: r.get(1)?,
+                mac: r.get(2)?,
+                body: r.get(3)?,
+                columns: if columns { Some(column_digest(r)?) } else { None },
+            })
         })?;
         let result: rusqlite::Result<Vec<crate::StoredAuditRow>> = rows.collect();
         if result.is_err() {
@@ -210,8 +207,20 @@ impl SqliteStore {
 
     /// A page of audit rows through the direct connection of a file database (`None`: use the sqlx path).
     async fn read_audit_rows_direct(&self, after: i64, limit: i64) -> Option<Result<Vec<crate::StoredAuditRow>>> {
+        self.read_direct(after, limit, false).await
+    }
+
+    async fn read_audit_rows_with_columns_direct(
+        &self,
+        after: i64,
+        limit: i64,
+    ) -> Option<Result<Vec<crate::StoredAuditRow>>> {
+        self.read_direct(after, limit, true).await
+    }
+
+    async fn read_direct(&self, after: i64, limit: i64, columns: bool) -> Option<Result<Vec<crate::StoredAuditRow>>> {
         let bulk = self.bulk.clone()?;
-        Some(match tokio::task::spawn_blocking(move || bulk.read(after, limit)).await {
+        Some(match tokio::task::spawn_blocking(move || bulk.read(after, limit, columns)).await {
             Ok(rows) => rows.map_err(|e| rusqlite_error("audit rows", e)),
             Err(e) => Err(StoreError::Unavailable(format!("sqlite audit read task: {e}"))),
         })
@@ -221,6 +230,33 @@ impl SqliteStore {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// The column digest of a row selected by [`crate::audit::ROWS_WITH_COLUMNS_QMARK`], read from SQLite's own
+/// buffers (one string for the six columns).
+fn column_digest(r: &rusqlite::Row<'_>) -> rusqlite::Result<String> {
+    use kubehero_core::AuditColumns;
+    let text = |i: usize| -> rusqlite::Result<Option<&str>> {
+        match r.get_ref(i)? {
+            rusqlite::types::ValueRef::Null => Ok(None),
+            v => {
+                v.as_str().map(Some).map_err(|e| rusqlite::Error::FromSqlConversionFailure(i, v.data_type(), e.into()))
+            }
+        }
+    };
+    let mut out = String::with_capacity(96);
+    AuditColumns::push_text(&mut out, text(4)?);
+    out.push(',');
+    out.push_str(&r.get::<_, i64>(5)?.to_string());
+    out.push(',');
+    AuditColumns::push_text(&mut out, text(6)?);
+    out.push(',');
+    AuditColumns::push_text(&mut out, text(7)?);
+    out.push(',');
+    out.push_str(text(8)?.unwrap_or("-"));
+    out.push(',');
+    AuditColumns::push_text(&mut out, text(9)?);
+    Ok(out)
 }
 
 sql::sql_store!(SqliteStore, "sqlite");
