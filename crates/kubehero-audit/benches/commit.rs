@@ -8,7 +8,7 @@
 //! Run with `cargo bench -p kubehero-audit --bench commit` (release profile).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use kubehero_audit::{new_event_id, AuditLog, ChainSealer, HmacKeys};
+use kubehero_audit::{AuditLog, ChainSealer, HmacKeys};
 use kubehero_core::{AuditActor, AuditEvent, AuditOutcome, AuditResult, AuditTarget};
 use kubehero_store::Store;
 use kubehero_testkit::postgres::TempPostgres;
@@ -23,7 +23,7 @@ const GROUP: usize = 512;
 
 fn event(i: usize) -> AuditEvent {
     AuditEvent {
-        event_id: new_event_id(),
+        event_id: kubehero_audit::IdSource::new().unwrap().next_id(),
         time_ms: 1_764_000_000_000 + i as i64,
         actor: AuditActor {
             sub: "alice".to_string(),

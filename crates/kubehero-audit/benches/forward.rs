@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use kubehero_audit::forward::{format_rfc5424, run_with, ForwardOptions, ForwardStatus, SinkSpec};
-use kubehero_audit::{new_event_id, ChainSealer, HmacKeys};
+use kubehero_audit::{ChainSealer, HmacKeys};
 use kubehero_core::{AuditActor, AuditEvent, AuditOutcome, AuditResult, AuditTarget};
 use kubehero_testkit::rsyslog::Rsyslog;
 use std::io::Write as _;
@@ -16,7 +16,7 @@ use tokio::io::AsyncWriteExt;
 
 fn event(i: usize) -> AuditEvent {
     AuditEvent {
-        event_id: new_event_id(),
+        event_id: kubehero_audit::IdSource::new().unwrap().next_id(),
         time_ms: 1_764_000_000_000 + i as i64,
         actor: AuditActor {
             sub: format!("user-{}", i % 100),

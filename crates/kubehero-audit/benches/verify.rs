@@ -8,7 +8,7 @@
 //! Run with `cargo bench -p kubehero-audit --bench verify` (release profile).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use kubehero_audit::{new_event_id, verify_lines, verify_store, ChainSealer, ChainVerifier, HmacKeys, SigningKey};
+use kubehero_audit::{verify_lines, verify_store, ChainSealer, ChainVerifier, HmacKeys, SigningKey};
 use kubehero_core::{AuditActor, AuditEvent, AuditOutcome, AuditResult, AuditTarget};
 use kubehero_store::Store;
 use std::sync::Arc;
@@ -21,7 +21,7 @@ const KEY: &[u8] = b"kubehero-bench-hmac-key-0123456789abcdef";
 
 fn event(i: usize) -> AuditEvent {
     AuditEvent {
-        event_id: new_event_id(),
+        event_id: kubehero_audit::IdSource::new().unwrap().next_id(),
         time_ms: 1_764_000_000_000 + i as i64,
         actor: AuditActor {
             sub: format!("user-{}", i % 1000),

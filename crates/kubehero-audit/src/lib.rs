@@ -51,12 +51,6 @@ impl IdSource {
     }
 }
 
-/// A random event id, for tests and fixtures (an id of zeros if the OS gives no randomness); writers use an
-/// [`IdSource`], which refuses to start without randomness.
-pub fn new_event_id() -> String {
-    IdSource::new().map(|s| s.next_id()).unwrap_or_else(|_| hex::encode(&[0u8; 16]))
-}
-
 /// Why verification could not complete, or where it found the chain broken.
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyError {

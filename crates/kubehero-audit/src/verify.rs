@@ -14,8 +14,9 @@
 //! verifier also tries the next record with its seq set back, to tell such a deletion or insertion from a
 //! modification.
 //!
-//! The common path is one HMAC per row over the stored text and, for rows read from a database, one borrowing
-//! parse of the record to derive the indexed columns it must agree with.
+//! The common path is one HMAC per row over the stored text and, for rows read from a database, one read of the
+//! record by position to derive the column digest its indexed columns must agree with
+//! ([`kubehero_core::AuditColumns`]); [`crate::verify_store`] does that on a second core.
 
 use crate::chain::{checkpoint_message, leading_seq_and_key, row_mac};
 use crate::hex;
@@ -177,7 +178,7 @@ impl<'k> ChainVerifier<'k> {
         self.verified_mac(row, seq, prev).is_some()
     }
 
-    fn check(&mut self, mut r: StoredAuditRow, next: Option<&StoredAuditRow>) -> Result<(), VerifyFailure> {
+    fn check(&mut self, r: StoredAuditRow, next: Option<&StoredAuditRow>) -> Result<(), VerifyFailure> {
         let k = self.next_seq;
         if let Some(mac) = (r.seq == k).then(|| self.verified_mac(&r, k, &self.prev)).flatten() {
             if let Some(cp) = self.checkpoint_macs.get(&k) {
@@ -185,10 +186,8 @@ impl<'k> ChainVerifier<'k> {
                     return Err(fail(k, Tamper::Modified, "the chain was rewritten: a signed checkpoint disagrees"));
                 }
             }
-            if let Some(stored) = r.columns.take() {
-                if let Some(f) = first_column_mismatch(&[(k, std::mem::take(&mut r.body), stored)]) {
-                    return Err(f);
-                }
+            if let Some(f) = r.columns.as_deref().and_then(|stored| column_mismatch(k, &r.body, stored)) {
+                return Err(f);
             }
             self.prev = mac;
             self.next_seq += 1;
@@ -262,16 +261,20 @@ impl<'k> ChainVerifier<'k> {
     }
 }
 
+/// Row `seq`'s indexed columns (as the `stored` column digest) against its record `body`: the finding when
+/// they differ.
+fn column_mismatch(seq: i64, body: &str, stored: &str) -> Option<VerifyFailure> {
+    let column = match AuditColumns::digest_of_body(body) {
+        Some(signed) if signed == stored => return None,
+        Some(signed) => AuditColumns::first_difference(stored, &signed),
+        None => "body",
+    };
+    Some(fail(seq, Tamper::Modified, format!("the indexed column {column} differs from the signed record")))
+}
+
 /// The first of `rows` — `(seq, body, column digest)` — whose indexed columns differ from its record.
 pub fn first_column_mismatch(rows: &[(i64, String, String)]) -> Option<VerifyFailure> {
-    rows.iter().find_map(|(seq, body, stored)| {
-        let column = match AuditColumns::digest_of_body(body) {
-            Some(signed) if signed == *stored => return None,
-            Some(signed) => AuditColumns::first_difference(stored, &signed),
-            None => "body",
-        };
-        Some(fail(*seq, Tamper::Modified, format!("the indexed column {column} differs from the signed record")))
-    })
+    rows.iter().find_map(|(seq, body, stored)| column_mismatch(*seq, body, stored))
 }
 
 /// How many deleted rows the verifier looks for when a renumbered export hides a deletion (failure path only).

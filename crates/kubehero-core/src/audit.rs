@@ -248,18 +248,6 @@ pub struct SealedRow {
 pub struct AuditColumns;
 
 impl AuditColumns {
-    /// Appends one column digest field: a text value with its length in characters, or `-` for none.
-    pub fn push_text(out: &mut String, v: Option<&str>) {
-        use std::fmt::Write;
-        match v {
-            Some(v) => {
-                let n = if v.is_ascii() { v.len() } else { v.chars().count() };
-                let _ = write!(out, "{n}:{v}");
-            }
-            None => out.push('-'),
-        }
-    }
-
     /// The column digest a signed body implies; `None` when the body is not a record. Canonical bodies are
     /// read by position (each key this needs occurs once in the record format, and a key pattern cannot
     /// occur inside an escaped string); anything else goes through a full parse.
@@ -268,7 +256,6 @@ impl AuditColumns {
     }
 
     fn digest_by_position(body: &str) -> Option<String> {
-        use std::fmt::Write;
         // Members are read in the record's fixed order, each search starting where the previous one ended.
         let mut at = 0;
         let next = |at: &mut usize, key: &str| -> Option<&str> {
@@ -291,23 +278,18 @@ impl AuditColumns {
         };
         let outcome = json_string(next(&mut at, "outcome")?)?;
         AuditOutcome::parse(&outcome)?;
-        let mut out = String::with_capacity(128);
-        Self::push_text(&mut out, Some(&event_id));
-        let _ = write!(out, ",{time_ms},");
-        match &issuer {
-            Some(iss) => {
-                let n = iss.chars().count() + 1 + sub.chars().count();
-                let _ = write!(out, "{n}:{iss}{}{sub}", crate::principal::SUBJECT_KEY_SEPARATOR);
+        Some(
+            ColumnValues {
+                event_id: Some(&event_id),
+                time_ms,
+                actor_issuer: issuer.as_deref(),
+                actor_sub: Some(&sub),
+                action: Some(&action),
+                outcome: Some(&outcome),
+                cluster: cluster.as_deref(),
             }
-            None => Self::push_text(&mut out, Some(&sub)),
-        }
-        out.push(',');
-        Self::push_text(&mut out, Some(&action));
-        out.push(',');
-        out.push_str(&outcome);
-        out.push(',');
-        Self::push_text(&mut out, cluster.as_deref());
-        Some(out)
+            .digest(),
+        )
     }
 
     fn digest_by_parse(body: &str) -> Option<String> {
@@ -342,19 +324,18 @@ impl AuditColumns {
             result: Outcome,
         }
         let l: Light<'_> = serde_json::from_str(body).ok()?;
-        let mut out = String::with_capacity(96);
-        Self::push_text(&mut out, Some(&l.event_id));
-        out.push(',');
-        out.push_str(&l.time_ms.to_string());
-        out.push(',');
-        Self::push_text(&mut out, Some(&crate::subject_key(l.actor.issuer.as_deref(), &l.actor.sub)));
-        out.push(',');
-        Self::push_text(&mut out, Some(&l.action));
-        out.push(',');
-        out.push_str(l.result.outcome.as_str());
-        out.push(',');
-        Self::push_text(&mut out, l.target.cluster.as_deref());
-        Some(out)
+        Some(
+            ColumnValues {
+                event_id: Some(&l.event_id),
+                time_ms: l.time_ms,
+                actor_issuer: l.actor.issuer.as_deref(),
+                actor_sub: Some(&l.actor.sub),
+                action: Some(&l.action),
+                outcome: Some(l.result.outcome.as_str()),
+                cluster: l.target.cluster.as_deref(),
+            }
+            .digest(),
+        )
     }
 
     /// The name of the first column in which two digests differ.
@@ -370,6 +351,52 @@ impl AuditColumns {
             (a, b) = (rest_a, rest_b);
         }
         "cluster"
+    }
+}
+
+/// The values a column digest is made of, wherever they come from: a record's body, or a database row (where a
+/// text column that should never be NULL may have been set to NULL, and then reads as `-`).
+#[derive(Debug, Clone, Copy)]
+pub struct ColumnValues<'a> {
+    pub event_id: Option<&'a str>,
+    pub time_ms: i64,
+    /// With [`ColumnValues::actor_sub`], the actor's subject key; `None` where the column already holds it.
+    pub actor_issuer: Option<&'a str>,
+    pub actor_sub: Option<&'a str>,
+    pub action: Option<&'a str>,
+    pub outcome: Option<&'a str>,
+    pub cluster: Option<&'a str>,
+}
+
+impl ColumnValues<'_> {
+    /// The column digest: `len:value` text fields (length in characters), `,` between fields, `-` for NULL;
+    /// the outcome (one of a fixed set) without a length.
+    pub fn digest(&self) -> String {
+        use std::fmt::Write;
+        let chars = |v: &str| if v.is_ascii() { v.len() } else { v.chars().count() };
+        let text = |out: &mut String, v: Option<&str>| match v {
+            Some(v) => {
+                let _ = write!(out, "{}:{v}", chars(v));
+            }
+            None => out.push('-'),
+        };
+        let mut out = String::with_capacity(128);
+        text(&mut out, self.event_id);
+        let _ = write!(out, ",{},", self.time_ms);
+        match (self.actor_issuer, self.actor_sub) {
+            (Some(iss), Some(sub)) => {
+                let sep = crate::principal::SUBJECT_KEY_SEPARATOR;
+                let _ = write!(out, "{}:{iss}{sep}{sub}", chars(iss) + 1 + chars(sub));
+            }
+            (_, sub) => text(&mut out, sub),
+        }
+        out.push(',');
+        text(&mut out, self.action);
+        out.push(',');
+        out.push_str(self.outcome.unwrap_or("-"));
+        out.push(',');
+        text(&mut out, self.cluster);
+        out
     }
 }
 

@@ -16,8 +16,8 @@ pub mod role;
 pub mod secret;
 
 pub use audit::{
-    AuditActor, AuditColumns, AuditEvent, AuditOutcome, AuditRecord, AuditResult, AuditTarget, Checkpoint, SealedRow,
-    Sealer, GENESIS_MAC,
+    AuditActor, AuditColumns, AuditEvent, AuditOutcome, AuditRecord, AuditResult, AuditTarget, Checkpoint,
+    ColumnValues, SealedRow, Sealer, GENESIS_MAC,
 };
 pub use authz::{authorize, Action, Decision, Target};
 pub use names::{is_dns_label, ClusterName, InvalidClusterName};

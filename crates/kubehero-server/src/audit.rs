@@ -7,7 +7,7 @@
 //! - [`crate::middleware::observe`] turns all that into an [`AuditEvent`], waits until the group-commit writer
 //!   has made it durable, and only then answers. If the row cannot be written the answer is 503
 //!   `unavailable`, whatever the handler did;
-//! - the one exception is a plain read ([`level`]): under `KUBEHERO_AUDIT_READS=async` (the default) its row
+//! - the one exception is a plain read ([`durability`]): under `KUBEHERO_AUDIT_READS=async` (the default) its row
 //!   goes into the same chain through the same writer but the answer does not wait for the flush.
 
 use crate::auth::Auth;
@@ -21,6 +21,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use kubehero_audit::{HmacKeys, SigningKey};
 use kubehero_core::{Action, AuditActor, AuditEvent, AuditOutcome, AuditResult, AuditTarget};
+use kubehero_identity::Durability;
 use std::net::SocketAddr;
 use std::path::Path;
 
@@ -167,29 +168,24 @@ pub fn event_for(
     })
 }
 
-/// How long a request's answer waits for its row.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Level {
-    /// Answered after the row is durable.
-    Durable,
-    /// Answered once the row is queued for the same chain.
-    Queued,
-    /// Not recorded (`KUBEHERO_AUDIT_READS=off`, plain reads only).
-    Skipped,
-}
-
-/// The level of a finished request's row. Only a *plain read* may skip the wait: a `GET`/`HEAD` that
-/// succeeded, is no sign-in event, and did not read the audit log itself. Mutations, denials, refused
-/// credentials, errors, sign-in and sign-out, and audit-log reads are always durable.
-pub fn level(res: &Response, event: &AuditEvent, read: bool, reads: crate::config::AuditReads) -> Level {
+/// How long a finished request's answer waits for its row; `None`: not recorded (a plain read under
+/// `KUBEHERO_AUDIT_READS=off`). Only a *plain read* may skip the wait: a `GET`/`HEAD` that succeeded, is no
+/// sign-in event, and did not read the audit log itself. Mutations, denials, refused credentials, errors,
+/// sign-in and sign-out, and audit-log reads are always durable.
+pub fn durability(
+    res: &Response,
+    event: &AuditEvent,
+    read: bool,
+    reads: crate::config::AuditReads,
+) -> Option<Durability> {
     let plain_read = read
         && event.result.outcome == AuditOutcome::Ok
         && res.extensions().get::<Recorded>().is_none()
         && res.extensions().get::<AuditAction>().is_some_and(|a| a.0 != Action::AuditRead);
     match (plain_read, reads) {
-        (false, _) | (true, crate::config::AuditReads::Durable) => Level::Durable,
-        (true, crate::config::AuditReads::Async) => Level::Queued,
-        (true, crate::config::AuditReads::Off) => Level::Skipped,
+        (false, _) | (true, crate::config::AuditReads::Durable) => Some(Durability::Durable),
+        (true, crate::config::AuditReads::Async) => Some(Durability::Queued),
+        (true, crate::config::AuditReads::Off) => None,
     }
 }
 

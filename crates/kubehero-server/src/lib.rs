@@ -160,7 +160,7 @@ pub async fn build_state(
         forward,
         store: store.clone(),
         identity,
-        scim: config.scim_token.as_ref().map(|_| Arc::new(scim::ScimGate::new(config.public_url.clone()))),
+        public_url: config.public_url.clone(),
         metrics,
         clock,
         audit_reads: config.audit_reads,

@@ -9,7 +9,6 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderName, HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use kubehero_identity::Durability;
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -43,10 +42,9 @@ pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next
     let mut res = next.run(req).await;
     if let Some(event) = crate::audit::event_for(&res, facts, &id, state.identity.ids.next_id(), state.clock.now_ms()) {
         // Durable before the answer, except plain reads under KUBEHERO_AUDIT_READS=async|off.
-        let recorded = match crate::audit::level(&res, &event, read, state.audit_reads) {
-            crate::audit::Level::Durable => state.identity.record(event, Durability::Durable).await,
-            crate::audit::Level::Queued => state.identity.record(event, Durability::Queued).await,
-            crate::audit::Level::Skipped => Ok(()),
+        let recorded = match crate::audit::durability(&res, &event, read, state.audit_reads) {
+            Some(wait) => state.identity.record(event, wait).await,
+            None => Ok(()),
         };
         if let Err(e) = recorded {
             state.metrics.audit_refused();

@@ -34,8 +34,8 @@ pub struct Shared {
     pub login: Option<Arc<crate::login::Login>>,
     /// Who is asking: every credential kind to a principal, grants, directory standing (no HTTP).
     pub identity: Arc<Identity>,
-    /// The SCIM endpoint's token check and throttle, when `KUBEHERO_SCIM_TOKEN` is set.
-    pub scim: Option<Arc<crate::scim::ScimGate>>,
+    /// `KUBEHERO_PUBLIC_URL`, when set: where SCIM resources are located.
+    pub public_url: Option<String>,
     pub metrics: Arc<Metrics>,
     pub clock: Arc<dyn Clock>,
     /// How plain reads are audited (`KUBEHERO_AUDIT_READS`).

@@ -539,18 +539,21 @@ macro_rules! sql_store {
         }
 
         impl $store {
-            /// The legacy person subjects of each (table, column, condition) [`crate::sql::SUBJECT_COLUMNS`] names.
-            async fn legacy_subjects(&self) -> $crate::Result<Vec<(&'static str, &'static str, &'static str, String)>> {
+            /// The legacy person subjects of each (table, column, condition) [`crate::sql::SUBJECT_COLUMNS`] names,
+            /// with how many rows hold each.
+            async fn legacy_subjects(
+                &self,
+            ) -> $crate::Result<Vec<(&'static str, &'static str, &'static str, String, i64)>> {
                 let mut out = Vec::new();
                 for (table, col, cond) in $crate::sql::SUBJECT_COLUMNS {
-                    let sql = format!("SELECT DISTINCT {col} FROM {table} WHERE {cond}");
-                    let values: Vec<(String,)> =
+                    let sql = format!("SELECT {col}, COUNT(*) FROM {table} WHERE {cond} GROUP BY {col}");
+                    let values: Vec<(String, i64)> =
                         sqlx::query_as(&sql).fetch_all(&self.pool).await.map_err(Self::err(table))?;
                     out.extend(
                         values
                             .into_iter()
-                            .filter(|(v,)| $crate::is_legacy_person_subject(v))
-                            .map(|(v,)| (table, col, cond, v)),
+                            .filter(|(v, _)| $crate::is_legacy_person_subject(v))
+                            .map(|(v, n)| (table, col, cond, v, n)),
                     );
                 }
                 Ok(out)
@@ -561,7 +564,7 @@ macro_rules! sql_store {
         impl $crate::SubjectStore for $store {
             async fn qualify_legacy_subjects(&self, issuer: &str) -> $crate::Result<u64> {
                 let mut changed = 0;
-                for (table, col, cond, v) in self.legacy_subjects().await? {
+                for (table, col, cond, v, _) in self.legacy_subjects().await? {
                     let sql = format!("UPDATE {table} SET {col} = $1 WHERE {col} = $2 AND {cond}");
                     let done = sqlx::query(&sql)
                         .bind(kubehero_core::subject_key(Some(issuer), &v))
@@ -575,14 +578,7 @@ macro_rules! sql_store {
             }
 
             async fn count_legacy_subjects(&self) -> $crate::Result<u64> {
-                let mut n = 0;
-                for (table, col, cond, v) in self.legacy_subjects().await? {
-                    let sql = format!("SELECT COUNT(*) FROM {table} WHERE {col} = $1 AND {cond}");
-                    let (c,): (i64,) =
-                        sqlx::query_as(&sql).bind(&v).fetch_one(&self.pool).await.map_err(Self::err(table))?;
-                    n += c as u64;
-                }
-                Ok(n)
+                Ok(self.legacy_subjects().await?.iter().map(|(.., n)| *n as u64).sum())
             }
         }
 

@@ -235,7 +235,6 @@ impl SqliteStore {
 /// The column digest of a row selected by [`crate::audit::ROWS_WITH_COLUMNS_QMARK`], read from SQLite's own
 /// buffers (one string for the six columns).
 fn column_digest(r: &rusqlite::Row<'_>) -> rusqlite::Result<String> {
-    use kubehero_core::AuditColumns;
     let text = |i: usize| -> rusqlite::Result<Option<&str>> {
         match r.get_ref(i)? {
             rusqlite::types::ValueRef::Null => Ok(None),
@@ -244,19 +243,16 @@ fn column_digest(r: &rusqlite::Row<'_>) -> rusqlite::Result<String> {
             }
         }
     };
-    let mut out = String::with_capacity(96);
-    AuditColumns::push_text(&mut out, text(4)?);
-    out.push(',');
-    out.push_str(&r.get::<_, i64>(5)?.to_string());
-    out.push(',');
-    AuditColumns::push_text(&mut out, text(6)?);
-    out.push(',');
-    AuditColumns::push_text(&mut out, text(7)?);
-    out.push(',');
-    out.push_str(text(8)?.unwrap_or("-"));
-    out.push(',');
-    AuditColumns::push_text(&mut out, text(9)?);
-    Ok(out)
+    let values = kubehero_core::ColumnValues {
+        event_id: text(4)?,
+        time_ms: r.get(5)?,
+        actor_issuer: None,
+        actor_sub: text(6)?,
+        action: text(7)?,
+        outcome: text(8)?,
+        cluster: text(9)?,
+    };
+    Ok(values.digest())
 }
 
 sql::sql_store!(SqliteStore, "sqlite");

@@ -6,7 +6,7 @@
 use kubehero_audit::forward::{
     object_digest, run_with, sign_body, ForwardOptions, ForwardStatus, S3Settings, Secret, SinkSpec, S3_GENESIS_DIGEST,
 };
-use kubehero_audit::{export_line, new_event_id, ChainSealer, HmacKeys};
+use kubehero_audit::{export_line, ChainSealer, HmacKeys};
 use kubehero_core::{AuditActor, AuditEvent, AuditOutcome, AuditResult, AuditTarget};
 use kubehero_store::{Store, StoredAuditRow};
 use kubehero_testkit::rsyslog::Rsyslog;
@@ -29,7 +29,7 @@ const T0: i64 = 1_764_000_000_000;
 
 fn event(i: i64, time_ms: i64) -> AuditEvent {
     AuditEvent {
-        event_id: new_event_id(),
+        event_id: kubehero_audit::IdSource::new().unwrap().next_id(),
         time_ms,
         actor: AuditActor {
             sub: format!("user-{}\"]\\", i % 7),

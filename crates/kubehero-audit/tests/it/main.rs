@@ -8,7 +8,7 @@ mod store;
 mod tamper;
 mod writer;
 
-use kubehero_audit::{new_event_id, AuditLog, HmacKeys};
+use kubehero_audit::{AuditLog, HmacKeys};
 use kubehero_core::{AuditActor, AuditEvent, AuditOutcome, AuditResult, AuditTarget};
 use kubehero_store::Store;
 use std::path::Path;
@@ -25,7 +25,7 @@ pub fn keys(current: &[u8], previous: &[&[u8]]) -> Arc<HmacKeys> {
 /// A distinct, realistic event; `i` shows up in the request id and the target.
 pub fn event(i: usize) -> AuditEvent {
     AuditEvent {
-        event_id: new_event_id(),
+        event_id: kubehero_audit::IdSource::new().unwrap().next_id(),
         time_ms: 1_764_000_000_000 + i as i64,
         actor: AuditActor {
             sub: "alice".to_string(),

@@ -187,7 +187,7 @@ pub fn app(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(MAX_BODY));
     let mut router = Router::new().merge(public).merge(api);
     // SCIM exists only with its token: without it `/scim/v2/…` is an unknown route (404).
-    if state.scim.is_some() {
+    if state.identity.scim.is_some() {
         router = router.nest(crate::scim::PREFIX, crate::scim::surface(provisioning, state.clone()));
     }
     router

@@ -41,26 +41,15 @@ pub const MAX_SCIM_BODY: usize = 2 * 1024 * 1024;
 /// Most resources in one page: what the service provider configuration advertises as `filter.maxResults`.
 pub const MAX_RESULTS: i64 = schema::MAX_RESULTS as i64;
 
-/// The SCIM surface's settings (the token and its throttle are the identity service's).
-pub struct ScimGate {
-    public_url: Option<String>,
-}
-
-impl ScimGate {
-    pub fn new(public_url: Option<String>) -> ScimGate {
-        ScimGate { public_url }
-    }
-
-    /// The base URL resources are located at: `KUBEHERO_PUBLIC_URL`, else what the client called.
-    fn base(&self, headers: &HeaderMap) -> String {
-        match &self.public_url {
-            Some(u) => format!("{u}/scim/v2"),
-            None => {
-                let host = headers.get("host").and_then(|h| h.to_str().ok()).unwrap_or("localhost");
-                let host: String =
-                    host.chars().filter(|c| c.is_ascii_alphanumeric() || "-.:[]".contains(*c)).take(255).collect();
-                format!("http://{host}/scim/v2")
-            }
+/// The base URL resources are located at: `KUBEHERO_PUBLIC_URL`, else what the client called.
+fn base(public_url: Option<&str>, headers: &HeaderMap) -> String {
+    match public_url {
+        Some(u) => format!("{u}{PREFIX}"),
+        None => {
+            let host = headers.get("host").and_then(|h| h.to_str().ok()).unwrap_or("localhost");
+            let host: String =
+                host.chars().filter(|c| c.is_ascii_alphanumeric() || "-.:[]".contains(*c)).take(255).collect();
+            format!("http://{host}{PREFIX}")
         }
     }
 }
@@ -233,7 +222,7 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Ctx {
 /// The SCIM authentication middleware: the token (or 401/429 in the SCIM error schema), then the
 /// provisioner principal for the handler and the audit point.
 async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    let (Some(gate), Some(token)) = (state.scim.clone(), state.identity.scim.as_ref()) else {
+    let Some(token) = state.identity.scim.as_ref() else {
         return Failure(ScimError::not_found("SCIM is not enabled")).into_response();
     };
     let addr = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
@@ -244,7 +233,7 @@ async fn authenticate(State(state): State<AppState>, mut req: Request, next: Nex
     };
     state.metrics.authentication("scim", "ok");
     let request_id = req.extensions().get::<crate::middleware::RequestId>().map(|r| r.0.clone()).unwrap_or_default();
-    let base = gate.base(req.headers());
+    let base = base(state.public_url.as_deref(), req.headers());
     req.extensions_mut().insert(Ctx { base, request_id });
     let auth = Auth(Arc::new(principal));
     req.extensions_mut().insert(auth.clone());
