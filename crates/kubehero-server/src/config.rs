@@ -61,6 +61,8 @@ pub const SETTINGS: &[Setting] = &[
     Setting { name: "KUBEHERO_LISTEN", help: "Address and port to listen on.", default: "127.0.0.1:8080" },
     Setting { name: "KUBEHERO_DATA_DIR", help: "Directory for the embedded SQLite database and local state.", default: "./kubehero-data" },
     Setting { name: "KUBEHERO_DATABASE_URL", help: "sqlite:PATH (embedded) or postgres://USER:PASSWORD@HOST:PORT/DB (several replicas).", default: "sqlite:<data dir>/kubehero.db" },
+    Setting { name: "KUBEHERO_HEADER_TIMEOUT_SECS", help: "Seconds a client has to send a request's headers; the same bound closes idle keep-alive connections. Streaming responses (watches) are not cut by it.", default: "10" },
+    Setting { name: "KUBEHERO_MAX_CONNECTIONS", help: "Most client connections open at once; at the cap new ones wait (a log line and kubehero_connection_limit_reached_total).", default: "10000, or 3/4 of the open-files limit when lower" },
     Setting { name: "KUBEHERO_TLS_CERT", help: "PEM certificate chain; with KUBEHERO_TLS_KEY the server speaks HTTPS (rustls).", default: "unset: plain HTTP" },
     Setting { name: "KUBEHERO_TLS_KEY", help: "PEM private key for KUBEHERO_TLS_CERT.", default: "unset" },
     Setting { name: "KUBEHERO_CONFIG", help: "TOML file for several issuers, per-issuer claims, prefixes and group maps, and scoped bindings.", default: "unset" },
@@ -90,6 +92,25 @@ pub enum ConfigError {
     /// The config file could not be read or parsed.
     #[error("KUBEHERO_CONFIG ({path}): {problem}. Fix: {fix}")]
     File { path: String, problem: String, fix: String },
+}
+
+/// A whole number setting within `range`, or `default` when unset.
+fn number(
+    env: &dyn Env,
+    name: &str,
+    default: u64,
+    range: std::ops::RangeInclusive<u64>,
+    fix: &str,
+) -> Result<u64, ConfigError> {
+    let Some(v) = env.var(name) else { return Ok(default) };
+    match v.trim().parse::<u64>() {
+        Ok(n) if range.contains(&n) => Ok(n),
+        _ => Err(invalid(
+            name,
+            format!("{v:?} is not a whole number between {} and {}", range.start(), range.end()),
+            fix,
+        )),
+    }
 }
 
 fn invalid(name: &str, problem: impl Into<String>, fix: impl Into<String>) -> ConfigError {
@@ -243,6 +264,8 @@ pub struct ServerConfig {
     /// Credentials and secrets of those sinks (`AWS_*`, `KUBEHERO_AUDIT_S3_ENDPOINT`, webhook secret).
     pub audit_forward_options: kubehero_audit::forward::ForwardOptions,
     pub token_cache_size: usize,
+    /// The listener's header timeout and connection cap.
+    pub limits: crate::listener::Limits,
     /// The dashboard/CLI login client, when configured.
     pub login: Option<LoginClient>,
     /// Non-fatal findings (unknown variables) to log once the logger is up.
@@ -396,18 +419,29 @@ impl ServerConfig {
             .var("KUBEHERO_AUDIT_SIGNING_KEY")
             .map(PathBuf::from)
             .unwrap_or_else(|| data_dir.join("audit-signing.pk8"));
-        let audit_checkpoint_every = match env.var("KUBEHERO_AUDIT_CHECKPOINT_SECS") {
-            None => std::time::Duration::from_secs(60),
-            Some(v) => match v.trim().parse::<u64>() {
-                Ok(n) if (1..=3600).contains(&n) => std::time::Duration::from_secs(n),
-                _ => {
-                    return Err(invalid(
-                        "KUBEHERO_AUDIT_CHECKPOINT_SECS",
-                        format!("{v:?} is not a number of seconds between 1 and 3600"),
-                        "use e.g. 60 (the issue's bound: at least once a minute)",
-                    ))
-                }
-            },
+        let audit_checkpoint_every = std::time::Duration::from_secs(number(
+            env,
+            "KUBEHERO_AUDIT_CHECKPOINT_SECS",
+            60,
+            1..=3600,
+            "use e.g. 60 (a checkpoint at least once a minute)",
+        )?);
+        let limits = crate::listener::Limits {
+            header_timeout: std::time::Duration::from_secs(number(
+                env,
+                "KUBEHERO_HEADER_TIMEOUT_SECS",
+                10,
+                1..=300,
+                "use e.g. 10",
+            )?),
+            max_connections: usize::try_from(number(
+                env,
+                "KUBEHERO_MAX_CONNECTIONS",
+                crate::listener::Limits::default_max_connections() as u64,
+                16..=1_000_000,
+                "use e.g. 10000, and raise the open-files limit (ulimit -n) above it",
+            )?)
+            .unwrap_or(usize::MAX),
         };
         let audit_reads = match env.var("KUBEHERO_AUDIT_READS") {
             None => AuditReads::Async,
@@ -485,6 +519,7 @@ impl ServerConfig {
             audit_previous_keys,
             audit_signing_key,
             audit_checkpoint_every,
+            limits,
             audit_reads,
             audit_forward,
             audit_forward_options,

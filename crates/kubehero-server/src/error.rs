@@ -59,7 +59,9 @@ impl Code {
             StatusCode::NOT_FOUND => Code::NotFound,
             StatusCode::METHOD_NOT_ALLOWED => Code::Unimplemented,
             StatusCode::CONFLICT => Code::AlreadyExists,
-            StatusCode::PAYLOAD_TOO_LARGE => Code::OutOfRange,
+            StatusCode::PAYLOAD_TOO_LARGE | StatusCode::URI_TOO_LONG | StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => {
+                Code::OutOfRange
+            }
             StatusCode::SERVICE_UNAVAILABLE => Code::Unavailable,
             s if s.is_server_error() => Code::Internal,
             _ => Code::InvalidArgument,
@@ -154,14 +156,18 @@ pub struct ErrorBody<'a> {
 /// Renders an error with a request id. Used by [`ApiError::into_response`] (empty id, filled in later by the
 /// middleware) and by the middleware itself.
 pub fn render(code: Code, message: &str, request_id: &str) -> Response {
-    let body = serde_json::to_vec(&ErrorBody { code: code.as_str(), message, request_id }).unwrap_or_default();
-    let mut res = (code.status(), body).into_response();
+    let mut res = (code.status(), body(code, message, request_id)).into_response();
     let h = res.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     if code == Code::Unauthenticated {
         h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"kubehero\""));
     }
     res
+}
+
+/// The JSON error body, `{"code","message","request_id"}`.
+pub fn body(code: Code, message: &str, request_id: &str) -> Vec<u8> {
+    serde_json::to_vec(&ErrorBody { code: code.as_str(), message, request_id }).unwrap_or_default()
 }
 
 impl IntoResponse for ApiError {

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod config;
 pub mod device;
 pub mod error;
+pub mod listener;
 pub mod login;
 pub mod metrics;
 pub mod middleware;
@@ -164,6 +165,7 @@ pub async fn build_state(
         metrics,
         clock,
         audit_reads: config.audit_reads,
+        connections: Default::default(),
     }))
 }
 
@@ -221,21 +223,8 @@ pub async fn start_with(
         }));
     }
     let router = app(state.clone());
-    let task = match &config.tls {
-        Some(files) => {
-            let acceptor = tls::acceptor(files)?;
-            tokio::spawn(tls::serve(listener, acceptor, router, rx))
-        }
-        None => tokio::spawn(async move {
-            let mut rx = rx;
-            let served = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-                .with_graceful_shutdown(async move { stopped(&mut rx).await })
-                .await;
-            if let Err(e) = served {
-                tracing::error!(error = %e, "server stopped with an error");
-            }
-        }),
-    };
+    let tls = config.tls.as_ref().map(tls::acceptor).transpose()?;
+    let task = tokio::spawn(listener::serve(listener, tls, router, state.clone(), config.limits, rx));
     Ok(RunningServer { addr, state, shutdown: tx, task, background, background_stop })
 }
 

@@ -42,8 +42,10 @@ pub struct Metrics {
     verification_seconds: Histogram,
     http_requests: Family<HttpLabels, Counter>,
     audit_refused: Counter,
-    audit_rows: Gauge,
-    audit_commits: Gauge,
+    audit_rows: Counter,
+    audit_commits: Counter,
+    connections_open: Gauge,
+    connection_limit_reached: Counter,
     audit_forward_lag: Family<SinkLabels, Gauge>,
     session_renewals: Counter,
 }
@@ -80,9 +82,9 @@ impl Metrics {
             "Requests answered 503 because their audit row could not be written",
             audit_refused.clone(),
         );
-        let audit_rows = Gauge::default();
+        let audit_rows = Counter::default();
         registry.register("audit_rows_written", "Audit rows this process made durable", audit_rows.clone());
-        let audit_commits = Gauge::default();
+        let audit_commits = Counter::default();
         registry.register(
             "audit_commits",
             "Audit transactions this process committed (rows / commits = group-commit batch size)",
@@ -93,6 +95,14 @@ impl Metrics {
             "audit_forward_lag_rows",
             "Audit rows not yet delivered to each forwarding sink",
             audit_forward_lag.clone(),
+        );
+        let connections_open = Gauge::default();
+        registry.register("connections_open", "Open client connections on the API listener", connections_open.clone());
+        let connection_limit_reached = Counter::default();
+        registry.register(
+            "connection_limit_reached",
+            "Times the listener found KUBEHERO_MAX_CONNECTIONS connections open and made new ones wait",
+            connection_limit_reached.clone(),
         );
         let session_renewals = Counter::default();
         registry.register(
@@ -111,6 +121,8 @@ impl Metrics {
             audit_rows,
             audit_commits,
             audit_forward_lag,
+            connections_open,
+            connection_limit_reached,
         }
     }
 
@@ -136,11 +148,19 @@ impl Metrics {
         self.audit_refused.inc();
     }
 
-    /// Copies the audit writer's counters (read at scrape time).
-    pub fn audit_writer(&self, stats: &kubehero_audit::writer::WriterStats) {
+    pub fn connection_limit_reached(&self) {
+        self.connection_limit_reached.inc();
+    }
+
+    /// Copies what other parts count (the audit writer, the listener), at scrape time.
+    pub fn sample(&self, stats: &kubehero_audit::writer::WriterStats, connections: usize) {
         use std::sync::atomic::Ordering::Relaxed;
-        self.audit_rows.set(i64::try_from(stats.rows.load(Relaxed)).unwrap_or(i64::MAX));
-        self.audit_commits.set(i64::try_from(stats.commits.load(Relaxed)).unwrap_or(i64::MAX));
+        // Counters only go up: add what the writer counted since the last scrape.
+        let rows = stats.rows.load(Relaxed);
+        self.audit_rows.inc_by(rows.saturating_sub(self.audit_rows.get()));
+        let commits = stats.commits.load(Relaxed);
+        self.audit_commits.inc_by(commits.saturating_sub(self.audit_commits.get()));
+        self.connections_open.set(i64::try_from(connections).unwrap_or(i64::MAX));
     }
 
     /// Sets one forwarding sink's lag.
@@ -148,14 +168,46 @@ impl Metrics {
         self.audit_forward_lag.get_or_create(&SinkLabels { sink: sink.to_string() }).set(rows);
     }
 
-    /// The Prometheus text exposition.
-    pub fn render(&self) -> String {
+    /// The OpenMetrics 1.0 text exposition.
+    pub fn render_openmetrics(&self) -> String {
         let mut out = String::new();
         if encode(&mut out, &self.registry).is_err() {
             out.clear();
         }
         out
     }
+
+    /// The Prometheus text format 0.0.4 (what scrapers read unless they ask for OpenMetrics).
+    pub fn render(&self) -> String {
+        classic_text(&self.render_openmetrics())
+    }
+}
+
+/// Rewrites OpenMetrics text into the classic format: a counter family's `HELP`/`TYPE` lines name its
+/// `_total` samples (a classic parser otherwise sees no samples for it), and `# UNIT`/`# EOF` go.
+fn classic_text(open: &str) -> String {
+    let counters: std::collections::HashSet<&str> =
+        open.lines().filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter")).collect();
+    let mut out = String::with_capacity(open.len());
+    for line in open.lines() {
+        if line.starts_with("# UNIT ") || line == "# EOF" {
+            continue;
+        }
+        let meta = ["# HELP ", "# TYPE "].into_iter().find_map(|p| line.strip_prefix(p).map(|rest| (p, rest)));
+        match meta {
+            Some((prefix, rest)) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                if counters.contains(name) {
+                    out.push_str(&format!("{prefix}{name}_total {tail}"));
+                } else {
+                    out.push_str(line);
+                }
+            }
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
 }
 
 impl kubehero_identity::Observer for Metrics {

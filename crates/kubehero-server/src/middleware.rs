@@ -39,7 +39,14 @@ pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next
     let facts = crate::audit::RequestFacts::of(&req);
     let scim = req.uri().path().starts_with("/scim/");
     let read = matches!(req.method(), &Method::GET | &Method::HEAD);
-    let mut res = next.run(req).await;
+    let mut res = match oversized(&req) {
+        Some((status, message)) => {
+            let mut res = ApiError::new(Code::OutOfRange, message).into_response();
+            *res.status_mut() = status;
+            res
+        }
+        None => next.run(req).await,
+    };
     if let Some(event) = crate::audit::event_for(&res, facts, &id, state.identity.ids.next_id(), state.clock.now_ms()) {
         // Durable before the answer, except plain reads under KUBEHERO_AUDIT_READS=async|off.
         let recorded = match crate::audit::durability(&res, &event, read, state.audit_reads) {
@@ -89,6 +96,27 @@ pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next
         res.headers_mut().insert(X_REQUEST_ID.clone(), v);
     }
     res
+}
+
+/// The listener's head limits for requests it did not check itself (later requests on a kept-alive HTTP/1
+/// connection, HTTP/2 streams): the same answers, 414 and 431.
+fn oversized(req: &Request) -> Option<(axum::http::StatusCode, &'static str)> {
+    use crate::listener::{MAX_HEAD, MAX_HEADERS, MAX_URI};
+    let uri = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    if uri > MAX_URI {
+        return Some((axum::http::StatusCode::URI_TOO_LONG, "the request URL is longer than 16 KiB"));
+    }
+    let headers = req.headers();
+    let bytes: usize = headers.iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum();
+    if headers.len() > MAX_HEADERS || bytes > MAX_HEAD {
+        let message = if headers.len() > MAX_HEADERS {
+            "more than 100 request headers"
+        } else {
+            "the request headers are larger than 64 KiB"
+        };
+        return Some((axum::http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, message));
+    }
+    None
 }
 
 /// Runs after routing: copies the matched route template into the response so [`observe`] can label metrics

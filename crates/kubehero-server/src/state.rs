@@ -40,4 +40,6 @@ pub struct Shared {
     pub clock: Arc<dyn Clock>,
     /// How plain reads are audited (`KUBEHERO_AUDIT_READS`).
     pub audit_reads: crate::config::AuditReads,
+    /// The API listener's open connections.
+    pub connections: Arc<crate::listener::ConnectionStats>,
 }

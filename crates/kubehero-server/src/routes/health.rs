@@ -44,11 +44,25 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     (status, axum::Json(body))
 }
 
-/// `GET /metrics` — permission: public. Prometheus text format.
-pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    state.metrics.audit_writer(state.identity.audit.stats());
+/// `GET /metrics` — permission: public. The Prometheus text format 0.0.4, or OpenMetrics 1.0 when the
+/// `Accept` header asks for `application/openmetrics-text`.
+pub async fn metrics(State(state): State<AppState>, headers: axum::http::HeaderMap) -> impl IntoResponse {
+    let open = state.connections.open.load(std::sync::atomic::Ordering::Relaxed);
+    state.metrics.sample(state.identity.audit.stats(), open);
     for sink in state.forward.snapshot() {
         state.metrics.audit_forward_lag(&sink.name, sink.lag_rows);
     }
-    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], state.metrics.render())
+    let openmetrics = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/openmetrics-text"));
+    if openmetrics {
+        (
+            [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+            state.metrics.render_openmetrics(),
+        )
+    } else {
+        ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.render())
+    }
 }

@@ -202,6 +202,22 @@ async fn health_ready_and_metrics() {
     assert!(text.contains("kubehero_authentications_total{method=\"jwt\""), "{text}");
     assert!(text.contains("kubehero_token_verification_seconds"), "{text}");
     assert!(!text.contains(VIEWER));
+    // The classic text format by default: every counter's TYPE names its `_total` samples.
+    assert!(m.headers["content-type"].to_str().unwrap().starts_with("text/plain; version=0.0.4"));
+    assert!(text.contains("# TYPE kubehero_audit_rows_written_total counter\n"), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("kubehero_audit_rows_written_total ")), "{text}");
+    assert!(!text.contains("# EOF"), "{text}");
+    // OpenMetrics when asked for.
+    let open = ts
+        .http
+        .get(format!("{}/metrics", ts.url))
+        .header("accept", "application/openmetrics-text; version=1.0.0")
+        .send()
+        .await
+        .unwrap();
+    assert!(open.headers()["content-type"].to_str().unwrap().starts_with("application/openmetrics-text"));
+    let text = open.text().await.unwrap();
+    assert!(text.contains("# TYPE kubehero_audit_rows_written counter\n") && text.ends_with("# EOF\n"), "{text}");
 }
 
 #[tokio::test]

@@ -5,6 +5,7 @@
 mod api;
 mod audit;
 mod browser;
+mod hostile;
 mod idp;
 mod login;
 mod routes;

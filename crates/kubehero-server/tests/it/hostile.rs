@@ -1,0 +1,143 @@
+//! Hostile clients against the real listener over TCP: slow headers, idle keep-alive, a full connection
+//! table, and heads the HTTP layer refuses (each answered in the API's error shape with a request id).
+
+use crate::support::TestServer;
+use reqwest::StatusCode;
+use serde_json::Value;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Sends `bytes` on a new connection and reads until the server closes it.
+async fn exchange(url: &str, bytes: &[u8]) -> Vec<u8> {
+    let mut s = TcpStream::connect(url.trim_start_matches("http://")).await.unwrap();
+    // The server may answer and close before it reads everything (a refused head): ignore a broken pipe.
+    let _ = s.write_all(bytes).await;
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
+    out
+}
+
+/// The status, headers and JSON body of the last response in `raw`.
+fn last_response(raw: &[u8]) -> (u16, String, Value) {
+    let text = String::from_utf8_lossy(raw);
+    let start = text.rfind("HTTP/1.1 ").expect("a response");
+    let (head, body) = text[start..].split_once("\r\n\r\n").expect("a complete head");
+    let status = head[9..12].parse().unwrap();
+    (status, head.to_ascii_lowercase(), serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+fn assert_shaped(raw: &[u8], status: u16, code: &str) {
+    let (got, head, body) = last_response(raw);
+    assert_eq!(got, status, "{head}");
+    assert_eq!(body["code"], code, "{body}");
+    let id = body["request_id"].as_str().unwrap();
+    assert!(!id.is_empty());
+    assert!(head.contains(&format!("x-request-id: {id}")), "{head}");
+}
+
+#[tokio::test]
+async fn http_layer_errors_have_the_api_shape_and_a_request_id() {
+    let srv = TestServer::start(&[("KUBEHERO_SCIM_TOKEN", &"s".repeat(40))], None).await;
+    // A control byte in a header value: the HTTP parser's own refusal.
+    let raw = exchange(&srv.url, b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-A: a\x01b\r\n\r\n").await;
+    assert_shaped(&raw, 400, "invalid_argument");
+    // A 70 KB URL, and 120 headers.
+    let long = format!("GET /api/v1/whoami?q={} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(70_000));
+    assert_shaped(&exchange(&srv.url, long.as_bytes()).await, 414, "out_of_range");
+    let many: String = (0..120).map(|i| format!("X-{i}: y\r\n")).collect();
+    let head = format!("GET /healthz HTTP/1.1\r\nHost: x\r\n{many}\r\n");
+    assert_shaped(&exchange(&srv.url, head.as_bytes()).await, 431, "out_of_range");
+    // The same limit on the second request of a kept-alive connection.
+    let two = format!("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n{head}");
+    assert_shaped(&exchange(&srv.url, two.as_bytes()).await, 431, "out_of_range");
+    // Under /scim, SCIM's error schema.
+    let raw = exchange(&srv.url, b"GET /scim/v2/Users HTTP/1.1\r\nHost: x\r\nX-A: \x01\r\n\r\n").await;
+    let (status, head, body) = last_response(&raw);
+    assert_eq!(status, 400);
+    assert!(head.contains("x-request-id: "), "{head}");
+    assert_eq!(body["schemas"][0], "urn:ietf:params:scim:api:messages:2.0:Error", "{body}");
+    // A chunked body over the limit: 413, not "failed to buffer".
+    let chunk = "a".repeat(8192);
+    let mut req = String::from(
+        "POST /api/v1/clusters HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n",
+    );
+    for _ in 0..40 {
+        req.push_str(&format!("2000\r\n{chunk}\r\n"));
+    }
+    req.push_str("0\r\n\r\n");
+    assert_shaped(&exchange(&srv.url, req.as_bytes()).await, 413, "out_of_range");
+}
+
+#[tokio::test]
+async fn slow_clients_are_closed_while_others_are_answered() {
+    let srv = TestServer::start(&[("KUBEHERO_HEADER_TIMEOUT_SECS", "2")], None).await;
+    let addr = srv.url.trim_start_matches("http://").to_string();
+    // 300 clients that send a header byte every half second and never finish.
+    let mut slow = Vec::new();
+    for _ in 0..300 {
+        let addr = addr.clone();
+        slow.push(tokio::spawn(async move {
+            let started = Instant::now();
+            let mut s = TcpStream::connect(&addr).await.unwrap();
+            s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ").await.unwrap();
+            let mut buf = [0u8; 256];
+            loop {
+                tokio::select! {
+                    r = s.read(&mut buf) => match r {
+                        Ok(0) | Err(_) => return started.elapsed(),
+                        Ok(_) => {}
+                    },
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {
+                        if s.write_all(b"a").await.is_err() {
+                            return started.elapsed();
+                        }
+                    }
+                }
+                assert!(started.elapsed() < Duration::from_secs(30), "a slow client was never closed");
+            }
+        }));
+    }
+    // Meanwhile everyone else is answered.
+    for _ in 0..20 {
+        assert_eq!(srv.get("/healthz", None).await.status, StatusCode::OK);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for s in slow {
+        let held = s.await.unwrap();
+        assert!(held < Duration::from_secs(10), "a slow client held its connection for {held:?}");
+    }
+    assert_eq!(srv.get("/healthz", None).await.status, StatusCode::OK);
+    // An idle keep-alive connection is closed by the same clock.
+    let mut s = TcpStream::connect(&addr).await.unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
+    assert!(read.is_ok(), "an idle keep-alive connection stayed open");
+    assert_eq!(last_response(&out).0, 200);
+}
+
+#[tokio::test]
+async fn at_the_connection_cap_new_clients_wait_and_are_answered() {
+    let srv =
+        TestServer::start(&[("KUBEHERO_HEADER_TIMEOUT_SECS", "2"), ("KUBEHERO_MAX_CONNECTIONS", "16")], None).await;
+    let addr = srv.url.trim_start_matches("http://").to_string();
+    // Fill every slot with connections that say nothing.
+    let mut idle = Vec::new();
+    for _ in 0..16 {
+        idle.push(TcpStream::connect(&addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // A new client waits in the backlog until the silent ones time out, then is served.
+    let raw = exchange(&srv.url, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+    assert_eq!(last_response(&raw).0, 200);
+    let metrics = srv.get("/metrics", None).await.body;
+    let text = metrics.as_str().unwrap();
+    let reached = text
+        .lines()
+        .find_map(|l| l.strip_prefix("kubehero_connection_limit_reached_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap();
+    assert!(reached >= 1.0, "{text}");
+    drop(idle);
+}
