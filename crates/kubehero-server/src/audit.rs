@@ -14,7 +14,7 @@ use crate::auth::Auth;
 use crate::config::ServerConfig;
 use crate::error::{ApiError, Code};
 use crate::StartError;
-use axum::extract::{ConnectInfo, MatchedPath, Request};
+use axum::extract::{MatchedPath, Request};
 use axum::http::header::USER_AGENT;
 use axum::http::HeaderMap;
 use axum::middleware::Next;
@@ -22,7 +22,6 @@ use axum::response::Response;
 use kubehero_audit::{HmacKeys, SigningKey};
 use kubehero_core::{Action, AuditActor, AuditEvent, AuditOutcome, AuditResult, AuditTarget};
 use kubehero_identity::Durability;
-use std::net::SocketAddr;
 use std::path::Path;
 
 /// A sign-in route's own record of what happened (login, logout): the action and who it was about.
@@ -106,7 +105,7 @@ fn truncate(s: &str, max: usize) -> String {
 /// What the audit row needs from the request, taken before the handler consumes it.
 #[derive(Debug, Clone)]
 pub struct RequestFacts {
-    pub source: Option<SocketAddr>,
+    pub source: Option<std::net::IpAddr>,
     pub user_agent: Option<String>,
     /// `jwt`, `api_key`, `cli_token`, `session` or `none`: only ever the kind of a refused credential, never
     /// any of it.
@@ -116,7 +115,7 @@ pub struct RequestFacts {
 impl RequestFacts {
     pub fn of(req: &Request) -> RequestFacts {
         RequestFacts {
-            source: req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0),
+            source: req.extensions().get::<crate::net::ClientAddr>().map(|c| c.0),
             user_agent: req.headers().get(USER_AGENT).and_then(|v| v.to_str().ok()).map(|v| truncate(v, 256)),
             credential: credential_kind(req.headers()),
         }
@@ -163,7 +162,7 @@ pub fn event_for(
         target: res.extensions().get::<AuditTarget>().cloned().unwrap_or_default(),
         result: AuditResult { outcome, code, status: status.as_u16() },
         request_id: request_id.to_string(),
-        source: facts.source.map(|a| a.ip().to_string()),
+        source: facts.source.map(|a| a.to_string()),
         user_agent: facts.user_agent,
     })
 }

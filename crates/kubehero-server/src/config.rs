@@ -63,6 +63,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting { name: "KUBEHERO_DATABASE_URL", help: "sqlite:PATH (embedded) or postgres://USER:PASSWORD@HOST:PORT/DB (several replicas).", default: "sqlite:<data dir>/kubehero.db" },
     Setting { name: "KUBEHERO_HEADER_TIMEOUT_SECS", help: "Seconds a client has to send a request's headers; the same bound closes idle keep-alive connections. Streaming responses (watches) are not cut by it.", default: "10" },
     Setting { name: "KUBEHERO_MAX_CONNECTIONS", help: "Most client connections open at once; at the cap new ones wait (a log line and kubehero_connection_limit_reached_total).", default: "10000, or 3/4 of the open-files limit when lower" },
+    Setting { name: "KUBEHERO_TRUSTED_PROXIES", help: "Comma-separated CIDRs of load balancers/ingresses whose X-Forwarded-For names the client. Used by every per-address rule (SCIM lockout, sign-in rate limits) and the audit source. Unset: the TCP peer is the client.", default: "unset" },
     Setting { name: "KUBEHERO_TLS_CERT", help: "PEM certificate chain; with KUBEHERO_TLS_KEY the server speaks HTTPS (rustls).", default: "unset: plain HTTP" },
     Setting { name: "KUBEHERO_TLS_KEY", help: "PEM private key for KUBEHERO_TLS_CERT.", default: "unset" },
     Setting { name: "KUBEHERO_CONFIG", help: "TOML file for several issuers, per-issuer claims, prefixes and group maps, and scoped bindings.", default: "unset" },
@@ -266,6 +267,7 @@ pub struct ServerConfig {
     pub token_cache_size: usize,
     /// The listener's header timeout and connection cap.
     pub limits: crate::listener::Limits,
+    pub trusted_proxies: crate::net::TrustedProxies,
     /// The dashboard/CLI login client, when configured.
     pub login: Option<LoginClient>,
     /// Non-fatal findings (unknown variables) to log once the logger is up.
@@ -426,6 +428,9 @@ impl ServerConfig {
             1..=3600,
             "use e.g. 60 (a checkpoint at least once a minute)",
         )?);
+        let trusted_proxies =
+            crate::net::TrustedProxies::parse(&env.var("KUBEHERO_TRUSTED_PROXIES").unwrap_or_default())
+                .map_err(|p| invalid("KUBEHERO_TRUSTED_PROXIES", p, "use CIDRs, e.g. 10.0.0.0/8,192.168.0.10"))?;
         let limits = crate::listener::Limits {
             header_timeout: std::time::Duration::from_secs(number(
                 env,
@@ -520,6 +525,7 @@ impl ServerConfig {
             audit_signing_key,
             audit_checkpoint_every,
             limits,
+            trusted_proxies,
             audit_reads,
             audit_forward,
             audit_forward_options,

@@ -13,6 +13,7 @@ pub mod listener;
 pub mod login;
 pub mod metrics;
 pub mod middleware;
+pub mod net;
 pub mod routes;
 pub mod scim;
 pub mod state;
@@ -166,6 +167,7 @@ pub async fn build_state(
         clock,
         audit_reads: config.audit_reads,
         connections: Default::default(),
+        trusted_proxies: config.trusted_proxies.clone(),
     }))
 }
 

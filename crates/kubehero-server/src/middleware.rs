@@ -35,6 +35,10 @@ fn request_id(state: &AppState, req: &Request) -> String {
 pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let id = request_id(&state, &req);
     req.extensions_mut().insert(RequestId(id.clone()));
+    if let Some(peer) = req.extensions().get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip()) {
+        let client = state.trusted_proxies.client(peer, req.headers());
+        req.extensions_mut().insert(crate::net::ClientAddr(client));
+    }
     let method = req.method().as_str().to_string();
     let facts = crate::audit::RequestFacts::of(&req);
     let scim = req.uri().path().starts_with("/scim/");

@@ -42,4 +42,6 @@ pub struct Shared {
     pub audit_reads: crate::config::AuditReads,
     /// The API listener's open connections.
     pub connections: Arc<crate::listener::ConnectionStats>,
+    /// `KUBEHERO_TRUSTED_PROXIES`: whose `X-Forwarded-For` counts.
+    pub trusted_proxies: crate::net::TrustedProxies,
 }

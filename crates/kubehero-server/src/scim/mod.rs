@@ -19,7 +19,7 @@ use crate::error::{ApiError, Code};
 use crate::state::AppState;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{Request, State};
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, ETAG, IF_MATCH, LOCATION};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::Next;
@@ -31,7 +31,6 @@ use kubehero_identity::scim_token::ScimRefusal;
 use kubehero_scim::{schema, ResourceKind, ScimError};
 use kubehero_store::StoreError;
 use serde_json::Value;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 /// The media type of every SCIM answer.
@@ -225,7 +224,7 @@ async fn authenticate(State(state): State<AppState>, mut req: Request, next: Nex
     let Some(token) = state.identity.scim.as_ref() else {
         return Failure(ScimError::not_found("SCIM is not enabled")).into_response();
     };
-    let addr = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+    let addr = req.extensions().get::<crate::net::ClientAddr>().map(|c| c.0);
     let presented = presented_token(req.headers());
     let principal = match token.check(presented, addr) {
         Ok(p) => p,

@@ -111,6 +111,39 @@ async fn the_token_is_required_and_failures_are_throttled_per_address() {
 }
 
 #[tokio::test]
+async fn behind_a_trusted_proxy_the_lockout_and_the_audit_use_the_forwarded_address() {
+    let ts = scim_server(&[("KUBEHERO_TRUSTED_PROXIES", "127.0.0.1/32")]).await;
+    let get = |token: &'static str, forwarded: &'static str| {
+        let url = format!("{}/scim/v2/Users", ts.url);
+        let client = ts.http.clone();
+        // The client's own claim on the left is never believed; the proxy appended the real address.
+        async move { client.get(url).bearer_auth(token).header("x-forwarded-for", forwarded).send().await.unwrap().status() }
+    };
+    for _ in 0..10 {
+        assert_eq!(get("wrong-token", "203.0.113.50, 198.51.100.1").await, StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(get("wrong-token", "198.51.100.1").await, StatusCode::TOO_MANY_REQUESTS);
+    // The IdP behind the same proxy, from its own address, is not locked out.
+    assert_eq!(get(TOKEN, "203.0.113.50, 198.51.100.2").await, StatusCode::OK);
+    ts.state().identity.audit.flush().await.unwrap();
+    let rows = ts.state().store.audit_rows(0, 1000).await.unwrap();
+    assert!(rows.iter().any(|r| r.body.contains("\"source\":\"198.51.100.1\"")));
+    assert!(rows.iter().any(|r| r.body.contains("\"source\":\"198.51.100.2\"")));
+    assert!(!rows.iter().any(|r| r.body.contains("203.0.113.50")));
+    // Without the setting, the header counts for nothing: everyone through the proxy is one address.
+    let plain = scim_server(&[]).await;
+    let r = plain
+        .http
+        .get(format!("{}/scim/v2/Users", plain.url))
+        .bearer_auth(TOKEN)
+        .header("x-forwarded-for", "198.51.100.9");
+    assert_eq!(r.send().await.unwrap().status(), StatusCode::OK);
+    plain.state().identity.audit.flush().await.unwrap();
+    let rows = plain.state().store.audit_rows(0, 1000).await.unwrap();
+    assert!(!rows.iter().any(|r| r.body.contains("198.51.100.9")));
+}
+
+#[tokio::test]
 async fn discovery_and_errors_are_in_the_scim_shapes() {
     let ts = scim_server(&[]).await;
     let spc = scim(&ts, Method::GET, "/ServiceProviderConfig", None).await;
