@@ -50,6 +50,16 @@ impl HmacKeys {
         Ok(HmacKeys { current: key_id(current), keys })
     }
 
+    /// A 32-byte key for another purpose, derived from the current key: `HMAC-SHA256(key, label)`. Replicas
+    /// that share `AUDIT_HMAC_KEY` derive the same one.
+    pub fn derive(&self, label: &[u8]) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        if let Some(k) = self.keys.get(&self.current) {
+            out.copy_from_slice(hmac::sign(k, label).as_ref());
+        }
+        out
+    }
+
     /// The id of the key that seals new rows.
     pub fn current_id(&self) -> &str {
         &self.current

@@ -111,6 +111,11 @@ pub struct AuditResult {
     /// The error `code` (`permission_denied`, `unauthenticated`, `not_found`, …); `None` when ok.
     pub code: Option<String>,
     pub status: u16,
+    /// Set on a row that stands for several identical requests without a credential (same action, result
+    /// and source within one minute): how many. Absent (not 1) on every other row, so rows written before
+    /// this field existed keep their canonical text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repeated: Option<u64>,
 }
 
 /// One event before it is sealed into the chain: everything except `seq`, `key_id` and the MAC.
@@ -491,7 +496,12 @@ mod tests {
             actor: AuditActor::of(&p),
             action: "whoami".into(),
             target: AuditTarget { kind: Some("cluster".into()), id: Some("x\"y".into()), ..Default::default() },
-            result: AuditResult { outcome: AuditOutcome::Denied, code: Some("permission_denied".into()), status: 403 },
+            result: AuditResult {
+                outcome: AuditOutcome::Denied,
+                code: Some("permission_denied".into()),
+                status: 403,
+                repeated: None,
+            },
             request_id: "r1".into(),
             source: Some("127.0.0.1".into()),
             user_agent: None,
@@ -513,7 +523,7 @@ mod tests {
             actor: AuditActor::of(&p),
             action: "whoami".into(),
             target: AuditTarget { cluster: Some("prod,eu".into()), ..Default::default() },
-            result: AuditResult { outcome: AuditOutcome::Ok, code: None, status: 200 },
+            result: AuditResult { outcome: AuditOutcome::Ok, code: None, status: 200, repeated: None },
             request_id: "r".into(),
             source: None,
             user_agent: None,

@@ -80,7 +80,7 @@ impl Identity {
             actor: AuditActor::of(&Principal::provisioner()),
             action: action.to_string(),
             target: AuditTarget { kind: Some(kind.to_string()), id: Some(id.to_string()), ..Default::default() },
-            result: AuditResult { outcome: AuditOutcome::Ok, code: None, status: 200 },
+            result: AuditResult { outcome: AuditOutcome::Ok, code: None, status: 200, repeated: None },
             request_id: request_id.to_string(),
             source: None,
             user_agent: None,

@@ -160,7 +160,7 @@ pub fn event_for(
         actor,
         action,
         target: res.extensions().get::<AuditTarget>().cloned().unwrap_or_default(),
-        result: AuditResult { outcome, code, status: status.as_u16() },
+        result: AuditResult { outcome, code, status: status.as_u16(), repeated: None },
         request_id: request_id.to_string(),
         source: facts.source.map(|a| a.to_string()),
         user_agent: facts.user_agent,
@@ -276,5 +276,76 @@ fn create_private(path: &Path, bytes: &[u8]) -> Result<bool, StartError> {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
         Err(e) => Err(err(e)),
+    }
+}
+
+/// Rows of requests without a credential that one source may have written one by one per window; more are
+/// counted into one row (see [`Sampler`]).
+const SAMPLED_PER_WINDOW: u32 = 5;
+/// Sources tracked at once; past it, new sources share one count (source left empty).
+const SAMPLED_SOURCES: usize = 10_000;
+
+/// Keeps refused or anonymous requests (the actor has no credential) from turning a flood into as many audit
+/// rows. Per (action, outcome, code, source) and window (one minute, ended by [`Sampler::drain`]): the first
+/// five are written as usual; the rest are counted, and at the end of the window the last of them is written
+/// once with `result.repeated` = how many it stands for. Requests with a credential are never sampled.
+#[derive(Default)]
+pub struct Sampler {
+    slots: parking_lot::Mutex<std::collections::HashMap<SampleKey, Slot>>,
+}
+
+#[derive(Hash, PartialEq, Eq)]
+struct SampleKey {
+    action: String,
+    outcome: kubehero_core::AuditOutcome,
+    code: Option<String>,
+    source: Option<String>,
+}
+
+#[derive(Default)]
+struct Slot {
+    written: u32,
+    counted: u64,
+    last: Option<AuditEvent>,
+}
+
+impl Sampler {
+    /// Whether `event` is written now (`false`: it was counted into its window's row).
+    pub fn admit(&self, event: &AuditEvent) -> bool {
+        if !event.actor.sub.is_empty() {
+            return true;
+        }
+        let mut key = SampleKey {
+            action: event.action.clone(),
+            outcome: event.result.outcome,
+            code: event.result.code.clone(),
+            source: event.source.clone(),
+        };
+        let mut slots = self.slots.lock();
+        if slots.len() >= SAMPLED_SOURCES && !slots.contains_key(&key) {
+            key.source = None;
+        }
+        let slot = slots.entry(key).or_default();
+        if slot.written < SAMPLED_PER_WINDOW {
+            slot.written += 1;
+            return true;
+        }
+        slot.counted += 1;
+        slot.last = Some(event.clone());
+        false
+    }
+
+    /// Ends the window: one row for each request kind that was counted, standing for all of them.
+    pub fn drain(&self) -> Vec<AuditEvent> {
+        let slots = std::mem::take(&mut *self.slots.lock());
+        slots
+            .into_iter()
+            .filter_map(|(key, slot)| {
+                let mut event = slot.last?;
+                event.result.repeated = Some(slot.counted);
+                event.source = key.source;
+                Some(event)
+            })
+            .collect()
     }
 }

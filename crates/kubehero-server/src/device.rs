@@ -5,8 +5,10 @@
 use crate::audit::Recorded;
 use crate::error::{ApiError, ApiResult};
 use crate::login::{esc, read_cookie, urlencode, SESSION_COOKIE};
+use crate::net::ClientAddr;
 use crate::routes::Json;
 use crate::state::AppState;
+use crate::throttle;
 use axum::extract::{Query, State};
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, LOCATION};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -70,9 +72,26 @@ fn public_url(s: &AppState) -> ApiResult<String> {
     })
 }
 
+/// Device authorizations that may be live at once (each lives `DEVICE_SECS`); past it, new ones get 429.
+const MAX_LIVE_DEVICES: i64 = 10_000;
+
+fn refused(mut r: Response) -> Response {
+    r.extensions_mut().insert(Recorded { action: "auth.device_code", actor: AuditActor::unauthenticated("none") });
+    r
+}
+
 /// `POST /api/auth/device/code`: a device code for the CLI and a user code for the person.
-pub async fn code(State(s): State<AppState>) -> ApiResult<Response> {
+pub async fn code(State(s): State<AppState>, client: Option<axum::Extension<ClientAddr>>) -> ApiResult<Response> {
     let base = public_url(&s)?;
+    if let Some(axum::Extension(ClientAddr(addr))) = client {
+        if let Err(wait) = s.device_codes.take(addr) {
+            return Ok(refused(throttle::too_many("too many sign-ins started from this address; retry later", wait)));
+        }
+    }
+    if s.store.count_live_devices(s.clock.now()).await? >= MAX_LIVE_DEVICES {
+        let message = "too many sign-ins are in progress; retry in a minute";
+        return Ok(refused(throttle::too_many(message, 60)));
+    }
     let device_code = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random(32)?);
     let now = s.clock.now();
     let mut attempts = 0;

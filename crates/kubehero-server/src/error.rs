@@ -29,6 +29,8 @@ pub enum Code {
     FailedPrecondition,
     /// 413: the request body is larger than the limit.
     OutOfRange,
+    /// 429 with `Retry-After`: too many requests from this source, or too many pending sign-ins overall.
+    ResourceExhausted,
     /// 500: a bug or corrupt stored data. The message never carries internals.
     Internal,
     /// 503: a dependency (the database) is unavailable; retry later.
@@ -46,6 +48,7 @@ impl Code {
             Code::Unimplemented => StatusCode::METHOD_NOT_ALLOWED,
             Code::AlreadyExists | Code::FailedPrecondition => StatusCode::CONFLICT,
             Code::OutOfRange => StatusCode::PAYLOAD_TOO_LARGE,
+            Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
             Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -63,6 +66,7 @@ impl Code {
                 Code::OutOfRange
             }
             StatusCode::SERVICE_UNAVAILABLE => Code::Unavailable,
+            StatusCode::TOO_MANY_REQUESTS => Code::ResourceExhausted,
             s if s.is_server_error() => Code::Internal,
             _ => Code::InvalidArgument,
         }
@@ -80,6 +84,7 @@ impl Code {
             Code::OutOfRange => "out_of_range",
             Code::Internal => "internal",
             Code::Unavailable => "unavailable",
+            Code::ResourceExhausted => "resource_exhausted",
         }
     }
 }

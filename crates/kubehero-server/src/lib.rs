@@ -17,6 +17,7 @@ pub mod net;
 pub mod routes;
 pub mod scim;
 pub mod state;
+pub mod throttle;
 mod tls;
 
 use crate::config::ServerConfig;
@@ -77,6 +78,7 @@ impl RunningServer {
     /// were not waited for, are committed before the final checkpoint.
     pub async fn wait(self) {
         let _ = self.task.await;
+        record_sampled(&self.state).await;
         if let Err(e) = self.state.identity.audit.flush().await {
             tracing::error!(error = %e, "the last audit rows could not be committed at shutdown");
         }
@@ -114,6 +116,7 @@ pub async fn build_state(
              Set AUDIT_HMAC_KEY (and KUBEHERO_REQUIRE_AUTH=true) for production."
         );
     }
+    let login_key = keys.derive(b"kubehero-login-state-v1");
     let forward = kubehero_audit::forward::ForwardStatus::new();
     let audit = kubehero_audit::AuditLog::start_notifying(
         store.clone(),
@@ -152,7 +155,7 @@ pub async fn build_state(
                     groups_claim: i.verifier.groups_claim.clone(),
                 })
                 .collect();
-            let login = login::Login::new(client, issuers)
+            let login = login::Login::new(client, issuers, &login_key)
                 .map_err(|e| StartError::Tls(format!("the sign-in HTTP client cannot be built: {e}")))?;
             Some(Arc::new(login))
         }
@@ -168,6 +171,8 @@ pub async fn build_state(
         audit_reads: config.audit_reads,
         connections: Default::default(),
         trusted_proxies: config.trusted_proxies.clone(),
+        sampler: Default::default(),
+        device_codes: throttle::PerSource::new(10, Duration::from_secs(30)),
     }))
 }
 
@@ -230,10 +235,13 @@ pub async fn start_with(
     Ok(RunningServer { addr, state, shutdown: tx, task, background, background_stop })
 }
 
-/// Reloads database bindings every few seconds so changes made through another replica apply here too.
+/// Reloads database bindings every few seconds so changes made through another replica apply here too;
+/// every minute, writes the counted rows of sampled requests and sweeps expired device authorizations.
 fn spawn_refresh(state: AppState, mut stop: watch::Receiver<bool>) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(5));
+        let mut minute = tokio::time::interval(Duration::from_secs(60));
+        minute.tick().await;
         loop {
             tokio::select! {
                 _ = tick.tick() => {
@@ -241,10 +249,27 @@ fn spawn_refresh(state: AppState, mut stop: watch::Receiver<bool>) {
                         tracing::warn!(error = %e, "periodic role-binding reload failed");
                     }
                 }
+                _ = minute.tick() => {
+                    record_sampled(&state).await;
+                    match state.store.purge_expired_devices(state.clock.now()).await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::debug!(rows = n, "expired device authorizations swept"),
+                        Err(e) => tracing::warn!(error = %e, "sweeping expired device authorizations failed"),
+                    }
+                }
                 _ = stopped(&mut stop) => return,
             }
         }
     });
+}
+
+/// Ends the sampling window: the rows that stand for counted requests go into the chain.
+pub async fn record_sampled(state: &AppState) {
+    for event in state.sampler.drain() {
+        if let Err(e) = state.identity.record(event, kubehero_identity::Durability::Queued).await {
+            tracing::error!(error = %e, "the row of sampled requests could not be queued");
+        }
+    }
 }
 
 /// Resolves once the shutdown flag is set (or its sender is gone).

@@ -3,8 +3,11 @@
 //!
 //! - The id_token goes through the same [`kubehero_authn::Verifier`] as bearer tokens; its `nonce` and `aud`
 //!   (the client id) are then checked. Groups come from the id_token, or from userinfo when it has none.
-//! - `state` is bound to the browser by the `kh_login` cookie and stored server-side (hashed), single use, for
-//!   ten minutes; the return path must be a local path, so the flow cannot redirect off-site.
+//! - Nothing is stored before the person is signed in: what the callback needs (issuer, PKCE verifier, nonce,
+//!   return path, expiry, and `state`) travels in the `kh_login` cookie, sealed (ChaCha20-Poly1305) with a key
+//!   derived from `AUDIT_HMAC_KEY`, so `/login` can be called any number of times without growing the
+//!   database. The cookie binds `state` to the browser; it lives ten minutes and is cleared by the callback (the
+//!   IdP accepts each code once). The return path must be a local path, so the flow cannot redirect off-site.
 //! - Sessions last 8 hours sliding (renewed on use, at most one store write a minute) under a 24-hour cap.
 //! - Cookie-authenticated writes need the session's CSRF token (see [`crate::auth`]).
 
@@ -19,9 +22,9 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use kubehero_authn::sha256_hex;
 use kubehero_core::AuditActor;
-use kubehero_store::{LoginAttempt, SessionKind};
+use kubehero_store::SessionKind;
 use parking_lot::Mutex;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -52,6 +55,8 @@ pub struct LoginIssuer {
 pub struct Login {
     pub client: LoginClient,
     pub issuers: Vec<LoginIssuer>,
+    /// Seals the pending sign-in into the `kh_login` cookie.
+    state_key: ring::aead::LessSafeKey,
     http: reqwest::Client,
     endpoints: Mutex<HashMap<String, Endpoints>>,
 }
@@ -59,12 +64,51 @@ pub struct Login {
 impl Login {
     /// Fails only if the HTTP client cannot be built (no TLS roots); never falls back to a client that
     /// follows redirects.
-    pub fn new(client: LoginClient, issuers: Vec<LoginIssuer>) -> Result<Login, reqwest::Error> {
+    pub fn new(client: LoginClient, issuers: Vec<LoginIssuer>, state_key: &[u8; 32]) -> Result<Login, reqwest::Error> {
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(std::time::Duration::from_secs(10))
             .build()?;
-        Ok(Login { client, issuers, http, endpoints: Mutex::new(HashMap::new()) })
+        Ok(Login {
+            state_key: ring::aead::LessSafeKey::new(
+                ring::aead::UnboundKey::new(&ring::aead::CHACHA20_POLY1305, state_key)
+                    .unwrap_or_else(|_| unreachable!("a 32-byte key is a ChaCha20-Poly1305 key")),
+            ),
+            client,
+            issuers,
+            http,
+            endpoints: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Seals a pending sign-in into a cookie value: base64url(nonce ‖ ciphertext ‖ tag).
+    fn seal(&self, pending: &Pending) -> ApiResult<String> {
+        let mut nonce = [0u8; 12];
+        nonce.copy_from_slice(&kubehero_identity::credential::random_bytes(12)?);
+        let mut data = serde_json::to_vec(pending).map_err(|e| ApiError::new(Code::Internal, e.to_string()))?;
+        self.state_key
+            .seal_in_place_append_tag(
+                ring::aead::Nonce::assume_unique_for_key(nonce),
+                ring::aead::Aad::empty(),
+                &mut data,
+            )
+            .map_err(|_| ApiError::new(Code::Internal, "sealing the sign-in state failed"))?;
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&data);
+        Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(out))
+    }
+
+    /// Opens a cookie made by [`Login::seal`]; `None` if it was not made with our key or was changed.
+    fn open(&self, cookie: &str) -> Option<Pending> {
+        let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(cookie).ok()?;
+        if raw.len() < 12 + 16 {
+            return None;
+        }
+        let (nonce, sealed) = raw.split_at(12);
+        let nonce = ring::aead::Nonce::try_assume_unique_for_key(nonce).ok()?;
+        let mut sealed = sealed.to_vec();
+        let plain = self.state_key.open_in_place(nonce, ring::aead::Aad::empty(), &mut sealed).ok()?;
+        serde_json::from_slice(plain).ok()
     }
 
     fn secure(&self) -> bool {
@@ -170,6 +214,19 @@ fn login_of(s: &AppState) -> ApiResult<&Arc<Login>> {
     })
 }
 
+/// A sign-in between `/login` and the callback, sealed into the `kh_login` cookie.
+#[derive(Serialize, Deserialize)]
+struct Pending {
+    /// The `state` parameter sent to the IdP.
+    state: String,
+    issuer: String,
+    verifier: String,
+    nonce: String,
+    return_to: String,
+    /// Unix seconds.
+    expires_at: i64,
+}
+
 #[derive(Debug, Deserialize)]
 pub struct LoginParams {
     return_to: Option<String>,
@@ -198,18 +255,14 @@ pub async fn login(State(s): State<AppState>, Query(q): Query<LoginParams>) -> A
     let (state, nonce, verifier) = (random_b64(32)?, random_b64(32)?, random_b64(48)?);
     let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .encode(ring::digest::digest(&ring::digest::SHA256, verifier.as_bytes()));
-    let now = s.clock.now();
-    s.store
-        .put_login_attempt(&LoginAttempt {
-            id: sha256_hex(&state),
-            issuer: issuer.issuer.clone(),
-            pkce_verifier: verifier,
-            nonce: nonce.clone(),
-            return_to,
-            created_at: now,
-            expires_at: now + ATTEMPT_SECS,
-        })
-        .await?;
+    let sealed = login.seal(&Pending {
+        state: state.clone(),
+        issuer: issuer.issuer.clone(),
+        verifier,
+        nonce: nonce.clone(),
+        return_to,
+        expires_at: s.clock.now() + ATTEMPT_SECS,
+    })?;
     let sep = if ep.authorization_endpoint.contains('?') { '&' } else { '?' };
     let to = format!(
         "{}{sep}response_type=code&client_id={}&redirect_uri={}&scope=openid%20email%20profile%20groups\
@@ -219,7 +272,7 @@ pub async fn login(State(s): State<AppState>, Query(q): Query<LoginParams>) -> A
         urlencode(&login.redirect_uri()),
     );
     let mut r = redirect(&to);
-    r.headers_mut().append(SET_COOKIE, cookie(LOGIN_COOKIE, &state, "/api/auth", ATTEMPT_SECS, login.secure()));
+    r.headers_mut().append(SET_COOKIE, cookie(LOGIN_COOKIE, &sealed, "/api/auth", ATTEMPT_SECS, login.secure()));
     Ok(r)
 }
 
@@ -264,22 +317,21 @@ async fn finish(s: &AppState, headers: &HeaderMap, q: CallbackParams) -> ApiResu
         return Err(ApiError::invalid("code and state are required"));
     };
     // The flow must have started in this browser: the state comes back in the cookie set by /login.
-    if read_cookie(headers, LOGIN_COOKIE) != Some(state.as_str()) {
-        return Err(ApiError::invalid("this sign-in did not start in this browser; start again at /login"));
-    }
+    let attempt = read_cookie(headers, LOGIN_COOKIE)
+        .and_then(|c| login.open(c))
+        .filter(|p| bool::from(subtle::ConstantTimeEq::ct_eq(p.state.as_bytes(), state.as_bytes())))
+        .ok_or_else(|| ApiError::invalid("this sign-in did not start in this browser; start again at /login"))?;
     let now = s.clock.now();
-    let attempt = s
-        .store
-        .take_login_attempt(&sha256_hex(&state), now)
-        .await?
-        .ok_or_else(|| ApiError::invalid("this sign-in expired or was already used; start again at /login"))?;
+    if attempt.expires_at <= now {
+        return Err(ApiError::invalid("this sign-in expired; start again at /login"));
+    }
     let ep = login.endpoints(&attempt.issuer).await?;
     let redirect_uri = login.redirect_uri();
     let form = [
         ("grant_type", "authorization_code"),
         ("code", code.as_str()),
         ("redirect_uri", redirect_uri.as_str()),
-        ("code_verifier", attempt.pkce_verifier.as_str()),
+        ("code_verifier", attempt.verifier.as_str()),
         ("client_id", login.client.client_id.as_str()),
     ];
     let mut req = login.http.post(&ep.token_endpoint).form(&form);

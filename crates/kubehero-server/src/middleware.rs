@@ -51,7 +51,8 @@ pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next
         }
         None => next.run(req).await,
     };
-    if let Some(event) = crate::audit::event_for(&res, facts, &id, state.identity.ids.next_id(), state.clock.now_ms()) {
+    let event = crate::audit::event_for(&res, facts, &id, state.identity.ids.next_id(), state.clock.now_ms());
+    if let Some(event) = event.filter(|e| state.sampler.admit(e)) {
         // Durable before the answer, except plain reads under KUBEHERO_AUDIT_READS=async|off.
         let recorded = match crate::audit::durability(&res, &event, read, state.audit_reads) {
             Some(wait) => state.identity.record(event, wait).await,

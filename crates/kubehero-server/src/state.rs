@@ -44,4 +44,8 @@ pub struct Shared {
     pub connections: Arc<crate::listener::ConnectionStats>,
     /// `KUBEHERO_TRUSTED_PROXIES`: whose `X-Forwarded-For` counts.
     pub trusted_proxies: crate::net::TrustedProxies,
+    /// Requests without a credential, counted rather than written one by one past a few a minute.
+    pub sampler: crate::audit::Sampler,
+    /// Device codes per client address (10 at once, then one every 30 s).
+    pub device_codes: crate::throttle::PerSource,
 }

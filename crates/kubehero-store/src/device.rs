@@ -41,6 +41,8 @@ pub(crate) fn decide_device_sql(approve: bool) -> String {
 }
 pub(crate) const DEVICE_STATE: &str = "SELECT status, expires_at FROM device_authorizations WHERE user_code = $1";
 /// `$1` now, `$2` device_hash.
+pub(crate) const PURGE_EXPIRED_DEVICES: &str = "DELETE FROM device_authorizations WHERE expires_at <= $1";
+pub(crate) const COUNT_LIVE_DEVICES: &str = "SELECT COUNT(*) FROM device_authorizations WHERE expires_at > $1";
 pub(crate) const POLL_DEVICE: &str = "UPDATE device_authorizations SET last_poll_at = $1 WHERE device_hash = $2";
 pub(crate) const CONSUME_DEVICE: &str =
     "UPDATE device_authorizations SET status = 'consumed' WHERE device_hash = $1 AND status = 'approved'";
@@ -90,6 +92,23 @@ macro_rules! device_store {
     ($store:ty, $lock:expr) => {
         #[async_trait::async_trait]
         impl $crate::DeviceStore for $store {
+            async fn purge_expired_devices(&self, now: i64) -> $crate::Result<u64> {
+                let done = sqlx::query($crate::device::PURGE_EXPIRED_DEVICES)
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(Self::err("expired device authorizations"))?;
+                Ok(done.rows_affected())
+            }
+
+            async fn count_live_devices(&self, now: i64) -> $crate::Result<i64> {
+                sqlx::query_scalar($crate::device::COUNT_LIVE_DEVICES)
+                    .bind(now)
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(Self::err("device authorizations"))
+            }
+
             async fn create_device(&self, d: &$crate::DeviceAuthorization) -> $crate::Result<()> {
                 sqlx::query($crate::device::INSERT_DEVICE)
                     .bind(&d.device_hash)

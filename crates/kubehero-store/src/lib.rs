@@ -340,21 +340,7 @@ pub struct SessionRecord {
     pub user_agent: Option<String>,
 }
 
-/// One pending sign-in through the IdP: what `/api/auth/callback` needs to finish it. Single use.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LoginAttempt {
-    /// SHA-256 hex of the `state` parameter.
-    pub id: String,
-    pub issuer: String,
-    pub pkce_verifier: String,
-    pub nonce: String,
-    /// Where to send the person afterwards (a validated local path).
-    pub return_to: String,
-    pub created_at: i64,
-    pub expires_at: i64,
-}
-
-/// Sessions, CLI tokens and pending sign-ins.
+/// Sessions and CLI tokens.
 #[async_trait]
 pub trait SessionStore: Send + Sync {
     /// `AlreadyExists` on a duplicate id or hash.
@@ -371,9 +357,6 @@ pub trait SessionStore: Send + Sync {
     /// Sessions and CLI tokens whose `sub` is one of `subs` or whose sign-in email is one of `emails` (any
     /// letter case): one indexed query per person, for deprovisioning.
     async fn sessions_of(&self, subs: &[&str], emails: &[&str]) -> Result<Vec<SessionRecord>>;
-    async fn put_login_attempt(&self, a: &LoginAttempt) -> Result<()>;
-    /// Removes and returns the attempt; `None` when absent or expired at `now` (expired ones are removed too).
-    async fn take_login_attempt(&self, id: &str, now: i64) -> Result<Option<LoginAttempt>>;
 }
 
 /// The state of a device authorization (RFC 8628-shaped CLI login).
@@ -449,6 +432,10 @@ pub trait DeviceStore: Send + Sync {
     async fn poll_device(&self, device_hash: &str, now: i64) -> Result<Option<DeviceAuthorization>>;
     /// Moves an `approved` authorization to `consumed`; true only for the one call that did (single use).
     async fn consume_device(&self, device_hash: &str) -> Result<bool>;
+    /// Deletes authorizations that expired before `now`; returns how many.
+    async fn purge_expired_devices(&self, now: i64) -> Result<u64>;
+    /// Authorizations not yet expired at `now` (the global cap on pending sign-ins counts these).
+    async fn count_live_devices(&self, now: i64) -> Result<i64>;
 }
 
 /// Where a directory person came from.

@@ -34,6 +34,7 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "sessions_by_email",
         sql: include_str!("migrations/sqlite/0006_sessions_by_email.sql"),
     },
+    Migration { version: 7, name: "bounded_sign_in", sql: include_str!("migrations/sqlite/0007_bounded_sign_in.sql") },
 ];
 
 /// PostgreSQL migrations, oldest first.
@@ -47,6 +48,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 6,
         name: "sessions_by_email",
         sql: include_str!("migrations/postgres/0006_sessions_by_email.sql"),
+    },
+    Migration {
+        version: 7,
+        name: "bounded_sign_in",
+        sql: include_str!("migrations/postgres/0007_bounded_sign_in.sql"),
     },
 ];
 

@@ -4,7 +4,7 @@
 //! (`DELETE … RETURNING`), so of several concurrent callbacks carrying the same `state` exactly one gets it.
 //! Expiry is checked on the returned row, which removes expired attempts as a side effect.
 
-use crate::{LoginAttempt, Result, SessionKind, SessionRecord, StoreError};
+use crate::{Result, SessionKind, SessionRecord, StoreError};
 
 // ---- sessions ---------------------------------------------------------------------------------------------
 
@@ -98,21 +98,6 @@ pub(crate) fn session_from_row(row: SessionRow) -> Result<SessionRecord> {
     })
 }
 
-// ---- login attempts ---------------------------------------------------------------------------------------
-
-pub(crate) type LoginAttemptRow = (String, String, String, String, String, i64, i64);
-
-pub(crate) const INSERT_LOGIN_ATTEMPT: &str = "INSERT INTO login_attempts \
-     (id, issuer, pkce_verifier, nonce, return_to, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7)";
-/// Deletes and returns one attempt atomically: of concurrent takers, one gets the row, the others nothing.
-pub(crate) const TAKE_LOGIN_ATTEMPT: &str = "DELETE FROM login_attempts WHERE id = $1 \
-     RETURNING id, issuer, pkce_verifier, nonce, return_to, created_at, expires_at";
-
-pub(crate) fn login_attempt_from_row(row: LoginAttemptRow) -> LoginAttempt {
-    let (id, issuer, pkce_verifier, nonce, return_to, created_at, expires_at) = row;
-    LoginAttempt { id, issuer, pkce_verifier, nonce, return_to, created_at, expires_at }
-}
-
 /// Implements [`crate::SessionStore`] for a store with a `pool` field and `err()` (from `sql_store!`).
 macro_rules! session_store {
     ($store:ty) => {
@@ -199,31 +184,6 @@ macro_rules! session_store {
                 }
                 let rows = q.fetch_all(&self.pool).await.map_err(Self::err("sessions"))?;
                 rows.into_iter().map($crate::session::session_from_row).collect()
-            }
-
-            async fn put_login_attempt(&self, a: &$crate::LoginAttempt) -> $crate::Result<()> {
-                sqlx::query($crate::session::INSERT_LOGIN_ATTEMPT)
-                    .bind(&a.id)
-                    .bind(&a.issuer)
-                    .bind(&a.pkce_verifier)
-                    .bind(&a.nonce)
-                    .bind(&a.return_to)
-                    .bind(a.created_at)
-                    .bind(a.expires_at)
-                    .execute(&self.pool)
-                    .await
-                    .map_err(Self::err(format!("login attempt {:?}", a.id)))?;
-                Ok(())
-            }
-
-            async fn take_login_attempt(&self, id: &str, now: i64) -> $crate::Result<Option<$crate::LoginAttempt>> {
-                let row: Option<$crate::session::LoginAttemptRow> = sqlx::query_as($crate::session::TAKE_LOGIN_ATTEMPT)
-                    .bind(id)
-                    .fetch_optional(&self.pool)
-                    .await
-                    .map_err(Self::err(format!("login attempt {id:?}")))?;
-                // The row is gone either way: an expired attempt is removed and reported as absent.
-                Ok(row.map($crate::session::login_attempt_from_row).filter(|a| a.expires_at > now))
             }
         }
     };

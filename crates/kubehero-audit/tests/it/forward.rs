@@ -42,9 +42,14 @@ fn event(i: i64, time_ms: i64) -> AuditEvent {
         action: if i % 2 == 0 { "policy.arm".into() } else { "cluster.register".into() },
         target: AuditTarget { kind: Some("policy".into()), id: Some(format!("p{i}")), cluster: None, namespace: None },
         result: if i % 5 == 4 {
-            AuditResult { outcome: AuditOutcome::Denied, code: Some("permission_denied".into()), status: 403 }
+            AuditResult {
+                outcome: AuditOutcome::Denied,
+                code: Some("permission_denied".into()),
+                status: 403,
+                repeated: None,
+            }
         } else {
-            AuditResult { outcome: AuditOutcome::Ok, code: None, status: 200 }
+            AuditResult { outcome: AuditOutcome::Ok, code: None, status: 200, repeated: None }
         },
         request_id: format!("req-{i}"),
         source: Some("127.0.0.1:4000".into()),

@@ -43,9 +43,14 @@ pub fn event(i: usize) -> AuditEvent {
             namespace: Some("default".to_string()),
         },
         result: if i % 5 == 4 {
-            AuditResult { outcome: AuditOutcome::Denied, code: Some("permission_denied".to_string()), status: 403 }
+            AuditResult {
+                outcome: AuditOutcome::Denied,
+                code: Some("permission_denied".to_string()),
+                status: 403,
+                repeated: None,
+            }
         } else {
-            AuditResult { outcome: AuditOutcome::Ok, code: None, status: 200 }
+            AuditResult { outcome: AuditOutcome::Ok, code: None, status: 200, repeated: None }
         },
         request_id: format!("req-{i}"),
         source: Some("10.0.0.7:51234".to_string()),

@@ -5,7 +5,7 @@
 use crate::support::*;
 use kubehero_testkit::oidc::{free_port, OidcProvider, SignIn};
 use reqwest::StatusCode;
-use serde_json::json;
+use serde_json::{json, Value};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
@@ -161,6 +161,72 @@ async fn open_redirects_and_login_csrf_are_refused() {
     assert_eq!(r.status(), StatusCode::BAD_REQUEST, "unknown state");
     let r = ts.get("/api/auth/callback?error=access_denied", None).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+}
+
+/// Bytes of the SQLite database and its WAL.
+fn db_bytes(ts: &TestServer) -> u64 {
+    ["kubehero.db", "kubehero.db-wal"]
+        .iter()
+        .filter_map(|f| std::fs::metadata(ts.data_dir().join(f)).ok())
+        .map(|m| m.len())
+        .sum()
+}
+
+#[tokio::test]
+async fn pre_authentication_requests_grow_the_database_by_a_bounded_amount() {
+    let (ts, _idp) = setup(Arc::new(kubehero_server::state::SystemClock)).await;
+    let before = db_bytes(&ts);
+    let no_redirects = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let long = format!("/{}", "a".repeat(2000));
+    let login = format!("{}/login?return_to={}", ts.url, kubehero_server::login::urlencode(&long));
+    // 10,000 sign-ins started (nothing stored: the pending sign-in is sealed into its cookie) and 10,000
+    // device codes asked for from four addresses, 16 at a time.
+    let sent = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let statuses = Arc::new(parking_lot::Mutex::new(std::collections::BTreeMap::<(bool, u16), usize>::new()));
+    let mut work = Vec::new();
+    for w in 0..16 {
+        let (no_redirects, login, sent, statuses) =
+            (no_redirects.clone(), login.clone(), sent.clone(), statuses.clone());
+        let from: std::net::IpAddr = format!("127.0.0.{}", 2 + w % 4).parse().unwrap();
+        let device = reqwest::Client::builder().local_address(from).build().unwrap();
+        let url = format!("{}/api/auth/device/code", ts.url);
+        work.push(tokio::spawn(async move {
+            while sent.fetch_add(1, Ordering::Relaxed) < 10_000 {
+                let a = no_redirects.get(&login).send().await.unwrap().status().as_u16();
+                let b = device.post(&url).send().await.unwrap().status().as_u16();
+                let mut st = statuses.lock();
+                *st.entry((true, a)).or_default() += 1;
+                *st.entry((false, b)).or_default() += 1;
+            }
+        }));
+    }
+    for w in work {
+        w.await.unwrap();
+    }
+    let statuses = statuses.lock().clone();
+    let redirected: usize =
+        statuses.iter().filter(|((login, s), _)| *login && (300..400).contains(s)).map(|(_, n)| n).sum();
+    assert_eq!(redirected, 10_000, "{statuses:?}");
+    // Each address had its burst of 10 (plus what refilled meanwhile); the rest were told to retry.
+    let devices_ok = statuses.get(&(false, 200)).copied().unwrap_or(0);
+    assert!((40..=60).contains(&devices_ok), "{statuses:?}");
+    assert_eq!(statuses.get(&(false, 429)).copied().unwrap_or(0), 10_000 - devices_ok, "{statuses:?}");
+
+    // The audit rows of the device codes: a few per address and result, the rest counted into one row each.
+    kubehero_server::record_sampled(ts.state()).await;
+    ts.state().identity.audit.flush().await.unwrap();
+    let rows = ts.state().store.audit_rows(0, 100_000).await.unwrap();
+    let device_rows: Vec<Value> = rows
+        .iter()
+        .map(|r| serde_json::from_str::<Value>(&r.body).unwrap())
+        .filter(|b| b["action"] == "auth.device_code")
+        .collect();
+    assert!(device_rows.len() <= 4 * 2 * 6, "{} rows", device_rows.len());
+    let stood_for: u64 = device_rows.iter().map(|b| b["result"]["repeated"].as_u64().unwrap_or(1)).sum();
+    assert_eq!(stood_for, 10_000, "every request is accounted for");
+    let grown = db_bytes(&ts).saturating_sub(before);
+    println!("20,000 unauthenticated requests: database +{grown} bytes, {} audit rows", device_rows.len());
+    assert!(grown < 2 * 1024 * 1024, "the database grew by {grown} bytes");
 }
 
 #[tokio::test]

@@ -5,8 +5,8 @@
 use kubehero_core::{Binding, BindingSubject, Role, Scope};
 use kubehero_store::{
     ApiKeyRecord, Cluster, DeviceAuthorization, DeviceStatus, DirectoryGroup, DirectoryUser, GroupMember, GroupSelect,
-    LoginAttempt, MemberChange, Membership, PersonMatch, Policy, PolicyState, SessionKind, SessionRecord, SqliteStore,
-    Store, StoreError, StoredBinding, UserOrigin, UserSelect,
+    MemberChange, Membership, PersonMatch, Policy, PolicyState, SessionKind, SessionRecord, SqliteStore, Store,
+    StoreError, StoredBinding, UserOrigin, UserSelect,
 };
 use kubehero_testkit::postgres::TempPostgres;
 use serde_json::json;
@@ -69,18 +69,6 @@ fn session(id: &str, kind: SessionKind, sub: &str, at: i64) -> SessionRecord {
     }
 }
 
-fn attempt(id: &str, at: i64, ttl: i64) -> LoginAttempt {
-    LoginAttempt {
-        id: id.to_string(),
-        issuer: "https://idp.example.com".to_string(),
-        pkce_verifier: format!("verifier-{id}"),
-        nonce: format!("nonce-{id}"),
-        return_to: "/clusters/prod-eu?tab=policies".to_string(),
-        created_at: at,
-        expires_at: at + ttl,
-    }
-}
-
 fn device(n: u32, at: i64, ttl: i64) -> DeviceAuthorization {
     DeviceAuthorization {
         device_hash: format!("{n:08x}{}", "d".repeat(56)),
@@ -105,7 +93,6 @@ async fn conformance(store: Arc<dyn Store>) {
     api_keys(&*store).await;
     settings(&*store).await;
     sessions(&*store).await;
-    concurrent_login_attempts(store.clone()).await;
     devices(&*store).await;
     concurrent_device_consume(store.clone()).await;
     directory(&*store).await;
@@ -366,46 +353,18 @@ async fn sessions(s: &dyn Store) {
     assert_eq!(s.revoke_session(&s3.id, 900).await.unwrap().revoked_at, Some(350));
     assert!(matches!(s.revoke_session("nope", 1).await, Err(StoreError::NotFound(_))));
     assert_eq!(s.find_session_by_hash(&s2.hash).await.unwrap().unwrap(), s2, "others untouched");
-
-    // Login attempts: single use.
-    let a = attempt("a1", 1000, 600);
-    s.put_login_attempt(&a).await.unwrap();
-    assert!(matches!(s.put_login_attempt(&a).await, Err(StoreError::AlreadyExists(_))));
-    assert_eq!(s.take_login_attempt("a1", 1001).await.unwrap(), Some(a.clone()));
-    assert_eq!(s.take_login_attempt("a1", 1001).await.unwrap(), None, "second take");
-    assert_eq!(s.take_login_attempt("never", 1001).await.unwrap(), None);
-    // Once taken, the id is free again.
-    s.put_login_attempt(&a).await.unwrap();
-    assert_eq!(s.take_login_attempt("a1", 1599).await.unwrap(), Some(a));
-
-    // Expiry: at `expires_at` it is expired, and the expired row is removed.
-    let b = attempt("a2", 1000, 600);
-    s.put_login_attempt(&b).await.unwrap();
-    assert_eq!(s.take_login_attempt("a2", 1600).await.unwrap(), None, "expired");
-    assert_eq!(s.take_login_attempt("a2", 0).await.unwrap(), None, "the expired attempt was removed");
-    s.put_login_attempt(&b).await.unwrap();
-}
-
-async fn concurrent_login_attempts(store: Arc<dyn Store>) {
-    // Eight callbacks race with the same `state`: exactly one gets the attempt.
-    let a = attempt("race", 10, 600);
-    store.put_login_attempt(&a).await.unwrap();
-    let tasks: Vec<_> = (0..8)
-        .map(|_| {
-            let s = store.clone();
-            tokio::spawn(async move { s.take_login_attempt("race", 20).await })
-        })
-        .collect();
-    let mut got = Vec::new();
-    for t in tasks {
-        if let Some(x) = t.await.unwrap().unwrap() {
-            got.push(x);
-        }
-    }
-    assert_eq!(got, [a]);
 }
 
 async fn devices(s: &dyn Store) {
+    // Expired authorizations are counted out and swept; live ones stay.
+    s.create_device(&device(90, 100, 50)).await.unwrap();
+    s.create_device(&device(91, 100, 500)).await.unwrap();
+    assert_eq!(s.count_live_devices(200).await.unwrap(), 1);
+    assert_eq!(s.purge_expired_devices(200).await.unwrap(), 1);
+    assert_eq!(s.purge_expired_devices(200).await.unwrap(), 0);
+    assert_eq!(s.purge_expired_devices(600).await.unwrap(), 1);
+    assert_eq!(s.count_live_devices(0).await.unwrap(), 0);
+
     let d1 = device(1, 1000, 600);
     s.create_device(&d1).await.unwrap();
     assert_eq!(s.find_device_by_user_code(&d1.user_code).await.unwrap(), Some(d1.clone()), "round trip");
