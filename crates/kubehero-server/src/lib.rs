@@ -182,10 +182,38 @@ const AUDIT_BATCH: usize = 1024;
 /// Opens the database named by the configuration, creating the data directory for SQLite.
 pub async fn open_store(config: &ServerConfig) -> Result<Arc<dyn kubehero_store::Store>, StartError> {
     if config.database_url.starts_with("sqlite:") && !config.database_url.contains(":memory:") {
-        std::fs::create_dir_all(&config.data_dir)
+        private_data_dir(config)
             .map_err(|source| StartError::DataDir { path: config.data_dir.display().to_string(), source })?;
     }
     Ok(kubehero_store::open(&config.database_url).await?)
+}
+
+/// The data directory holds SCIM's personal data, the audit log and keys: it is made (or tightened to) 0700,
+/// and the database files to 0600. The database file is created 0600 before SQLite opens it, and SQLite gives
+/// its `-wal` and `-shm` files the database file's mode.
+fn private_data_dir(config: &ServerConfig) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+    let dir = &config.data_dir;
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    let tighten = |path: &std::path::Path, mode: u32| -> std::io::Result<()> {
+        let meta = std::fs::metadata(path)?;
+        if meta.permissions().mode() & 0o777 & !mode != 0 {
+            tracing::warn!(path = %path.display(), "tightening permissions to {mode:o}: it holds personal data and the audit log");
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+        }
+        Ok(())
+    };
+    tighten(dir, 0o700)?;
+    let db = config.database_url.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
+    let db = std::path::Path::new(db.split('?').next().unwrap_or(db));
+    std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(db)?;
+    for suffix in ["", "-wal", "-shm"] {
+        let path = std::path::PathBuf::from(format!("{}{suffix}", db.display()));
+        if path.exists() {
+            tighten(&path, 0o600)?;
+        }
+    }
+    Ok(())
 }
 
 /// Starts the control plane: opens the store, builds the state, binds, serves in the background.

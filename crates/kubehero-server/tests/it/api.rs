@@ -238,3 +238,36 @@ async fn postgres_backend_serves_the_same_api() {
     pg.start_server();
     ts.wait_ok("/api/v1/clusters", Some(VIEWER)).await; // recovers once the database is back
 }
+
+#[tokio::test]
+async fn the_data_dir_is_private_and_its_database_files_are_0600() {
+    use std::os::unix::fs::PermissionsExt;
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("new").join("data");
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let env: std::collections::HashMap<String, String> =
+        [("KUBEHERO_DATA_DIR".to_string(), dir.display().to_string())].into_iter().collect();
+    let cfg = kubehero_server::config::ServerConfig::from_parts(&env, Default::default()).unwrap();
+    let store = kubehero_server::open_store(&cfg).await.unwrap();
+    store
+        .create_cluster(&kubehero_store::Cluster {
+            name: "c".into(),
+            api_server_url: None,
+            labels: Default::default(),
+            created_by: "t".into(),
+            created_at: 1,
+        })
+        .await
+        .unwrap();
+    assert_eq!(mode(&dir), 0o700);
+    for f in ["kubehero.db", "kubehero.db-wal", "kubehero.db-shm"] {
+        assert_eq!(mode(&dir.join(f)), 0o600, "{f}");
+    }
+    drop(store);
+    // A directory and database left readable by an older version are tightened at start-up.
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(dir.join("kubehero.db"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let _store = kubehero_server::open_store(&cfg).await.unwrap();
+    assert_eq!(mode(&dir), 0o700);
+    assert_eq!(mode(&dir.join("kubehero.db")), 0o600);
+}
