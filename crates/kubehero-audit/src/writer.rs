@@ -42,6 +42,8 @@ pub struct WriterStats {
     pub failures: AtomicU64,
     /// Enqueued (not awaited) rows whose batch the store refused: their requests were already answered.
     pub lost_enqueued: AtomicU64,
+    /// The last append failed (cleared by the next one that succeeds): `/readyz` answers 503 meanwhile.
+    pub failing: std::sync::atomic::AtomicBool,
 }
 
 /// A handle to the writer task. Cloning is cheap; the task stops when every handle is dropped.
@@ -49,6 +51,8 @@ pub struct WriterStats {
 pub struct AuditLog {
     tx: mpsc::Sender<Job>,
     stats: Arc<WriterStats>,
+    sealer: Arc<dyn kubehero_core::Sealer>,
+    status: Arc<crate::forward::ForwardStatus>,
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -76,8 +80,9 @@ impl AuditLog {
     ) -> AuditLog {
         let (tx, rx) = mpsc::channel(QUEUE);
         let stats = Arc::new(WriterStats::default());
-        tokio::spawn(run(store, Arc::new(sealer), rx, max_batch.max(1), stats.clone(), status));
-        AuditLog { tx, stats }
+        let sealer: Arc<dyn kubehero_core::Sealer> = Arc::new(sealer);
+        tokio::spawn(run(store, sealer.clone(), rx, max_batch.max(1), stats.clone(), status.clone()));
+        AuditLog { tx, stats, sealer, status }
     }
 
     /// Records `event` and returns its seq once it is durable.
@@ -116,6 +121,23 @@ impl AuditLog {
         Ok(last)
     }
 
+    /// What seals rows into this chain, for writes that append their own rows in their transaction
+    /// ([`kubehero_store::ChangeStore::apply`]); tell [`AuditLog::committed`] about them afterwards.
+    pub fn sealer(&self) -> &Arc<dyn kubehero_core::Sealer> {
+        &self.sealer
+    }
+
+    /// Rows committed outside the writer (with a change): counted, and the forwarders woken.
+    pub fn committed(&self, rows: &[kubehero_core::SealedRow]) {
+        if let Some(last) = rows.last() {
+            self.stats.failing.store(false, Ordering::Relaxed);
+            self.stats.rows.fetch_add(rows.len() as u64, Ordering::Relaxed);
+            self.stats.commits.fetch_add(1, Ordering::Relaxed);
+            self.status.set_head(last.seq);
+            self.status.notify();
+        }
+    }
+
     pub fn stats(&self) -> &WriterStats {
         &self.stats
     }
@@ -139,6 +161,7 @@ async fn run(
         let appended = if events.is_empty() { Ok(Vec::new()) } else { store.append_audit(&events, &sealer).await };
         match appended {
             Ok(rows) => {
+                stats.failing.store(false, Ordering::Relaxed);
                 if let Some(r) = rows.last() {
                     last = r.seq;
                     stats.rows.fetch_add(rows.len() as u64, Ordering::Relaxed);
@@ -157,6 +180,7 @@ async fn run(
             }
             Err(e) => {
                 stats.failures.fetch_add(1, Ordering::Relaxed);
+                stats.failing.store(true, Ordering::Relaxed);
                 tracing::error!(error = %e, rows = jobs.len(), "audit append failed; the requests are refused");
                 let err = AuditError::Unavailable(e.to_string());
                 // Everything queued meanwhile would wait out the same timeout: refuse it now too.

@@ -49,12 +49,17 @@ pub async fn mark(action: Action, req: Request, next: Next) -> Response {
 /// A precise target for the audit row, returned by handlers that know more than their path says (the id of
 /// a created resource, a policy's cluster).
 pub fn target(kind: &str, id: &str, cluster: Option<&str>, namespace: Option<&str>) -> axum::Extension<AuditTarget> {
-    axum::Extension(AuditTarget {
+    axum::Extension(target_of(kind, id, cluster, namespace))
+}
+
+/// An audit target.
+pub fn target_of(kind: &str, id: &str, cluster: Option<&str>, namespace: Option<&str>) -> AuditTarget {
+    AuditTarget {
         kind: Some(kind.to_string()),
         id: Some(id.to_string()),
         cluster: cluster.map(str::to_string),
         namespace: namespace.map(str::to_string),
-    })
+    }
 }
 
 /// The resource kind an action is about.
@@ -114,11 +119,91 @@ pub struct RequestFacts {
 
 impl RequestFacts {
     pub fn of(req: &Request) -> RequestFacts {
+        Self::from_parts(req.extensions(), req.headers())
+    }
+
+    fn from_parts(ext: &axum::http::Extensions, headers: &HeaderMap) -> RequestFacts {
         RequestFacts {
-            source: req.extensions().get::<crate::net::ClientAddr>().map(|c| c.0),
-            user_agent: req.headers().get(USER_AGENT).and_then(|v| v.to_str().ok()).map(|v| truncate(v, 256)),
-            credential: credential_kind(req.headers()),
+            source: ext.get::<crate::net::ClientAddr>().map(|c| c.0),
+            user_agent: headers.get(USER_AGENT).and_then(|v| v.to_str().ok()).map(|v| truncate(v, 256)),
+            credential: credential_kind(headers),
         }
+    }
+}
+
+/// A handler's way to write its change and that change's audit row in one transaction (ARCHITECTURE.md
+/// invariant 1): it builds the row it would get for its success answer, [`Audited::apply`]s the change with it,
+/// and answers with [`Audited::done`] in its response so the audit point does not write a second row. If the
+/// change is refused (a conflict, a missing row, the audit insert failing), nothing was written and the audit
+/// point records the failure as for any other error.
+pub struct Audited {
+    state: crate::state::AppState,
+    facts: RequestFacts,
+    request_id: String,
+    actor: AuditActor,
+}
+
+/// In a response: its audit row was committed with its change.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordedWithChange;
+
+impl axum::extract::FromRequestParts<crate::state::AppState> for Audited {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &crate::state::AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let Auth(principal) = Auth::from_request_parts(parts, state).await?;
+        let request_id =
+            parts.extensions.get::<crate::middleware::RequestId>().map(|r| r.0.clone()).unwrap_or_default();
+        Ok(Audited {
+            state: state.clone(),
+            facts: RequestFacts::from_parts(&parts.extensions, &parts.headers),
+            request_id,
+            actor: AuditActor::of(&principal),
+        })
+    }
+}
+
+impl Audited {
+    /// Applies `change` with the row of `action` on `target` answered `status`, in one transaction.
+    pub async fn apply(
+        &self,
+        change: kubehero_store::Change<'_>,
+        action: Action,
+        target: &AuditTarget,
+        status: axum::http::StatusCode,
+    ) -> Result<kubehero_store::Changed, ApiError> {
+        let s = &self.state;
+        // Rows of reads answered before this change (queued, not yet committed) go first, so the chain keeps
+        // the order in which requests were answered.
+        s.identity
+            .audit
+            .flush()
+            .await
+            .map_err(|e| ApiError::from(kubehero_identity::IdentityError::AuditUnavailable(e.to_string())))?;
+        let event = AuditEvent {
+            event_id: s.identity.ids.next_id(),
+            time_ms: s.clock.now_ms(),
+            actor: self.actor.clone(),
+            action: action.as_str().to_string(),
+            target: target.clone(),
+            result: AuditResult { outcome: AuditOutcome::Ok, code: None, status: status.as_u16(), repeated: None },
+            request_id: self.request_id.clone(),
+            source: self.facts.source.map(|a| a.to_string()),
+            user_agent: self.facts.user_agent.clone(),
+        };
+        let rows = kubehero_store::WithRows { events: std::slice::from_ref(&event), sealer: s.identity.audit.sealer() };
+        let (changed, sealed) = s.store.apply(change, Some(rows)).await?;
+        s.identity.audit.committed(&sealed);
+        Ok(changed)
+    }
+
+    /// The response extensions of an answer whose row [`Audited::apply`] wrote: the target (for metrics and
+    /// logs) and the mark that keeps the audit point from writing another row.
+    pub fn done(target: AuditTarget) -> (axum::Extension<AuditTarget>, axum::Extension<RecordedWithChange>) {
+        (axum::Extension(target), axum::Extension(RecordedWithChange))
     }
 }
 
@@ -134,6 +219,9 @@ pub fn event_for(
     let status = res.status();
     let error = res.extensions().get::<ApiError>();
     let ext = res.extensions();
+    if ext.get::<RecordedWithChange>().is_some() {
+        return None;
+    }
     let (action, actor) = match (ext.get::<Recorded>(), ext.get::<AuditAction>(), ext.get::<Auth>()) {
         (Some(r), _, _) => (r.action.to_string(), r.actor.clone()),
         (None, Some(a), Some(auth)) => (a.0.as_str().to_string(), AuditActor::of(&auth.0)),

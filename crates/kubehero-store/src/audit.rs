@@ -155,25 +155,7 @@ macro_rules! audit_store {
                     return done;
                 }
                 let mut tx = self.begin().await?;
-                let (mut seq, mut mac): (i64, String) = sqlx::query_as($crate::audit::head_sql($backend))
-                    .fetch_one(&mut *tx)
-                    .await
-                    .map_err(Self::err("audit head"))?;
-                let mut sealed = Vec::with_capacity(events.len());
-                for event in events {
-                    seq += 1;
-                    let row = sealer.seal(seq, &mac, event);
-                    mac.clone_from(&row.mac);
-                    sealed.push(row);
-                }
-                // One statement per chunk, not per row: the per-statement cost, not the flush, bounds a batch.
-                Self::insert_audit_rows(&mut tx, &sealed).await?;
-                sqlx::query($crate::audit::SET_HEAD)
-                    .bind(seq)
-                    .bind(&mac)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(Self::err("audit head"))?;
+                let sealed = Self::append_on(&mut tx, events, sealer).await?;
                 tx.commit().await.map_err(Self::err("audit commit"))?;
                 Ok(sealed)
             }

@@ -8,6 +8,7 @@
 //! - times are Unix seconds (`i64`), ids are strings chosen by the caller.
 
 mod audit;
+mod change;
 mod device;
 mod directory;
 mod migrate;
@@ -21,6 +22,7 @@ use kubehero_core::{AuditEvent, AuditOutcome, Binding, Checkpoint, Role, SealedR
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
+pub use change::{changed_api_key, changed_policy, Change, ChangeStore, Changed, WithRows};
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
@@ -649,7 +651,8 @@ pub fn is_legacy_person_subject(v: &str) -> bool {
 /// The whole store: every aggregate plus health.
 #[async_trait]
 pub trait Store:
-    SubjectStore
+    ChangeStore
+    + SubjectStore
     + ClusterStore
     + PolicyStore
     + BindingStore

@@ -61,10 +61,7 @@ impl PostgresStore {
     }
 
     /// Inserts sealed audit rows with one statement (arrays unnested server-side).
-    async fn insert_audit_rows(
-        tx: &mut Transaction<'static, Postgres>,
-        rows: &[kubehero_core::SealedRow],
-    ) -> Result<()> {
+    async fn insert_audit_rows(conn: &mut sqlx::PgConnection, rows: &[kubehero_core::SealedRow]) -> Result<()> {
         let col = |f: fn(&kubehero_core::SealedRow) -> String| rows.iter().map(f).collect::<Vec<String>>();
         sqlx::query(crate::audit::INSERT_ROWS_UNNEST)
             .bind(rows.iter().map(|r| r.seq).collect::<Vec<i64>>())
@@ -77,7 +74,7 @@ impl PostgresStore {
             .bind(col(|r| r.key_id.clone()))
             .bind(col(|r| r.mac.clone()))
             .bind(col(|r| r.body.clone()))
-            .execute(&mut **tx)
+            .execute(&mut *conn)
             .await
             .map_err(Self::err("audit events"))?;
         Ok(())
@@ -105,5 +102,6 @@ impl PostgresStore {
 sql::sql_store!(PostgresStore, "postgres");
 crate::audit::audit_store!(PostgresStore, "postgres");
 crate::session::session_store!(PostgresStore);
+crate::change::change_store!(PostgresStore, sqlx::PgConnection);
 crate::device::device_store!(PostgresStore, " FOR UPDATE");
 crate::directory::directory_store!(PostgresStore, sqlx::PgConnection, " FOR UPDATE", " FOR SHARE");

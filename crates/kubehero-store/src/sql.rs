@@ -209,18 +209,11 @@ pub(crate) const SUBJECT_COLUMNS: [(&str, &str, &str); 3] = [
 macro_rules! sql_store {
     ($store:ty, $backend:literal) => {
         impl $store {
+            const BACKEND: &'static str = $backend;
+
             fn err(what: impl Into<String>) -> impl FnOnce(sqlx::Error) -> $crate::StoreError {
                 let what = what.into();
                 move |e| $crate::sql::map_err($backend, what, e)
-            }
-
-            /// Runs a `DELETE … WHERE key = $1`; `NotFound(what)` when no row matched.
-            async fn delete_one(&self, sql: &'static str, key: &str, what: String) -> $crate::Result<()> {
-                let done = sqlx::query(sql).bind(key).execute(&self.pool).await.map_err(Self::err(what.clone()))?;
-                if done.rows_affected() == 0 {
-                    return Err($crate::StoreError::NotFound(what));
-                }
-                Ok(())
             }
         }
 
@@ -244,20 +237,11 @@ macro_rules! sql_store {
             }
 
             async fn create_cluster(&self, c: &$crate::Cluster) -> $crate::Result<()> {
-                sqlx::query($crate::sql::INSERT_CLUSTER)
-                    .bind(&c.name)
-                    .bind(&c.api_server_url)
-                    .bind($crate::sql::to_json(&c.labels)?)
-                    .bind(&c.created_by)
-                    .bind(c.created_at)
-                    .execute(&self.pool)
-                    .await
-                    .map_err(Self::err(format!("cluster {:?}", c.name)))?;
-                Ok(())
+                $crate::ChangeStore::apply(self, $crate::Change::CreateCluster(c), None).await.map(drop)
             }
 
             async fn delete_cluster(&self, name: &str) -> $crate::Result<()> {
-                self.delete_one($crate::sql::DELETE_CLUSTER, name, format!("cluster {name:?}")).await
+                $crate::ChangeStore::apply(self, $crate::Change::DeleteCluster(name), None).await.map(drop)
             }
         }
 
@@ -283,37 +267,7 @@ macro_rules! sql_store {
             }
 
             async fn create_policy(&self, p: &$crate::Policy) -> $crate::Result<()> {
-                let what = format!("policy {:?} (or name {:?} in cluster {:?})", p.id, p.name, p.cluster);
-                let spec = $crate::sql::to_json(&p.spec)?;
-                let mut tx = self.begin().await?;
-                sqlx::query($crate::sql::INSERT_POLICY)
-                    .bind(&p.id)
-                    .bind(&p.name)
-                    .bind(&p.cluster)
-                    .bind(&p.namespace)
-                    .bind(&p.owner)
-                    .bind(&spec)
-                    .bind(p.state.as_str())
-                    .bind(1_i64)
-                    .bind(p.created_at)
-                    .bind(p.updated_at)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(Self::err(what.clone()))?;
-                sqlx::query($crate::sql::INSERT_TRANSITION)
-                    .bind(&p.id)
-                    .bind("create")
-                    .bind(None::<String>)
-                    .bind(p.state.as_str())
-                    .bind(1_i64)
-                    .bind(&spec)
-                    .bind(&p.owner)
-                    .bind(p.created_at)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(Self::err(what.clone()))?;
-                tx.commit().await.map_err(Self::err(what))?;
-                Ok(())
+                $crate::ChangeStore::apply(self, $crate::Change::CreatePolicy(p), None).await.map(drop)
             }
 
             async fn update_policy(
@@ -325,52 +279,8 @@ macro_rules! sql_store {
                 actor: &str,
                 at: i64,
             ) -> $crate::Result<$crate::Policy> {
-                let what = format!("policy {id:?}");
-                let spec_text = $crate::sql::to_json(spec)?;
-                let mut tx = self.begin().await?;
-                // The UPDATE comes first so that it takes the row (PostgreSQL) or database (SQLite) write
-                // lock before anything is read.
-                let row: Option<$crate::sql::PolicyRow> = sqlx::query_as(&$crate::sql::update_policy_sql())
-                    .bind(name)
-                    .bind(&spec_text)
-                    .bind(at)
-                    .bind(id)
-                    .bind(expected_version)
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(Self::err(format!("{what} (or its new name {name:?})")))?;
-                let Some(row) = row else {
-                    let found: Option<(String, i64)> = sqlx::query_as($crate::sql::POLICY_STATE_VERSION)
-                        .bind(id)
-                        .fetch_optional(&mut *tx)
-                        .await
-                        .map_err(Self::err(what.clone()))?;
-                    return Err(match found {
-                        None => $crate::StoreError::NotFound(what),
-                        Some((state, _)) if state != "draft" => $crate::StoreError::Conflict(format!(
-                            "{what} is {state}; only a draft can be edited (disarm it first)"
-                        )),
-                        Some((_, version)) => $crate::StoreError::Conflict(format!(
-                            "{what} is at version {version}, not {expected_version}: it changed since it was \
-                             read; fetch it again and retry"
-                        )),
-                    });
-                };
-                let policy = $crate::sql::policy_from_row(row)?;
-                sqlx::query($crate::sql::INSERT_TRANSITION)
-                    .bind(id)
-                    .bind("update")
-                    .bind(Some(policy.state.as_str()))
-                    .bind(policy.state.as_str())
-                    .bind(policy.version)
-                    .bind(&spec_text)
-                    .bind(actor)
-                    .bind(at)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(Self::err(what.clone()))?;
-                tx.commit().await.map_err(Self::err(what))?;
-                Ok(policy)
+                let change = $crate::Change::UpdatePolicy { id, expected_version, name, spec, actor, at };
+                $crate::changed_policy($crate::ChangeStore::apply(self, change, None).await?.0)
             }
 
             async fn transition_policy(
@@ -382,45 +292,8 @@ macro_rules! sql_store {
                 actor: &str,
                 at: i64,
             ) -> $crate::Result<$crate::Policy> {
-                let what = format!("policy {id:?}");
-                let mut tx = self.begin().await?;
-                let row: Option<$crate::sql::PolicyRow> = sqlx::query_as(&$crate::sql::transition_policy_sql())
-                    .bind(to.as_str())
-                    .bind(at)
-                    .bind(id)
-                    .bind(from.as_str())
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(Self::err(what.clone()))?;
-                let Some(row) = row else {
-                    let found: Option<(String, i64)> = sqlx::query_as($crate::sql::POLICY_STATE_VERSION)
-                        .bind(id)
-                        .fetch_optional(&mut *tx)
-                        .await
-                        .map_err(Self::err(what.clone()))?;
-                    return Err(match found {
-                        None => $crate::StoreError::NotFound(what),
-                        Some((state, _)) => $crate::StoreError::Conflict(format!(
-                            "{what} is {state}, not {}: cannot {action} it",
-                            from.as_str()
-                        )),
-                    });
-                };
-                let policy = $crate::sql::policy_from_row(row)?;
-                sqlx::query($crate::sql::INSERT_TRANSITION)
-                    .bind(id)
-                    .bind(action)
-                    .bind(Some(from.as_str()))
-                    .bind(to.as_str())
-                    .bind(policy.version)
-                    .bind($crate::sql::to_json(&policy.spec)?)
-                    .bind(actor)
-                    .bind(at)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(Self::err(what.clone()))?;
-                tx.commit().await.map_err(Self::err(what))?;
-                Ok(policy)
+                let change = $crate::Change::TransitionPolicy { id, from, to, action, actor, at };
+                $crate::changed_policy($crate::ChangeStore::apply(self, change, None).await?.0)
             }
 
             async fn policy_history(&self, id: &str) -> $crate::Result<Vec<$crate::PolicyTransition>> {
@@ -456,47 +329,24 @@ macro_rules! sql_store {
             }
 
             async fn create_binding(&self, b: &$crate::StoredBinding) -> $crate::Result<()> {
-                let (kind, subject) = $crate::sql::subject_parts(&b.binding.subject);
-                sqlx::query($crate::sql::INSERT_BINDING)
-                    .bind(&b.id)
-                    .bind(kind)
-                    .bind(subject)
-                    .bind(b.binding.role.as_str())
-                    .bind(b.binding.scope.cluster())
-                    .bind(b.binding.scope.namespace())
-                    .bind(&b.created_by)
-                    .bind(b.created_at)
-                    .execute(&self.pool)
-                    .await
-                    .map_err(Self::err(format!(
-                        "role binding {:?} (or the same {kind} {subject:?} → {} binding)",
-                        b.id, b.binding.role
-                    )))?;
-                Ok(())
+                $crate::ChangeStore::apply(self, $crate::Change::CreateBinding(b), None).await.map(drop)
             }
 
             async fn delete_binding(&self, id: &str) -> $crate::Result<()> {
-                self.delete_one($crate::sql::DELETE_BINDING, id, format!("role binding {id:?}")).await
+                $crate::ChangeStore::apply(self, $crate::Change::DeleteBinding(id), None).await.map(drop)
             }
         }
 
         #[async_trait::async_trait]
         impl $crate::ApiKeyStore for $store {
             async fn create_api_key(&self, k: &$crate::ApiKeyRecord) -> $crate::Result<()> {
-                sqlx::query($crate::sql::INSERT_API_KEY)
-                    .bind(&k.id)
-                    .bind(&k.hash)
-                    .bind(&k.name)
-                    .bind(k.role.as_str())
-                    .bind(&k.owner)
-                    .bind(k.created_at)
-                    .bind(k.expires_at)
-                    .bind(k.revoked_at)
-                    .execute(&self.pool)
-                    .await
-                    // Never name the hash: it identifies the secret.
-                    .map_err(Self::err(format!("API key {:?}", k.id)))?;
-                Ok(())
+                $crate::ChangeStore::apply(self, $crate::Change::CreateApiKey(k), None).await.map(drop)
+            }
+
+            async fn revoke_api_key(&self, id: &str, at: i64) -> $crate::Result<$crate::ApiKeyRecord> {
+                $crate::changed_api_key(
+                    $crate::ChangeStore::apply(self, $crate::Change::RevokeApiKey { id, at }, None).await?.0,
+                )
             }
 
             async fn find_api_key_by_hash(&self, hash: &str) -> $crate::Result<Option<$crate::ApiKeyRecord>> {
@@ -520,16 +370,6 @@ macro_rules! sql_store {
 
             async fn get_api_key(&self, id: &str) -> $crate::Result<$crate::ApiKeyRecord> {
                 let row: $crate::sql::ApiKeyRow = sqlx::query_as(&$crate::sql::api_key_by_sql("id"))
-                    .bind(id)
-                    .fetch_one(&self.pool)
-                    .await
-                    .map_err(Self::err(format!("API key {id:?}")))?;
-                $crate::sql::api_key_from_row(row)
-            }
-
-            async fn revoke_api_key(&self, id: &str, at: i64) -> $crate::Result<$crate::ApiKeyRecord> {
-                let row: $crate::sql::ApiKeyRow = sqlx::query_as(&$crate::sql::revoke_api_key_sql())
-                    .bind(at)
                     .bind(id)
                     .fetch_one(&self.pool)
                     .await
@@ -608,14 +448,7 @@ macro_rules! sql_store {
             }
 
             async fn put_setting(&self, key: &str, value: &serde_json::Value, at: i64) -> $crate::Result<()> {
-                sqlx::query($crate::sql::PUT_SETTING)
-                    .bind(key)
-                    .bind($crate::sql::to_json(value)?)
-                    .bind(at)
-                    .execute(&self.pool)
-                    .await
-                    .map_err(Self::err(format!("setting {key:?}")))?;
-                Ok(())
+                $crate::ChangeStore::apply(self, $crate::Change::PutSetting { key, value, at }, None).await.map(drop)
             }
         }
 

@@ -139,7 +139,17 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(BUSY_TIMEOUT);
         let in_memory = url.contains(":memory:") || url.contains("mode=memory");
-        let pool_options = SqlitePoolOptions::new().acquire_timeout(BUSY_TIMEOUT * 2);
+        let pool_options = SqlitePoolOptions::new()
+            .acquire_timeout(BUSY_TIMEOUT * 2)
+            // A COMMIT that fails (a full disk) can leave sqlx counting a transaction that SQLite already rolled
+            // back; such a connection would refuse every later BEGIN. A round trip (which runs after the
+            // rollback sqlx queued on release) and then the count decide whether the connection is kept.
+            .after_release(|conn, _| {
+                Box::pin(async move {
+                    use sqlx::{Connection, Executor};
+                    Ok(conn.execute("SELECT 1").await.is_ok() && !conn.is_in_transaction())
+                })
+            });
         let (options, pool_options) = if in_memory {
             // Every connection to `:memory:` would otherwise see its own empty database.
             let pool = pool_options.max_connections(1).min_connections(1).idle_timeout(None).max_lifetime(None);
@@ -183,7 +193,7 @@ impl SqliteStore {
     }
 
     /// Inserts sealed audit rows, a multi-row statement per chunk.
-    async fn insert_audit_rows(tx: &mut Transaction<'static, Sqlite>, rows: &[kubehero_core::SealedRow]) -> Result<()> {
+    async fn insert_audit_rows(conn: &mut sqlx::SqliteConnection, rows: &[kubehero_core::SealedRow]) -> Result<()> {
         for chunk in rows.chunks(crate::audit::SQLITE_INSERT_CHUNK) {
             let sql = crate::audit::insert_rows_sql(chunk.len());
             let mut q = sqlx::query(&sql);
@@ -200,7 +210,7 @@ impl SqliteStore {
                     .bind(&r.mac)
                     .bind(&r.body);
             }
-            q.execute(&mut **tx).await.map_err(Self::err("audit events"))?;
+            q.execute(&mut *conn).await.map_err(Self::err("audit events"))?;
         }
         Ok(())
     }
@@ -258,6 +268,7 @@ fn column_digest(r: &rusqlite::Row<'_>) -> rusqlite::Result<String> {
 sql::sql_store!(SqliteStore, "sqlite");
 crate::audit::audit_store!(SqliteStore, "sqlite");
 crate::session::session_store!(SqliteStore);
+crate::change::change_store!(SqliteStore, sqlx::SqliteConnection);
 crate::device::device_store!(SqliteStore, "");
 crate::directory::directory_store!(SqliteStore, sqlx::SqliteConnection, "", "");
 

@@ -2,6 +2,7 @@
 //! higher than the creator's. Revocation takes effect on the next request (keys are looked up per request).
 
 use super::Json;
+use crate::audit::{target_of, Audited};
 use crate::auth::{allow, Auth};
 use crate::error::{ApiError, ApiResult, Code};
 use crate::state::AppState;
@@ -10,7 +11,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use kubehero_authn::{generate_api_key, sha256_hex};
 use kubehero_core::{Action, PrincipalKind, Role, Target};
-use kubehero_store::ApiKeyRecord;
+use kubehero_store::{ApiKeyRecord, Change};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -47,6 +48,7 @@ fn viewer() -> Role {
 pub async fn create(
     State(s): State<AppState>,
     Auth(p): Auth,
+    audited: Audited,
     Json(b): Json<CreateKey>,
 ) -> ApiResult<impl IntoResponse> {
     allow(&p, Action::ApiKeyCreate, Target::NONE)?;
@@ -79,17 +81,25 @@ pub async fn create(
     // The key is refused when its owner is deprovisioned: make sure the directory knows the owner by this key
     // (first, so that a failure leaves no key behind).
     s.identity.link_subject(&p).await?;
-    s.store.create_api_key(&rec).await?;
-    let target = crate::audit::target("api_key", &rec.id, None, None);
+    let target = target_of("api_key", &rec.id, None, None);
+    audited.apply(Change::CreateApiKey(&rec), Action::ApiKeyCreate, &target, StatusCode::CREATED).await?;
     let mut body = json!(rec);
     body["key"] = json!(secret.expose());
-    Ok((StatusCode::CREATED, target, axum::Json(body)))
+    Ok((StatusCode::CREATED, Audited::done(target), axum::Json(body)))
 }
 
 /// `DELETE /api/v1/api-keys/{id}` — permission: `api_key.revoke` (the key's owner, or an owner).
-pub async fn revoke(State(s): State<AppState>, Auth(p): Auth, Path(id): Path<String>) -> ApiResult<impl IntoResponse> {
+pub async fn revoke(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    audited: Audited,
+    Path(id): Path<String>,
+) -> ApiResult<impl IntoResponse> {
     let rec = s.store.get_api_key(&id).await?;
     allow(&p, Action::ApiKeyRevoke, Target::NONE.owned(rec.owner == p.subject_key()))?;
-    let rec = s.store.revoke_api_key(&id, s.clock.now()).await?;
-    Ok(axum::Json(rec))
+    let target = target_of("api_key", &id, None, None);
+    let change = Change::RevokeApiKey { id: &id, at: s.clock.now() };
+    let rec =
+        kubehero_store::changed_api_key(audited.apply(change, Action::ApiKeyRevoke, &target, StatusCode::OK).await?)?;
+    Ok((Audited::done(target), axum::Json(rec)))
 }

@@ -2,6 +2,7 @@
 //! config file are listed with `source: "config"` and cannot be deleted through the API.
 
 use super::Json;
+use crate::audit::{target_of, Audited};
 use crate::auth::{allow, Auth};
 use crate::config::validate_scope;
 use crate::error::{ApiError, ApiResult, Code};
@@ -10,7 +11,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use kubehero_core::{Action, Binding, BindingSubject, Role, Target};
-use kubehero_store::StoredBinding;
+use kubehero_store::{Change, StoredBinding};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -54,6 +55,7 @@ pub struct CreateBinding {
 pub async fn create(
     State(s): State<AppState>,
     Auth(p): Auth,
+    audited: Audited,
     Json(b): Json<CreateBinding>,
 ) -> ApiResult<impl IntoResponse> {
     allow(&p, Action::RoleBindingCreate, Target::NONE)?;
@@ -74,21 +76,27 @@ pub async fn create(
         created_by: p.subject_key(),
         created_at: s.clock.now(),
     };
-    s.store.create_binding(&stored).await?;
+    let target = target_of("role_binding", &stored.id, None, None);
+    audited.apply(Change::CreateBinding(&stored), Action::RoleBindingCreate, &target, StatusCode::CREATED).await?;
     reload(&s).await;
-    let target = crate::audit::target("role_binding", &stored.id, None, None);
-    Ok((StatusCode::CREATED, target, axum::Json(stored)))
+    Ok((StatusCode::CREATED, Audited::done(target), axum::Json(stored)))
 }
 
 /// `DELETE /api/v1/role-bindings/{id}` — permission: `role_binding.delete` (owner).
-pub async fn delete(State(s): State<AppState>, Auth(p): Auth, Path(id): Path<String>) -> ApiResult<impl IntoResponse> {
+pub async fn delete(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    audited: Audited,
+    Path(id): Path<String>,
+) -> ApiResult<impl IntoResponse> {
     allow(&p, Action::RoleBindingDelete, Target::NONE)?;
     if id.starts_with("config-") {
         return Err(ApiError::new(Code::FailedPrecondition, "bindings from the config file are changed in the file"));
     }
-    s.store.delete_binding(&id).await?;
+    let target = target_of("role_binding", &id, None, None);
+    audited.apply(Change::DeleteBinding(&id), Action::RoleBindingDelete, &target, StatusCode::NO_CONTENT).await?;
     reload(&s).await;
-    Ok(StatusCode::NO_CONTENT)
+    Ok((StatusCode::NO_CONTENT, Audited::done(target)))
 }
 
 async fn reload(s: &AppState) {

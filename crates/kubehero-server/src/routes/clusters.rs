@@ -1,6 +1,7 @@
 //! Clusters: viewers list and get; admins register and delete, a scoped admin only within its scope.
 
 use super::Json;
+use crate::audit::{target_of, Audited};
 use crate::auth::{allow, Auth};
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
@@ -9,7 +10,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use kubehero_core::ClusterName;
 use kubehero_core::{Action, Target};
-use kubehero_store::Cluster;
+use kubehero_store::{Change, Cluster};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -39,6 +40,7 @@ pub struct RegisterCluster {
 pub async fn register(
     State(s): State<AppState>,
     Auth(p): Auth,
+    audited: Audited,
     Json(body): Json<RegisterCluster>,
 ) -> ApiResult<impl IntoResponse> {
     allow(&p, Action::ClusterRegister, Target::cluster(&body.name))?;
@@ -58,18 +60,15 @@ pub async fn register(
         created_by: p.subject_key(),
         created_at: s.clock.now(),
     };
-    s.store.create_cluster(&cluster).await?;
-    let target = crate::audit::target("cluster", &cluster.name, Some(&cluster.name), None);
-    Ok((StatusCode::CREATED, target, axum::Json(cluster)))
+    let target = target_of("cluster", &cluster.name, Some(&cluster.name), None);
+    audited.apply(Change::CreateCluster(&cluster), Action::ClusterRegister, &target, StatusCode::CREATED).await?;
+    Ok((StatusCode::CREATED, Audited::done(target), axum::Json(cluster)))
 }
 
 /// `DELETE /api/v1/clusters/{name}` — permission: `cluster.delete` (admin covering the name).
-pub async fn delete(
-    State(s): State<AppState>,
-    Auth(p): Auth,
-    Path(name): Path<String>,
-) -> ApiResult<impl IntoResponse> {
+pub async fn delete(Auth(p): Auth, audited: Audited, Path(name): Path<String>) -> ApiResult<impl IntoResponse> {
     allow(&p, Action::ClusterDelete, Target::cluster(&name))?;
-    s.store.delete_cluster(&name).await?;
-    Ok(StatusCode::NO_CONTENT)
+    let target = target_of("cluster", &name, Some(&name), None);
+    audited.apply(Change::DeleteCluster(&name), Action::ClusterDelete, &target, StatusCode::NO_CONTENT).await?;
+    Ok((StatusCode::NO_CONTENT, Audited::done(target)))
 }

@@ -11,15 +11,37 @@ pub async fn healthz() -> impl IntoResponse {
     axum::Json(json!({ "status": "ok" }))
 }
 
-/// `GET /readyz` — permission: public. Ready when the database answers. Issuers are reported in the body
-/// but never make the server unready: an IdP being down only affects that issuer's tokens.
+/// `GET /readyz` — permission: public. Ready when the database answers and the audit log takes rows (a
+/// request that changes anything is refused while it does not). Issuers are reported in the body but never
+/// make the server unready: an IdP being down only affects that issuer's tokens.
+///
+/// After a failed audit append the log counts as failing until a row commits again; while it is failing,
+/// each readiness check tries one durable `audit.probe` row, so a replica that a load balancer stopped
+/// sending requests to still finds out that it has recovered (and the log shows when it did).
 pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
-    let db = tokio::time::timeout(std::time::Duration::from_secs(2), state.store.ping()).await;
+    let two_secs = std::time::Duration::from_secs(2);
+    let db = tokio::time::timeout(two_secs, state.store.ping()).await;
     let (db_ok, db_error) = match db {
         Ok(Ok(())) => (true, None),
         Ok(Err(e)) => (false, Some(e.to_string())),
         Err(_) => (false, Some("timed out after 2 s".to_string())),
     };
+    let audit = &state.identity.audit;
+    let (audit_ok, audit_error) = if !audit.stats().failing.load(std::sync::atomic::Ordering::Relaxed) {
+        (true, None)
+    } else {
+        match tokio::time::timeout(
+            two_secs,
+            state.identity.record(probe(&state), kubehero_identity::Durability::Durable),
+        )
+        .await
+        {
+            Ok(Ok(())) => (true, None),
+            Ok(Err(e)) => (false, Some(e.to_string())),
+            Err(_) => (false, Some("the audit writer did not answer within 2 s".to_string())),
+        }
+    };
+    let ready = db_ok && audit_ok;
     let issuers: Vec<_> = state
         .identity
         .verifier
@@ -35,13 +57,36 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
             })
         })
         .collect();
-    let status = if db_ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     let body = json!({
-        "status": if db_ok { "ready" } else { "not_ready" },
+        "status": if ready { "ready" } else { "not_ready" },
         "database": { "backend": state.store.backend(), "ok": db_ok, "error": db_error },
+        "audit": { "ok": audit_ok, "error": audit_error },
         "issuers": issuers,
     });
     (status, axum::Json(body))
+}
+
+/// The row a readiness check writes to find out whether a failing audit log takes rows again.
+fn probe(state: &AppState) -> kubehero_core::AuditEvent {
+    use kubehero_core::{AuditActor, AuditOutcome, AuditResult, AuditTarget};
+    let id = state.identity.ids.next_id();
+    kubehero_core::AuditEvent {
+        event_id: state.identity.ids.next_id(),
+        time_ms: state.clock.now_ms(),
+        actor: AuditActor {
+            sub: "kubehero".into(),
+            kind: "system".into(),
+            auth_method: "none".into(),
+            ..Default::default()
+        },
+        action: "audit.probe".into(),
+        target: AuditTarget { kind: Some("audit".into()), ..Default::default() },
+        result: AuditResult { outcome: AuditOutcome::Ok, code: None, status: 200, repeated: None },
+        request_id: id,
+        source: None,
+        user_agent: None,
+    }
 }
 
 /// `GET /metrics` — permission: public. The Prometheus text format 0.0.4, or OpenMetrics 1.0 when the

@@ -5,6 +5,7 @@
 //! then authorize before doing anything else.
 
 use super::Json;
+use crate::audit::Audited;
 use crate::auth::{allow, Auth};
 use crate::config::is_dns_label;
 use crate::error::{ApiError, ApiResult, Code};
@@ -13,7 +14,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use kubehero_core::{Action, Principal, Target};
-use kubehero_store::{Policy, PolicyState};
+use kubehero_store::{Change, Policy, PolicyState};
 use serde::Deserialize;
 
 /// Largest policy spec, serialized.
@@ -83,6 +84,7 @@ pub struct CreatePolicy {
 pub async fn create(
     State(s): State<AppState>,
     Auth(p): Auth,
+    audited: Audited,
     Json(b): Json<CreatePolicy>,
 ) -> ApiResult<impl IntoResponse> {
     allow(&p, Action::PolicyCreate, Target::in_namespace(&b.cluster, b.namespace.as_deref()).owned(true))?;
@@ -112,8 +114,9 @@ pub async fn create(
         created_at: now,
         updated_at: now,
     };
-    s.store.create_policy(&policy).await?;
-    Ok((StatusCode::CREATED, policy_target(&policy), axum::Json(policy)))
+    let target = policy_target(&policy);
+    audited.apply(Change::CreatePolicy(&policy), Action::PolicyCreate, &target, StatusCode::CREATED).await?;
+    Ok((StatusCode::CREATED, Audited::done(target), axum::Json(policy)))
 }
 
 #[derive(Debug, Deserialize)]
@@ -129,6 +132,7 @@ pub struct UpdatePolicy {
 pub async fn update(
     State(s): State<AppState>,
     Auth(p): Auth,
+    audited: Audited,
     Path(id): Path<String>,
     Json(b): Json<UpdatePolicy>,
 ) -> ApiResult<impl IntoResponse> {
@@ -138,34 +142,59 @@ pub async fn update(
     if current.state != PolicyState::Draft {
         return Err(ApiError::new(Code::FailedPrecondition, "only drafts can be edited; disarm and undo first"));
     }
-    let updated = s.store.update_policy(&id, b.version, &b.name, &b.spec, &p.subject_key(), s.clock.now()).await?;
-    Ok((policy_target(&updated), axum::Json(updated)))
+    let actor = p.subject_key();
+    let change = Change::UpdatePolicy {
+        id: &id,
+        expected_version: b.version,
+        name: &b.name,
+        spec: &b.spec,
+        actor: &actor,
+        at: s.clock.now(),
+    };
+    let target = policy_target(&current);
+    let updated = audited.apply(change, Action::PolicyUpdate, &target, StatusCode::OK).await?;
+    let updated = kubehero_store::changed_policy(updated)?;
+    Ok((Audited::done(target), axum::Json(updated)))
 }
 
 /// The audit target of a policy: its id, cluster and namespace.
-fn policy_target(p: &Policy) -> axum::Extension<kubehero_core::AuditTarget> {
-    crate::audit::target("policy", &p.id, Some(&p.cluster), p.namespace.as_deref())
+fn policy_target(p: &Policy) -> kubehero_core::AuditTarget {
+    crate::audit::target_of("policy", &p.id, Some(&p.cluster), p.namespace.as_deref())
 }
 
-async fn transition(s: &AppState, p: &Principal, id: &str, action: Action) -> ApiResult<Policy> {
+/// Arms, disarms or undoes; answers with the policy after the change.
+async fn transition(
+    s: &AppState,
+    p: &Principal,
+    audited: &Audited,
+    id: &str,
+    action: Action,
+) -> ApiResult<impl IntoResponse> {
     let current = s.store.get_policy(id).await?;
     allow(p, action, target(&current, p))?;
     let (to, name) = match action {
         Action::PolicyArm => (PolicyState::Armed, "arm"),
         Action::PolicyDisarm => (PolicyState::Disarmed, "disarm"),
         _ => {
-            // Undo reverts the most recent arm, disarm or undo: back to the state it left.
+            // Undo steps back through the history: each undo reverts the latest arm or disarm that no
+            // later undo has reverted yet, back to the state it left.
             let history = s.store.policy_history(id).await?;
-            let last = history
-                .iter()
-                .rev()
-                .find(|t| matches!(t.action.as_str(), "arm" | "disarm" | "undo"))
-                .and_then(|t| t.from_state);
-            match last {
-                Some(prev) => (prev, "undo"),
-                None => {
-                    return Err(ApiError::new(Code::FailedPrecondition, "nothing to undo: the policy was never armed"))
+            let mut undone = 0;
+            let mut back_to = None;
+            for t in history.iter().rev() {
+                match t.action.as_str() {
+                    "undo" => undone += 1,
+                    "arm" | "disarm" if undone > 0 => undone -= 1,
+                    "arm" | "disarm" => {
+                        back_to = t.from_state;
+                        break;
+                    }
+                    _ => {}
                 }
+            }
+            match back_to {
+                Some(prev) => (prev, "undo"),
+                None => return Err(ApiError::new(Code::FailedPrecondition, "nothing left to undo")),
             }
         }
     };
@@ -180,23 +209,40 @@ async fn transition(s: &AppState, p: &Principal, id: &str, action: Action) -> Ap
             format!("cannot {name} a policy that is {}", current.state.as_str()),
         ));
     }
-    Ok(s.store.transition_policy(id, current.state, to, name, &p.subject_key(), s.clock.now()).await?)
+    let actor = p.subject_key();
+    let change =
+        Change::TransitionPolicy { id, from: current.state, to, action: name, actor: &actor, at: s.clock.now() };
+    let target = policy_target(&current);
+    let policy = kubehero_store::changed_policy(audited.apply(change, action, &target, StatusCode::OK).await?)?;
+    Ok((Audited::done(target), axum::Json(policy)))
 }
 
 /// `POST /api/v1/policies/{id}/arm` — permission: `policy.arm` (admin within the policy's scope).
-pub async fn arm(State(s): State<AppState>, Auth(p): Auth, Path(id): Path<String>) -> ApiResult<impl IntoResponse> {
-    let policy = transition(&s, &p, &id, Action::PolicyArm).await?;
-    Ok((policy_target(&policy), axum::Json(policy)))
+pub async fn arm(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    audited: Audited,
+    Path(id): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    transition(&s, &p, &audited, &id, Action::PolicyArm).await
 }
 
 /// `POST /api/v1/policies/{id}/disarm` — permission: `policy.disarm` (admin within the policy's scope).
-pub async fn disarm(State(s): State<AppState>, Auth(p): Auth, Path(id): Path<String>) -> ApiResult<impl IntoResponse> {
-    let policy = transition(&s, &p, &id, Action::PolicyDisarm).await?;
-    Ok((policy_target(&policy), axum::Json(policy)))
+pub async fn disarm(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    audited: Audited,
+    Path(id): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    transition(&s, &p, &audited, &id, Action::PolicyDisarm).await
 }
 
 /// `POST /api/v1/policies/{id}/undo` — permission: `policy.undo` (admin within the policy's scope).
-pub async fn undo(State(s): State<AppState>, Auth(p): Auth, Path(id): Path<String>) -> ApiResult<impl IntoResponse> {
-    let policy = transition(&s, &p, &id, Action::PolicyUndo).await?;
-    Ok((policy_target(&policy), axum::Json(policy)))
+pub async fn undo(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    audited: Audited,
+    Path(id): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    transition(&s, &p, &audited, &id, Action::PolicyUndo).await
 }

@@ -2,12 +2,14 @@
 //! with every secret-looking field redacted on the way out.
 
 use super::Json;
+use crate::audit::{target_of, Audited};
 use crate::auth::{allow, Auth};
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 use axum::extract::{Path, State};
 use axum::response::IntoResponse;
 use kubehero_core::{Action, Target};
+use kubehero_store::Change;
 use serde_json::{json, Value};
 
 /// The settings documents that exist.
@@ -58,6 +60,7 @@ pub async fn get(State(s): State<AppState>, Auth(p): Auth, Path(key): Path<Strin
 pub async fn put(
     State(s): State<AppState>,
     Auth(p): Auth,
+    audited: Audited,
     Path(key): Path<String>,
     Json(v): Json<Value>,
 ) -> ApiResult<impl IntoResponse> {
@@ -66,6 +69,8 @@ pub async fn put(
     if !v.is_object() {
         return Err(ApiError::invalid("settings must be a JSON object"));
     }
-    s.store.put_setting(&key, &v, s.clock.now()).await?;
-    Ok(axum::Json(redact(&v)))
+    let target = target_of("setting", &key, None, None);
+    let change = Change::PutSetting { key: &key, value: &v, at: s.clock.now() };
+    audited.apply(change, Action::SettingsWrite, &target, axum::http::StatusCode::OK).await?;
+    Ok((Audited::done(target), axum::Json(redact(&v))))
 }

@@ -4,5 +4,6 @@
 
 mod cli;
 mod crash;
+mod faults;
 mod login_cli;
 mod support;

@@ -1,0 +1,349 @@
+//! The writes the API makes, as values ([`Change`]), so that a write and its audit rows commit in one
+//! transaction ([`ChangeStore::apply`]): a change is never visible without its row, and a row is never
+//! written for a change that did not happen. Both backends share the SQL through [`change_store!`].
+
+use crate::{ApiKeyRecord, Cluster, Policy, PolicyState, Result, StoredBinding};
+use async_trait::async_trait;
+use kubehero_core::{AuditEvent, SealedRow, Sealer};
+use std::sync::Arc;
+
+/// One write.
+#[derive(Debug, Clone, Copy)]
+pub enum Change<'a> {
+    /// `AlreadyExists` if the name is taken.
+    CreateCluster(&'a Cluster),
+    /// `NotFound` if absent.
+    DeleteCluster(&'a str),
+    /// A new draft and its `create` history row.
+    CreatePolicy(&'a Policy),
+    /// Edits a draft at `expected_version` (optimistic concurrency); `Conflict` if it changed or is not a draft.
+    UpdatePolicy {
+        id: &'a str,
+        expected_version: i64,
+        name: &'a str,
+        spec: &'a serde_json::Value,
+        actor: &'a str,
+        at: i64,
+    },
+    /// Moves a policy `from` → `to`, with a history row named `action`; `Conflict` if it is not in `from`.
+    TransitionPolicy {
+        id: &'a str,
+        from: PolicyState,
+        to: PolicyState,
+        action: &'a str,
+        actor: &'a str,
+        at: i64,
+    },
+    CreateBinding(&'a StoredBinding),
+    DeleteBinding(&'a str),
+    CreateApiKey(&'a ApiKeyRecord),
+    /// Keeps the first revocation time.
+    RevokeApiKey {
+        id: &'a str,
+        at: i64,
+    },
+    PutSetting {
+        key: &'a str,
+        value: &'a serde_json::Value,
+        at: i64,
+    },
+}
+
+/// What a [`Change`] gives back.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Changed {
+    Done,
+    Policy(Policy),
+    ApiKey(ApiKeyRecord),
+}
+
+/// The audit rows that commit with a change, and what seals them into the chain.
+#[derive(Clone, Copy)]
+pub struct WithRows<'a> {
+    pub events: &'a [AuditEvent],
+    pub sealer: &'a Arc<dyn Sealer>,
+}
+
+/// Writes as values.
+#[async_trait]
+pub trait ChangeStore: Send + Sync {
+    /// Applies `change` and, in the same transaction, appends `rows` to the audit chain (taking the chain head
+    /// like every append). Either both are durable when this returns `Ok`, or neither happened.
+    async fn apply(&self, change: Change<'_>, rows: Option<WithRows<'_>>) -> Result<(Changed, Vec<SealedRow>)>;
+}
+
+/// The policy a policy change ([`Change::UpdatePolicy`], [`Change::TransitionPolicy`]) gave back.
+pub fn changed_policy(changed: Changed) -> Result<Policy> {
+    match changed {
+        Changed::Policy(p) => Ok(p),
+        other => Err(crate::StoreError::Corrupt(format!("a policy change gave back {other:?}"))),
+    }
+}
+
+/// The key [`Change::RevokeApiKey`] gave back.
+pub fn changed_api_key(changed: Changed) -> Result<ApiKeyRecord> {
+    match changed {
+        Changed::ApiKey(k) => Ok(k),
+        other => Err(crate::StoreError::Corrupt(format!("an API key change gave back {other:?}"))),
+    }
+}
+
+/// Implements [`ChangeStore`] for a store from `sql_store!`/`audit_store!`; `$conn` is its connection type.
+macro_rules! change_store {
+    ($store:ty, $conn:ty) => {
+        #[async_trait::async_trait]
+        impl $crate::change::ChangeStore for $store {
+            async fn apply(
+                &self,
+                change: $crate::change::Change<'_>,
+                rows: Option<$crate::change::WithRows<'_>>,
+            ) -> $crate::Result<($crate::change::Changed, Vec<kubehero_core::SealedRow>)> {
+                let mut tx = self.begin().await?;
+                let changed = Self::change_on(&mut tx, change).await?;
+                let sealed = match rows {
+                    Some(r) if !r.events.is_empty() => Self::append_on(&mut tx, r.events, r.sealer).await?,
+                    _ => Vec::new(),
+                };
+                tx.commit().await.map_err(Self::err("commit"))?;
+                Ok((changed, sealed))
+            }
+        }
+
+        impl $store {
+            async fn change_on(
+                conn: &mut $conn,
+                change: $crate::change::Change<'_>,
+            ) -> $crate::Result<$crate::change::Changed> {
+                use $crate::change::{Change, Changed};
+                match change {
+                    Change::CreateCluster(c) => {
+                        sqlx::query($crate::sql::INSERT_CLUSTER)
+                            .bind(&c.name)
+                            .bind(&c.api_server_url)
+                            .bind($crate::sql::to_json(&c.labels)?)
+                            .bind(&c.created_by)
+                            .bind(c.created_at)
+                            .execute(&mut *conn)
+                            .await
+                            .map_err(Self::err(format!("cluster {:?}", c.name)))?;
+                    }
+                    Change::DeleteCluster(name) => {
+                        Self::delete_on(conn, $crate::sql::DELETE_CLUSTER, name, format!("cluster {name:?}")).await?
+                    }
+                    Change::CreatePolicy(p) => {
+                        let what = format!("policy {:?} (or name {:?} in cluster {:?})", p.id, p.name, p.cluster);
+                        let spec = $crate::sql::to_json(&p.spec)?;
+                        sqlx::query($crate::sql::INSERT_POLICY)
+                            .bind(&p.id)
+                            .bind(&p.name)
+                            .bind(&p.cluster)
+                            .bind(&p.namespace)
+                            .bind(&p.owner)
+                            .bind(&spec)
+                            .bind(p.state.as_str())
+                            .bind(1_i64)
+                            .bind(p.created_at)
+                            .bind(p.updated_at)
+                            .execute(&mut *conn)
+                            .await
+                            .map_err(Self::err(what.clone()))?;
+                        sqlx::query($crate::sql::INSERT_TRANSITION)
+                            .bind(&p.id)
+                            .bind("create")
+                            .bind(None::<String>)
+                            .bind(p.state.as_str())
+                            .bind(1_i64)
+                            .bind(&spec)
+                            .bind(&p.owner)
+                            .bind(p.created_at)
+                            .execute(&mut *conn)
+                            .await
+                            .map_err(Self::err(what))?;
+                    }
+                    Change::UpdatePolicy { id, expected_version, name, spec, actor, at } => {
+                        let what = format!("policy {id:?}");
+                        let spec_text = $crate::sql::to_json(spec)?;
+                        // The UPDATE comes first so that it takes the row (PostgreSQL) or database (SQLite)
+                        // write lock before anything is read.
+                        let row: Option<$crate::sql::PolicyRow> = sqlx::query_as(&$crate::sql::update_policy_sql())
+                            .bind(name)
+                            .bind(&spec_text)
+                            .bind(at)
+                            .bind(id)
+                            .bind(expected_version)
+                            .fetch_optional(&mut *conn)
+                            .await
+                            .map_err(Self::err(format!("{what} (or its new name {name:?})")))?;
+                        let Some(row) = row else {
+                            let found = Self::policy_state_on(conn, id).await?;
+                            return Err(match found {
+                                None => $crate::StoreError::NotFound(what),
+                                Some((state, _)) if state != "draft" => $crate::StoreError::Conflict(format!(
+                                    "{what} is {state}; only a draft can be edited (disarm it first)"
+                                )),
+                                Some((_, version)) => $crate::StoreError::Conflict(format!(
+                                    "{what} is at version {version}, not {expected_version}: it changed since it \
+                                     was read; fetch it again and retry"
+                                )),
+                            });
+                        };
+                        let policy = $crate::sql::policy_from_row(row)?;
+                        Self::history_on(conn, &policy, "update", Some(policy.state), &spec_text, actor, at).await?;
+                        return Ok(Changed::Policy(policy));
+                    }
+                    Change::TransitionPolicy { id, from, to, action, actor, at } => {
+                        let what = format!("policy {id:?}");
+                        let row: Option<$crate::sql::PolicyRow> = sqlx::query_as(&$crate::sql::transition_policy_sql())
+                            .bind(to.as_str())
+                            .bind(at)
+                            .bind(id)
+                            .bind(from.as_str())
+                            .fetch_optional(&mut *conn)
+                            .await
+                            .map_err(Self::err(what.clone()))?;
+                        let Some(row) = row else {
+                            return Err(match Self::policy_state_on(conn, id).await? {
+                                None => $crate::StoreError::NotFound(what),
+                                Some((state, _)) => $crate::StoreError::Conflict(format!(
+                                    "{what} is {state}, not {}: cannot {action} it",
+                                    from.as_str()
+                                )),
+                            });
+                        };
+                        let policy = $crate::sql::policy_from_row(row)?;
+                        let spec = $crate::sql::to_json(&policy.spec)?;
+                        Self::history_on(conn, &policy, action, Some(from), &spec, actor, at).await?;
+                        return Ok(Changed::Policy(policy));
+                    }
+                    Change::CreateBinding(b) => {
+                        let (kind, subject) = $crate::sql::subject_parts(&b.binding.subject);
+                        sqlx::query($crate::sql::INSERT_BINDING)
+                            .bind(&b.id)
+                            .bind(kind)
+                            .bind(subject)
+                            .bind(b.binding.role.as_str())
+                            .bind(b.binding.scope.cluster())
+                            .bind(b.binding.scope.namespace())
+                            .bind(&b.created_by)
+                            .bind(b.created_at)
+                            .execute(&mut *conn)
+                            .await
+                            .map_err(Self::err(format!(
+                                "role binding {:?} (or the same {kind} {subject:?} → {} binding)",
+                                b.id, b.binding.role
+                            )))?;
+                    }
+                    Change::DeleteBinding(id) => {
+                        Self::delete_on(conn, $crate::sql::DELETE_BINDING, id, format!("role binding {id:?}")).await?
+                    }
+                    Change::CreateApiKey(k) => {
+                        sqlx::query($crate::sql::INSERT_API_KEY)
+                            .bind(&k.id)
+                            .bind(&k.hash)
+                            .bind(&k.name)
+                            .bind(k.role.as_str())
+                            .bind(&k.owner)
+                            .bind(k.created_at)
+                            .bind(k.expires_at)
+                            .bind(k.revoked_at)
+                            .execute(&mut *conn)
+                            .await
+                            // Never name the hash: it identifies the secret.
+                            .map_err(Self::err(format!("API key {:?}", k.id)))?;
+                    }
+                    Change::RevokeApiKey { id, at } => {
+                        let row: $crate::sql::ApiKeyRow = sqlx::query_as(&$crate::sql::revoke_api_key_sql())
+                            .bind(at)
+                            .bind(id)
+                            .fetch_one(&mut *conn)
+                            .await
+                            .map_err(Self::err(format!("API key {id:?}")))?;
+                        return Ok(Changed::ApiKey($crate::sql::api_key_from_row(row)?));
+                    }
+                    Change::PutSetting { key, value, at } => {
+                        sqlx::query($crate::sql::PUT_SETTING)
+                            .bind(key)
+                            .bind($crate::sql::to_json(value)?)
+                            .bind(at)
+                            .execute(&mut *conn)
+                            .await
+                            .map_err(Self::err(format!("setting {key:?}")))?;
+                    }
+                }
+                Ok(Changed::Done)
+            }
+
+            /// Runs a `DELETE … WHERE key = $1`; `NotFound(what)` when no row matched.
+            async fn delete_on(conn: &mut $conn, sql: &'static str, key: &str, what: String) -> $crate::Result<()> {
+                let done = sqlx::query(sql).bind(key).execute(&mut *conn).await.map_err(Self::err(what.clone()))?;
+                if done.rows_affected() == 0 {
+                    return Err($crate::StoreError::NotFound(what));
+                }
+                Ok(())
+            }
+
+            async fn policy_state_on(conn: &mut $conn, id: &str) -> $crate::Result<Option<(String, i64)>> {
+                sqlx::query_as($crate::sql::POLICY_STATE_VERSION)
+                    .bind(id)
+                    .fetch_optional(&mut *conn)
+                    .await
+                    .map_err(Self::err(format!("policy {id:?}")))
+            }
+
+            async fn history_on(
+                conn: &mut $conn,
+                policy: &$crate::Policy,
+                action: &str,
+                from: Option<$crate::PolicyState>,
+                spec: &str,
+                actor: &str,
+                at: i64,
+            ) -> $crate::Result<()> {
+                sqlx::query($crate::sql::INSERT_TRANSITION)
+                    .bind(&policy.id)
+                    .bind(action)
+                    .bind(from.map(|f| f.as_str()))
+                    .bind(policy.state.as_str())
+                    .bind(policy.version)
+                    .bind(spec)
+                    .bind(actor)
+                    .bind(at)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(Self::err(format!("policy {:?}", policy.id)))?;
+                Ok(())
+            }
+
+            /// The chain head, locked (`FOR UPDATE` on PostgreSQL; SQLite's write transaction holds the
+            /// database), `events` sealed after it, inserted, and the head moved: [`crate::AuditStore::append_audit`]
+            /// inside a caller's transaction.
+            async fn append_on(
+                conn: &mut $conn,
+                events: &[kubehero_core::AuditEvent],
+                sealer: &std::sync::Arc<dyn kubehero_core::Sealer>,
+            ) -> $crate::Result<Vec<kubehero_core::SealedRow>> {
+                let (mut seq, mut mac): (i64, String) = sqlx::query_as($crate::audit::head_sql(Self::BACKEND))
+                    .fetch_one(&mut *conn)
+                    .await
+                    .map_err(Self::err("audit head"))?;
+                let mut sealed = Vec::with_capacity(events.len());
+                for event in events {
+                    seq += 1;
+                    let row = sealer.seal(seq, &mac, event);
+                    mac.clone_from(&row.mac);
+                    sealed.push(row);
+                }
+                // One statement per chunk, not per row: the per-statement cost, not the flush, bounds a batch.
+                Self::insert_audit_rows(conn, &sealed).await?;
+                sqlx::query($crate::audit::SET_HEAD)
+                    .bind(seq)
+                    .bind(&mac)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(Self::err("audit head"))?;
+                Ok(sealed)
+            }
+        }
+    };
+}
+pub(crate) use change_store;
