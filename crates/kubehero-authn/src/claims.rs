@@ -109,19 +109,25 @@ pub(crate) fn check_audience_and_time(
 
 fn subject(v: Option<Value>, name: &'static str) -> Result<String, AuthnError> {
     match v {
-        Some(Value::String(s)) if !s.is_empty() && s.len() <= MAX_SUB_LEN => Ok(s),
+        Some(Value::String(s)) if !s.is_empty() && s.len() <= MAX_SUB_LEN && plain(&s) => Ok(s),
         Some(_) => Err(AuthnError::InvalidClaim(name)),
         None => Err(AuthnError::MissingClaim(name)),
     }
 }
 
+/// No control or bidirectional formatting characters (`kubehero_core::names::odd_char`): an identity that
+/// reaches stored rows, audit rows and group matches is plain text.
+fn plain(s: &str) -> bool {
+    kubehero_core::names::odd_char(s).is_none()
+}
+
 fn string_list(v: Value, name: &'static str, single_ok: bool) -> Result<Vec<String>, AuthnError> {
     match v {
-        Value::String(s) if single_ok => Ok(vec![s]),
+        Value::String(s) if single_ok && plain(&s) => Ok(vec![s]),
         Value::Array(list) if list.len() <= MAX_GROUPS => list
             .into_iter()
             .map(|g| match g {
-                Value::String(s) => Ok(s),
+                Value::String(s) if plain(&s) => Ok(s),
                 _ => Err(AuthnError::InvalidClaim(name)),
             })
             .collect(),
@@ -138,7 +144,7 @@ pub(crate) fn extract(
     let raw_sub = subject(claims.remove("sub"), "sub")?;
     let email = match claims.remove("email") {
         None => None,
-        Some(Value::String(s)) => Some(s),
+        Some(Value::String(s)) if plain(&s) => Some(s),
         Some(_) => return Err(AuthnError::InvalidClaim("email")),
     };
     let sub = match cfg.username_claim.as_str() {
@@ -254,6 +260,9 @@ mod tests {
         for (bad, err) in [
             (json!({}), AuthnError::MissingClaim("sub")),
             (json!({"sub":""}), AuthnError::InvalidClaim("sub")),
+            (json!({"sub":"a\u{0}b"}), AuthnError::InvalidClaim("sub")),
+            (json!({"sub":"u1","email":"a\u{202e}@b"}), AuthnError::InvalidClaim("email")),
+            (json!({"sub":"u1","groups":["ok","ad\nmins"]}), AuthnError::InvalidClaim("groups")),
             (json!({"sub":1}), AuthnError::InvalidClaim("sub")),
             (json!({"sub":"a","email":1}), AuthnError::InvalidClaim("email")),
             (json!({"sub":"a","groups":[1]}), AuthnError::InvalidClaim("groups")),

@@ -1,8 +1,68 @@
 //! Names with rules: a cluster's name is an RFC 1123 DNS label (it becomes a certificate CN, a path segment of
-//! `/k8s/clusters/{name}/` and a kubeconfig context), and so is a Kubernetes namespace.
+//! `/k8s/clusters/{name}/` and a kubeconfig context), and so is a Kubernetes namespace. And the one rule for
+//! every other text a client sends ([`odd_char`]): no control characters and no bidirectional formatting
+//! characters, which would let a name hide or reorder what an admin reads in a list or an audit row (and a NUL
+//! is refused by PostgreSQL outright).
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
+
+/// The first character of `s` that no text KubeHero stores may hold, if any: a control character (C0, DEL,
+/// C1 — newlines and tabs included) or a bidirectional formatting character (U+061C, U+200E, U+200F,
+/// U+202A–U+202E, U+2066–U+2069).
+pub fn odd_char(s: &str) -> Option<char> {
+    s.chars().find(|c| {
+        c.is_control()
+            || matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    })
+}
+
+/// A field's text: at most `max` bytes and no [`odd_char`]. The error names the field and the character.
+pub fn check_text(field: &str, s: &str, max: usize) -> Result<(), String> {
+    if s.len() > max {
+        return Err(format!("{field} is longer than {max} bytes"));
+    }
+    match odd_char(s) {
+        Some(c) => Err(format!("{field} contains the character U+{:04X}, which is not allowed in text", u32::from(c))),
+        None => Ok(()),
+    }
+}
+
+/// Whether raw JSON text holds a string with an [`odd_char`], written raw or as a `\u` escape. JSON forbids
+/// raw control characters below U+0020 in strings, so raw bytes only matter for DEL, C1 and the bidi
+/// characters; escapes are decoded (`\\u0000` is a backslash and text, not an escape).
+pub fn json_has_odd_char(json: &[u8]) -> bool {
+    let Ok(text) = std::str::from_utf8(json) else { return false };
+    // Raw newlines, returns and tabs can only be whitespace between tokens; any other odd character raw is
+    // inside a string.
+    if text.chars().any(|c| !matches!(c, '\n' | '\r' | '\t') && odd_char(c.encode_utf8(&mut [0; 4])).is_some()) {
+        return true;
+    }
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i + 1 < bytes.len() {
+        if bytes[i] != b'\\' {
+            i += 1;
+            continue;
+        }
+        match bytes[i + 1] {
+            b'n' | b'r' | b't' | b'b' | b'f' => return true,
+            b'u' => {
+                let decoded = bytes
+                    .get(i + 2..i + 6)
+                    .and_then(|h| std::str::from_utf8(h).ok())
+                    .and_then(|h| u32::from_str_radix(h, 16).ok())
+                    .and_then(char::from_u32);
+                if decoded.is_some_and(|c| odd_char(c.encode_utf8(&mut [0; 4])).is_some()) {
+                    return true;
+                }
+            }
+            _ => {}
+        }
+        i += 2;
+    }
+    false
+}
 
 /// RFC 1123 label: lowercase alphanumerics and '-', 1–63 chars, alphanumeric at both ends.
 pub fn is_dns_label(s: &str) -> bool {
@@ -53,6 +113,29 @@ impl From<ClusterName> for String {
 impl fmt::Display for ClusterName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod odd_tests {
+    use super::*;
+
+    #[test]
+    fn odd_characters_are_found_raw_and_escaped() {
+        for bad in ["a\0b", "line\nbreak", "tab\t", "\u{7f}", "\u{85}", "admin\u{202e}nimda", "\u{2066}x", "\u{200f}"] {
+            assert!(odd_char(bad).is_some(), "{bad:?}");
+            assert!(check_text("name", bad, 100).is_err());
+        }
+        for good in ["prod-eu", "Zoë Ünal", "שלום", "مرحبا", "名前", "a b", ""] {
+            assert_eq!(odd_char(good), None, "{good:?}");
+        }
+        assert!(check_text("name", &"a".repeat(101), 100).is_err());
+        assert!(json_has_odd_char(br#"{"name":"a\u0000b"}"#));
+        assert!(json_has_odd_char(br#"{"name":"a\u202Eb"}"#));
+        assert!(json_has_odd_char("{\"name\":\"a\u{202e}b\"}".as_bytes()));
+        assert!(json_has_odd_char(br#"{"url":"https://x\ny"}"#));
+        assert!(!json_has_odd_char(b"{\n\t\"name\": \"ok \\\\u0000 literal\"\r\n}"));
+        assert!(!json_has_odd_char(br#"{"name":"caf\u00e9"}"#));
     }
 }
 

@@ -134,7 +134,7 @@ impl Grant {
 
 /// Who a binding applies to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "kind", content = "name")]
+#[serde(rename_all = "snake_case", tag = "kind", content = "name", deny_unknown_fields)]
 pub enum BindingSubject {
     /// Everyone whose (prefixed) groups contain this name.
     Group(String),

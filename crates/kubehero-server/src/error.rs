@@ -135,6 +135,7 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound(_) => Code::NotFound,
             StoreError::AlreadyExists(_) => Code::AlreadyExists,
             StoreError::Conflict(_) => Code::FailedPrecondition,
+            StoreError::Invalid(_) => Code::InvalidArgument,
             StoreError::Unavailable(_) => Code::Unavailable,
             StoreError::Corrupt(_) | StoreError::Config(_) => Code::Internal,
         };

@@ -43,9 +43,21 @@ pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next
     let facts = crate::audit::RequestFacts::of(&req);
     let scim = req.uri().path().starts_with("/scim/");
     let read = matches!(req.method(), &Method::GET | &Method::HEAD);
-    let mut res = match oversized(&req) {
+    let refused = oversized(&req).or_else(|| {
+        odd_uri(req.uri()).then_some((
+            axum::http::StatusCode::BAD_REQUEST,
+            "the URL holds a control character or a bidirectional formatting character (decoded); ids and query \
+             values may not contain them",
+        ))
+    });
+    let mut res = match refused {
+        // Under /scim in SCIM's error schema, like every SCIM answer.
+        Some((status, message)) if scim => {
+            let e = kubehero_scim::ScimError { status: status.as_u16(), scim_type: None, detail: message.into() };
+            crate::scim::Failure(e).into_response()
+        }
         Some((status, message)) => {
-            let mut res = ApiError::new(Code::OutOfRange, message).into_response();
+            let mut res = ApiError::new(Code::from_status(status), message).into_response();
             *res.status_mut() = status;
             res
         }
@@ -122,6 +134,38 @@ fn oversized(req: &Request) -> Option<(axum::http::StatusCode, &'static str)> {
         return Some((axum::http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, message));
     }
     None
+}
+
+/// Whether the path or a query value, percent-decoded, holds a [`kubehero_core::names::odd_char`]: such a
+/// value can name nothing, and a NUL would reach the database.
+fn odd_uri(uri: &axum::http::Uri) -> bool {
+    let odd = |bytes: &[u8]| kubehero_core::names::odd_char(&String::from_utf8_lossy(bytes)).is_some();
+    if uri.path().contains('%') && odd(&percent_decode(uri.path().as_bytes())) {
+        return true;
+    }
+    uri.query()
+        .is_some_and(|q| form_urlencoded::parse(q.as_bytes()).any(|(k, v)| odd(k.as_bytes()) || odd(v.as_bytes())))
+}
+
+/// `%XX` escapes decoded (anything malformed left as it is).
+fn percent_decode(s: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut i = 0;
+    while i < s.len() {
+        let hex =
+            s.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok()).and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (s[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    out
 }
 
 /// Runs after routing: copies the matched route template into the response so [`observe`] can label metrics

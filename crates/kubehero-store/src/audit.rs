@@ -157,6 +157,7 @@ macro_rules! audit_store {
                 let mut tx = self.begin().await?;
                 let sealed = Self::append_on(&mut tx, events, sealer).await?;
                 tx.commit().await.map_err(Self::err("audit commit"))?;
+                self.check_after_commit()?;
                 Ok(sealed)
             }
 

@@ -105,6 +105,7 @@ macro_rules! change_store {
                     _ => Vec::new(),
                 };
                 tx.commit().await.map_err(Self::err("commit"))?;
+                self.check_after_commit()?;
                 Ok((changed, sealed))
             }
         }

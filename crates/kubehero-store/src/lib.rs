@@ -45,6 +45,11 @@ pub enum StoreError {
     /// Stored data could not be decoded (→ `internal`): a bug or a hand-edited database.
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// The database refused a value (a NUL byte in text on PostgreSQL) (→ `invalid_argument`). The API
+    /// refuses such text before it gets here; this keeps a value that slips through a client's mistake (400),
+    /// not a database outage (503).
+    #[error("{0}: the database cannot store this value")]
+    Invalid(String),
     /// The database URL or options are invalid (start-up only).
     #[error("invalid database configuration: {0}")]
     Config(String),
@@ -672,10 +677,25 @@ pub trait Store:
 /// Opens the database named by `url` (`sqlite:PATH`, `sqlite::memory:`, `postgres://…`), applies pending
 /// migrations, and returns it behind the [`Store`] trait.
 pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
+    open_as(url, Open::Serve).await
+}
+
+/// How a database is opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Open {
+    /// To serve: created if missing (SQLite), checked for damage (SQLite `PRAGMA quick_check`), migrated.
+    Serve,
+    /// As it is, for tools that only read (`kubehero audit verify`, `export`): never created, never
+    /// migrated; refused unless it is at this binary's schema version.
+    Existing,
+}
+
+/// Opens `url` as `how` says.
+pub async fn open_as(url: &str, how: Open) -> Result<Arc<dyn Store>> {
     if url.starts_with("sqlite:") {
-        Ok(Arc::new(SqliteStore::open(url).await?))
+        Ok(Arc::new(SqliteStore::open_as(url, how).await?))
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(Arc::new(PostgresStore::open(url).await?))
+        Ok(Arc::new(PostgresStore::open_as(url, how).await?))
     } else {
         Err(StoreError::Config(format!(
             "unsupported database URL scheme in {:?}: use sqlite:PATH or postgres://USER@HOST:PORT/DB",

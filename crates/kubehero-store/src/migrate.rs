@@ -61,7 +61,7 @@ const PG_LOCK_KEY: i64 = 0x4b55_4245_4845_524f;
 
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (\
      version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)";
-const CURRENT_VERSION: &str = "SELECT CAST(COALESCE(MAX(version), 0) AS BIGINT) FROM schema_migrations";
+pub(crate) const CURRENT_VERSION: &str = "SELECT CAST(COALESCE(MAX(version), 0) AS BIGINT) FROM schema_migrations";
 const RECORD: &str = "INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)";
 
 /// The migration to apply after `current`, `None` when up to date, or an error when the database is newer
@@ -92,6 +92,30 @@ fn failed(backend: &str, what: &str, e: sqlx::Error) -> StoreError {
         }
         other => other,
     }
+}
+
+/// Whether a database opened without migrating is at exactly this binary's schema version: tools that only
+/// read (`kubehero audit verify`, `export`) must neither change an old schema nor misread it.
+pub(crate) fn check_current(
+    current: std::result::Result<i64, sqlx::Error>,
+    backend: &str,
+    migrations: &'static [Migration],
+) -> Result<()> {
+    let latest = migrations.last().map_or(0, |m| m.version);
+    let current = current.map_err(|e| {
+        StoreError::Config(format!(
+            "the {backend} database has no KubeHero schema ({e}). Fix: point at the database `kubehero serve` uses"
+        ))
+    })?;
+    next(migrations, current, backend)?;
+    if current < latest {
+        return Err(StoreError::Config(format!(
+            "the {backend} database is at schema version {current}; this kubehero reads version {latest} and does \
+             not migrate from a read-only command. Fix: run this release's `kubehero serve` once (it migrates), or \
+             use the release that wrote the database"
+        )));
+    }
+    Ok(())
 }
 
 /// Applies every pending SQLite migration.

@@ -24,6 +24,11 @@ impl PostgresStore {
     /// Connects to the database named by a `postgres://` URL and applies pending migrations (once, even
     /// when several replicas start together).
     pub async fn open(url: &str) -> Result<PostgresStore> {
+        Self::open_as(url, crate::Open::Serve).await
+    }
+
+    /// Opens the database to serve (migrated) or as it is (read-only tools).
+    pub async fn open_as(url: &str, how: crate::Open) -> Result<PostgresStore> {
         let options = PgConnectOptions::from_str(url)
             .map_err(|e| StoreError::Config(format!("bad PostgreSQL URL {}: {e}", redact_url(url))))?
             .application_name("kubehero");
@@ -41,8 +46,19 @@ impl PostgresStore {
             .map_err(|e| {
                 StoreError::Unavailable(format!("cannot connect to PostgreSQL at {}: {e}", redact_url(url)))
             })?;
-        migrate::run_postgres(&pool).await?;
+        match how {
+            crate::Open::Serve => migrate::run_postgres(&pool).await?,
+            crate::Open::Existing => {
+                let current = sqlx::query_scalar(migrate::CURRENT_VERSION).fetch_one(&pool).await;
+                migrate::check_current(current, "postgres", migrate::POSTGRES)?
+            }
+        }
         Ok(PostgresStore { pool })
+    }
+
+    /// Nothing to check after a PostgreSQL commit (its server owns its files).
+    fn check_after_commit(&self) -> Result<()> {
+        Ok(())
     }
 
     /// Starts a transaction (READ COMMITTED). Writers of one policy serialise on the row lock taken by the

@@ -184,6 +184,8 @@ pub(crate) fn map_err(backend: &str, what: String, e: sqlx::Error) -> StoreError
     use sqlx::Error as E;
     match e {
         E::Database(db) if db.is_unique_violation() => StoreError::AlreadyExists(what),
+        // PostgreSQL: 22021 character_not_in_repertoire (a NUL in text), 22P05 untranslatable_character.
+        E::Database(db) if matches!(db.code().as_deref(), Some("22021" | "22P05")) => StoreError::Invalid(what),
         E::Database(db) => StoreError::Unavailable(format!("{backend} refused the operation on {what}: {db}")),
         E::RowNotFound => StoreError::NotFound(what),
         E::Decode(_)
@@ -456,7 +458,7 @@ macro_rules! sql_store {
         impl $crate::Store for $store {
             async fn ping(&self) -> $crate::Result<()> {
                 sqlx::query("SELECT 1").execute(&self.pool).await.map_err(Self::err("ping"))?;
-                Ok(())
+                self.check_after_commit()
             }
 
             fn backend(&self) -> &'static str {

@@ -18,6 +18,8 @@ pub struct SqliteStore {
     pool: SqlitePool,
     /// Direct connections for the audit log's hot paths, for a file database.
     bulk: Option<DirectSqlite>,
+    /// Set once the write-ahead log was found deleted under us: every later write is refused.
+    wal_lost: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Direct rusqlite connections to the same file for the audit log's two hot paths: appends (one statement
@@ -132,9 +134,15 @@ impl SqliteStore {
     /// `sqlite::memory:` is a private database that lives as long as the store: it uses one connection that
     /// is never recycled, for tests and throwaway runs.
     pub async fn open(url: &str) -> Result<SqliteStore> {
+        Self::open_as(url, crate::Open::Serve).await
+    }
+
+    /// Opens the database as `how` says: to serve (created if missing, checked with `PRAGMA quick_check`,
+    /// migrated), or an existing one as it is (read-only tools).
+    pub async fn open_as(url: &str, how: crate::Open) -> Result<SqliteStore> {
         let options = SqliteConnectOptions::from_str(url)
             .map_err(|e| StoreError::Config(format!("bad SQLite URL {:?}: {e}", redact_url(url))))?
-            .create_if_missing(true)
+            .create_if_missing(how == crate::Open::Serve)
             .foreign_keys(true)
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(BUSY_TIMEOUT);
@@ -161,13 +169,44 @@ impl SqliteStore {
             .connect_with(options)
             .await
             .map_err(|e| StoreError::Unavailable(format!("cannot open SQLite database {}: {e}", redact_url(url))))?;
-        migrate::run_sqlite(&pool).await?;
+        match how {
+            crate::Open::Serve => {
+                if !in_memory {
+                    quick_check(&pool, url).await?;
+                }
+                migrate::run_sqlite(&pool).await?;
+            }
+            crate::Open::Existing => {
+                let current = sqlx::query_scalar(migrate::CURRENT_VERSION).fetch_one(&pool).await;
+                migrate::check_current(current, "sqlite", migrate::SQLITE)?
+            }
+        }
         let bulk = (!in_memory).then(|| DirectSqlite {
             path: options_path(url),
             conn: std::sync::Arc::new(std::sync::Mutex::new(None)),
             writer: std::sync::Arc::new(std::sync::Mutex::new(None)),
         });
-        Ok(SqliteStore { pool, bulk })
+        Ok(SqliteStore { pool, bulk, wal_lost: Default::default() })
+    }
+
+    /// After a commit, before it is acknowledged: in WAL mode the `-wal` file exists from the first write
+    /// until the last connection closes, and ours stay open. If it is gone, someone deleted it under the
+    /// running server: SQLite keeps writing to the unlinked file, and everything since is lost at the next
+    /// start. Refuse the write (and every later one) rather than acknowledge what will vanish.
+    fn check_after_commit(&self) -> Result<()> {
+        let Some(bulk) = &self.bulk else { return Ok(()) };
+        let wal = std::path::PathBuf::from(format!("{}-wal", bulk.path.display()));
+        if !self.wal_lost.load(std::sync::atomic::Ordering::Relaxed) && wal.exists() {
+            return Ok(());
+        }
+        if !self.wal_lost.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            tracing::error!(wal = %wal.display(), "the SQLite write-ahead log was deleted under the running server; refusing every write until restart");
+        }
+        Err(StoreError::Unavailable(format!(
+            "the database's write-ahead log {} was deleted while the server ran, so writes since then would be lost; \
+             writes are refused. Fix: restart kubehero (the database as of the deletion is kept)",
+            wal.display()
+        )))
     }
 
     /// Starts a write transaction. `BEGIN IMMEDIATE` takes the write lock up front (waiting up to the busy
@@ -186,7 +225,7 @@ impl SqliteStore {
         let (events, sealer) = (events.to_vec(), sealer.clone());
         let done = tokio::task::spawn_blocking(move || bulk.append(&events, &*sealer)).await;
         Some(match done {
-            Ok(Ok(rows)) => Ok(rows),
+            Ok(Ok(rows)) => self.check_after_commit().map(|()| rows),
             Ok(Err(e)) => Err(rusqlite_error("audit append", e)),
             Err(e) => Err(StoreError::Unavailable(format!("sqlite audit append task: {e}"))),
         })
@@ -286,4 +325,21 @@ fn rusqlite_error(what: &str, e: rusqlite::Error) -> StoreError {
         Some(rusqlite::ErrorCode::ConstraintViolation) => StoreError::AlreadyExists(format!("{what}: {e}")),
         _ => StoreError::Unavailable(format!("sqlite {what}: {e}")),
     }
+}
+
+/// `PRAGMA quick_check`: a damaged file is refused at start-up (with the fix) instead of served.
+async fn quick_check(pool: &sqlx::SqlitePool, url: &str) -> Result<()> {
+    let findings: std::result::Result<Vec<String>, sqlx::Error> =
+        sqlx::query_scalar("PRAGMA quick_check").fetch_all(pool).await;
+    let problem = match findings {
+        Ok(lines) if lines.len() == 1 && lines[0] == "ok" => return Ok(()),
+        Ok(lines) => lines.into_iter().next().unwrap_or_default(),
+        Err(e) => e.to_string(),
+    };
+    let path = options_path(url).display().to_string();
+    Err(StoreError::Corrupt(format!(
+        "the SQLite database {path} is damaged (PRAGMA quick_check: {problem}). Fix: stop every kubehero process \
+         and restore the data directory from a backup, or salvage it with `sqlite3 {path} .recover | sqlite3 \
+         recovered.db` and set KUBEHERO_DATABASE_URL=sqlite:recovered.db"
+    )))
 }

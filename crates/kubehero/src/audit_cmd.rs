@@ -85,8 +85,11 @@ pub async fn run(cmd: AuditCommand, cfg: ServerConfig) -> anyhow::Result<ExitCod
     }
 }
 
+/// Opens the database as it is: the audit commands never create or migrate one.
 async fn open(cfg: &ServerConfig) -> anyhow::Result<std::sync::Arc<dyn kubehero_store::Store>> {
-    kubehero_server::open_store(cfg).await.context("opening the database (same settings as `kubehero serve`)")
+    kubehero_store::open_as(&cfg.database_url, kubehero_store::Open::Existing)
+        .await
+        .context("opening the database (same settings as `kubehero serve`)")
 }
 
 fn report(result: Result<VerifyReport, VerifyError>) -> anyhow::Result<ExitCode> {

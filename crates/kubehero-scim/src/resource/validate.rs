@@ -65,6 +65,7 @@ pub fn validate(kind: ResourceKind, body: Value) -> Result<Value, ScimError> {
         }
     }
     check_required(kind, &core)?;
+    check_name(kind, &core)?;
     core.insert("schemas".to_owned(), Value::Array(schemas.into_iter().map(|s| Value::String(s.to_owned())).collect()));
     Ok(Value::Object(core))
 }
@@ -104,6 +105,33 @@ fn put(map: &mut Map<String, Value>, def: &'static AttrDef, value: &Value) -> Re
         if map.insert(def.name.to_owned(), normalized).is_some() {
             return Err(ScimError::invalid_syntax(format!("`{}` is given twice", def.name)));
         }
+    }
+    Ok(())
+}
+
+/// The longest `userName` or Group `displayName`, in characters.
+const MAX_NAME: usize = 256;
+
+/// A User's `userName` and a Group's `displayName` name one resource: they are unique and matched exactly, so
+/// a copy with a trailing space would be a second person. Refused: leading or trailing whitespace, more than
+/// 256 characters, control and bidirectional formatting characters.
+fn check_name(kind: ResourceKind, core: &Map<String, Value>) -> Result<(), ScimError> {
+    let attr = match kind {
+        ResourceKind::User => "userName",
+        ResourceKind::Group => "displayName",
+    };
+    let Some(Value::String(name)) = core.get(attr) else { return Ok(()) };
+    if name.trim() != name {
+        return Err(ScimError::invalid_value(format!("`{attr}` has leading or trailing whitespace")));
+    }
+    if name.chars().count() > MAX_NAME {
+        return Err(ScimError::invalid_value(format!("`{attr}` is longer than {MAX_NAME} characters")));
+    }
+    if let Some(c) = kubehero_core::names::odd_char(name) {
+        return Err(ScimError::invalid_value(format!(
+            "`{attr}` contains U+{:04X}, which is not allowed",
+            u32::from(c)
+        )));
     }
     Ok(())
 }

@@ -207,7 +207,33 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
+        let json = req
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|m| {
+                let m = m.trim().to_ascii_lowercase();
+                m == "application/json" || (m.starts_with("application/") && m.ends_with("+json"))
+            });
+        if !json {
+            return Err(ApiError::invalid("send Content-Type: application/json"));
+        }
+        let bytes = axum::body::Bytes::from_request(req, state).await.map_err(|rej| {
+            if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(crate::error::Code::OutOfRange, format!("request body larger than {MAX_BODY} bytes"))
+            } else {
+                ApiError::invalid("the request body could not be read")
+            }
+        })?;
+        // One rule for every text the API stores (names, labels, URLs, specs): see core::names::odd_char.
+        if kubehero_core::names::json_has_odd_char(&bytes) {
+            return Err(ApiError::invalid(
+                "the body holds a control character or a bidirectional formatting character (U+202E and the like); \
+                 text fields may not contain them",
+            ));
+        }
+        match axum::Json::<T>::from_bytes(&bytes) {
             Ok(axum::Json(v)) => Ok(Json(v)),
             Err(rej) => Err(json_rejection(rej)),
         }
@@ -215,12 +241,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
 }
 
 fn json_rejection(rej: JsonRejection) -> ApiError {
-    use crate::error::Code;
-    if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        return ApiError::new(Code::OutOfRange, format!("request body larger than {MAX_BODY} bytes"));
-    }
     match rej {
-        JsonRejection::MissingJsonContentType(_) => ApiError::invalid("send Content-Type: application/json"),
         JsonRejection::JsonSyntaxError(e) => ApiError::invalid(format!("malformed JSON: {}", e.body_text())),
         JsonRejection::JsonDataError(e) => ApiError::invalid(format!("invalid request body: {}", e.body_text())),
         other => ApiError::invalid(other.body_text()),

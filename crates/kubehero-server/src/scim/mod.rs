@@ -190,6 +190,12 @@ pub fn json_body(body: Result<Bytes, BytesRejection>) -> Result<Value, Failure> 
             Failure(ScimError::invalid_syntax("the request body could not be read"))
         }
     })?;
+    if kubehero_core::names::json_has_odd_char(&bytes) {
+        return Err(Failure(ScimError::invalid_value(
+            "the body holds a control character or a bidirectional formatting character (U+202E and the like); \
+             text attributes may not contain them",
+        )));
+    }
     serde_json::from_slice(&bytes).map_err(|e| {
         Failure(ScimError::invalid_syntax(format!(
             "the request body is not JSON (line {}, column {})",

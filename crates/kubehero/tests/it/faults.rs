@@ -161,3 +161,105 @@ async fn on_postgresql_a_failing_audit_insert_takes_the_change_with_it() {
     let (code, out) = audit_cli(&env, &["verify"]).await;
     assert_eq!(code, 0, "{out}");
 }
+
+#[tokio::test]
+async fn a_damaged_database_is_refused_at_start_with_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kubehero.db");
+    let db = format!("sqlite:{}", path.display());
+    let env = base_env(dir.path(), &db);
+    let serve = Serve::start(&env).await;
+    let http = reqwest::Client::new();
+    for i in 0..50 {
+        let r = http
+            .post(format!("{}/api/v1/clusters", serve.url))
+            .bearer_auth(ADMIN)
+            .json(&json!({ "name": format!("c{i}"), "labels": big_labels(i) }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+    }
+    serve.terminate().await;
+    // Everything into the main file, then overwrite the middle of it (b-tree pages) with garbage.
+    let pool = sqlx::SqlitePool::connect(&db).await.unwrap();
+    sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(&pool).await.unwrap();
+    pool.close().await;
+    let mut bytes = std::fs::read(&path).unwrap();
+    let mid = bytes.len() / 2;
+    for b in &mut bytes[mid..mid + 8192] {
+        *b = 0xA5;
+    }
+    std::fs::write(&path, bytes).unwrap();
+    let out = tokio::process::Command::new(bin()).arg("serve").env_clear().envs(&env).output().await.unwrap();
+    assert!(!out.status.success(), "serve started on a damaged database");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is damaged (PRAGMA quick_check") && err.contains("Fix:"), "{err}");
+}
+
+#[tokio::test]
+async fn audit_verify_neither_creates_nor_migrates_a_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kubehero.db");
+    let db = format!("sqlite:{}", path.display());
+    let env = base_env(dir.path(), &db);
+    // No database: an error, and still no file.
+    let (code, _) = audit_cli(&env, &["verify"]).await;
+    assert_ne!(code, 0);
+    assert!(!path.exists(), "verify created a database");
+    // A database one schema version behind: refused with the fix, and left as it was.
+    let serve = Serve::start(&env).await;
+    serve.terminate().await;
+    let pool = sqlx::SqlitePool::connect(&db).await.unwrap();
+    let latest: i64 = sqlx::query_scalar("SELECT MAX(version) FROM schema_migrations").fetch_one(&pool).await.unwrap();
+    sqlx::query("DELETE FROM schema_migrations WHERE version = ?").bind(latest).execute(&pool).await.unwrap();
+    let out =
+        tokio::process::Command::new(bin()).args(["audit", "verify"]).env_clear().envs(&env).output().await.unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("schema version {}", latest - 1)) && err.contains("Fix:"), "{err}");
+    let now: i64 = sqlx::query_scalar("SELECT MAX(version) FROM schema_migrations").fetch_one(&pool).await.unwrap();
+    assert_eq!(now, latest - 1, "verify migrated the database");
+}
+
+#[tokio::test]
+async fn a_deleted_wal_stops_writes_instead_of_losing_acknowledged_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kubehero.db");
+    let db = format!("sqlite:{}", path.display());
+    let env = base_env(dir.path(), &db);
+    let serve = Serve::start(&env).await;
+    let http = reqwest::Client::new();
+    let mut acknowledged = Vec::new();
+    let mut refused = 0;
+    for i in 0..200 {
+        if i == 100 {
+            std::fs::remove_file(dir.path().join("kubehero.db-wal")).unwrap();
+        }
+        let name = format!("w{i}");
+        let r = http
+            .post(format!("{}/api/v1/clusters", serve.url))
+            .bearer_auth(ADMIN)
+            .json(&json!({ "name": name }))
+            .send()
+            .await
+            .unwrap();
+        match r.status().as_u16() {
+            201 => acknowledged.push(name),
+            503 => refused += 1,
+            other => panic!("{name}: {other}"),
+        }
+    }
+    assert_eq!(acknowledged.len(), 100, "writes after the deletion were acknowledged");
+    assert_eq!(refused, 100);
+    let ready = http.get(format!("{}/readyz", serve.url)).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    serve.kill9().await;
+    // After a restart every acknowledged write is there.
+    let serve = Serve::start(&env).await;
+    for name in &acknowledged {
+        let r = http.get(format!("{}/api/v1/clusters/{name}", serve.url)).bearer_auth(ADMIN).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{name} was acknowledged and is gone");
+    }
+    serve.terminate().await;
+}
