@@ -324,6 +324,69 @@ fn generated_key(path: &Path) -> Result<Vec<u8>, StartError> {
 }
 
 /// The checkpoint signing key from its file, created on first start.
+/// The chain's newest row must be sealed with a key this process knows (its `AUDIT_HMAC_KEY` or one of
+/// `KUBEHERO_AUDIT_PREVIOUS_KEYS`): otherwise it holds a different key from the server's, and every row it
+/// wrote would later fail `audit verify` as `unknown_key`. Refuses with the fix.
+pub async fn check_hmac_key_matches_chain(
+    store: &dyn kubehero_store::Store,
+    keys: &HmacKeys,
+) -> Result<(), StartError> {
+    let unavailable = |e: kubehero_store::StoreError| StartError::Audit(e.to_string());
+    let (seq, _) = store.audit_head().await.map_err(unavailable)?;
+    if seq == 0 {
+        return Ok(());
+    }
+    let last = store.audit_rows(seq - 1, 1).await.map_err(unavailable)?;
+    match last.first() {
+        Some(row) if keys.get(&row.key_id).is_none() => Err(StartError::Audit(format!(
+            "AUDIT_HMAC_KEY: the audit chain's newest row (seq {seq}) is sealed with key id {}, which is neither this \
+             AUDIT_HMAC_KEY (key id {}) nor in KUBEHERO_AUDIT_PREVIOUS_KEYS; rows written with it would not verify. \
+             Fix: use the server's AUDIT_HMAC_KEY (after a rotation, list the old key in \
+             KUBEHERO_AUDIT_PREVIOUS_KEYS)",
+            row.key_id,
+            keys.current_id()
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// How recent a checkpoint signed with another key must be to mean that another replica is running with it.
+const OTHER_SIGNER_WINDOW_MS: i64 = 10 * 60 * 1000;
+
+/// Replicas on one database must sign checkpoints with one key, or `audit verify` later reports the other's
+/// checkpoints as `bad_checkpoint`. A checkpoint signed with another key in the last ten minutes means a
+/// replica runs with it: refuse to start, naming the fix. An older one is a rotated key: a warning.
+pub async fn check_signing_key_shared(
+    store: &dyn kubehero_store::Store,
+    key: &SigningKey,
+    path: &Path,
+    now_ms: i64,
+) -> Result<(), StartError> {
+    let Some((public, at)) = store.last_checkpoint_key().await.map_err(|e| StartError::Audit(e.to_string()))? else {
+        return Ok(());
+    };
+    if public.eq_ignore_ascii_case(key.public_hex()) {
+        return Ok(());
+    }
+    let ago_s = (now_ms - at).max(0) / 1000;
+    if now_ms - at < OTHER_SIGNER_WINDOW_MS {
+        return Err(StartError::Audit(format!(
+            "KUBEHERO_AUDIT_SIGNING_KEY {}: another replica signed an audit checkpoint {ago_s} s ago with a different \
+             key (public key {}…); replicas on one database must share one signing key. Fix: give this replica the \
+             same key file as the others",
+            path.display(),
+            &public[..public.len().min(16)]
+        )));
+    }
+    tracing::warn!(
+        previous = %&public[..public.len().min(16)],
+        current = %&key.public_hex()[..16.min(key.public_hex().len())],
+        "the newest audit checkpoint was signed with another key ({ago_s} s ago): a rotated key; verify with \
+         `kubehero audit verify --public-key <old> --public-key <new>`"
+    );
+    Ok(())
+}
+
 pub fn load_signing_key(path: &Path) -> Result<SigningKey, StartError> {
     match std::fs::read(path) {
         Ok(der) => SigningKey::from_pkcs8(&der)

@@ -109,6 +109,7 @@ pub async fn build_state(
     let bindings = BindingsCache::new(store.clone(), &config.group_roles, &issuer_maps, config.bindings.clone());
     bindings.reload().await?;
     let (keys, generated) = audit::load_hmac_keys(config, true)?;
+    audit::check_hmac_key_matches_chain(&*store, &keys).await?;
     if generated {
         tracing::warn!(
             path = %config.data_dir.join("audit-hmac.key").display(),
@@ -234,6 +235,7 @@ pub async fn start_with(
         .map_err(|source| StartError::Bind { addr: config.listen, source })?;
     let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: config.listen, source })?;
     let signing = Arc::new(audit::load_signing_key(&config.audit_signing_key)?);
+    audit::check_signing_key_shared(&*state.store, &signing, &config.audit_signing_key, state.clock.now_ms()).await?;
     let (tx, rx) = watch::channel(false);
     let (background_stop, background_rx) = watch::channel(false);
     spawn_refresh(state.clone(), rx.clone());

@@ -75,6 +75,8 @@ pub(crate) const INSERT_CHECKPOINT: &str = "INSERT INTO audit_checkpoints \
      (seq, mac, time_ms, public_key, signature) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING";
 pub(crate) const CHECKPOINTS: &str =
     "SELECT seq, mac, time_ms, public_key, signature FROM audit_checkpoints ORDER BY seq, time_ms";
+pub(crate) const LAST_CHECKPOINT_KEY: &str =
+    "SELECT public_key, time_ms FROM audit_checkpoints ORDER BY seq DESC, time_ms DESC LIMIT 1";
 pub(crate) const SINK_CURSOR: &str = "SELECT seq FROM audit_sink_cursors WHERE sink = $1";
 pub(crate) const SET_SINK_CURSOR: &str = "INSERT INTO audit_sink_cursors (sink, seq, updated_at) VALUES ($1, $2, $3) \
      ON CONFLICT (sink) DO UPDATE SET seq = excluded.seq, updated_at = excluded.updated_at \
@@ -236,6 +238,13 @@ macro_rules! audit_store {
                         signature,
                     })
                     .collect())
+            }
+
+            async fn last_checkpoint_key(&self) -> $crate::Result<Option<(String, i64)>> {
+                sqlx::query_as($crate::audit::LAST_CHECKPOINT_KEY)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(Self::err("audit checkpoints"))
             }
 
             async fn sink_cursor(&self, sink: &str) -> $crate::Result<i64> {

@@ -286,6 +286,8 @@ pub trait AuditStore: Send + Sync {
     async fn add_checkpoint(&self, c: &Checkpoint) -> Result<()>;
     /// Every checkpoint, ascending by `seq`.
     async fn checkpoints(&self) -> Result<Vec<Checkpoint>>;
+    /// The public key and time of the newest checkpoint.
+    async fn last_checkpoint_key(&self) -> Result<Option<(String, i64)>>;
     /// The last `seq` a sink has durably delivered (0 when it never delivered).
     async fn sink_cursor(&self, sink: &str) -> Result<i64>;
     /// Moves a sink's cursor forward (never backwards).

@@ -6,7 +6,7 @@ use clap::Subcommand;
 use kubehero_authn::{generate_api_key, sha256_hex};
 use kubehero_core::Role;
 use kubehero_server::config::ServerConfig;
-use kubehero_store::ApiKeyRecord;
+use kubehero_store::{ApiKeyRecord, Change};
 
 #[derive(Subcommand)]
 pub enum ApiKeyCommand {
@@ -61,9 +61,8 @@ pub async fn run(cmd: ApiKeyCommand, cfg: ServerConfig) -> anyhow::Result<()> {
                 expires_at: Some(now + i64::from(expires_in_days) * 86_400),
                 revoked_at: None,
             };
-            store.create_api_key(&rec).await?;
-            // The key is printed only once its audit row is durable.
-            audit(&cfg, &store, "api_key.create", &rec.id).await?;
+            // The key and its audit row commit together; the key is printed only then.
+            audited(&cfg, &store, Change::CreateApiKey(&rec), "api_key.create", &rec.id).await?;
             eprintln!("created API key {} ({}, role {}); it is shown once, store it now:", rec.id, rec.name, rec.role);
             println!("{}", secret.expose());
         }
@@ -86,27 +85,28 @@ pub async fn run(cmd: ApiKeyCommand, cfg: ServerConfig) -> anyhow::Result<()> {
             }
         }
         ApiKeyCommand::Revoke { id } => {
-            let rec = store
-                .revoke_api_key(&id, now)
+            let changed = audited(&cfg, &store, Change::RevokeApiKey { id: &id, at: now }, "api_key.revoke", &id)
                 .await
                 .with_context(|| format!("revoking {id}; `kubehero apikey list` shows the ids"))?;
-            audit(&cfg, &store, "api_key.revoke", &rec.id).await?;
+            let rec = kubehero_store::changed_api_key(changed)?;
             eprintln!("revoked API key {} ({})", rec.id, rec.name);
         }
     }
     Ok(())
 }
 
-/// Records a change made from the server host's shell as an audit row: the actor is the local operator
-/// (`$USER`), the method `local`.
-async fn audit(
+/// Applies a change made from the server host's shell together with its audit row (actor: the local operator
+/// `$USER`, method `local`), after checking that this host's `AUDIT_HMAC_KEY` is the chain's.
+async fn audited(
     cfg: &ServerConfig,
     store: &std::sync::Arc<dyn kubehero_store::Store>,
+    change: Change<'_>,
     action: &str,
     key_id: &str,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<kubehero_store::Changed> {
     use kubehero_core::{AuditActor, AuditEvent, AuditOutcome, AuditResult, AuditTarget};
     let (keys, _) = kubehero_server::audit::load_hmac_keys(cfg, true)?;
+    kubehero_server::audit::check_hmac_key_matches_chain(&**store, &keys).await?;
     let sealer = kubehero_audit::ChainSealer::new(std::sync::Arc::new(keys));
     let now_ms =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
@@ -127,6 +127,6 @@ async fn audit(
         source: Some("local".into()),
         user_agent: Some(format!("kubehero-cli/{}", env!("CARGO_PKG_VERSION"))),
     };
-    store.append_audit(&[event], &sealer.shared()).await.context("writing the audit row")?;
-    Ok(())
+    let rows = kubehero_store::WithRows { events: std::slice::from_ref(&event), sealer: &sealer.shared() };
+    Ok(store.apply(change, Some(rows)).await?.0)
 }

@@ -263,3 +263,55 @@ async fn a_deleted_wal_stops_writes_instead_of_losing_acknowledged_ones() {
     }
     serve.terminate().await;
 }
+
+#[tokio::test]
+async fn replicas_and_tools_with_other_audit_keys_are_refused_with_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite:{}", dir.path().join("kubehero.db").display());
+    let env = base_env(dir.path(), &db);
+    let serve = Serve::start(&env).await;
+    let r = reqwest::Client::new()
+        .post(format!("{}/api/v1/clusters", serve.url))
+        .bearer_auth(ADMIN)
+        .json(&json!({ "name": "one" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    serve.terminate().await; // writes a checkpoint at shutdown
+
+    // A second replica with its own checkpoint signing key.
+    let mut other = env.clone();
+    other.insert("KUBEHERO_AUDIT_SIGNING_KEY".into(), dir.path().join("other.pk8").display().to_string());
+    other.insert("KUBEHERO_LISTEN".into(), format!("127.0.0.1:{}", kubehero_testkit::oidc::free_port().unwrap()));
+    let out = tokio::process::Command::new(bin()).arg("serve").env_clear().envs(&other).output().await.unwrap();
+    assert!(!out.status.success(), "a replica with another signing key started");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("another replica signed an audit checkpoint") && err.contains("Fix:"), "{err}");
+
+    // A CLI on a host with another AUDIT_HMAC_KEY writes nothing.
+    let mut wrong = env.clone();
+    wrong.insert("AUDIT_HMAC_KEY".into(), "another-hmac-key-0123456789abcdefghij".into());
+    let run = |env: HashMap<String, String>| async move {
+        tokio::process::Command::new(bin())
+            .args(["apikey", "create", "--name", "ci", "--role", "viewer", "--owner", "ops"])
+            .env_clear()
+            .envs(&env)
+            .output()
+            .await
+            .unwrap()
+    };
+    let out = run(wrong.clone()).await;
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("neither this AUDIT_HMAC_KEY") && err.contains("Fix:"), "{err}");
+    let store = kubehero_store::open(&db).await.unwrap();
+    assert!(store.list_api_keys(None).await.unwrap().is_empty(), "a key was created anyway");
+    drop(store);
+    // After a rotation, with the chain's key listed as a previous key, it writes (and verify passes).
+    wrong.insert("KUBEHERO_AUDIT_PREVIOUS_KEYS".into(), AUDIT_KEY.into());
+    let out = run(wrong.clone()).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (code, report) = audit_cli(&wrong, &["verify"]).await;
+    assert_eq!(code, 0, "{report}");
+}
