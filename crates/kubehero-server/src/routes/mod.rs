@@ -81,6 +81,7 @@ pub fn table() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
         r(Method::GET, "/cli/authorize", SignIn, on(MethodFilter::GET, crate::device::authorize_page)),
         r(Method::POST, "/cli/authorize", SignIn, on(MethodFilter::POST, crate::device::authorize)),
         r(Method::POST, "/api/auth/cli/token", SignIn, on(MethodFilter::POST, crate::device::exchange)),
+        r(Method::GET, "/api/v1/openapi.json", Public, on(MethodFilter::GET, openapi)),
         r(Method::GET, "/api/v1/whoami", Requires(WhoAmI), on(MethodFilter::GET, whoami::whoami)),
         r(Method::GET, "/api/v1/clusters", Requires(ClusterList), on(MethodFilter::GET, clusters::list)),
         r(Method::POST, "/api/v1/clusters", Requires(ClusterRegister), on(MethodFilter::POST, clusters::register)),
@@ -198,6 +199,15 @@ pub fn app(state: AppState) -> Router {
         })
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
+}
+
+/// The API's OpenAPI 3.0 document: every `/api/v1` route with its permission and request body
+/// (`tests/it/routes.rs` checks it against the route table and the real deserializers).
+pub const OPENAPI: &str = include_str!("../openapi/openapi.json");
+
+/// `GET /api/v1/openapi.json` — permission: public.
+async fn openapi() -> impl axum::response::IntoResponse {
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], OPENAPI)
 }
 
 /// A JSON body extractor whose rejections keep the API's error shape.
