@@ -135,6 +135,11 @@ async fn policy_lifecycle_keeps_history() {
     let seqs: Vec<_> = h.body["items"].as_array().unwrap().iter().map(|t| t["seq"].as_i64().unwrap()).collect();
     assert_eq!(seqs, [1, 2, 3, 4, 5]);
     assert_eq!(h.body["items"][4]["actor"], key_sub(ADMIN));
+    // Each undo steps one further back (it does not undo the undo): the arm is undone next, then nothing is left.
+    let undo = format!("/api/v1/policies/{id}/undo");
+    assert_eq!(ts.post(&undo, Some(ADMIN), json!({})).await.body["state"], "draft");
+    let r = ts.post(&undo, Some(ADMIN), json!({})).await;
+    assert_eq!(error_code(&r), "failed_precondition", "{}", r.body);
 }
 
 #[tokio::test]
