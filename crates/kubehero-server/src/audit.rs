@@ -137,6 +137,7 @@ impl RequestFacts {
 /// change is refused (a conflict, a missing row, the audit insert failing), nothing was written and the audit
 /// point records the failure as for any other error.
 pub struct Audited {
+    auth: Auth,
     state: crate::state::AppState,
     facts: RequestFacts,
     request_id: String,
@@ -154,19 +155,25 @@ impl axum::extract::FromRequestParts<crate::state::AppState> for Audited {
         parts: &mut axum::http::request::Parts,
         state: &crate::state::AppState,
     ) -> Result<Self, Self::Rejection> {
-        let Auth(principal) = Auth::from_request_parts(parts, state).await?;
+        let auth = Auth::from_request_parts(parts, state).await?;
         let request_id =
             parts.extensions.get::<crate::middleware::RequestId>().map(|r| r.0.clone()).unwrap_or_default();
         Ok(Audited {
             state: state.clone(),
             facts: RequestFacts::from_parts(&parts.extensions, &parts.headers),
             request_id,
-            actor: AuditActor::of(&principal),
+            actor: AuditActor::of(&auth.0),
+            auth,
         })
     }
 }
 
 impl Audited {
+    /// Who is asking (the same principal as the `Auth` extractor's).
+    pub fn auth(&self) -> &Auth {
+        &self.auth
+    }
+
     /// Applies `change` with the row of `action` on `target` answered `status`, in one transaction.
     pub async fn apply(
         &self,
@@ -174,15 +181,11 @@ impl Audited {
         action: Action,
         target: &AuditTarget,
         status: axum::http::StatusCode,
-    ) -> Result<kubehero_store::Changed, ApiError> {
+    ) -> Result<kubehero_store::Changed, kubehero_store::StoreError> {
         let s = &self.state;
         // Rows of reads answered before this change (queued, not yet committed) go first, so the chain keeps
         // the order in which requests were answered.
-        s.identity
-            .audit
-            .flush()
-            .await
-            .map_err(|e| ApiError::from(kubehero_identity::IdentityError::AuditUnavailable(e.to_string())))?;
+        s.identity.audit.flush().await.map_err(|e| kubehero_store::StoreError::Unavailable(e.to_string()))?;
         let event = AuditEvent {
             event_id: s.identity.ids.next_id(),
             time_ms: s.clock.now_ms(),
@@ -204,6 +207,12 @@ impl Audited {
     /// logs) and the mark that keeps the audit point from writing another row.
     pub fn done(target: AuditTarget) -> (axum::Extension<AuditTarget>, axum::Extension<RecordedWithChange>) {
         (axum::Extension(target), axum::Extension(RecordedWithChange))
+    }
+
+    /// [`Audited::done`] for a response built by hand.
+    pub fn mark_done(res: &mut Response, target: AuditTarget) {
+        res.extensions_mut().insert(target);
+        res.extensions_mut().insert(RecordedWithChange);
     }
 }
 

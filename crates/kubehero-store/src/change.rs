@@ -2,7 +2,9 @@
 //! transaction ([`ChangeStore::apply`]): a change is never visible without its row, and a row is never
 //! written for a change that did not happen. Both backends share the SQL through [`change_store!`].
 
-use crate::{ApiKeyRecord, Cluster, Policy, PolicyState, Result, StoredBinding};
+use crate::{
+    ApiKeyRecord, Cluster, DirectoryGroup, DirectoryUser, MemberChange, Policy, PolicyState, Result, StoredBinding,
+};
 use async_trait::async_trait;
 use kubehero_core::{AuditEvent, SealedRow, Sealer};
 use std::sync::Arc;
@@ -47,6 +49,34 @@ pub enum Change<'a> {
         value: &'a serde_json::Value,
         at: i64,
     },
+    /// SCIM users (or just-in-time entries); `AlreadyExists` for a taken id or live userName.
+    CreateUsers(&'a [DirectoryUser]),
+    /// A live user's new state at `expected_version` (when given); gives back the stored user.
+    UpdateUser {
+        user: &'a DirectoryUser,
+        expected_version: Option<i64>,
+    },
+    /// Tombstones a user and drops their memberships; gives back the user as it was.
+    DeleteUser {
+        id: &'a str,
+        expected_version: Option<i64>,
+        at: i64,
+    },
+    CreateGroup {
+        group: &'a DirectoryGroup,
+        members: &'a [String],
+    },
+    /// A group's new state and member change; gives back the stored group.
+    UpdateGroup {
+        group: &'a DirectoryGroup,
+        members: MemberChange<'a>,
+        expected_version: Option<i64>,
+    },
+    /// Gives back the group and its former member ids.
+    DeleteGroup {
+        id: &'a str,
+        expected_version: Option<i64>,
+    },
 }
 
 /// What a [`Change`] gives back.
@@ -55,6 +85,9 @@ pub enum Changed {
     Done,
     Policy(Policy),
     ApiKey(ApiKeyRecord),
+    User(DirectoryUser),
+    Group(DirectoryGroup),
+    DeletedGroup(DirectoryGroup, Vec<String>),
 }
 
 /// The audit rows that commit with a change, and what seals them into the chain.
@@ -85,6 +118,30 @@ pub fn changed_api_key(changed: Changed) -> Result<ApiKeyRecord> {
     match changed {
         Changed::ApiKey(k) => Ok(k),
         other => Err(crate::StoreError::Corrupt(format!("an API key change gave back {other:?}"))),
+    }
+}
+
+/// The user a user change gave back.
+pub fn changed_user(changed: Changed) -> Result<DirectoryUser> {
+    match changed {
+        Changed::User(u) => Ok(u),
+        other => Err(crate::StoreError::Corrupt(format!("a user change gave back {other:?}"))),
+    }
+}
+
+/// The group [`Change::UpdateGroup`] gave back.
+pub fn changed_group(changed: Changed) -> Result<DirectoryGroup> {
+    match changed {
+        Changed::Group(g) => Ok(g),
+        other => Err(crate::StoreError::Corrupt(format!("a group change gave back {other:?}"))),
+    }
+}
+
+/// The group and former members [`Change::DeleteGroup`] gave back.
+pub fn changed_deleted_group(changed: Changed) -> Result<(DirectoryGroup, Vec<String>)> {
+    match changed {
+        Changed::DeletedGroup(g, members) => Ok((g, members)),
+        other => Err(crate::StoreError::Corrupt(format!("a group deletion gave back {other:?}"))),
     }
 }
 
@@ -260,6 +317,22 @@ macro_rules! change_store {
                             .await
                             .map_err(Self::err(format!("API key {id:?}")))?;
                         return Ok(Changed::ApiKey($crate::sql::api_key_from_row(row)?));
+                    }
+                    Change::CreateUsers(users) => Self::dir_create_users_on(conn, users).await?,
+                    Change::UpdateUser { user, expected_version } => {
+                        return Ok(Changed::User(Self::dir_update_user_on(conn, user, expected_version).await?));
+                    }
+                    Change::DeleteUser { id, expected_version, at } => {
+                        return Ok(Changed::User(Self::dir_delete_user_on(conn, id, expected_version, at).await?));
+                    }
+                    Change::CreateGroup { group, members } => Self::dir_create_group_on(conn, group, members).await?,
+                    Change::UpdateGroup { group, members, expected_version } => {
+                        let g = Self::dir_update_group_on(conn, group, members, expected_version).await?;
+                        return Ok(Changed::Group(g));
+                    }
+                    Change::DeleteGroup { id, expected_version } => {
+                        let (g, members) = Self::dir_delete_group_on(conn, id, expected_version).await?;
+                        return Ok(Changed::DeletedGroup(g, members));
                     }
                     Change::PutSetting { key, value, at } => {
                         sqlx::query($crate::sql::PUT_SETTING)

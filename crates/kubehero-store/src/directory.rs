@@ -305,6 +305,203 @@ pub(crate) fn memberships_sql(n: usize) -> String {
 macro_rules! directory_store {
     ($store:ty, $conn:ty, $lock:expr, $share:expr) => {
         impl $store {
+            async fn dir_create_users_on(conn: &mut $conn, users: &[$crate::DirectoryUser]) -> $crate::Result<()> {
+                let what = match users {
+                    [u] => format!("user {:?} (or userName {:?})", u.id, u.user_name),
+                    _ => format!("one of {} users (an id, or a userName among live users)", users.len()),
+                };
+                for chunk in users.chunks($crate::directory::MAX_PARAMS / $crate::directory::USER_PARAMS) {
+                    let sql = $crate::directory::insert_users_sql(chunk.len());
+                    let mut q = sqlx::query(&sql);
+                    for u in chunk {
+                        q = q
+                            .bind(&u.id)
+                            .bind(&u.user_name)
+                            .bind(u.user_name.to_lowercase())
+                            .bind(&u.external_id)
+                            .bind(u.active)
+                            .bind(&u.subject)
+                            .bind($crate::sql::to_json(&u.emails)?)
+                            .bind($crate::sql::to_json(&u.resource)?)
+                            .bind(u.origin.as_str())
+                            .bind(u.created_at)
+                            .bind(u.updated_at);
+                    }
+                    q.execute(&mut *conn).await.map_err(Self::err(what.clone()))?;
+                }
+                Self::dir_insert_keys(conn, users).await?;
+                Ok(())
+            }
+
+            async fn dir_update_user_on(
+                conn: &mut $conn,
+                user: &$crate::DirectoryUser,
+                expected_version: Option<i64>,
+            ) -> $crate::Result<$crate::DirectoryUser> {
+                let what = format!("user {:?}", user.id);
+                let version: Option<i64> = sqlx::query_scalar(&$crate::directory::live_user_version_sql($lock))
+                    .bind(&user.id)
+                    .fetch_optional(&mut *conn)
+                    .await
+                    .map_err(Self::err(what.clone()))?;
+                let version = version.ok_or_else(|| $crate::StoreError::NotFound(what.clone()))?;
+                if let Some(e) = $crate::directory::conflict(&what, version, expected_version) {
+                    return Err(e);
+                }
+                let row: $crate::directory::UserRow = sqlx::query_as(&$crate::directory::update_user_sql())
+                    .bind(&user.user_name)
+                    .bind(user.user_name.to_lowercase())
+                    .bind(&user.external_id)
+                    .bind(user.active)
+                    .bind(&user.subject)
+                    .bind($crate::sql::to_json(&user.emails)?)
+                    .bind($crate::sql::to_json(&user.resource)?)
+                    .bind(user.origin.as_str())
+                    .bind(user.updated_at)
+                    .bind(&user.id)
+                    .fetch_one(&mut *conn)
+                    .await
+                    .map_err(Self::err(format!("userName {:?}", user.user_name)))?;
+                let stored = $crate::directory::user_from_row(row)?;
+                sqlx::query($crate::directory::DELETE_USER_KEYS)
+                    .bind(&user.id)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(Self::err(what.clone()))?;
+                Self::dir_insert_keys(conn, std::slice::from_ref(&stored)).await?;
+                Ok(stored)
+            }
+
+            async fn dir_delete_user_on(
+                conn: &mut $conn,
+                id: &str,
+                expected_version: Option<i64>,
+                at: i64,
+            ) -> $crate::Result<$crate::DirectoryUser> {
+                let what = format!("user {id:?}");
+                let row: Option<$crate::directory::UserRow> = sqlx::query_as(&$crate::directory::live_user_sql($lock))
+                    .bind(id)
+                    .fetch_optional(&mut *conn)
+                    .await
+                    .map_err(Self::err(what.clone()))?;
+                let row = row.ok_or_else(|| $crate::StoreError::NotFound(what.clone()))?;
+                let user = $crate::directory::user_from_row(row)?;
+                if let Some(e) = $crate::directory::conflict(&what, user.version, expected_version) {
+                    return Err(e);
+                }
+                for sql in [$crate::directory::TOMBSTONE_USER, $crate::directory::BUMP_GROUPS_OF_USER] {
+                    sqlx::query(sql).bind(at).bind(id).execute(&mut *conn).await.map_err(Self::err(what.clone()))?;
+                }
+                sqlx::query($crate::directory::DELETE_USER_MEMBERSHIPS)
+                    .bind(id)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(Self::err(what.clone()))?;
+                Ok(user)
+            }
+
+            async fn dir_create_group_on(
+                conn: &mut $conn,
+                group: &$crate::DirectoryGroup,
+                members: &[String],
+            ) -> $crate::Result<()> {
+                let what = format!("group {:?} (or displayName {:?})", group.id, group.display_name);
+                let members = $crate::directory::unique(members);
+                Self::dir_check_live(conn, &members).await?;
+                sqlx::query($crate::directory::INSERT_GROUP)
+                    .bind(&group.id)
+                    .bind(&group.display_name)
+                    .bind(group.display_name.to_lowercase())
+                    .bind(&group.external_id)
+                    .bind($crate::sql::to_json(&group.resource)?)
+                    .bind(group.created_at)
+                    .bind(group.updated_at)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(Self::err(what.clone()))?;
+                Self::dir_add_members(conn, &group.id, &members).await?;
+                Ok(())
+            }
+
+            async fn dir_update_group_on(
+                conn: &mut $conn,
+                group: &$crate::DirectoryGroup,
+                members: $crate::MemberChange<'_>,
+                expected_version: Option<i64>,
+            ) -> $crate::Result<$crate::DirectoryGroup> {
+                use $crate::MemberChange;
+                let what = format!("group {:?}", group.id);
+                let (added, removed) = match members {
+                    MemberChange::Keep => (Vec::new(), Vec::new()),
+                    MemberChange::Replace(ids) => ($crate::directory::unique(ids), Vec::new()),
+                    MemberChange::Edit { add, remove } => {
+                        ($crate::directory::unique(add), $crate::directory::unique(remove))
+                    }
+                };
+                // Users before the group: the lock order of `delete_user` (see the module docs).
+                Self::dir_check_live(conn, &added).await?;
+                let version: Option<i64> = sqlx::query_scalar(&$crate::directory::group_version_sql($lock))
+                    .bind(&group.id)
+                    .fetch_optional(&mut *conn)
+                    .await
+                    .map_err(Self::err(what.clone()))?;
+                let version = version.ok_or_else(|| $crate::StoreError::NotFound(what.clone()))?;
+                if let Some(e) = $crate::directory::conflict(&what, version, expected_version) {
+                    return Err(e);
+                }
+                let row: $crate::directory::GroupRow = sqlx::query_as(&$crate::directory::update_group_sql())
+                    .bind(&group.display_name)
+                    .bind(group.display_name.to_lowercase())
+                    .bind(&group.external_id)
+                    .bind($crate::sql::to_json(&group.resource)?)
+                    .bind(group.updated_at)
+                    .bind(&group.id)
+                    .fetch_one(&mut *conn)
+                    .await
+                    .map_err(Self::err(format!("displayName {:?}", group.display_name)))?;
+                if matches!(members, MemberChange::Replace(_)) {
+                    sqlx::query($crate::directory::CLEAR_MEMBERS)
+                        .bind(&group.id)
+                        .execute(&mut *conn)
+                        .await
+                        .map_err(Self::err(what.clone()))?;
+                }
+                // Removals first: an id both removed and added ends up a member.
+                Self::dir_remove_members(conn, &group.id, &removed).await?;
+                Self::dir_add_members(conn, &group.id, &added).await?;
+                $crate::directory::group_from_row(row)
+            }
+
+            async fn dir_delete_group_on(
+                conn: &mut $conn,
+                id: &str,
+                expected_version: Option<i64>,
+            ) -> $crate::Result<($crate::DirectoryGroup, Vec<String>)> {
+                let what = format!("group {id:?}");
+                let row: Option<$crate::directory::GroupRow> = sqlx::query_as(&$crate::directory::group_sql($lock))
+                    .bind(id)
+                    .fetch_optional(&mut *conn)
+                    .await
+                    .map_err(Self::err(what.clone()))?;
+                let row = row.ok_or_else(|| $crate::StoreError::NotFound(what.clone()))?;
+                let group = $crate::directory::group_from_row(row)?;
+                if let Some(e) = $crate::directory::conflict(&what, group.version, expected_version) {
+                    return Err(e);
+                }
+                let mut members: Vec<String> = sqlx::query_scalar($crate::directory::TAKE_MEMBERS)
+                    .bind(id)
+                    .fetch_all(&mut *conn)
+                    .await
+                    .map_err(Self::err(what.clone()))?;
+                sqlx::query($crate::directory::DELETE_GROUP)
+                    .bind(id)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(Self::err(what.clone()))?;
+                members.sort();
+                Ok((group, members))
+            }
+
             /// `NotFound("user …")` for the first of `ids` (without repetitions) that is not a live user.
             async fn dir_check_live(conn: &mut $conn, ids: &[&str]) -> $crate::Result<()> {
                 for chunk in ids.chunks($crate::directory::MAX_PARAMS) {
@@ -388,33 +585,7 @@ macro_rules! directory_store {
         #[async_trait::async_trait]
         impl $crate::DirectoryStore for $store {
             async fn create_users(&self, users: &[$crate::DirectoryUser]) -> $crate::Result<()> {
-                let what = match users {
-                    [u] => format!("user {:?} (or userName {:?})", u.id, u.user_name),
-                    _ => format!("one of {} users (an id, or a userName among live users)", users.len()),
-                };
-                let mut tx = self.begin().await?;
-                for chunk in users.chunks($crate::directory::MAX_PARAMS / $crate::directory::USER_PARAMS) {
-                    let sql = $crate::directory::insert_users_sql(chunk.len());
-                    let mut q = sqlx::query(&sql);
-                    for u in chunk {
-                        q = q
-                            .bind(&u.id)
-                            .bind(&u.user_name)
-                            .bind(u.user_name.to_lowercase())
-                            .bind(&u.external_id)
-                            .bind(u.active)
-                            .bind(&u.subject)
-                            .bind($crate::sql::to_json(&u.emails)?)
-                            .bind($crate::sql::to_json(&u.resource)?)
-                            .bind(u.origin.as_str())
-                            .bind(u.created_at)
-                            .bind(u.updated_at);
-                    }
-                    q.execute(&mut *tx).await.map_err(Self::err(what.clone()))?;
-                }
-                Self::dir_insert_keys(&mut tx, users).await?;
-                tx.commit().await.map_err(Self::err(what))?;
-                Ok(())
+                $crate::ChangeStore::apply(self, $crate::change::Change::CreateUsers(users), None).await.map(drop)
             }
 
             async fn get_user(&self, id: &str) -> $crate::Result<$crate::DirectoryUser> {
@@ -432,40 +603,15 @@ macro_rules! directory_store {
                 user: &$crate::DirectoryUser,
                 expected_version: Option<i64>,
             ) -> $crate::Result<$crate::DirectoryUser> {
-                let what = format!("user {:?}", user.id);
-                let mut tx = self.begin().await?;
-                let version: Option<i64> = sqlx::query_scalar(&$crate::directory::live_user_version_sql($lock))
-                    .bind(&user.id)
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(Self::err(what.clone()))?;
-                let version = version.ok_or_else(|| $crate::StoreError::NotFound(what.clone()))?;
-                if let Some(e) = $crate::directory::conflict(&what, version, expected_version) {
-                    return Err(e);
-                }
-                let row: $crate::directory::UserRow = sqlx::query_as(&$crate::directory::update_user_sql())
-                    .bind(&user.user_name)
-                    .bind(user.user_name.to_lowercase())
-                    .bind(&user.external_id)
-                    .bind(user.active)
-                    .bind(&user.subject)
-                    .bind($crate::sql::to_json(&user.emails)?)
-                    .bind($crate::sql::to_json(&user.resource)?)
-                    .bind(user.origin.as_str())
-                    .bind(user.updated_at)
-                    .bind(&user.id)
-                    .fetch_one(&mut *tx)
-                    .await
-                    .map_err(Self::err(format!("userName {:?}", user.user_name)))?;
-                let stored = $crate::directory::user_from_row(row)?;
-                sqlx::query($crate::directory::DELETE_USER_KEYS)
-                    .bind(&user.id)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(Self::err(what.clone()))?;
-                Self::dir_insert_keys(&mut tx, std::slice::from_ref(&stored)).await?;
-                tx.commit().await.map_err(Self::err(what))?;
-                Ok(stored)
+                $crate::change::changed_user(
+                    $crate::ChangeStore::apply(
+                        self,
+                        $crate::change::Change::UpdateUser { user, expected_version },
+                        None,
+                    )
+                    .await?
+                    .0,
+                )
             }
 
             async fn delete_user(
@@ -474,28 +620,15 @@ macro_rules! directory_store {
                 expected_version: Option<i64>,
                 at: i64,
             ) -> $crate::Result<$crate::DirectoryUser> {
-                let what = format!("user {id:?}");
-                let mut tx = self.begin().await?;
-                let row: Option<$crate::directory::UserRow> = sqlx::query_as(&$crate::directory::live_user_sql($lock))
-                    .bind(id)
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(Self::err(what.clone()))?;
-                let row = row.ok_or_else(|| $crate::StoreError::NotFound(what.clone()))?;
-                let user = $crate::directory::user_from_row(row)?;
-                if let Some(e) = $crate::directory::conflict(&what, user.version, expected_version) {
-                    return Err(e);
-                }
-                for sql in [$crate::directory::TOMBSTONE_USER, $crate::directory::BUMP_GROUPS_OF_USER] {
-                    sqlx::query(sql).bind(at).bind(id).execute(&mut *tx).await.map_err(Self::err(what.clone()))?;
-                }
-                sqlx::query($crate::directory::DELETE_USER_MEMBERSHIPS)
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(Self::err(what.clone()))?;
-                tx.commit().await.map_err(Self::err(what))?;
-                Ok(user)
+                $crate::change::changed_user(
+                    $crate::ChangeStore::apply(
+                        self,
+                        $crate::change::Change::DeleteUser { id, expected_version, at },
+                        None,
+                    )
+                    .await?
+                    .0,
+                )
             }
 
             async fn select_users(
@@ -567,24 +700,9 @@ macro_rules! directory_store {
             }
 
             async fn create_group(&self, group: &$crate::DirectoryGroup, members: &[String]) -> $crate::Result<()> {
-                let what = format!("group {:?} (or displayName {:?})", group.id, group.display_name);
-                let members = $crate::directory::unique(members);
-                let mut tx = self.begin().await?;
-                Self::dir_check_live(&mut tx, &members).await?;
-                sqlx::query($crate::directory::INSERT_GROUP)
-                    .bind(&group.id)
-                    .bind(&group.display_name)
-                    .bind(group.display_name.to_lowercase())
-                    .bind(&group.external_id)
-                    .bind($crate::sql::to_json(&group.resource)?)
-                    .bind(group.created_at)
-                    .bind(group.updated_at)
-                    .execute(&mut *tx)
+                $crate::ChangeStore::apply(self, $crate::change::Change::CreateGroup { group, members }, None)
                     .await
-                    .map_err(Self::err(what.clone()))?;
-                Self::dir_add_members(&mut tx, &group.id, &members).await?;
-                tx.commit().await.map_err(Self::err(what))?;
-                Ok(())
+                    .map(drop)
             }
 
             async fn get_group(&self, id: &str) -> $crate::Result<$crate::DirectoryGroup> {
@@ -603,49 +721,15 @@ macro_rules! directory_store {
                 members: $crate::MemberChange<'_>,
                 expected_version: Option<i64>,
             ) -> $crate::Result<$crate::DirectoryGroup> {
-                use $crate::MemberChange;
-                let what = format!("group {:?}", group.id);
-                let (added, removed) = match members {
-                    MemberChange::Keep => (Vec::new(), Vec::new()),
-                    MemberChange::Replace(ids) => ($crate::directory::unique(ids), Vec::new()),
-                    MemberChange::Edit { add, remove } => {
-                        ($crate::directory::unique(add), $crate::directory::unique(remove))
-                    }
-                };
-                let mut tx = self.begin().await?;
-                // Users before the group: the lock order of `delete_user` (see the module docs).
-                Self::dir_check_live(&mut tx, &added).await?;
-                let version: Option<i64> = sqlx::query_scalar(&$crate::directory::group_version_sql($lock))
-                    .bind(&group.id)
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(Self::err(what.clone()))?;
-                let version = version.ok_or_else(|| $crate::StoreError::NotFound(what.clone()))?;
-                if let Some(e) = $crate::directory::conflict(&what, version, expected_version) {
-                    return Err(e);
-                }
-                let row: $crate::directory::GroupRow = sqlx::query_as(&$crate::directory::update_group_sql())
-                    .bind(&group.display_name)
-                    .bind(group.display_name.to_lowercase())
-                    .bind(&group.external_id)
-                    .bind($crate::sql::to_json(&group.resource)?)
-                    .bind(group.updated_at)
-                    .bind(&group.id)
-                    .fetch_one(&mut *tx)
-                    .await
-                    .map_err(Self::err(format!("displayName {:?}", group.display_name)))?;
-                if matches!(members, MemberChange::Replace(_)) {
-                    sqlx::query($crate::directory::CLEAR_MEMBERS)
-                        .bind(&group.id)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(Self::err(what.clone()))?;
-                }
-                // Removals first: an id both removed and added ends up a member.
-                Self::dir_remove_members(&mut tx, &group.id, &removed).await?;
-                Self::dir_add_members(&mut tx, &group.id, &added).await?;
-                tx.commit().await.map_err(Self::err(what))?;
-                $crate::directory::group_from_row(row)
+                $crate::change::changed_group(
+                    $crate::ChangeStore::apply(
+                        self,
+                        $crate::change::Change::UpdateGroup { group, members, expected_version },
+                        None,
+                    )
+                    .await?
+                    .0,
+                )
             }
 
             async fn delete_group(
@@ -653,31 +737,15 @@ macro_rules! directory_store {
                 id: &str,
                 expected_version: Option<i64>,
             ) -> $crate::Result<($crate::DirectoryGroup, Vec<String>)> {
-                let what = format!("group {id:?}");
-                let mut tx = self.begin().await?;
-                let row: Option<$crate::directory::GroupRow> = sqlx::query_as(&$crate::directory::group_sql($lock))
-                    .bind(id)
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(Self::err(what.clone()))?;
-                let row = row.ok_or_else(|| $crate::StoreError::NotFound(what.clone()))?;
-                let group = $crate::directory::group_from_row(row)?;
-                if let Some(e) = $crate::directory::conflict(&what, group.version, expected_version) {
-                    return Err(e);
-                }
-                let mut members: Vec<String> = sqlx::query_scalar($crate::directory::TAKE_MEMBERS)
-                    .bind(id)
-                    .fetch_all(&mut *tx)
-                    .await
-                    .map_err(Self::err(what.clone()))?;
-                sqlx::query($crate::directory::DELETE_GROUP)
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(Self::err(what.clone()))?;
-                tx.commit().await.map_err(Self::err(what))?;
-                members.sort();
-                Ok((group, members))
+                $crate::change::changed_deleted_group(
+                    $crate::ChangeStore::apply(
+                        self,
+                        $crate::change::Change::DeleteGroup { id, expected_version },
+                        None,
+                    )
+                    .await?
+                    .0,
+                )
             }
 
             async fn select_groups(

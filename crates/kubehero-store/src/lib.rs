@@ -22,7 +22,10 @@ use kubehero_core::{AuditEvent, AuditOutcome, Binding, Checkpoint, Role, SealedR
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
-pub use change::{changed_api_key, changed_policy, Change, ChangeStore, Changed, WithRows};
+pub use change::{
+    changed_api_key, changed_deleted_group, changed_group, changed_policy, changed_user, Change, ChangeStore, Changed,
+    WithRows,
+};
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 

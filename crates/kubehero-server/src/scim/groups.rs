@@ -7,6 +7,7 @@ use super::{
     allow, if_match, json_body, list_page, mentions, meta, not_modified, projection, resource_reply, Ctx, Failure,
     ListParams, ScimResult,
 };
+use crate::audit::{Audited, RecordedWithChange};
 use crate::auth::Auth;
 use crate::state::AppState;
 use axum::body::Bytes;
@@ -16,7 +17,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use kubehero_core::Action;
 use kubehero_scim::{CompValue, CompareOp, Filter, MemberOp, Projection, ResourceKind, ScimError};
-use kubehero_store::{DirectoryGroup, GroupMember, GroupSelect, MemberChange, StoreError};
+use kubehero_store::{Change, DirectoryGroup, GroupMember, GroupSelect, MemberChange, StoreError};
 use serde_json::Value;
 use std::collections::{BTreeSet, HashSet};
 
@@ -202,6 +203,14 @@ async fn answer(
     Ok(res)
 }
 
+/// A write's answer, whose audit row was committed with the change.
+fn recorded(answer: Result<Response, Failure>) -> Result<Response, Failure> {
+    answer.map(|mut res| {
+        res.extensions_mut().insert(RecordedWithChange);
+        res
+    })
+}
+
 fn target(g: &DirectoryGroup) -> kubehero_core::AuditTarget {
     kubehero_core::AuditTarget { kind: Some("scim_group".into()), id: Some(g.id.clone()), ..Default::default() }
 }
@@ -226,6 +235,7 @@ pub async fn get(
 pub async fn create(
     State(state): State<AppState>,
     auth: Auth,
+    audited: Audited,
     ctx: Ctx,
     RawQuery(q): RawQuery,
     body: Result<Bytes, BytesRejection>,
@@ -243,19 +253,20 @@ pub async fn create(
         created_at: now,
         updated_at: now,
     };
-    state.store.create_group(&g, &members).await.map_err(member_err)?;
+    let change = Change::CreateGroup { group: &g, members: &members };
+    audited.apply(change, Action::ScimGroupCreate, &target(&g), StatusCode::CREATED).await.map_err(member_err)?;
     state.identity.directory.changed();
-    answer(&state, &ctx, StatusCode::CREATED, &g, &projection).await
+    recorded(answer(&state, &ctx, StatusCode::CREATED, &g, &projection).await)
 }
 
 /// Writes a group's new resource and member change, then applies what the change removed.
 async fn store_change(
     state: &AppState,
     ctx: &Ctx,
+    (audited, action, status): (&Audited, Action, StatusCode),
     current: &DirectoryGroup,
     resource: Value,
-    change: MemberChange<'_>,
-    removed: &[String],
+    (change, removed): (MemberChange<'_>, &[String]),
     expected: Option<i64>,
 ) -> Result<DirectoryGroup, Failure> {
     let next = DirectoryGroup {
@@ -265,7 +276,9 @@ async fn store_change(
         updated_at: state.clock.now(),
         ..current.clone()
     };
-    let stored = state.store.update_group(&next, change, expected).await.map_err(member_err)?;
+    let change = Change::UpdateGroup { group: &next, members: change, expected_version: expected };
+    let changed = audited.apply(change, action, &target(current), status).await.map_err(member_err)?;
+    let stored = kubehero_store::changed_group(changed)?;
     state.identity.directory.changed();
     state.identity.members_removed(&ctx.request_id, &stored, removed).await?;
     Ok(stored)
@@ -279,22 +292,22 @@ fn gone(before: &[GroupMember], after: &[String]) -> Vec<String> {
 
 pub async fn replace(
     State(state): State<AppState>,
-    auth: Auth,
+    audited: Audited,
     ctx: Ctx,
     Path(id): Path<String>,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ScimResult {
-    allow(&auth, Action::ScimGroupReplace)?;
+    allow(audited.auth(), Action::ScimGroupReplace)?;
     let projection = projection(q.as_deref())?;
     let (resource, members) = split_members(kubehero_scim::validate(KIND, json_body(body)?)?);
     let current = state.store.get_group(&id).await?;
     let removed = gone(&members_of(&state, &id).await?, &members);
-    let stored =
-        store_change(&state, &ctx, &current, resource, MemberChange::Replace(&members), &removed, if_match(&headers))
-            .await?;
-    answer(&state, &ctx, StatusCode::OK, &stored, &projection).await
+    let how = (&audited, Action::ScimGroupReplace, StatusCode::OK);
+    let change = MemberChange::Replace(&members);
+    let stored = store_change(&state, &ctx, how, &current, resource, (change, &removed), if_match(&headers)).await?;
+    recorded(answer(&state, &ctx, StatusCode::OK, &stored, &projection).await)
 }
 
 /// Member-only operations as one delta, or `None` when they need the current members (remove all, replace).
@@ -328,19 +341,23 @@ fn delta(ops: &[MemberOp]) -> Option<(Vec<String>, Vec<String>)> {
 
 pub async fn patch(
     State(state): State<AppState>,
-    auth: Auth,
+    audited: Audited,
     ctx: Ctx,
     Path(id): Path<String>,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ScimResult {
-    allow(&auth, Action::ScimGroupPatch)?;
+    allow(audited.auth(), Action::ScimGroupPatch)?;
     let projection = projection(q.as_deref())?;
     let body = json_body(body)?;
     let expected = if_match(&headers);
     let current = state.store.get_group(&id).await?;
     let fast = kubehero_scim::member_only_ops(&body).and_then(|ops| delta(&ops));
+    // RFC 7644 §3.5.2: 200 with the resource, or 204. A group's members can run to tens of thousands, so the
+    // whole group is sent back only when the client asks for attributes; otherwise 204 and the new ETag.
+    let status = if projection.is_default() { StatusCode::NO_CONTENT } else { StatusCode::OK };
+    let how = (&audited, Action::ScimGroupPatch, status);
     let stored = match fast {
         Some((add, remove)) => {
             // Only those actually in the group leave it (and get a row).
@@ -358,7 +375,7 @@ pub async fn patch(
                     .collect()
             };
             let change = MemberChange::Edit { add: &add, remove: &remove };
-            store_change(&state, &ctx, &current, current.resource.clone(), change, &removed, expected).await?
+            store_change(&state, &ctx, how, &current, current.resource.clone(), (change, &removed), expected).await?
         }
         None => {
             let before = members_of(&state, &id).await?;
@@ -366,35 +383,39 @@ pub async fn patch(
             kubehero_scim::apply_patch(KIND, &mut full, &body)?;
             let (resource, members) = split_members(kubehero_scim::validate(KIND, full)?);
             let removed = gone(&before, &members);
-            store_change(&state, &ctx, &current, resource, MemberChange::Replace(&members), &removed, expected).await?
+            let change = MemberChange::Replace(&members);
+            store_change(&state, &ctx, how, &current, resource, (change, &removed), expected).await?
         }
     };
-    // RFC 7644 §3.5.2: 200 with the resource, or 204. A group's members can run to tens of thousands, so the
-    // whole group is sent back only when the client asks for attributes; otherwise 204 and the new ETag.
-    if projection.is_default() {
+    if status == StatusCode::NO_CONTENT {
         let mut res = StatusCode::NO_CONTENT.into_response();
         if let Ok(v) = axum::http::HeaderValue::from_str(&super::etag(stored.version)) {
             res.headers_mut().insert(axum::http::header::ETAG, v);
         }
-        res.extensions_mut().insert(target(&stored));
+        Audited::mark_done(&mut res, target(&stored));
         return Ok(res);
     }
-    answer(&state, &ctx, StatusCode::OK, &stored, &projection).await
+    recorded(answer(&state, &ctx, StatusCode::OK, &stored, &projection).await)
 }
 
 pub async fn delete(
     State(state): State<AppState>,
     auth: Auth,
+    audited: Audited,
     ctx: Ctx,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> ScimResult {
     allow(&auth, Action::ScimGroupDelete)?;
-    let (g, members) = state.store.delete_group(&id, if_match(&headers)).await?;
+    let change = Change::DeleteGroup { id: &id, expected_version: if_match(&headers) };
+    let gone =
+        kubehero_core::AuditTarget { kind: Some("scim_group".into()), id: Some(id.clone()), ..Default::default() };
+    let changed = audited.apply(change, Action::ScimGroupDelete, &gone, StatusCode::NO_CONTENT).await?;
+    let (g, members) = kubehero_store::changed_deleted_group(changed)?;
     state.identity.directory.changed();
     state.identity.members_removed(&ctx.request_id, &g, &members).await?;
     let mut res = StatusCode::NO_CONTENT.into_response();
-    res.extensions_mut().insert(target(&g));
+    Audited::mark_done(&mut res, target(&g));
     Ok(res)
 }
 

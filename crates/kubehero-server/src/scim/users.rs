@@ -4,6 +4,7 @@ use super::{
     allow, if_match, json_body, list_page, mentions, meta, not_modified, projection, resource_reply, Ctx, Failure,
     ListParams, ScimResult,
 };
+use crate::audit::Audited;
 use crate::auth::Auth;
 use crate::state::AppState;
 use axum::body::Bytes;
@@ -13,7 +14,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use kubehero_core::Action;
 use kubehero_scim::{CompValue, CompareOp, Filter, Projection, ResourceKind, ScimError};
-use kubehero_store::{DirectoryUser, Membership, UserOrigin, UserSelect};
+use kubehero_store::{Change, DirectoryUser, Membership, UserOrigin, UserSelect};
 use serde_json::Value;
 use std::collections::HashMap;
 
@@ -234,6 +235,7 @@ async fn just_in_time_match(state: &AppState, facts: &Facts) -> Result<Option<Di
 pub async fn create(
     State(state): State<AppState>,
     auth: Auth,
+    audited: Audited,
     ctx: Ctx,
     RawQuery(q): RawQuery,
     body: Result<Bytes, BytesRejection>,
@@ -247,7 +249,9 @@ pub async fn create(
         // Reconciliation: the IdP now describes someone KubeHero created at sign-in; SCIM adopts them.
         Some(jit) => {
             let adopted = facts.apply(&jit, resource, now);
-            let stored = state.store.update_user(&adopted, Some(jit.version)).await?;
+            let change = Change::UpdateUser { user: &adopted, expected_version: Some(jit.version) };
+            let changed = audited.apply(change, Action::ScimUserCreate, &target(&jit), StatusCode::CREATED).await?;
+            let stored = kubehero_store::changed_user(changed)?;
             state.identity.user_changed(&ctx.request_id, &jit, &stored).await?;
             stored
         }
@@ -266,14 +270,15 @@ pub async fn create(
                 updated_at: now,
                 deleted_at: None,
             };
-            state.store.create_users(std::slice::from_ref(&user)).await?;
+            let change = Change::CreateUsers(std::slice::from_ref(&user));
+            audited.apply(change, Action::ScimUserCreate, &target(&user), StatusCode::CREATED).await?;
             user
         }
     };
     state.identity.directory.changed();
     let v = render_one(&state, &ctx, &user).await?;
     let mut res = single(StatusCode::CREATED, &v, &projection);
-    res.extensions_mut().insert(target(&user));
+    Audited::mark_done(&mut res, target(&user));
     Ok(res)
 }
 
@@ -285,13 +290,16 @@ fn target(u: &DirectoryUser) -> kubehero_core::AuditTarget {
 async fn store_change(
     state: &AppState,
     ctx: &Ctx,
+    (audited, action): (&Audited, Action),
     current: &DirectoryUser,
     resource: Value,
     expected: Option<i64>,
 ) -> Result<DirectoryUser, Failure> {
     let facts = Facts::of(&resource)?;
     let next = facts.apply(current, resource, state.clock.now());
-    let stored = state.store.update_user(&next, expected).await?;
+    let change = Change::UpdateUser { user: &next, expected_version: expected };
+    let changed = audited.apply(change, action, &target(current), StatusCode::OK).await?;
+    let stored = kubehero_store::changed_user(changed)?;
     state.identity.directory.changed();
     state.identity.user_changed(&ctx.request_id, current, &stored).await?;
     Ok(stored)
@@ -299,53 +307,64 @@ async fn store_change(
 
 pub async fn replace(
     State(state): State<AppState>,
-    auth: Auth,
+    audited: Audited,
     ctx: Ctx,
     Path(id): Path<String>,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ScimResult {
-    allow(&auth, Action::ScimUserReplace)?;
+    allow(audited.auth(), Action::ScimUserReplace)?;
     let projection = projection(q.as_deref())?;
     let resource = kubehero_scim::validate(KIND, json_body(body)?)?;
     let current = state.store.get_user(&id).await?;
-    let stored = store_change(&state, &ctx, &current, resource, if_match(&headers)).await?;
-    Ok(single(StatusCode::OK, &render_one(&state, &ctx, &stored).await?, &projection))
+    let how = (&audited, Action::ScimUserReplace);
+    let stored = store_change(&state, &ctx, how, &current, resource, if_match(&headers)).await?;
+    let mut res = single(StatusCode::OK, &render_one(&state, &ctx, &stored).await?, &projection);
+    Audited::mark_done(&mut res, target(&stored));
+    Ok(res)
 }
 
 pub async fn patch(
     State(state): State<AppState>,
-    auth: Auth,
+    audited: Audited,
     ctx: Ctx,
     Path(id): Path<String>,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ScimResult {
-    allow(&auth, Action::ScimUserPatch)?;
+    allow(audited.auth(), Action::ScimUserPatch)?;
     let projection = projection(q.as_deref())?;
     let body = json_body(body)?;
     let current = state.store.get_user(&id).await?;
     let mut resource = current.resource.clone();
     kubehero_scim::apply_patch(KIND, &mut resource, &body)?;
     let resource = kubehero_scim::validate(KIND, resource)?;
-    let stored = store_change(&state, &ctx, &current, resource, if_match(&headers)).await?;
-    Ok(single(StatusCode::OK, &render_one(&state, &ctx, &stored).await?, &projection))
+    let how = (&audited, Action::ScimUserPatch);
+    let stored = store_change(&state, &ctx, how, &current, resource, if_match(&headers)).await?;
+    let mut res = single(StatusCode::OK, &render_one(&state, &ctx, &stored).await?, &projection);
+    Audited::mark_done(&mut res, target(&stored));
+    Ok(res)
 }
 
 pub async fn delete(
     State(state): State<AppState>,
     auth: Auth,
+    audited: Audited,
     ctx: Ctx,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> ScimResult {
     allow(&auth, Action::ScimUserDelete)?;
-    let user = state.store.delete_user(&id, if_match(&headers), state.clock.now()).await?;
+    let change = Change::DeleteUser { id: &id, expected_version: if_match(&headers), at: state.clock.now() };
+    let gone =
+        kubehero_core::AuditTarget { kind: Some("scim_user".into()), id: Some(id.clone()), ..Default::default() };
+    let changed = audited.apply(change, Action::ScimUserDelete, &gone, StatusCode::NO_CONTENT).await?;
+    let user = kubehero_store::changed_user(changed)?;
     state.identity.directory.changed();
     state.identity.user_deleted(&ctx.request_id, &user).await?;
     let mut res = StatusCode::NO_CONTENT.into_response();
-    res.extensions_mut().insert(target(&user));
+    Audited::mark_done(&mut res, target(&user));
     Ok(res)
 }

@@ -130,9 +130,17 @@ async fn on_a_full_disk_no_change_is_kept_without_its_audit_row() {
 async fn on_postgresql_a_failing_audit_insert_takes_the_change_with_it() {
     let pg = kubehero_testkit::postgres::TempPostgres::start().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let env = base_env(dir.path(), &pg.url);
+    let mut env = base_env(dir.path(), &pg.url);
+    let scim_token = "scim-token-0123456789abcdefghijklmnop";
+    env.insert("KUBEHERO_SCIM_TOKEN".into(), scim_token.into());
     let serve = Serve::start(&env).await;
     let http = reqwest::Client::new();
+    let scim_user = |name: &str| {
+        http.post(format!("{}/scim/v2/Users", serve.url))
+            .bearer_auth(scim_token)
+            .json(&json!({ "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": name }))
+            .send()
+    };
     let post = |name: &str| {
         http.post(format!("{}/api/v1/clusters", serve.url)).bearer_auth(ADMIN).json(&json!({ "name": name })).send()
     };
@@ -148,12 +156,17 @@ async fn on_postgresql_a_failing_audit_insert_takes_the_change_with_it() {
     .unwrap();
     let r = post("during").await.unwrap();
     assert_eq!(r.status(), 503, "{}", r.text().await.unwrap());
+    let r = scim_user("carol@example.com").await.unwrap();
+    assert_eq!(r.status(), 503, "{}", r.text().await.unwrap());
     let ready = http.get(format!("{}/readyz", serve.url)).send().await.unwrap();
     assert_eq!(ready.status(), 503, "readiness while the log refuses rows");
     sqlx::raw_sql("DROP TRIGGER refuse_audit ON audit_log;").execute(&sql).await.unwrap();
     let r = http.get(format!("{}/api/v1/clusters/during", serve.url)).bearer_auth(ADMIN).send().await.unwrap();
     assert_eq!(r.status(), 404, "the refused change was not kept");
     assert_eq!(post("during").await.unwrap().status(), 201, "and its name is free");
+    // The SCIM user refused with it was not kept either: the same userName is free.
+    let r = scim_user("carol@example.com").await.unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
     serve.terminate().await;
     let rows = registered_rows(&pg.url).await;
     assert_eq!(rows.get("before"), Some(&1));
