@@ -339,15 +339,8 @@ macro_rules! directory_store {
                 expected_version: Option<i64>,
             ) -> $crate::Result<$crate::DirectoryUser> {
                 let what = format!("user {:?}", user.id);
-                let version: Option<i64> = sqlx::query_scalar(&$crate::directory::live_user_version_sql($lock))
-                    .bind(&user.id)
-                    .fetch_optional(&mut *conn)
-                    .await
-                    .map_err(Self::err(what.clone()))?;
-                let version = version.ok_or_else(|| $crate::StoreError::NotFound(what.clone()))?;
-                if let Some(e) = $crate::directory::conflict(&what, version, expected_version) {
-                    return Err(e);
-                }
+                let sql = $crate::directory::live_user_version_sql($lock);
+                Self::dir_expect_version_on(conn, &sql, &user.id, &what, expected_version).await?;
                 let row: $crate::directory::UserRow = sqlx::query_as(&$crate::directory::update_user_sql())
                     .bind(&user.user_name)
                     .bind(user.user_name.to_lowercase())
@@ -440,15 +433,8 @@ macro_rules! directory_store {
                 };
                 // Users before the group: the lock order of `delete_user` (see the module docs).
                 Self::dir_check_live(conn, &added).await?;
-                let version: Option<i64> = sqlx::query_scalar(&$crate::directory::group_version_sql($lock))
-                    .bind(&group.id)
-                    .fetch_optional(&mut *conn)
-                    .await
-                    .map_err(Self::err(what.clone()))?;
-                let version = version.ok_or_else(|| $crate::StoreError::NotFound(what.clone()))?;
-                if let Some(e) = $crate::directory::conflict(&what, version, expected_version) {
-                    return Err(e);
-                }
+                let sql = $crate::directory::group_version_sql($lock);
+                Self::dir_expect_version_on(conn, &sql, &group.id, &what, expected_version).await?;
                 let row: $crate::directory::GroupRow = sqlx::query_as(&$crate::directory::update_group_sql())
                     .bind(&group.display_name)
                     .bind(group.display_name.to_lowercase())
@@ -500,6 +486,27 @@ macro_rules! directory_store {
                     .map_err(Self::err(what.clone()))?;
                 members.sort();
                 Ok((group, members))
+            }
+
+            /// Reads (and locks) a row's version with `sql`: `NotFound(what)` when absent, `Conflict` when it is
+            /// not `expected` (when given).
+            async fn dir_expect_version_on(
+                conn: &mut $conn,
+                sql: &str,
+                id: &str,
+                what: &str,
+                expected: Option<i64>,
+            ) -> $crate::Result<()> {
+                let version: Option<i64> = sqlx::query_scalar(sql)
+                    .bind(id)
+                    .fetch_optional(&mut *conn)
+                    .await
+                    .map_err(Self::err(what.to_string()))?;
+                let version = version.ok_or_else(|| $crate::StoreError::NotFound(what.to_string()))?;
+                match $crate::directory::conflict(what, version, expected) {
+                    Some(e) => Err(e),
+                    None => Ok(()),
+                }
             }
 
             /// `NotFound("user …")` for the first of `ids` (without repetitions) that is not a live user.
