@@ -111,19 +111,24 @@ impl Identity {
         self.record_all(self.rows_for(request_id, action, after, &held)).await
     }
 
-    /// After a directory user was deleted: revokes what they hold for good.
+    /// After a directory user was deleted: revokes what they hold for good, each revocation in one transaction
+    /// with its audit row.
     pub async fn user_deleted(&self, request_id: &str, u: &DirectoryUser) -> Result<(), IdentityError> {
         let held = self.held(u).await?;
         let now = self.clock.now();
         for h in &held {
-            match h.kind {
-                "api_key" => drop(self.store.revoke_api_key(&h.id, now).await?),
-                _ => drop(self.store.revoke_session(&h.id, now).await?),
-            }
+            let change = match h.kind {
+                "api_key" => kubehero_store::Change::RevokeApiKey { id: &h.id, at: now },
+                _ => kubehero_store::Change::RevokeSession { id: &h.id, at: now },
+            };
+            let row = self.effect(request_id, "credential.revoke", h.kind, &h.id);
+            let rows = kubehero_store::WithRows { events: std::slice::from_ref(&row), sealer: self.audit.sealer() };
+            let (_, sealed) = self.store.apply(change, Some(rows)).await?;
+            self.audit.committed(&sealed);
             self.credentials.forget_id(&h.id);
         }
         tracing::info!(user = %u.id, credentials = held.len(), "a person was deleted; their credentials are revoked");
-        self.record_all(self.rows_for(request_id, "credential.revoke", u, &held)).await
+        self.record_all(vec![self.effect(request_id, "credential.revoke", "idp_tokens", &u.user_name)]).await
     }
 
     /// After people left a group (membership edit, replace or the group's deletion).

@@ -138,15 +138,38 @@ impl RequestFacts {
 /// point records the failure as for any other error.
 pub struct Audited {
     auth: Auth,
+    context: RequestContext,
+    actor: AuditActor,
+}
+
+/// What a row written with a change needs from its request (its id, source address and user agent), for the
+/// sign-in routes, whose actor is the person signing in rather than an authenticated principal.
+pub struct RequestContext {
     state: crate::state::AppState,
     facts: RequestFacts,
     request_id: String,
-    actor: AuditActor,
 }
 
 /// In a response: its audit row was committed with its change.
 #[derive(Debug, Clone, Copy)]
 pub struct RecordedWithChange;
+
+impl axum::extract::FromRequestParts<crate::state::AppState> for RequestContext {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &crate::state::AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let request_id =
+            parts.extensions.get::<crate::middleware::RequestId>().map(|r| r.0.clone()).unwrap_or_default();
+        Ok(RequestContext {
+            state: state.clone(),
+            facts: RequestFacts::from_parts(&parts.extensions, &parts.headers),
+            request_id,
+        })
+    }
+}
 
 impl axum::extract::FromRequestParts<crate::state::AppState> for Audited {
     type Rejection = ApiError;
@@ -156,15 +179,40 @@ impl axum::extract::FromRequestParts<crate::state::AppState> for Audited {
         state: &crate::state::AppState,
     ) -> Result<Self, Self::Rejection> {
         let auth = Auth::from_request_parts(parts, state).await?;
-        let request_id =
-            parts.extensions.get::<crate::middleware::RequestId>().map(|r| r.0.clone()).unwrap_or_default();
-        Ok(Audited {
-            state: state.clone(),
-            facts: RequestFacts::from_parts(&parts.extensions, &parts.headers),
-            request_id,
-            actor: AuditActor::of(&auth.0),
-            auth,
-        })
+        let Ok(context) = RequestContext::from_request_parts(parts, state).await;
+        Ok(Audited { actor: AuditActor::of(&auth.0), auth, context })
+    }
+}
+
+impl RequestContext {
+    /// Applies `change` with the row of `action` by `actor` on `target` answered `status`, in one transaction.
+    /// Rows of reads answered before it (queued, not yet committed) are committed first, so the chain keeps
+    /// the order in which requests were answered.
+    pub async fn apply(
+        &self,
+        actor: &AuditActor,
+        change: kubehero_store::Change<'_>,
+        action: &str,
+        target: &AuditTarget,
+        status: axum::http::StatusCode,
+    ) -> Result<kubehero_store::Changed, kubehero_store::StoreError> {
+        let s = &self.state;
+        s.identity.audit.flush().await.map_err(|e| kubehero_store::StoreError::Unavailable(e.to_string()))?;
+        let event = AuditEvent {
+            event_id: s.identity.ids.next_id(),
+            time_ms: s.clock.now_ms(),
+            actor: actor.clone(),
+            action: action.to_string(),
+            target: target.clone(),
+            result: AuditResult { outcome: AuditOutcome::Ok, code: None, status: status.as_u16(), repeated: None },
+            request_id: self.request_id.clone(),
+            source: self.facts.source.map(|a| a.to_string()),
+            user_agent: self.facts.user_agent.clone(),
+        };
+        let rows = kubehero_store::WithRows { events: std::slice::from_ref(&event), sealer: s.identity.audit.sealer() };
+        let (changed, sealed) = s.store.apply(change, Some(rows)).await?;
+        s.identity.audit.committed(&sealed);
+        Ok(changed)
     }
 }
 
@@ -182,25 +230,7 @@ impl Audited {
         target: &AuditTarget,
         status: axum::http::StatusCode,
     ) -> Result<kubehero_store::Changed, kubehero_store::StoreError> {
-        let s = &self.state;
-        // Rows of reads answered before this change (queued, not yet committed) go first, so the chain keeps
-        // the order in which requests were answered.
-        s.identity.audit.flush().await.map_err(|e| kubehero_store::StoreError::Unavailable(e.to_string()))?;
-        let event = AuditEvent {
-            event_id: s.identity.ids.next_id(),
-            time_ms: s.clock.now_ms(),
-            actor: self.actor.clone(),
-            action: action.as_str().to_string(),
-            target: target.clone(),
-            result: AuditResult { outcome: AuditOutcome::Ok, code: None, status: status.as_u16(), repeated: None },
-            request_id: self.request_id.clone(),
-            source: self.facts.source.map(|a| a.to_string()),
-            user_agent: self.facts.user_agent.clone(),
-        };
-        let rows = kubehero_store::WithRows { events: std::slice::from_ref(&event), sealer: s.identity.audit.sealer() };
-        let (changed, sealed) = s.store.apply(change, Some(rows)).await?;
-        s.identity.audit.committed(&sealed);
-        Ok(changed)
+        self.context.apply(&self.actor, change, action.as_str(), target, status).await
     }
 
     /// The response extensions of an answer whose row [`Audited::apply`] wrote: the target (for metrics and

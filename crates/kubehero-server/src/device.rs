@@ -2,7 +2,7 @@
 //! the person opens `/device` on any device, signs in through the IdP (the dashboard sign-in), confirms the
 //! code, and the polling CLI receives a CLI token (`khc_…`, 30 days, stored hashed, bound to the person).
 
-use crate::audit::Recorded;
+use crate::audit::{Recorded, RecordedWithChange, RequestContext};
 use crate::error::{ApiError, ApiResult};
 use crate::login::{esc, read_cookie, urlencode, SESSION_COOKIE};
 use crate::net::ClientAddr;
@@ -144,6 +144,7 @@ fn oauth_error(error: &'static str) -> Response {
 /// `POST /api/auth/device/token`: what the CLI polls. RFC 8628 §3.5 answers.
 pub async fn token(
     State(s): State<AppState>,
+    context: RequestContext,
     headers: HeaderMap,
     Json(req): Json<TokenRequest>,
 ) -> ApiResult<Response> {
@@ -167,13 +168,13 @@ pub async fn token(
     if !s.store.consume_device(&hash).await? {
         return Ok(oauth_error("invalid_grant"));
     }
-    issue_token(&s, &headers, d, now, "device").await
+    issue_token(&context, &headers, d, now, "device").await
 }
 
 /// Issues the CLI token an approved (and just consumed) authorization stands for, as the OAuth token
 /// response; the sign-in is an `auth.login` audit row with `method` (device or loopback).
 async fn issue_token(
-    s: &AppState,
+    context: &RequestContext,
     headers: &HeaderMap,
     d: DeviceAuthorization,
     now: i64,
@@ -185,19 +186,13 @@ async fn issue_token(
         .and_then(|v| v.to_str().ok())
         .map(|v| v.chars().take(256).collect());
     let (secret, record) = new_cli_token(&sub, d.email.clone(), d.groups.clone(), d.issuer.clone(), now, ua)?;
-    s.store.create_session(&record).await?;
+    let actor = crate::login::person(&record, method);
+    let change = kubehero_store::Change::CreateSession(&record);
+    context.apply(&actor, change, "auth.login", &Default::default(), StatusCode::OK).await?;
     let mut r = axum::Json(json!({ "access_token": secret, "token_type": "Bearer", "expires_in": CLI_TOKEN_SECS }))
         .into_response();
     r.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    let actor = AuditActor {
-        sub,
-        issuer: d.issuer,
-        email: d.email,
-        groups: d.groups,
-        kind: "person".into(),
-        auth_method: method.into(),
-    };
-    r.extensions_mut().insert(Recorded { action: "auth.login", actor });
+    r.extensions_mut().insert(RecordedWithChange);
     Ok(r)
 }
 
@@ -422,6 +417,7 @@ pub struct CodeExchange {
 /// `POST /api/auth/cli/token`: the CLI exchanges its loopback code and PKCE verifier for a CLI token.
 pub async fn exchange(
     State(s): State<AppState>,
+    context: RequestContext,
     headers: HeaderMap,
     Json(req): Json<CodeExchange>,
 ) -> ApiResult<Response> {
@@ -435,5 +431,5 @@ pub async fn exchange(
     if d.status != DeviceStatus::Approved || now >= d.expires_at || !s.store.consume_device(&hash).await? {
         return Ok(oauth_error("invalid_grant"));
     }
-    issue_token(&s, &headers, d, now, "loopback").await
+    issue_token(&context, &headers, d, now, "loopback").await
 }

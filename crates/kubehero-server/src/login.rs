@@ -11,7 +11,7 @@
 //! - Sessions last 8 hours sliding (renewed on use, at most one store write a minute) under a 24-hour cap.
 //! - Cookie-authenticated writes need the session's CSRF token (see [`crate::auth`]).
 
-use crate::audit::Recorded;
+use crate::audit::{Recorded, RecordedWithChange, RequestContext};
 use crate::config::LoginClient;
 use crate::error::{ApiError, ApiResult, Code};
 use crate::state::AppState;
@@ -290,14 +290,19 @@ struct TokenResponse {
 }
 
 /// `GET /api/auth/callback`: finishes sign-in and starts the session.
-pub async fn callback(State(s): State<AppState>, headers: HeaderMap, Query(q): Query<CallbackParams>) -> Response {
-    match finish(&s, &headers, q).await {
-        Ok((session_cookie, return_to, actor)) => {
+pub async fn callback(
+    State(s): State<AppState>,
+    context: RequestContext,
+    headers: HeaderMap,
+    Query(q): Query<CallbackParams>,
+) -> Response {
+    match finish(&s, &context, &headers, q).await {
+        Ok((session_cookie, return_to)) => {
             let mut r = redirect(&return_to);
             let secure = s.login.as_ref().is_some_and(|l| l.secure());
             r.headers_mut().append(SET_COOKIE, session_cookie);
             r.headers_mut().append(SET_COOKIE, cookie(LOGIN_COOKIE, "", "/api/auth", 0, secure));
-            r.extensions_mut().insert(Recorded { action: "auth.login", actor });
+            r.extensions_mut().insert(RecordedWithChange);
             r
         }
         Err(e) => {
@@ -308,7 +313,13 @@ pub async fn callback(State(s): State<AppState>, headers: HeaderMap, Query(q): Q
     }
 }
 
-async fn finish(s: &AppState, headers: &HeaderMap, q: CallbackParams) -> ApiResult<(HeaderValue, String, AuditActor)> {
+/// Finishes a sign-in: the session and its `auth.login` row commit together.
+async fn finish(
+    s: &AppState,
+    context: &RequestContext,
+    headers: &HeaderMap,
+    q: CallbackParams,
+) -> ApiResult<(HeaderValue, String)> {
     let login = login_of(s)?;
     if let Some(e) = q.error {
         return Err(ApiError::unauthenticated(format!("the identity provider refused the sign-in: {}", esc(&e))));
@@ -394,16 +405,10 @@ async fn finish(s: &AppState, headers: &HeaderMap, q: CallbackParams) -> ApiResu
             .map(|u| u.chars().take(256).collect()),
     };
     let (secret, record) = kubehero_identity::credential::mint_session(who, now)?;
-    s.store.create_session(&record).await?;
-    let actor = AuditActor {
-        sub: record.sub.clone(),
-        issuer: record.issuer.clone(),
-        email: record.email.clone(),
-        groups: record.groups.clone(),
-        kind: "person".into(),
-        auth_method: "oidc".into(),
-    };
-    Ok((cookie(SESSION_COOKIE, &secret, "/", SESSION_MAX_SECS, login.secure()), attempt.return_to, actor))
+    let actor = person(&record, "oidc");
+    let change = kubehero_store::Change::CreateSession(&record);
+    context.apply(&actor, change, "auth.login", &Default::default(), StatusCode::SEE_OTHER).await?;
+    Ok((cookie(SESSION_COOKIE, &secret, "/", SESSION_MAX_SECS, login.secure()), attempt.return_to))
 }
 
 /// The payload of a token whose signature was verified.
@@ -428,7 +433,12 @@ async fn userinfo_groups(login: &Login, url: &str, access: &str, i: &LoginIssuer
 
 /// `POST /api/auth/logout`: ends the session (CSRF-checked), clears the cookie, and sends the browser to the
 /// IdP's `end_session_endpoint` when it has one, else to `/login`.
-pub async fn logout(State(s): State<AppState>, headers: HeaderMap, body: axum::body::Bytes) -> ApiResult<Response> {
+pub async fn logout(
+    State(s): State<AppState>,
+    context: RequestContext,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> ApiResult<Response> {
     let login = login_of(&s)?;
     let secret = read_cookie(&headers, SESSION_COOKIE).ok_or_else(|| ApiError::unauthenticated("not signed in"))?;
     let session = s
@@ -445,7 +455,10 @@ pub async fn logout(State(s): State<AppState>, headers: HeaderMap, body: axum::b
     if !crate::auth::csrf_matches(session.csrf.as_deref(), sent.as_deref()) {
         return Err(ApiError::denied("missing or wrong CSRF token"));
     }
-    s.store.revoke_session(&session.id, s.clock.now()).await?;
+    let change = kubehero_store::Change::RevokeSession { id: &session.id, at: s.clock.now() };
+    context
+        .apply(&person(&session, "session"), change, "auth.logout", &Default::default(), StatusCode::SEE_OTHER)
+        .await?;
     s.identity.credentials.forget_id(&session.id);
     let to = match session.issuer.as_deref() {
         Some(i) => match login.endpoints(i).await.ok().and_then(|e| e.end_session_endpoint) {
@@ -461,16 +474,20 @@ pub async fn logout(State(s): State<AppState>, headers: HeaderMap, body: axum::b
     };
     let mut r = redirect(&to);
     r.headers_mut().append(SET_COOKIE, cookie(SESSION_COOKIE, "", "/", 0, login.secure()));
-    let actor = AuditActor {
-        sub: session.sub.clone(),
-        issuer: session.issuer.clone(),
-        email: session.email.clone(),
-        groups: session.groups.clone(),
-        kind: "person".into(),
-        auth_method: "session".into(),
-    };
-    r.extensions_mut().insert(Recorded { action: "auth.logout", actor });
+    r.extensions_mut().insert(RecordedWithChange);
     Ok(r)
+}
+
+/// The audit actor of the person a session or CLI token belongs to, signing in or out by `method`.
+pub fn person(record: &kubehero_store::SessionRecord, method: &str) -> AuditActor {
+    AuditActor {
+        sub: record.sub.clone(),
+        issuer: record.issuer.clone(),
+        email: record.email.clone(),
+        groups: record.groups.clone(),
+        kind: "person".into(),
+        auth_method: method.into(),
+    }
 }
 
 /// The fields of an `application/x-www-form-urlencoded` body (first value of each name).

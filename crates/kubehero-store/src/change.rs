@@ -3,7 +3,8 @@
 //! written for a change that did not happen. Both backends share the SQL through [`change_store!`].
 
 use crate::{
-    ApiKeyRecord, Cluster, DirectoryGroup, DirectoryUser, MemberChange, Policy, PolicyState, Result, StoredBinding,
+    ApiKeyRecord, Cluster, DirectoryGroup, DirectoryUser, MemberChange, Policy, PolicyState, Result, SessionRecord,
+    StoredBinding,
 };
 use async_trait::async_trait;
 use kubehero_core::{AuditEvent, SealedRow, Sealer};
@@ -77,6 +78,19 @@ pub enum Change<'a> {
         id: &'a str,
         expected_version: Option<i64>,
     },
+    /// A dashboard session or CLI token.
+    CreateSession(&'a SessionRecord),
+    /// Keeps the first revocation time; gives back the record.
+    RevokeSession {
+        id: &'a str,
+        at: i64,
+    },
+    /// A new CLI token for an old one, which is revoked in the same transaction.
+    RotateCliToken {
+        new: &'a SessionRecord,
+        old_id: &'a str,
+        at: i64,
+    },
 }
 
 /// What a [`Change`] gives back.
@@ -88,6 +102,7 @@ pub enum Changed {
     User(DirectoryUser),
     Group(DirectoryGroup),
     DeletedGroup(DirectoryGroup, Vec<String>),
+    Session(SessionRecord),
 }
 
 /// The audit rows that commit with a change, and what seals them into the chain.
@@ -142,6 +157,14 @@ pub fn changed_deleted_group(changed: Changed) -> Result<(DirectoryGroup, Vec<St
     match changed {
         Changed::DeletedGroup(g, members) => Ok((g, members)),
         other => Err(crate::StoreError::Corrupt(format!("a group deletion gave back {other:?}"))),
+    }
+}
+
+/// The session [`Change::RevokeSession`] gave back.
+pub fn changed_session(changed: Changed) -> Result<SessionRecord> {
+    match changed {
+        Changed::Session(s) => Ok(s),
+        other => Err(crate::StoreError::Corrupt(format!("a session change gave back {other:?}"))),
     }
 }
 
@@ -334,6 +357,14 @@ macro_rules! change_store {
                         let (g, members) = Self::dir_delete_group_on(conn, id, expected_version).await?;
                         return Ok(Changed::DeletedGroup(g, members));
                     }
+                    Change::CreateSession(s) => Self::insert_session_on(conn, s).await?,
+                    Change::RevokeSession { id, at } => {
+                        return Ok(Changed::Session(Self::revoke_session_on(conn, id, at).await?));
+                    }
+                    Change::RotateCliToken { new, old_id, at } => {
+                        Self::insert_session_on(conn, new).await?;
+                        Self::revoke_session_on(conn, old_id, at).await?;
+                    }
                     Change::PutSetting { key, value, at } => {
                         sqlx::query($crate::sql::PUT_SETTING)
                             .bind(key)
@@ -345,6 +376,39 @@ macro_rules! change_store {
                     }
                 }
                 Ok(Changed::Done)
+            }
+
+            async fn insert_session_on(conn: &mut $conn, s: &$crate::SessionRecord) -> $crate::Result<()> {
+                sqlx::query($crate::session::INSERT_SESSION)
+                    .bind(&s.id)
+                    .bind(&s.hash)
+                    .bind(s.kind.as_str())
+                    .bind(&s.sub)
+                    .bind(&s.email)
+                    .bind($crate::sql::to_json(&s.groups)?)
+                    .bind(&s.issuer)
+                    .bind(&s.csrf)
+                    .bind(s.created_at)
+                    .bind(s.last_seen_at)
+                    .bind(s.expires_at)
+                    .bind(s.absolute_expires_at)
+                    .bind(s.revoked_at)
+                    .bind(&s.user_agent)
+                    .execute(&mut *conn)
+                    .await
+                    // Never name the hash: it identifies the secret.
+                    .map_err(Self::err(format!("session {:?}", s.id)))?;
+                Ok(())
+            }
+
+            async fn revoke_session_on(conn: &mut $conn, id: &str, at: i64) -> $crate::Result<$crate::SessionRecord> {
+                let row: $crate::session::SessionRow = sqlx::query_as(&$crate::session::revoke_session_sql())
+                    .bind(at)
+                    .bind(id)
+                    .fetch_one(&mut *conn)
+                    .await
+                    .map_err(Self::err(format!("session {id:?}")))?;
+                $crate::session::session_from_row(row)
             }
 
             /// Runs a `DELETE … WHERE key = $1`; `NotFound(what)` when no row matched.

@@ -104,26 +104,7 @@ macro_rules! session_store {
         #[async_trait::async_trait]
         impl $crate::SessionStore for $store {
             async fn create_session(&self, s: &$crate::SessionRecord) -> $crate::Result<()> {
-                sqlx::query($crate::session::INSERT_SESSION)
-                    .bind(&s.id)
-                    .bind(&s.hash)
-                    .bind(s.kind.as_str())
-                    .bind(&s.sub)
-                    .bind(&s.email)
-                    .bind($crate::sql::to_json(&s.groups)?)
-                    .bind(&s.issuer)
-                    .bind(&s.csrf)
-                    .bind(s.created_at)
-                    .bind(s.last_seen_at)
-                    .bind(s.expires_at)
-                    .bind(s.absolute_expires_at)
-                    .bind(s.revoked_at)
-                    .bind(&s.user_agent)
-                    .execute(&self.pool)
-                    .await
-                    // Never name the hash: it identifies the secret.
-                    .map_err(Self::err(format!("session {:?}", s.id)))?;
-                Ok(())
+                $crate::ChangeStore::apply(self, $crate::Change::CreateSession(s), None).await.map(drop)
             }
 
             async fn find_session_by_hash(&self, hash: &str) -> $crate::Result<Option<$crate::SessionRecord>> {
@@ -151,13 +132,9 @@ macro_rules! session_store {
             }
 
             async fn revoke_session(&self, id: &str, at: i64) -> $crate::Result<$crate::SessionRecord> {
-                let row: $crate::session::SessionRow = sqlx::query_as(&$crate::session::revoke_session_sql())
-                    .bind(at)
-                    .bind(id)
-                    .fetch_one(&self.pool)
-                    .await
-                    .map_err(Self::err(format!("session {id:?}")))?;
-                $crate::session::session_from_row(row)
+                $crate::changed_session(
+                    $crate::ChangeStore::apply(self, $crate::Change::RevokeSession { id, at }, None).await?.0,
+                )
             }
 
             async fn list_sessions(&self, sub: Option<&str>) -> $crate::Result<Vec<$crate::SessionRecord>> {

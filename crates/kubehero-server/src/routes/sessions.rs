@@ -5,7 +5,7 @@ use crate::auth::{allow, Auth};
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 use axum::extract::{Path, Query, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use kubehero_core::{Action, AuthMethod, Principal, Role, Target};
 use serde::Deserialize;
@@ -40,7 +40,12 @@ async fn own_sessions(s: &AppState, p: &Principal) -> ApiResult<Vec<kubehero_sto
 }
 
 /// `DELETE /api/v1/auth/sessions/{id}` — permission: `session.revoke` (own; owners any).
-pub async fn revoke(State(s): State<AppState>, Auth(p): Auth, Path(id): Path<String>) -> ApiResult<impl IntoResponse> {
+pub async fn revoke(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    audited: crate::audit::Audited,
+    Path(id): Path<String>,
+) -> ApiResult<impl IntoResponse> {
     // Look among the caller's own first, so that others' ids are not even confirmed to exist.
     let own = own_sessions(&s, &p).await?.into_iter().find(|x| x.id == id);
     allow(&p, Action::SessionRevoke, Target { owned: own.is_some(), ..Target::NONE })?;
@@ -51,15 +56,22 @@ pub async fn revoke(State(s): State<AppState>, Auth(p): Auth, Path(id): Path<Str
     if !exists {
         return Err(ApiError::not_found(format!("session {id:?} not found")));
     }
-    let rec = s.store.revoke_session(&id, s.clock.now()).await?;
+    let target = crate::audit::target_of("session", &id, None, None);
+    let change = kubehero_store::Change::RevokeSession { id: &id, at: s.clock.now() };
+    let rec =
+        kubehero_store::changed_session(audited.apply(change, Action::SessionRevoke, &target, StatusCode::OK).await?)?;
     s.identity.credentials.forget_id(&id);
-    let target = crate::audit::target("session", &rec.id, None, None);
-    Ok((target, axum::Json(rec)))
+    Ok((crate::audit::Audited::done(target), axum::Json(rec)))
 }
 
 /// `POST /api/v1/auth/rotate` — permission: `token.rotate`: a new CLI token for the one presented, which is
 /// revoked at once.
-pub async fn rotate(State(s): State<AppState>, Auth(p): Auth, headers: HeaderMap) -> ApiResult<impl IntoResponse> {
+pub async fn rotate(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    audited: crate::audit::Audited,
+    headers: HeaderMap,
+) -> ApiResult<impl IntoResponse> {
     allow(&p, Action::TokenRotate, Target::NONE)?;
     if p.auth_method != AuthMethod::CliToken {
         return Err(ApiError::invalid("only a CLI token (from `kubehero login`) can be rotated"));
@@ -79,12 +91,12 @@ pub async fn rotate(State(s): State<AppState>, Auth(p): Auth, headers: HeaderMap
         now,
         old.user_agent.clone(),
     )?;
-    s.store.create_session(&new).await?;
-    s.store.revoke_session(&old.id, now).await?;
+    let target = crate::audit::target_of("session", &old.id, None, None);
+    let change = kubehero_store::Change::RotateCliToken { new: &new, old_id: &old.id, at: now };
+    audited.apply(change, Action::TokenRotate, &target, StatusCode::OK).await?;
     s.identity.credentials.forget_id(&old.id);
-    let target = crate::audit::target("session", &old.id, None, None);
     Ok((
-        target,
+        crate::audit::Audited::done(target),
         axum::Json(
             json!({ "access_token": secret, "token_type": "Bearer", "expires_in": crate::device::CLI_TOKEN_SECS }),
         ),
