@@ -89,6 +89,14 @@ pub async fn delete(
     audited: Audited,
     Path(id): Path<String>,
 ) -> ApiResult<impl IntoResponse> {
+    // Whoever may list bindings hears that an unknown one is not found, before being told they cannot delete.
+    if allow(&p, Action::RoleBindingDelete, Target::NONE).is_err()
+        && allow(&p, Action::RoleBindingList, Target::NONE).is_ok()
+        && !id.starts_with("config-")
+        && !s.store.list_bindings().await?.iter().any(|b| b.id == id)
+    {
+        return Err(ApiError::not_found(format!("role binding {id:?} not found")));
+    }
     allow(&p, Action::RoleBindingDelete, Target::NONE)?;
     if id.starts_with("config-") {
         return Err(ApiError::new(Code::FailedPrecondition, "bindings from the config file are changed in the file"));

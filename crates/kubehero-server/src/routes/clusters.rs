@@ -66,7 +66,18 @@ pub async fn register(
 }
 
 /// `DELETE /api/v1/clusters/{name}` — permission: `cluster.delete` (admin covering the name).
-pub async fn delete(Auth(p): Auth, audited: Audited, Path(name): Path<String>) -> ApiResult<impl IntoResponse> {
+pub async fn delete(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    audited: Audited,
+    Path(name): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    // Whoever may see the cluster hears that an unknown one is not found, before being told they cannot delete.
+    if allow(&p, Action::ClusterDelete, Target::cluster(&name)).is_err()
+        && allow(&p, Action::ClusterGet, Target::cluster(&name)).is_ok()
+    {
+        s.store.get_cluster(&name).await?;
+    }
     allow(&p, Action::ClusterDelete, Target::cluster(&name))?;
     let target = target_of("cluster", &name, Some(&name), None);
     audited.apply(Change::DeleteCluster(&name), Action::ClusterDelete, &target, StatusCode::NO_CONTENT).await?;

@@ -276,3 +276,32 @@ async fn the_data_dir_is_private_and_its_database_files_are_0600() {
     assert_eq!(mode(&dir), 0o700);
     assert_eq!(mode(&dir.join("kubehero.db")), 0o600);
 }
+
+#[tokio::test]
+async fn an_unknown_id_is_not_found_for_whoever_may_see_the_kind() {
+    let ts = TestServer::start(&[("KUBEHERO_API_KEYS", &api_keys_env())], None).await;
+    assert_eq!(ts.post("/api/v1/clusters", Some(ADMIN), json!({ "name": "prod" })).await.status, StatusCode::CREATED);
+    let b = ts
+        .post(
+            "/api/v1/role-bindings",
+            Some(OWNER),
+            json!({ "subject": { "kind": "group", "name": "g" }, "role": "viewer" }),
+        )
+        .await;
+    let binding = b.body["id"].as_str().unwrap().to_string();
+    // A viewer may see clusters and bindings: unknown ones are not found, known ones are not theirs to delete.
+    let known = format!("/api/v1/role-bindings/{binding}");
+    for (path, code) in [
+        ("/api/v1/clusters/nope", "not_found"),
+        ("/api/v1/clusters/prod", "permission_denied"),
+        ("/api/v1/role-bindings/rb_nope", "not_found"),
+        (known.as_str(), "permission_denied"),
+    ] {
+        assert_eq!(error_code(&ts.call(Method::DELETE, path, Some(VIEWER), None).await), code, "{path}");
+    }
+    assert_eq!(error_code(&ts.call(Method::POST, "/api/v1/policies/nope/arm", Some(VIEWER), None).await), "not_found");
+    assert_eq!(
+        error_code(&ts.call(Method::DELETE, "/api/v1/api-keys/0123456789abcdef", Some(MEMBER), None).await),
+        "not_found"
+    );
+}
