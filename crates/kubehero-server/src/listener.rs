@@ -10,8 +10,9 @@
 //! - **HTTP-layer errors in the API's shape**: the first request head of every HTTP/1 connection is read and
 //!   checked here (bad bytes → 400, an over-long URL → 414, too many or too large headers → 431), and refused
 //!   with the JSON error body (SCIM's under `/scim`) and an `X-Request-Id`, as every other error. Later heads
-//!   on a kept-alive connection go through the same limits in [`check_head`](crate::middleware), except bytes
-//!   the HTTP parser itself cannot read, which it refuses with an empty 400 and a closed connection;
+//!   on a kept-alive connection (and HTTP/2 streams) go through the same limits in [`crate::middleware`],
+//!   except bytes the HTTP parser itself cannot read, which it refuses with an empty 400 and a closed
+//!   connection.
 
 use crate::state::AppState;
 use crate::stopped;
