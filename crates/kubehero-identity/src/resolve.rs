@@ -336,8 +336,38 @@ impl Identity {
             updated_at: now,
             deleted_at: None,
         };
-        match self.store.create_users(std::slice::from_ref(&user)).await {
-            Ok(()) => {
+        // The entry and its audit row (`directory.jit_provision`, by the person) commit together.
+        let row = kubehero_core::AuditEvent {
+            event_id: self.ids.next_id(),
+            time_ms: self.clock.now_ms(),
+            actor: kubehero_core::AuditActor {
+                sub: sub.to_string(),
+                issuer: Some(issuer.to_string()),
+                email: email.map(str::to_string),
+                kind: "person".into(),
+                auth_method: "jit".into(),
+                ..Default::default()
+            },
+            action: "directory.jit_provision".into(),
+            target: kubehero_core::AuditTarget {
+                kind: Some("scim_user".into()),
+                id: Some(user.id.clone()),
+                ..Default::default()
+            },
+            result: kubehero_core::AuditResult {
+                outcome: kubehero_core::AuditOutcome::Ok,
+                code: None,
+                status: 200,
+                repeated: None,
+            },
+            request_id: self.ids.next_id(),
+            source: None,
+            user_agent: None,
+        };
+        let rows = kubehero_store::WithRows { events: std::slice::from_ref(&row), sealer: self.audit.sealer() };
+        match self.store.apply(kubehero_store::Change::CreateUsers(std::slice::from_ref(&user)), Some(rows)).await {
+            Ok((_, sealed)) => {
+                self.audit.committed(&sealed);
                 self.directory.changed();
                 Ok(Some(user))
             }

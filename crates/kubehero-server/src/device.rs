@@ -241,7 +241,12 @@ pub async fn page(State(s): State<AppState>, headers: HeaderMap, Query(q): Query
 }
 
 /// `POST /device` (form): approve or deny, CSRF-checked.
-pub async fn decide(State(s): State<AppState>, headers: HeaderMap, body: axum::body::Bytes) -> ApiResult<Response> {
+pub async fn decide(
+    State(s): State<AppState>,
+    context: RequestContext,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> ApiResult<Response> {
     public_url(&s)?;
     let secret = read_cookie(&headers, SESSION_COOKIE).ok_or_else(|| ApiError::unauthenticated("sign in first"))?;
     let (principal, session) = s.identity.session(secret).await?;
@@ -254,7 +259,11 @@ pub async fn decide(State(s): State<AppState>, headers: HeaderMap, body: axum::b
         .and_then(|c| normalize_user_code(c))
         .ok_or_else(|| ApiError::invalid("enter the 8-letter code your terminal shows"))?;
     let approve = form.get("decision").map(String::as_str) == Some("approve");
-    let d = s.store.decide_device(&code, approve, Some(&session), s.clock.now()).await.map_err(|e| match e {
+    let action = if approve { "auth.device_approve" } else { "auth.device_deny" };
+    let change =
+        kubehero_store::Change::DecideDevice { user_code: &code, approve, who: Some(&session), now: s.clock.now() };
+    let decided = context.apply(&AuditActor::of(&principal), change, action, &Default::default(), StatusCode::OK).await;
+    let d = decided.and_then(kubehero_store::changed_device).map_err(|e| match e {
         kubehero_store::StoreError::NotFound(_) => ApiError::not_found("no such code"),
         kubehero_store::StoreError::Conflict(_) => ApiError::new(
             crate::error::Code::FailedPrecondition,
@@ -267,8 +276,7 @@ pub async fn decide(State(s): State<AppState>, headers: HeaderMap, body: axum::b
          <h1 id=\"result\">{}</h1><p>You can close this window.</p></body></html>",
         if approve { "Approved: return to your terminal" } else { "Denied" }
     ));
-    let action = if approve { "auth.device_approve" } else { "auth.device_deny" };
-    r.extensions_mut().insert(Recorded { action, actor: AuditActor::of(&principal) });
+    r.extensions_mut().insert(RecordedWithChange);
     tracing::info!(user_code = %d.user_code, sub = %principal.sub, approve, "device authorization decided");
     Ok(r)
 }

@@ -29,6 +29,8 @@ pub enum Code {
     FailedPrecondition,
     /// 413: the request body is larger than the limit.
     OutOfRange,
+    /// 408: the request body stopped arriving (no bytes for the header timeout).
+    DeadlineExceeded,
     /// 429 with `Retry-After`: too many requests from this source, or too many pending sign-ins overall.
     ResourceExhausted,
     /// 500: a bug or corrupt stored data. The message never carries internals.
@@ -49,6 +51,7 @@ impl Code {
             Code::AlreadyExists | Code::FailedPrecondition => StatusCode::CONFLICT,
             Code::OutOfRange => StatusCode::PAYLOAD_TOO_LARGE,
             Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
+            Code::DeadlineExceeded => StatusCode::REQUEST_TIMEOUT,
             Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -67,6 +70,7 @@ impl Code {
             }
             StatusCode::SERVICE_UNAVAILABLE => Code::Unavailable,
             StatusCode::TOO_MANY_REQUESTS => Code::ResourceExhausted,
+            StatusCode::REQUEST_TIMEOUT => Code::DeadlineExceeded,
             s if s.is_server_error() => Code::Internal,
             _ => Code::InvalidArgument,
         }
@@ -85,6 +89,7 @@ impl Code {
             Code::Internal => "internal",
             Code::Unavailable => "unavailable",
             Code::ResourceExhausted => "resource_exhausted",
+            Code::DeadlineExceeded => "deadline_exceeded",
         }
     }
 }

@@ -171,6 +171,7 @@ pub async fn build_state(
         clock,
         audit_reads: config.audit_reads,
         connections: Default::default(),
+        limits: config.limits,
         trusted_proxies: config.trusted_proxies.clone(),
         sampler: Default::default(),
         device_codes: throttle::PerSource::new(10, Duration::from_secs(30)),

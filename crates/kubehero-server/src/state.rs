@@ -40,6 +40,8 @@ pub struct Shared {
     pub clock: Arc<dyn Clock>,
     /// How plain reads are audited (`KUBEHERO_AUDIT_READS`).
     pub audit_reads: crate::config::AuditReads,
+    /// The listener's limits (the header timeout also bounds how long a request body may stall).
+    pub limits: crate::listener::Limits,
     /// The API listener's open connections.
     pub connections: Arc<crate::listener::ConnectionStats>,
     /// `KUBEHERO_TRUSTED_PROXIES`: whose `X-Forwarded-For` counts.

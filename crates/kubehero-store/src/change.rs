@@ -3,8 +3,8 @@
 //! written for a change that did not happen. Both backends share the SQL through [`change_store!`].
 
 use crate::{
-    ApiKeyRecord, Cluster, DirectoryGroup, DirectoryUser, MemberChange, Policy, PolicyState, Result, SessionRecord,
-    StoredBinding,
+    ApiKeyRecord, Cluster, DeviceAuthorization, DirectoryGroup, DirectoryUser, MemberChange, Policy, PolicyState,
+    Result, SessionRecord, StoredBinding,
 };
 use async_trait::async_trait;
 use kubehero_core::{AuditEvent, SealedRow, Sealer};
@@ -85,6 +85,13 @@ pub enum Change<'a> {
         id: &'a str,
         at: i64,
     },
+    /// Approves (recording who) or denies a pending, unexpired device authorization; gives it back.
+    DecideDevice {
+        user_code: &'a str,
+        approve: bool,
+        who: Option<&'a SessionRecord>,
+        now: i64,
+    },
     /// A new CLI token for an old one, which is revoked in the same transaction.
     RotateCliToken {
         new: &'a SessionRecord,
@@ -103,6 +110,7 @@ pub enum Changed {
     Group(DirectoryGroup),
     DeletedGroup(DirectoryGroup, Vec<String>),
     Session(SessionRecord),
+    Device(DeviceAuthorization),
 }
 
 /// The audit rows that commit with a change, and what seals them into the chain.
@@ -165,6 +173,14 @@ pub fn changed_session(changed: Changed) -> Result<SessionRecord> {
     match changed {
         Changed::Session(s) => Ok(s),
         other => Err(crate::StoreError::Corrupt(format!("a session change gave back {other:?}"))),
+    }
+}
+
+/// The authorization [`Change::DecideDevice`] gave back.
+pub fn changed_device(changed: Changed) -> Result<DeviceAuthorization> {
+    match changed {
+        Changed::Device(d) => Ok(d),
+        other => Err(crate::StoreError::Corrupt(format!("a device decision gave back {other:?}"))),
     }
 }
 
@@ -360,6 +376,10 @@ macro_rules! change_store {
                     Change::CreateSession(s) => Self::insert_session_on(conn, s).await?,
                     Change::RevokeSession { id, at } => {
                         return Ok(Changed::Session(Self::revoke_session_on(conn, id, at).await?));
+                    }
+                    Change::DecideDevice { user_code, approve, who, now } => {
+                        let d = Self::decide_device_on(conn, user_code, approve, who, now).await?;
+                        return Ok(Changed::Device(d));
                     }
                     Change::RotateCliToken { new, old_id, at } => {
                         Self::insert_session_on(conn, new).await?;

@@ -89,7 +89,44 @@ pub(crate) fn undecidable(user_code: &str, state: Option<(String, i64)>, now: i6
 /// Implements [`crate::DeviceStore`] for a store with a `pool` field, `begin()` and `err()` (from
 /// `sql_store!`). `$lock` is appended to the read that precedes a poll's write: `" FOR UPDATE"` or `""`.
 macro_rules! device_store {
-    ($store:ty, $lock:expr) => {
+    ($store:ty, $conn:ty, $lock:expr) => {
+        impl $store {
+            /// Approves or denies a pending, unexpired authorization (see [`crate::DeviceStore::decide_device`]).
+            async fn decide_device_on(
+                conn: &mut $conn,
+                user_code: &str,
+                approve: bool,
+                who: Option<&$crate::SessionRecord>,
+                now: i64,
+            ) -> $crate::Result<$crate::DeviceAuthorization> {
+                let what = format!("device authorization {user_code:?}");
+                let status = if approve { $crate::DeviceStatus::Approved } else { $crate::DeviceStatus::Denied };
+                let sql = $crate::device::decide_device_sql(approve);
+                let mut q = sqlx::query_as::<_, $crate::device::DeviceRow>(&sql)
+                    .bind(status.as_str())
+                    .bind(user_code)
+                    .bind(now);
+                if approve {
+                    let groups = who.map_or(Ok("[]".to_string()), |w| $crate::sql::to_json(&w.groups))?;
+                    q = q
+                        .bind(who.map(|w| w.sub.clone()))
+                        .bind(who.and_then(|w| w.email.clone()))
+                        .bind(groups)
+                        .bind(who.and_then(|w| w.issuer.clone()));
+                }
+                let row = q.fetch_optional(&mut *conn).await.map_err(Self::err(what.clone()))?;
+                if let Some(row) = row {
+                    return $crate::device::device_from_row(row);
+                }
+                let state: Option<(String, i64)> = sqlx::query_as($crate::device::DEVICE_STATE)
+                    .bind(user_code)
+                    .fetch_optional(&mut *conn)
+                    .await
+                    .map_err(Self::err(what))?;
+                Err($crate::device::undecidable(user_code, state, now))
+            }
+        }
+
         #[async_trait::async_trait]
         impl $crate::DeviceStore for $store {
             async fn purge_expired_devices(&self, now: i64) -> $crate::Result<u64> {
@@ -147,31 +184,8 @@ macro_rules! device_store {
                 who: Option<&$crate::SessionRecord>,
                 now: i64,
             ) -> $crate::Result<$crate::DeviceAuthorization> {
-                let what = format!("device authorization {user_code:?}");
-                let status = if approve { $crate::DeviceStatus::Approved } else { $crate::DeviceStatus::Denied };
-                let sql = $crate::device::decide_device_sql(approve);
-                let mut q = sqlx::query_as::<_, $crate::device::DeviceRow>(&sql)
-                    .bind(status.as_str())
-                    .bind(user_code)
-                    .bind(now);
-                if approve {
-                    let groups = who.map_or(Ok("[]".to_string()), |w| $crate::sql::to_json(&w.groups))?;
-                    q = q
-                        .bind(who.map(|w| w.sub.clone()))
-                        .bind(who.and_then(|w| w.email.clone()))
-                        .bind(groups)
-                        .bind(who.and_then(|w| w.issuer.clone()));
-                }
-                let row = q.fetch_optional(&self.pool).await.map_err(Self::err(what.clone()))?;
-                if let Some(row) = row {
-                    return $crate::device::device_from_row(row);
-                }
-                let state: Option<(String, i64)> = sqlx::query_as($crate::device::DEVICE_STATE)
-                    .bind(user_code)
-                    .fetch_optional(&self.pool)
-                    .await
-                    .map_err(Self::err(what))?;
-                Err($crate::device::undecidable(user_code, state, now))
+                let change = $crate::Change::DecideDevice { user_code, approve, who, now };
+                $crate::changed_device($crate::ChangeStore::apply(self, change, None).await?.0)
             }
 
             async fn poll_device(

@@ -23,8 +23,8 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 pub use change::{
-    changed_api_key, changed_deleted_group, changed_group, changed_policy, changed_session, changed_user, Change,
-    ChangeStore, Changed, WithRows,
+    changed_api_key, changed_deleted_group, changed_device, changed_group, changed_policy, changed_session,
+    changed_user, Change, ChangeStore, Changed, WithRows,
 };
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;

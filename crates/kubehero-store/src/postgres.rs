@@ -119,5 +119,5 @@ sql::sql_store!(PostgresStore, "postgres");
 crate::audit::audit_store!(PostgresStore, "postgres");
 crate::session::session_store!(PostgresStore);
 crate::change::change_store!(PostgresStore, sqlx::PgConnection);
-crate::device::device_store!(PostgresStore, " FOR UPDATE");
+crate::device::device_store!(PostgresStore, sqlx::PgConnection, " FOR UPDATE");
 crate::directory::directory_store!(PostgresStore, sqlx::PgConnection, " FOR UPDATE", " FOR SHARE");

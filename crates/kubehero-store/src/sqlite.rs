@@ -308,7 +308,7 @@ sql::sql_store!(SqliteStore, "sqlite");
 crate::audit::audit_store!(SqliteStore, "sqlite");
 crate::session::session_store!(SqliteStore);
 crate::change::change_store!(SqliteStore, sqlx::SqliteConnection);
-crate::device::device_store!(SqliteStore, "");
+crate::device::device_store!(SqliteStore, sqlx::SqliteConnection, "");
 crate::directory::directory_store!(SqliteStore, sqlx::SqliteConnection, "", "");
 
 /// The file named by a `sqlite:` URL (`sqlite:PATH`, `sqlite://PATH`, with or without `?options`).

@@ -232,6 +232,8 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
         let bytes = axum::body::Bytes::from_request(req, state).await.map_err(|rej| {
             if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::new(crate::error::Code::OutOfRange, format!("request body larger than {MAX_BODY} bytes"))
+            } else if stalled(&rej) {
+                ApiError::new(crate::error::Code::DeadlineExceeded, "the request body stopped arriving")
             } else {
                 ApiError::invalid("the request body could not be read")
             }
@@ -248,6 +250,11 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
             Err(rej) => Err(json_rejection(rej)),
         }
     }
+}
+
+/// Whether a body read failed because the body stalled ([`crate::listener::StallGuard`]).
+pub fn stalled(rej: &axum::extract::rejection::BytesRejection) -> bool {
+    rej.body_text().contains("the request body stalled")
 }
 
 fn json_rejection(rej: JsonRejection) -> ApiError {

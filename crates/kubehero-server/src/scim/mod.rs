@@ -186,6 +186,8 @@ pub fn json_body(body: Result<Bytes, BytesRejection>) -> Result<Value, Failure> 
                 scim_type: None,
                 detail: format!("request body larger than {MAX_SCIM_BODY} bytes"),
             })
+        } else if crate::routes::stalled(&rej) {
+            Failure(ScimError { status: 408, scim_type: None, detail: "the request body stopped arriving".into() })
         } else {
             Failure(ScimError::invalid_syntax("the request body could not be read"))
         }

@@ -118,6 +118,23 @@ async fn slow_clients_are_closed_while_others_are_answered() {
 }
 
 #[tokio::test]
+async fn a_body_that_stops_arriving_is_answered_408_and_the_connection_freed() {
+    let srv = TestServer::start(
+        &[("KUBEHERO_HEADER_TIMEOUT_SECS", "2"), ("KUBEHERO_API_KEYS", &crate::support::api_keys_env())],
+        None,
+    )
+    .await;
+    let started = Instant::now();
+    let head = format!(
+        "POST /api/v1/clusters HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"na",
+        crate::support::ADMIN
+    );
+    let raw = exchange(&srv.url, head.as_bytes()).await;
+    assert_shaped(&raw, 408, "deadline_exceeded");
+    assert!(started.elapsed() < Duration::from_secs(8), "{:?}", started.elapsed());
+}
+
+#[tokio::test]
 async fn at_the_connection_cap_new_clients_wait_and_are_answered() {
     let srv =
         TestServer::start(&[("KUBEHERO_HEADER_TIMEOUT_SECS", "2"), ("KUBEHERO_MAX_CONNECTIONS", "16")], None).await;

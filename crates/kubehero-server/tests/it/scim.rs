@@ -582,6 +582,10 @@ async fn deprovisioning_refuses_every_credential_and_reactivation_restores_them(
     let jit = find_user(&ts, "alice@example.com").await;
     assert_eq!(jit["totalResults"], 1, "{jit}");
     let jit_id = jit["Resources"][0]["id"].as_str().unwrap().to_string();
+    // The entry was written with its own audit row, by her.
+    let rows = ts.state().store.audit_rows(0, 10_000).await.unwrap();
+    let made = rows.iter().find(|r| r.body.contains("\"directory.jit_provision\"")).expect("a jit_provision row");
+    assert!(made.body.contains(&jit_id), "{}", made.body);
     let cli = cli_token(&ts, &cookie).await;
     let jwt = idp.authcode("alice", "kubehero", "kubehero-secret").await.unwrap().id_token;
     let key = ts.post("/api/v1/api-keys", Some(&jwt), json!({ "name": "ci", "role": "member" })).await;
