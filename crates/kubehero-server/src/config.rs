@@ -62,7 +62,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting { name: "KUBEHERO_DATA_DIR", help: "Directory for the embedded SQLite database and local state.", default: "./kubehero-data" },
     Setting { name: "KUBEHERO_DATABASE_URL", help: "sqlite:PATH (embedded) or postgres://USER:PASSWORD@HOST:PORT/DB (several replicas).", default: "sqlite:<data dir>/kubehero.db" },
     Setting { name: "KUBEHERO_HEADER_TIMEOUT_SECS", help: "Seconds a client has to send a request's headers; the same bound closes idle keep-alive connections. Streaming responses (watches) are not cut by it.", default: "10" },
-    Setting { name: "KUBEHERO_MAX_CONNECTIONS", help: "Most client connections open at once; at the cap new ones wait (a log line and kubehero_connection_limit_reached_total).", default: "10000, or 3/4 of the open-files limit when lower" },
+    Setting { name: "KUBEHERO_MAX_CONNECTIONS", help: "Most client connections open at once; at the cap the oldest connection without a complete first request is closed to make room, else new ones wait (a log line and kubehero_connection_limit_reached_total).", default: "10000, or 3/4 of the open-files limit when lower" },
     Setting { name: "KUBEHERO_TRUSTED_PROXIES", help: "Comma-separated CIDRs of load balancers/ingresses whose X-Forwarded-For names the client. Used by every per-address rule (SCIM lockout, sign-in rate limits) and the audit source. Unset: the TCP peer is the client.", default: "unset" },
     Setting { name: "KUBEHERO_TLS_CERT", help: "PEM certificate chain; with KUBEHERO_TLS_KEY the server speaks HTTPS (rustls).", default: "unset: plain HTTP" },
     Setting { name: "KUBEHERO_TLS_KEY", help: "PEM private key for KUBEHERO_TLS_CERT.", default: "unset" },

@@ -1,7 +1,9 @@
 //! The one accept loop, plain or TLS, and what it does so hostile or broken clients cannot hold the server:
 //!
-//! - **a connection cap**: at most `max_connections` connections are open; at the cap the loop stops
-//!   accepting (new clients wait in the kernel's backlog), says so once in the log and counts it in
+//! - **a connection cap**: at most `max_connections` connections are open. At the cap the oldest connection
+//!   that has not yet sent a complete first request (a slowloris, a stalled TLS handshake) is closed to make
+//!   room, so a flood of such connections cannot lock new clients out; when every slot is serving real
+//!   requests, new clients wait in the kernel's backlog. Either way it is said once in the log and counted in
 //!   `kubehero_connection_limit_reached_total`;
 //! - **a header timeout**: a request whose head is not complete within `header_timeout` (10 s, like Go's
 //!   `ReadHeaderTimeout`) closes its connection. The same clock runs while a keep-alive connection waits for
@@ -64,10 +66,40 @@ impl Limits {
     }
 }
 
-/// Open connections.
+/// Open connections, and those still before their first complete request (which the cap may close).
 #[derive(Debug, Default)]
 pub struct ConnectionStats {
     pub open: AtomicUsize,
+    waiting: parking_lot::Mutex<std::collections::BTreeMap<u64, tokio::sync::oneshot::Sender<()>>>,
+    next: std::sync::atomic::AtomicU64,
+}
+
+/// A connection's place among those before their first request; leaving drops it.
+struct Waiting {
+    stats: Arc<ConnectionStats>,
+    id: u64,
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.stats.waiting.lock().remove(&self.id);
+    }
+}
+
+impl ConnectionStats {
+    /// Enters a new connection among the waiting ones; the receiver fires when the cap closes it.
+    fn wait(self: &Arc<Self>) -> (Waiting, tokio::sync::oneshot::Receiver<()>) {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.waiting.lock().insert(id, tx);
+        (Waiting { stats: self.clone(), id }, rx)
+    }
+
+    /// Closes the oldest connection still before its first request; false when there is none.
+    fn close_oldest_waiting(&self) -> bool {
+        let oldest = self.waiting.lock().pop_first();
+        oldest.is_some_and(|(_, tx)| tx.send(()).is_ok())
+    }
 }
 
 /// Serves `router` on `listener` (TLS when `tls` is set) until `stop` fires, then lets open connections
@@ -95,10 +127,12 @@ pub async fn serve(
                     at_cap = true;
                     tracing::warn!(
                         max = limits.max_connections,
-                        "connection limit reached; new connections wait until one closes (KUBEHERO_MAX_CONNECTIONS)"
+                        "connection limit reached (KUBEHERO_MAX_CONNECTIONS): the oldest connections that have not \
+                         sent a request are closed to make room; if none, new connections wait until one closes"
                     );
                 }
                 state.metrics.connection_limit_reached();
+                state.connections.close_oldest_waiting();
                 tokio::select! {
                     p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
                     _ = stopped(&mut stop) => break,
@@ -131,15 +165,20 @@ pub async fn serve(
         tokio::spawn(async move {
             let _permit = permit;
             let deadline = tokio::time::Instant::now() + limits.header_timeout;
+            let (waiting, mut evicted) = stats.wait();
+            let first = First { deadline, waiting, evicted: &mut evicted };
             match tls {
                 Some(acceptor) => {
-                    let Ok(Ok(stream)) = tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await else {
-                        return closed(&stats);
+                    let handshake = tokio::time::timeout_at(deadline, acceptor.accept(tcp));
+                    let stream = tokio::select! {
+                        done = handshake => done,
+                        _ = &mut *first.evicted => return closed(&stats),
                     };
+                    let Ok(Ok(stream)) = stream else { return closed(&stats) };
                     let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-                    connection(stream, h2, deadline, &state, limits, hyper_svc, watcher).await;
+                    connection(stream, h2, first, &state, limits, hyper_svc, watcher).await;
                 }
-                None => connection(tcp, false, deadline, &state, limits, hyper_svc, watcher).await,
+                None => connection(tcp, false, first, &state, limits, hyper_svc, watcher).await,
             }
             closed(&stats);
         });
@@ -151,10 +190,18 @@ pub async fn serve(
 }
 
 /// One accepted connection: check its first head, then hand it to hyper.
+/// A new connection's first request: when it must be complete, its place among the waiting connections,
+/// and the signal that the cap closed it.
+struct First<'a> {
+    deadline: tokio::time::Instant,
+    waiting: Waiting,
+    evicted: &'a mut tokio::sync::oneshot::Receiver<()>,
+}
+
 async fn connection<I, S>(
     mut io: I,
     h2: bool,
-    deadline: tokio::time::Instant,
+    first: First<'_>,
     state: &AppState,
     limits: Limits,
     svc: S,
@@ -173,7 +220,11 @@ async fn connection<I, S>(
     let prefix = if h2 {
         Vec::new()
     } else {
-        match tokio::time::timeout_at(deadline, read_head(&mut io)).await {
+        let head = tokio::select! {
+            head = tokio::time::timeout_at(first.deadline, read_head(&mut io)) => head,
+            _ = first.evicted => return,
+        };
+        match head {
             Err(_) | Ok(Err(HeadError::Closed)) => return,
             Ok(Err(HeadError::Refused(status, message, scim))) => {
                 let _ = refuse(&mut io, state, status, message, scim).await;
@@ -182,6 +233,8 @@ async fn connection<I, S>(
             Ok(Ok(bytes)) => bytes,
         }
     };
+    // A complete request: no longer among the connections the cap may close.
+    drop(first.waiting);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()

@@ -135,9 +135,11 @@ async fn a_body_that_stops_arriving_is_answered_408_and_the_connection_freed() {
 }
 
 #[tokio::test]
-async fn at_the_connection_cap_new_clients_wait_and_are_answered() {
+async fn at_the_connection_cap_silent_connections_make_room_for_new_clients() {
+    // A header timeout far longer than the client below waits: it is served because the cap closes the oldest
+    // connection that never sent a request, not because one timed out.
     let srv =
-        TestServer::start(&[("KUBEHERO_HEADER_TIMEOUT_SECS", "2"), ("KUBEHERO_MAX_CONNECTIONS", "16")], None).await;
+        TestServer::start(&[("KUBEHERO_HEADER_TIMEOUT_SECS", "60"), ("KUBEHERO_MAX_CONNECTIONS", "16")], None).await;
     let addr = srv.url.trim_start_matches("http://").to_string();
     // Fill every slot with connections that say nothing.
     let mut idle = Vec::new();
@@ -145,9 +147,19 @@ async fn at_the_connection_cap_new_clients_wait_and_are_answered() {
         idle.push(TcpStream::connect(&addr).await.unwrap());
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
-    // A new client waits in the backlog until the silent ones time out, then is served.
-    let raw = exchange(&srv.url, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
-    assert_eq!(last_response(&raw).0, 200);
+    // New clients are served at once, one silent connection closed for each.
+    for _ in 0..3 {
+        let raw = exchange(&srv.url, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+        assert_eq!(last_response(&raw).0, 200);
+    }
+    let mut closed = 0;
+    for mut c in idle.drain(..) {
+        let mut buf = [0u8; 1];
+        if matches!(tokio::time::timeout(Duration::from_millis(200), c.read(&mut buf)).await, Ok(Ok(0) | Err(_))) {
+            closed += 1;
+        }
+    }
+    assert!(closed >= 1, "no silent connection was closed to make room");
     let metrics = srv.get("/metrics", None).await.body;
     let text = metrics.as_str().unwrap();
     let reached = text
@@ -156,7 +168,6 @@ async fn at_the_connection_cap_new_clients_wait_and_are_answered() {
         .and_then(|v| v.trim().parse::<f64>().ok())
         .unwrap();
     assert!(reached >= 1.0, "{text}");
-    drop(idle);
 }
 
 /// Odd bytes (NUL, newlines, bidi controls) in every kind of input, and unknown nested fields: each one a 400
