@@ -117,6 +117,20 @@ pub async fn serve(
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut at_cap = false;
     loop {
+        // Accept first, then find the new client a slot: at the cap only a client actually waiting makes the
+        // oldest connection without a request give way.
+        let (tcp, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    // Out of file descriptors, usually: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stopped(&mut stop) => break,
+        };
         let permit = match slots.clone().try_acquire_owned() {
             Ok(p) => {
                 at_cap = false;
@@ -138,18 +152,6 @@ pub async fn serve(
                     _ = stopped(&mut stop) => break,
                 }
             }
-        };
-        let (tcp, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(c) => c,
-                Err(e) => {
-                    // Out of file descriptors, usually: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = stopped(&mut stop) => break,
         };
         let _ = tcp.set_nodelay(true);
         let Ok(svc) = make.clone().call(peer).await;
@@ -189,7 +191,6 @@ pub async fn serve(
     }
 }
 
-/// One accepted connection: check its first head, then hand it to hyper.
 /// A new connection's first request: when it must be complete, its place among the waiting connections,
 /// and the signal that the cap closed it.
 struct First<'a> {
@@ -198,6 +199,7 @@ struct First<'a> {
     evicted: &'a mut tokio::sync::oneshot::Receiver<()>,
 }
 
+/// One accepted connection: check its first head, then hand it to hyper.
 async fn connection<I, S>(
     mut io: I,
     h2: bool,
