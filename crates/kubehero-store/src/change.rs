@@ -128,61 +128,48 @@ pub trait ChangeStore: Send + Sync {
     async fn apply(&self, change: Change<'_>, rows: Option<WithRows<'_>>) -> Result<(Changed, Vec<SealedRow>)>;
 }
 
-/// The policy a policy change ([`Change::UpdatePolicy`], [`Change::TransitionPolicy`]) gave back.
-pub fn changed_policy(changed: Changed) -> Result<Policy> {
-    match changed {
-        Changed::Policy(p) => Ok(p),
-        other => Err(crate::StoreError::Corrupt(format!("a policy change gave back {other:?}"))),
-    }
+/// `pub fn $name(Changed) -> Result<$ty>`: what a change of one kind gave back (any other `Changed` is a bug,
+/// reported as `Corrupt` rather than a panic).
+macro_rules! gave_back {
+    ($(#[$doc:meta])* $name:ident, $ty:ty, $pat:pat => $out:expr) => {
+        $(#[$doc])*
+        pub fn $name(changed: Changed) -> Result<$ty> {
+            match changed {
+                $pat => Ok($out),
+                other => Err(crate::StoreError::Corrupt(format!("{}: unexpected {other:?}", stringify!($name)))),
+            }
+        }
+    };
 }
 
-/// The key [`Change::RevokeApiKey`] gave back.
-pub fn changed_api_key(changed: Changed) -> Result<ApiKeyRecord> {
-    match changed {
-        Changed::ApiKey(k) => Ok(k),
-        other => Err(crate::StoreError::Corrupt(format!("an API key change gave back {other:?}"))),
-    }
-}
-
-/// The user a user change gave back.
-pub fn changed_user(changed: Changed) -> Result<DirectoryUser> {
-    match changed {
-        Changed::User(u) => Ok(u),
-        other => Err(crate::StoreError::Corrupt(format!("a user change gave back {other:?}"))),
-    }
-}
-
-/// The group [`Change::UpdateGroup`] gave back.
-pub fn changed_group(changed: Changed) -> Result<DirectoryGroup> {
-    match changed {
-        Changed::Group(g) => Ok(g),
-        other => Err(crate::StoreError::Corrupt(format!("a group change gave back {other:?}"))),
-    }
-}
-
-/// The group and former members [`Change::DeleteGroup`] gave back.
-pub fn changed_deleted_group(changed: Changed) -> Result<(DirectoryGroup, Vec<String>)> {
-    match changed {
-        Changed::DeletedGroup(g, members) => Ok((g, members)),
-        other => Err(crate::StoreError::Corrupt(format!("a group deletion gave back {other:?}"))),
-    }
-}
-
-/// The session [`Change::RevokeSession`] gave back.
-pub fn changed_session(changed: Changed) -> Result<SessionRecord> {
-    match changed {
-        Changed::Session(s) => Ok(s),
-        other => Err(crate::StoreError::Corrupt(format!("a session change gave back {other:?}"))),
-    }
-}
-
-/// The authorization [`Change::DecideDevice`] gave back.
-pub fn changed_device(changed: Changed) -> Result<DeviceAuthorization> {
-    match changed {
-        Changed::Device(d) => Ok(d),
-        other => Err(crate::StoreError::Corrupt(format!("a device decision gave back {other:?}"))),
-    }
-}
+gave_back!(
+    /// The policy [`Change::UpdatePolicy`] or [`Change::TransitionPolicy`] gave back.
+    changed_policy, Policy, Changed::Policy(p) => p
+);
+gave_back!(
+    /// The key [`Change::RevokeApiKey`] gave back.
+    changed_api_key, ApiKeyRecord, Changed::ApiKey(k) => k
+);
+gave_back!(
+    /// The user [`Change::UpdateUser`] or [`Change::DeleteUser`] gave back.
+    changed_user, DirectoryUser, Changed::User(u) => u
+);
+gave_back!(
+    /// The group [`Change::UpdateGroup`] gave back.
+    changed_group, DirectoryGroup, Changed::Group(g) => g
+);
+gave_back!(
+    /// The group and former members [`Change::DeleteGroup`] gave back.
+    changed_deleted_group, (DirectoryGroup, Vec<String>), Changed::DeletedGroup(g, members) => (g, members)
+);
+gave_back!(
+    /// The session [`Change::RevokeSession`] gave back.
+    changed_session, SessionRecord, Changed::Session(s) => s
+);
+gave_back!(
+    /// The authorization [`Change::DecideDevice`] gave back.
+    changed_device, DeviceAuthorization, Changed::Device(d) => d
+);
 
 /// Implements [`ChangeStore`] for a store from `sql_store!`/`audit_store!`; `$conn` is its connection type.
 macro_rules! change_store {
