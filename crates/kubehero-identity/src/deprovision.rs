@@ -121,10 +121,7 @@ impl Identity {
                 "api_key" => kubehero_store::Change::RevokeApiKey { id: &h.id, at: now },
                 _ => kubehero_store::Change::RevokeSession { id: &h.id, at: now },
             };
-            let row = self.effect(request_id, "credential.revoke", h.kind, &h.id);
-            let rows = kubehero_store::WithRows { events: std::slice::from_ref(&row), sealer: self.audit.sealer() };
-            let (_, sealed) = self.store.apply(change, Some(rows)).await?;
-            self.audit.committed(&sealed);
+            self.apply(change, self.effect(request_id, "credential.revoke", h.kind, &h.id)).await?;
             self.credentials.forget_id(&h.id);
         }
         tracing::info!(user = %u.id, credentials = held.len(), "a person was deleted; their credentials are revoked");

@@ -110,4 +110,19 @@ impl Identity {
         };
         done.map_err(|e| IdentityError::AuditUnavailable(e.to_string()))
     }
+
+    /// The one way a write reaches the store with its audit row: both commit in one transaction or neither
+    /// does. Rows of reads answered before it (queued, not yet committed) are committed first, so the chain
+    /// keeps the order in which requests were answered.
+    pub async fn apply(
+        &self,
+        change: kubehero_store::Change<'_>,
+        event: kubehero_core::AuditEvent,
+    ) -> Result<kubehero_store::Changed, kubehero_store::StoreError> {
+        self.audit.flush().await.map_err(|e| kubehero_store::StoreError::Unavailable(e.to_string()))?;
+        let rows = kubehero_store::WithRows { events: std::slice::from_ref(&event), sealer: self.audit.sealer() };
+        let (changed, sealed) = self.store.apply(change, Some(rows)).await?;
+        self.audit.committed(&sealed);
+        Ok(changed)
+    }
 }

@@ -364,10 +364,8 @@ impl Identity {
             source: None,
             user_agent: None,
         };
-        let rows = kubehero_store::WithRows { events: std::slice::from_ref(&row), sealer: self.audit.sealer() };
-        match self.store.apply(kubehero_store::Change::CreateUsers(std::slice::from_ref(&user)), Some(rows)).await {
-            Ok((_, sealed)) => {
-                self.audit.committed(&sealed);
+        match self.apply(kubehero_store::Change::CreateUsers(std::slice::from_ref(&user)), row).await {
+            Ok(_) => {
                 self.directory.changed();
                 Ok(Some(user))
             }

@@ -185,9 +185,8 @@ impl axum::extract::FromRequestParts<crate::state::AppState> for Audited {
 }
 
 impl RequestContext {
-    /// Applies `change` with the row of `action` by `actor` on `target` answered `status`, in one transaction.
-    /// Rows of reads answered before it (queued, not yet committed) are committed first, so the chain keeps
-    /// the order in which requests were answered.
+    /// Applies `change` with the row of `action` by `actor` on `target` answered `status`, in one transaction
+    /// ([`kubehero_identity::Identity::apply`]).
     pub async fn apply(
         &self,
         actor: &AuditActor,
@@ -197,7 +196,6 @@ impl RequestContext {
         status: axum::http::StatusCode,
     ) -> Result<kubehero_store::Changed, kubehero_store::StoreError> {
         let s = &self.state;
-        s.identity.audit.flush().await.map_err(|e| kubehero_store::StoreError::Unavailable(e.to_string()))?;
         let event = AuditEvent {
             event_id: s.identity.ids.next_id(),
             time_ms: s.clock.now_ms(),
@@ -209,10 +207,7 @@ impl RequestContext {
             source: self.facts.source.map(|a| a.to_string()),
             user_agent: self.facts.user_agent.clone(),
         };
-        let rows = kubehero_store::WithRows { events: std::slice::from_ref(&event), sealer: s.identity.audit.sealer() };
-        let (changed, sealed) = s.store.apply(change, Some(rows)).await?;
-        s.identity.audit.committed(&sealed);
-        Ok(changed)
+        s.identity.apply(change, event).await
     }
 }
 

@@ -54,16 +54,16 @@ impl Limits {
     /// The default connection cap: 10,000, or fewer when the process may not open that many files (a quarter
     /// of the limit stays free for the database, sinks and IdP calls).
     pub fn default_max_connections() -> usize {
-        // Linux says it in /proc/self/limits: "Max open files  <soft>  <hard>  files".
-        let soft = std::fs::read_to_string("/proc/self/limits")
-            .ok()
-            .and_then(|text| {
-                let line = text.lines().find(|l| l.starts_with("Max open files"))?;
-                line["Max open files".len()..].split_whitespace().next()?.parse::<usize>().ok()
-            })
-            .unwrap_or(usize::MAX);
-        (soft / 4 * 3).clamp(16, 10_000)
+        (open_files_limit().unwrap_or(usize::MAX) / 4 * 3).clamp(16, 10_000)
     }
+}
+
+/// This process's soft limit of open files (`ulimit -n`), from `/proc/self/limits` ("Max open files  <soft>
+/// <hard>  files"); `None` where that file does not say.
+pub fn open_files_limit() -> Option<usize> {
+    let text = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = text.lines().find(|l| l.starts_with("Max open files"))?;
+    line["Max open files".len()..].split_whitespace().next()?.parse().ok()
 }
 
 /// Open connections, and those still before their first complete request (which the cap may close).

@@ -43,8 +43,13 @@ pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next
     let facts = crate::audit::RequestFacts::of(&req);
     let scim = req.uri().path().starts_with("/scim/");
     let read = matches!(req.method(), &Method::GET | &Method::HEAD);
-    let idle = state.limits.header_timeout;
-    let req = req.map(|body| axum::body::Body::new(crate::listener::StallGuard::new(body, idle)));
+    // Only a body that is still to come can stall (a GET has none: no wrapper, no allocation).
+    let req = if http_body::Body::is_end_stream(req.body()) {
+        req
+    } else {
+        let idle = state.limits.header_timeout;
+        req.map(|body| axum::body::Body::new(crate::listener::StallGuard::new(body, idle)))
+    };
     let refused = oversized(&req).or_else(|| {
         odd_uri(req.uri()).then_some((
             axum::http::StatusCode::BAD_REQUEST,

@@ -18,6 +18,8 @@ pub struct SqliteStore {
     pool: SqlitePool,
     /// Direct connections for the audit log's hot paths, for a file database.
     bulk: Option<DirectSqlite>,
+    /// The `-wal` file of a file database, checked after every commit.
+    wal: Option<std::path::PathBuf>,
     /// Set once the write-ahead log was found deleted under us: every later write is refused.
     wal_lost: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
@@ -186,7 +188,8 @@ impl SqliteStore {
             conn: std::sync::Arc::new(std::sync::Mutex::new(None)),
             writer: std::sync::Arc::new(std::sync::Mutex::new(None)),
         });
-        Ok(SqliteStore { pool, bulk, wal_lost: Default::default() })
+        let wal = bulk.as_ref().map(|b| std::path::PathBuf::from(format!("{}-wal", b.path.display())));
+        Ok(SqliteStore { pool, bulk, wal, wal_lost: Default::default() })
     }
 
     /// After a commit, before it is acknowledged: in WAL mode the `-wal` file exists from the first write
@@ -194,8 +197,7 @@ impl SqliteStore {
     /// running server: SQLite keeps writing to the unlinked file, and everything since is lost at the next
     /// start. Refuse the write (and every later one) rather than acknowledge what will vanish.
     fn check_after_commit(&self) -> Result<()> {
-        let Some(bulk) = &self.bulk else { return Ok(()) };
-        let wal = std::path::PathBuf::from(format!("{}-wal", bulk.path.display()));
+        let Some(wal) = &self.wal else { return Ok(()) };
         if !self.wal_lost.load(std::sync::atomic::Ordering::Relaxed) && wal.exists() {
             return Ok(());
         }

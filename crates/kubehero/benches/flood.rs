@@ -19,14 +19,6 @@ fn rss_kib(pid: u32) -> u64 {
     s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()).unwrap_or(0)
 }
 
-fn open_files_limit() -> usize {
-    let text = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
-    text.lines()
-        .find(|l| l.starts_with("Max open files"))
-        .and_then(|l| l["Max open files".len()..].split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
-
 async fn healthz(port: u16) -> bool {
     let url = format!("http://127.0.0.1:{port}/healthz");
     let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap_or_default();
@@ -40,8 +32,9 @@ async fn open_connections(port: u16) -> Option<u64> {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
-    if open_files_limit() < FLOOD + 1_000 {
-        println!("flood bench skipped: `ulimit -n` is {} (needs at least {})", open_files_limit(), FLOOD + 1_000);
+    let limit = kubehero_server::listener::open_files_limit().unwrap_or(0);
+    if limit < FLOOD + 1_000 {
+        println!("flood bench skipped: `ulimit -n` is {limit} (needs at least {})", FLOOD + 1_000);
         return Ok(());
     }
     let dir = tempfile::tempdir()?;

@@ -252,9 +252,17 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
     }
 }
 
-/// Whether a body read failed because the body stalled ([`crate::listener::StallGuard`]).
+/// Whether a body read failed because the body stalled ([`crate::listener::StallGuard`]): its error is somewhere
+/// in the rejection's chain of sources.
 pub fn stalled(rej: &axum::extract::rejection::BytesRejection) -> bool {
-    rej.body_text().contains("the request body stalled")
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(rej);
+    while let Some(e) = cause {
+        if e.is::<crate::listener::BodyStalled>() {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
 }
 
 fn json_rejection(rej: JsonRejection) -> ApiError {

@@ -212,7 +212,11 @@ fn recorded(answer: Result<Response, Failure>) -> Result<Response, Failure> {
 }
 
 fn target(g: &DirectoryGroup) -> kubehero_core::AuditTarget {
-    kubehero_core::AuditTarget { kind: Some("scim_group".into()), id: Some(g.id.clone()), ..Default::default() }
+    target_id(&g.id)
+}
+
+fn target_id(id: &str) -> kubehero_core::AuditTarget {
+    crate::audit::target_of("scim_group", id, None, None)
 }
 
 pub async fn get(
@@ -408,9 +412,7 @@ pub async fn delete(
 ) -> ScimResult {
     allow(&auth, Action::ScimGroupDelete)?;
     let change = Change::DeleteGroup { id: &id, expected_version: if_match(&headers) };
-    let gone =
-        kubehero_core::AuditTarget { kind: Some("scim_group".into()), id: Some(id.clone()), ..Default::default() };
-    let changed = audited.apply(change, Action::ScimGroupDelete, &gone, StatusCode::NO_CONTENT).await?;
+    let changed = audited.apply(change, Action::ScimGroupDelete, &target_id(&id), StatusCode::NO_CONTENT).await?;
     let (g, members) = kubehero_store::changed_deleted_group(changed)?;
     state.identity.directory.changed();
     state.identity.members_removed(&ctx.request_id, &g, &members).await?;

@@ -283,7 +283,11 @@ pub async fn create(
 }
 
 fn target(u: &DirectoryUser) -> kubehero_core::AuditTarget {
-    kubehero_core::AuditTarget { kind: Some("scim_user".into()), id: Some(u.id.clone()), ..Default::default() }
+    target_id(&u.id)
+}
+
+fn target_id(id: &str) -> kubehero_core::AuditTarget {
+    crate::audit::target_of("scim_user", id, None, None)
 }
 
 /// Stores a new version of a user and applies what changed (suspension, restoration).
@@ -358,9 +362,7 @@ pub async fn delete(
 ) -> ScimResult {
     allow(&auth, Action::ScimUserDelete)?;
     let change = Change::DeleteUser { id: &id, expected_version: if_match(&headers), at: state.clock.now() };
-    let gone =
-        kubehero_core::AuditTarget { kind: Some("scim_user".into()), id: Some(id.clone()), ..Default::default() };
-    let changed = audited.apply(change, Action::ScimUserDelete, &gone, StatusCode::NO_CONTENT).await?;
+    let changed = audited.apply(change, Action::ScimUserDelete, &target_id(&id), StatusCode::NO_CONTENT).await?;
     let user = kubehero_store::changed_user(changed)?;
     state.identity.directory.changed();
     state.identity.user_deleted(&ctx.request_id, &user).await?;
