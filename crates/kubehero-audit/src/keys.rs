@@ -60,6 +60,15 @@ impl HmacKeys {
         out
     }
 
+    /// [`HmacKeys::derive`] with the key named `id` (`None` if no such key is loaded): opens what was sealed
+    /// under a key that is no longer the current one.
+    pub fn derive_with(&self, id: &str, label: &[u8]) -> Option<[u8; 32]> {
+        let k = self.keys.get(id)?;
+        let mut out = [0u8; 32];
+        out.copy_from_slice(hmac::sign(k, label).as_ref());
+        Some(out)
+    }
+
     /// The id of the key that seals new rows.
     pub fn current_id(&self) -> &str {
         &self.current

@@ -11,12 +11,21 @@ pub struct Backoff {
     min: Duration,
     max: Duration,
     step: Duration,
+    /// Draw from the whole step (`[0, step)`) instead of its upper half.
+    full: bool,
 }
 
 impl Backoff {
     pub fn new(min: Duration, max: Duration) -> Backoff {
         let max = max.max(min);
-        Backoff { min, max, step: min }
+        Backoff { min, max, step: min, full: false }
+    }
+
+    /// Full jitter: each wait is drawn from `[0, step)`, so many clients that failed at the same moment (every
+    /// agent after a control plane restart) come back spread over the whole step, not in its upper half.
+    pub fn full_jitter(mut self) -> Backoff {
+        self.full = true;
+        self
     }
 
     /// Back to the first step, after a success.
@@ -29,9 +38,11 @@ impl Backoff {
         self.next_wait_with(jitter_unit())
     }
 
-    /// The next wait for a given `unit` in [0, 1) (deterministic, for tests): `step × (0.5 + unit / 2)`.
+    /// The next wait for a given `unit` in [0, 1) (deterministic, for tests): `step × (0.5 + unit / 2)`, or
+    /// `step × unit` with full jitter.
     pub fn next_wait_with(&mut self, unit: f64) -> Duration {
-        let wait = self.step.mul_f64(0.5 + unit.clamp(0.0, 1.0) / 2.0);
+        let unit = unit.clamp(0.0, 1.0);
+        let wait = self.step.mul_f64(if self.full { unit } else { 0.5 + unit / 2.0 });
         self.step = (self.step * 2).min(self.max);
         wait.max(Duration::from_millis(1))
     }
@@ -58,6 +69,9 @@ mod tests {
         assert_eq!(b.next_wait_with(1.0), Duration::from_secs(1), "capped");
         b.reset();
         assert_eq!(b.next_wait_with(1.0), Duration::from_millis(200));
+        let mut f = Backoff::new(Duration::from_secs(4), Duration::from_secs(30)).full_jitter();
+        assert_eq!(f.next_wait_with(0.25), Duration::from_secs(1), "anywhere in the step");
+        assert_eq!(f.next_wait_with(0.0), Duration::from_millis(1), "never zero");
         let waits: std::collections::BTreeSet<Duration> =
             (0..20).map(|_| Backoff::new(b.min, b.max).next_wait()).collect();
         assert!(waits.len() > 1, "jittered");

@@ -72,6 +72,7 @@ fn main() {
         let dir = tempfile::tempdir().unwrap();
         let env: HashMap<String, String> = [
             ("KUBEHERO_DATA_DIR", dir.path().display().to_string()),
+            ("KUBEHERO_AGENT_LISTEN", "127.0.0.1:0".to_string()),
             ("KUBEHERO_GROUP_ROLES", "kubehero-admins=admin".to_string()),
         ]
         .into_iter()

@@ -116,6 +116,7 @@ fn main() {
         let dir = tempfile::tempdir().unwrap();
         let env: HashMap<String, String> = [
             ("KUBEHERO_DATA_DIR", dir.path().display().to_string()),
+            ("KUBEHERO_AGENT_LISTEN", "127.0.0.1:0".to_string()),
             ("KUBEHERO_LISTEN", "127.0.0.1:0".to_string()),
             ("KUBEHERO_REQUIRE_AUTH", "true".to_string()),
             ("AUDIT_HMAC_KEY", "bench-audit-hmac-key-0123456789abcdef".to_string()),

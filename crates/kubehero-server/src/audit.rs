@@ -228,6 +228,18 @@ impl Audited {
         self.context.apply(&self.actor, change, action.as_str(), target, status).await
     }
 
+    /// [`Audited::apply`] with a row named more precisely than the permission that allowed it (a join token
+    /// is issued under `cluster.register` and recorded as `cluster.join_token`).
+    pub async fn apply_named(
+        &self,
+        change: kubehero_store::Change<'_>,
+        action: &str,
+        target: &AuditTarget,
+        status: axum::http::StatusCode,
+    ) -> Result<kubehero_store::Changed, kubehero_store::StoreError> {
+        self.context.apply(&self.actor, change, action, target, status).await
+    }
+
     /// The response extensions of an answer whose row [`Audited::apply`] wrote: the target (for metrics and
     /// logs) and the mark that keeps the audit point from writing another row.
     pub fn done(target: AuditTarget) -> (axum::Extension<AuditTarget>, axum::Extension<RecordedWithChange>) {

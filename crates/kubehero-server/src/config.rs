@@ -59,6 +59,11 @@ pub const SETTINGS: &[Setting] = &[
     Setting { name: "KUBEHERO_REQUIRE_AUTH", help: "true: requests without a credential get 401. false (open mode): they are an anonymous viewer.", default: "false" },
     Setting { name: "AUDIT_HMAC_KEY", help: "HMAC-SHA256 key that chains audit rows (at least 32 characters). Required with KUBEHERO_REQUIRE_AUTH=true; in open mode one is generated into the data dir.", default: "unset" },
     Setting { name: "KUBEHERO_LISTEN", help: "Address and port to listen on.", default: "127.0.0.1:8080" },
+    Setting { name: "KUBEHERO_AGENT_LISTEN", help: "Address of the agent listener (TLS 1.3, client certificates): cluster agents join, renew and hold their tunnels here. `off` disables it.", default: "127.0.0.1:8443" },
+    Setting { name: "KUBEHERO_AGENT_SERVER_NAMES", help: "Comma-separated DNS names and IPs that agents use to reach the agent listener; its certificate (signed by the agent CA) names them.", default: "localhost,127.0.0.1,::1 and the host of KUBEHERO_PUBLIC_URL" },
+    Setting { name: "KUBEHERO_AGENT_CA_CERT", help: "PEM file of the agent CA (e.g. from cert-manager; several certificates = rollover: the first signs, all are trusted). Re-read when it changes. Unset: a CA built into the store.", default: "unset" },
+    Setting { name: "KUBEHERO_AGENT_CA_KEY", help: "PEM file of the key of the first certificate in KUBEHERO_AGENT_CA_CERT.", default: "unset" },
+    Setting { name: "KUBEHERO_AGENT_CERT_TTL_SECS", help: "Lifetime of agent client certificates; agents renew at about two thirds of it.", default: "604800 (7 days)" },
     Setting { name: "KUBEHERO_DATA_DIR", help: "Directory for the embedded SQLite database and local state.", default: "./kubehero-data" },
     Setting { name: "KUBEHERO_DATABASE_URL", help: "sqlite:PATH (embedded) or postgres://USER:PASSWORD@HOST:PORT/DB (several replicas).", default: "sqlite:<data dir>/kubehero.db" },
     Setting { name: "KUBEHERO_HEADER_TIMEOUT_SECS", help: "Seconds a client has to send a request's headers; the same bound closes idle keep-alive connections. Streaming responses (watches) are not cut by it.", default: "10" },
@@ -267,6 +272,8 @@ pub struct ServerConfig {
     pub token_cache_size: usize,
     /// The listener's header timeout and connection cap.
     pub limits: crate::listener::Limits,
+    /// The agent listener and CA.
+    pub agents: AgentSettings,
     pub trusted_proxies: crate::net::TrustedProxies,
     /// The dashboard/CLI login client, when configured.
     pub login: Option<LoginClient>,
@@ -448,6 +455,7 @@ impl ServerConfig {
             )?)
             .unwrap_or(usize::MAX),
         };
+        let agents = AgentSettings::load(env)?;
         let audit_reads = match env.var("KUBEHERO_AUDIT_READS") {
             None => AuditReads::Async,
             Some(v) => AuditReads::parse(v.trim()).ok_or_else(|| {
@@ -527,6 +535,7 @@ impl ServerConfig {
             limits,
             trusted_proxies,
             audit_reads,
+            agents,
             audit_forward,
             audit_forward_options,
             token_cache_size: file.token_cache_size.unwrap_or(100_000),
@@ -801,5 +810,59 @@ mod tests {
         assert_eq!(c.bindings[0].scope, Scope::Namespace { cluster: "prod-*".into(), namespace: "payments".into() });
         let bad: Result<FileConfig, _> = toml::from_str("listen_addr = \"x\"");
         assert!(bad.is_err(), "unknown keys are refused");
+    }
+}
+
+/// The agent listener and CA (`KUBEHERO_AGENT_*`).
+#[derive(Debug, Clone)]
+pub struct AgentSettings {
+    /// `None`: `KUBEHERO_AGENT_LISTEN=off`.
+    pub listen: Option<SocketAddr>,
+    /// Names in the listener's certificate; empty: the defaults plus the public URL's host.
+    pub server_names: Vec<String>,
+    /// `(cert, key)` files, or the built-in CA.
+    pub ca_files: Option<(PathBuf, PathBuf)>,
+    /// Seconds.
+    pub cert_ttl: i64,
+}
+
+impl AgentSettings {
+    fn load(env: &dyn Env) -> Result<AgentSettings, ConfigError> {
+        let listen = match env.var("KUBEHERO_AGENT_LISTEN").as_deref().map(str::trim) {
+            Some("off") => None,
+            other => {
+                let v = other.unwrap_or("127.0.0.1:8443");
+                Some(v.parse().map_err(|_| {
+                    invalid(
+                        "KUBEHERO_AGENT_LISTEN",
+                        format!("{v:?} is not an address"),
+                        "use IP:PORT, e.g. 0.0.0.0:8443, or off",
+                    )
+                })?)
+            }
+        };
+        let server_names = env
+            .var("KUBEHERO_AGENT_SERVER_NAMES")
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect();
+        let ca_files = match (env.var("KUBEHERO_AGENT_CA_CERT"), env.var("KUBEHERO_AGENT_CA_KEY")) {
+            (None, None) => None,
+            (Some(c), Some(k)) => Some((PathBuf::from(c), PathBuf::from(k))),
+            _ => {
+                return Err(invalid(
+                    "KUBEHERO_AGENT_CA_CERT",
+                    "only one of KUBEHERO_AGENT_CA_CERT and KUBEHERO_AGENT_CA_KEY is set",
+                    "set both (a CA certificate and its key), or neither for the built-in CA",
+                ))
+            }
+        };
+        let cert_ttl =
+            number(env, "KUBEHERO_AGENT_CERT_TTL_SECS", 7 * 86400, 10..=365 * 86400, "use e.g. 604800 (7 days)")?
+                as i64;
+        Ok(AgentSettings { listen, server_names, ca_files, cert_ttl })
     }
 }

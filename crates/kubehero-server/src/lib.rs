@@ -4,6 +4,7 @@
 //! verifier and background tasks, binds the listener (plain or rustls) and serves until shut down. Tests and
 //! benchmarks call [`start`] with port 0.
 
+pub mod agent;
 pub mod audit;
 pub mod auth;
 pub mod config;
@@ -50,6 +51,9 @@ pub enum StartError {
     /// The audit keys could not be loaded or created.
     #[error("audit log: {0}")]
     Audit(String),
+    /// The agent CA or listener could not be set up.
+    #[error("agents: {0}")]
+    Agents(String),
     /// The data directory could not be created.
     #[error("cannot create the data directory {path}: {source}. Fix: set KUBEHERO_DATA_DIR to a writable directory")]
     DataDir { path: String, source: std::io::Error },
@@ -58,6 +62,8 @@ pub enum StartError {
 /// A running server.
 pub struct RunningServer {
     pub addr: SocketAddr,
+    /// The agent listener's address (`None` with `KUBEHERO_AGENT_LISTEN=off`).
+    pub agent_addr: Option<SocketAddr>,
     pub state: AppState,
     shutdown: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
@@ -119,9 +125,20 @@ pub async fn build_state(
     }
     let login_key = keys.derive(b"kubehero-login-state-v1");
     let forward = kubehero_audit::forward::ForwardStatus::new();
+    let keys = Arc::new(keys);
+    let agents = agent::Agents::start(
+        &config.agents,
+        config.public_url.as_deref(),
+        &store,
+        keys.clone(),
+        metrics.clone(),
+        clock.now(),
+    )
+    .await
+    .map_err(|e| StartError::Agents(e.to_string()))?;
     let audit = kubehero_audit::AuditLog::start_notifying(
         store.clone(),
-        kubehero_audit::ChainSealer::new(Arc::new(keys)),
+        kubehero_audit::ChainSealer::new(keys),
         AUDIT_BATCH,
         forward.clone(),
     );
@@ -175,6 +192,7 @@ pub async fn build_state(
         trusted_proxies: config.trusted_proxies.clone(),
         sampler: Default::default(),
         device_codes: throttle::PerSource::new(10, Duration::from_secs(30)),
+        agents: Arc::new(agents),
     }))
 }
 
@@ -235,6 +253,15 @@ pub async fn start_with(
         .await
         .map_err(|source| StartError::Bind { addr: config.listen, source })?;
     let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: config.listen, source })?;
+    let agent_listener = match config.agents.listen {
+        None => None,
+        Some(a) => {
+            let l = tokio::net::TcpListener::bind(a).await.map_err(|source| StartError::Bind { addr: a, source })?;
+            let bound = l.local_addr().map_err(|source| StartError::Bind { addr: a, source })?;
+            Some((l, bound))
+        }
+    };
+    let agent_addr = agent_listener.as_ref().map(|(_, a)| *a);
     let signing = Arc::new(audit::load_signing_key(&config.audit_signing_key)?);
     audit::check_signing_key_shared(&*state.store, &signing, &config.audit_signing_key, state.clock.now_ms()).await?;
     let (tx, rx) = watch::channel(false);
@@ -260,17 +287,25 @@ pub async fn start_with(
             }
         }));
     }
+    if let Some((l, bound)) = agent_listener {
+        let _ = state.agents.bound.set(bound);
+        tokio::spawn(agent::listener::serve(l, state.clone(), state.agents.clone(), rx.clone()));
+    }
     let router = app(state.clone());
     let tls = config.tls.as_ref().map(tls::acceptor).transpose()?;
     let task = tokio::spawn(listener::serve(listener, tls, router, state.clone(), config.limits, rx));
-    Ok(RunningServer { addr, state, shutdown: tx, task, background, background_stop })
+    Ok(RunningServer { addr, agent_addr, state, shutdown: tx, task, background, background_stop })
 }
 
-/// Reloads database bindings every few seconds so changes made through another replica apply here too;
-/// every minute, writes the counted rows of sampled requests and sweeps expired device authorizations.
+/// Reloads database bindings every few seconds so changes made through another replica apply here too; every
+/// 2 s, who may hold an agent tunnel (a removal or revocation made through another replica closes its tunnel
+/// here too) and the agent CA; every 30 s, when connected clusters were last seen; every minute, writes the
+/// counted rows of sampled requests and sweeps expired device authorizations.
 fn spawn_refresh(state: AppState, mut stop: watch::Receiver<bool>) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(5));
+        let mut agents = tokio::time::interval(Duration::from_secs(2));
+        let mut seen = tokio::time::interval(Duration::from_secs(30));
         let mut minute = tokio::time::interval(Duration::from_secs(60));
         minute.tick().await;
         loop {
@@ -280,6 +315,11 @@ fn spawn_refresh(state: AppState, mut stop: watch::Receiver<bool>) {
                         tracing::warn!(error = %e, "periodic role-binding reload failed");
                     }
                 }
+                _ = agents.tick() => {
+                    state.agents.refresh_ca(&state).await;
+                    state.agents.reload(&state).await;
+                }
+                _ = seen.tick() => state.agents.hub.touch(&state).await,
                 _ = minute.tick() => {
                     record_sampled(&state).await;
                     match state.store.purge_expired_devices(state.clock.now()).await {

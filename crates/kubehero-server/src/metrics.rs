@@ -28,6 +28,11 @@ struct SinkLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClusterLabels {
+    cluster: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HttpLabels {
     method: String,
     route: String,
@@ -48,6 +53,67 @@ pub struct Metrics {
     connection_limit_reached: Counter,
     audit_forward_lag: Family<SinkLabels, Gauge>,
     session_renewals: Counter,
+    /// Agents, tunnels and their certificates.
+    pub agents: AgentMetrics,
+}
+
+/// What the agent listener and the tunnels count.
+#[derive(Default)]
+pub struct AgentMetrics {
+    pub connected: Gauge,
+    pub streams_open: Gauge,
+    pub streams: Counter,
+    pub stream_failures: Counter,
+    pub reconnects: Counter,
+    pub replaced: Counter,
+    pub handshake_failures: Counter,
+    cert_expiry: Family<ClusterLabels, Gauge>,
+}
+
+impl AgentMetrics {
+    fn register(&self, r: &mut Registry) {
+        r.register("agents_connected", "Clusters whose agent holds a tunnel to this replica", self.connected.clone());
+        r.register("tunnel_streams_open", "Streams open through agent tunnels", self.streams_open.clone());
+        r.register("tunnel_streams", "Streams opened through agent tunnels", self.streams.clone());
+        r.register(
+            "tunnel_stream_failures",
+            "Streams that could not be opened through a tunnel",
+            self.stream_failures.clone(),
+        );
+        r.register(
+            "agent_reconnects",
+            "Tunnels opened by clusters that had been connected before",
+            self.reconnects.clone(),
+        );
+        r.register(
+            "agent_tunnels_replaced",
+            "Tunnels that replaced a cluster's open tunnel (a renewal swap, or two agents for one cluster)",
+            self.replaced.clone(),
+        );
+        r.register(
+            "agent_handshake_failures",
+            "TLS handshakes refused or abandoned on the agent listener",
+            self.handshake_failures.clone(),
+        );
+        r.register(
+            "agent_certificate_expiry_seconds",
+            "Unix time at which each connected cluster's agent certificate expires",
+            self.cert_expiry.clone(),
+        );
+    }
+
+    /// Sets (`Some`) or forgets (`None`) a cluster's certificate expiry.
+    pub fn cert_expiry(&self, cluster: &str, not_after: Option<i64>) {
+        let labels = ClusterLabels { cluster: cluster.to_string() };
+        match not_after {
+            Some(t) => {
+                self.cert_expiry.get_or_create(&labels).set(t);
+            }
+            None => {
+                self.cert_expiry.remove(&labels);
+            }
+        }
+    }
 }
 
 impl Default for Metrics {
@@ -110,7 +176,10 @@ impl Metrics {
             "Store writes made to slide sessions and CLI tokens (at most one a minute per credential)",
             session_renewals.clone(),
         );
+        let agents = AgentMetrics::default();
+        agents.register(&mut registry);
         Metrics {
+            agents,
             session_renewals,
             registry,
             authentications,

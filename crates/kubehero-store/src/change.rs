@@ -2,6 +2,7 @@
 //! transaction ([`ChangeStore::apply`]): a change is never visible without its row, and a row is never
 //! written for a change that did not happen. Both backends share the SQL through [`change_store!`].
 
+use crate::agent::{AgentCert, JoinToken};
 use crate::{
     ApiKeyRecord, Cluster, DeviceAuthorization, DirectoryGroup, DirectoryUser, MemberChange, Policy, PolicyState,
     Result, SessionRecord, StoredBinding,
@@ -15,8 +16,29 @@ use std::sync::Arc;
 pub enum Change<'a> {
     /// `AlreadyExists` if the name is taken.
     CreateCluster(&'a Cluster),
-    /// `NotFound` if absent.
-    DeleteCluster(&'a str),
+    /// `NotFound` if absent. Revokes the cluster's agent certificates, drops its join tokens and records it as
+    /// removed, in the same transaction.
+    DeleteCluster {
+        name: &'a str,
+        at: i64,
+    },
+    /// A join token for a registered cluster (`NotFound` if it is not).
+    IssueJoinToken(&'a JoinToken),
+    /// Uses a join token once, before it expires, for its own cluster, and records the certificate issued for
+    /// it. `NotFound` for an unknown token, `Conflict` (used, expired, other cluster) otherwise.
+    RedeemJoinToken {
+        hash: &'a str,
+        cert: &'a AgentCert,
+        now: i64,
+    },
+    /// A renewed certificate for a registered cluster (`NotFound` if it is not).
+    IssueAgentCert(&'a AgentCert),
+    /// Revokes one certificate of a cluster, or all of them; gives back how many changed.
+    RevokeAgentCerts {
+        cluster: &'a str,
+        serial: Option<&'a str>,
+        at: i64,
+    },
     /// A new draft and its `create` history row.
     CreatePolicy(&'a Policy),
     /// Edits a draft at `expected_version` (optimistic concurrency); `Conflict` if it changed or is not a draft.
@@ -111,6 +133,7 @@ pub enum Changed {
     DeletedGroup(DirectoryGroup, Vec<String>),
     Session(SessionRecord),
     Device(DeviceAuthorization),
+    Count(u64),
 }
 
 /// The audit rows that commit with a change, and what seals them into the chain.
@@ -167,6 +190,10 @@ gave_back!(
     changed_session, SessionRecord, Changed::Session(s) => s
 );
 gave_back!(
+    /// How many rows [`Change::RevokeAgentCerts`] changed.
+    changed_count, u64, Changed::Count(n) => n
+);
+gave_back!(
     /// The authorization [`Change::DecideDevice`] gave back.
     changed_device, DeviceAuthorization, Changed::Device(d) => d
 );
@@ -210,9 +237,72 @@ macro_rules! change_store {
                             .execute(&mut *conn)
                             .await
                             .map_err(Self::err(format!("cluster {:?}", c.name)))?;
+                        // A name registered again after a removal starts as a new, pending cluster.
+                        sqlx::query($crate::agent::DELETE_CLUSTER_STATUS)
+                            .bind(&c.name)
+                            .execute(&mut *conn)
+                            .await
+                            .map_err(Self::err(format!("cluster {:?}", c.name)))?;
                     }
-                    Change::DeleteCluster(name) => {
-                        Self::delete_on(conn, $crate::sql::DELETE_CLUSTER, name, format!("cluster {name:?}")).await?
+                    Change::DeleteCluster { name, at } => {
+                        let what = format!("cluster {name:?}");
+                        Self::delete_on(conn, $crate::sql::DELETE_CLUSTER, name, what.clone()).await?;
+                        Self::revoke_certs_on(conn, name, None, at).await?;
+                        sqlx::query($crate::agent::DELETE_JOIN_TOKENS)
+                            .bind(name)
+                            .execute(&mut *conn)
+                            .await
+                            .map_err(Self::err(what))?;
+                        let removed = $crate::agent::ClusterStatus {
+                            cluster: name.to_string(),
+                            state: $crate::agent::ConnectionState::Removed,
+                            since: at,
+                            last_seen: None,
+                            agent_version: None,
+                            kubernetes_version: None,
+                            cert_not_after: None,
+                        };
+                        Self::put_status_on(conn, &removed, false).await?;
+                    }
+                    Change::IssueJoinToken(t) => {
+                        Self::cluster_exists_on(conn, &t.cluster).await?;
+                        sqlx::query($crate::agent::INSERT_JOIN_TOKEN)
+                            .bind(&t.hash)
+                            .bind(&t.cluster)
+                            .bind(&t.created_by)
+                            .bind(t.created_at)
+                            .bind(t.expires_at)
+                            .bind(t.used_at)
+                            .execute(&mut *conn)
+                            .await
+                            .map_err(Self::err(format!("join token for cluster {:?}", t.cluster)))?;
+                    }
+                    Change::RedeemJoinToken { hash, cert, now } => {
+                        let done = sqlx::query($crate::agent::REDEEM_JOIN_TOKEN)
+                            .bind(hash)
+                            .bind(now)
+                            .bind(&cert.cluster)
+                            .execute(&mut *conn)
+                            .await
+                            .map_err(Self::err("join token"))?;
+                        if done.rows_affected() != 1 {
+                            let found: Option<$crate::agent::TokenRow> = sqlx::query_as($crate::agent::FIND_JOIN_TOKEN)
+                                .bind(hash)
+                                .fetch_optional(&mut *conn)
+                                .await
+                                .map_err(Self::err("join token"))?;
+                            let found = found.map($crate::agent::token_from_row);
+                            return Err($crate::agent::unredeemable(found, &cert.cluster, now));
+                        }
+                        Self::cluster_exists_on(conn, &cert.cluster).await?;
+                        Self::insert_cert_on(conn, cert).await?;
+                    }
+                    Change::IssueAgentCert(cert) => {
+                        Self::cluster_exists_on(conn, &cert.cluster).await?;
+                        Self::insert_cert_on(conn, cert).await?;
+                    }
+                    Change::RevokeAgentCerts { cluster, serial, at } => {
+                        return Ok(Changed::Count(Self::revoke_certs_on(conn, cluster, serial, at).await?));
                     }
                     Change::CreatePolicy(p) => {
                         let what = format!("policy {:?} (or name {:?} in cluster {:?})", p.id, p.name, p.cluster);
@@ -425,6 +515,69 @@ macro_rules! change_store {
                     return Err($crate::StoreError::NotFound(what));
                 }
                 Ok(())
+            }
+
+            /// `NotFound("cluster …")` unless the cluster is registered.
+            async fn cluster_exists_on(conn: &mut $conn, name: &str) -> $crate::Result<()> {
+                let n: i64 = sqlx::query_scalar($crate::agent::CLUSTER_EXISTS)
+                    .bind(name)
+                    .fetch_one(&mut *conn)
+                    .await
+                    .map_err(Self::err(format!("cluster {name:?}")))?;
+                if n == 0 {
+                    return Err($crate::StoreError::NotFound(format!("cluster {name:?}")));
+                }
+                Ok(())
+            }
+
+            async fn insert_cert_on(conn: &mut $conn, cert: &$crate::agent::AgentCert) -> $crate::Result<()> {
+                sqlx::query($crate::agent::INSERT_AGENT_CERT)
+                    .bind(&cert.serial)
+                    .bind(&cert.cluster)
+                    .bind(cert.issued_at)
+                    .bind(cert.not_after)
+                    .bind(cert.revoked_at)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(Self::err(format!("agent certificate {:?}", cert.serial)))?;
+                Ok(())
+            }
+
+            async fn revoke_certs_on(
+                conn: &mut $conn,
+                cluster: &str,
+                serial: Option<&str>,
+                at: i64,
+            ) -> $crate::Result<u64> {
+                let done = sqlx::query($crate::agent::REVOKE_AGENT_CERTS)
+                    .bind(cluster)
+                    .bind(at)
+                    .bind(serial)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(Self::err(format!("agent certificates of cluster {cluster:?}")))?;
+                Ok(done.rows_affected())
+            }
+
+            /// Upserts a cluster's state; with `registered_only`, only while the cluster is registered.
+            async fn put_status_on(
+                conn: &mut $conn,
+                s: &$crate::agent::ClusterStatus,
+                registered_only: bool,
+            ) -> $crate::Result<bool> {
+                let done = sqlx::query($crate::agent::PUT_CLUSTER_STATUS)
+                    .bind(&s.cluster)
+                    .bind(s.state.as_str())
+                    .bind(s.since)
+                    .bind(s.last_seen)
+                    .bind(&s.agent_version)
+                    .bind(&s.kubernetes_version)
+                    .bind(s.cert_not_after)
+                    .bind(registered_only)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(Self::err(format!("state of cluster {:?}", s.cluster)))?;
+                Ok(done.rows_affected() > 0)
             }
 
             async fn policy_state_on(conn: &mut $conn, id: &str) -> $crate::Result<Option<(String, i64)>> {

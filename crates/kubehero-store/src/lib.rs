@@ -7,6 +7,7 @@
 //! - secrets are never stored: API keys are kept as their SHA-256 only;
 //! - times are Unix seconds (`i64`), ids are strings chosen by the caller.
 
+mod agent;
 mod audit;
 mod change;
 mod device;
@@ -22,9 +23,10 @@ use kubehero_core::{AuditEvent, AuditOutcome, Binding, Checkpoint, Role, SealedR
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
+pub use agent::{AgentCa, AgentCert, AgentStore, ClusterStatus, ConnectionState, JoinToken};
 pub use change::{
-    changed_api_key, changed_deleted_group, changed_device, changed_group, changed_policy, changed_session,
-    changed_user, Change, ChangeStore, Changed, WithRows,
+    changed_api_key, changed_count, changed_deleted_group, changed_device, changed_group, changed_policy,
+    changed_session, changed_user, Change, ChangeStore, Changed, WithRows,
 };
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
@@ -171,8 +173,8 @@ pub trait ClusterStore: Send + Sync {
     async fn get_cluster(&self, name: &str) -> Result<Cluster>;
     /// `AlreadyExists` if the name is taken.
     async fn create_cluster(&self, cluster: &Cluster) -> Result<()>;
-    /// `NotFound` if absent.
-    async fn delete_cluster(&self, name: &str) -> Result<()>;
+    /// `NotFound` if absent; revokes its agent certificates (see [`Change::DeleteCluster`]).
+    async fn delete_cluster(&self, name: &str, at: i64) -> Result<()>;
 }
 
 /// Policies and their history.
@@ -664,6 +666,7 @@ pub trait Store:
     ChangeStore
     + SubjectStore
     + ClusterStore
+    + AgentStore
     + PolicyStore
     + BindingStore
     + ApiKeyStore

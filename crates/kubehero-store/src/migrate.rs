@@ -35,6 +35,7 @@ pub(crate) const SQLITE: &[Migration] = &[
         sql: include_str!("migrations/sqlite/0006_sessions_by_email.sql"),
     },
     Migration { version: 7, name: "bounded_sign_in", sql: include_str!("migrations/sqlite/0007_bounded_sign_in.sql") },
+    Migration { version: 8, name: "agents", sql: include_str!("migrations/sqlite/0008_agents.sql") },
 ];
 
 /// PostgreSQL migrations, oldest first.
@@ -54,6 +55,7 @@ pub(crate) const POSTGRES: &[Migration] = &[
         name: "bounded_sign_in",
         sql: include_str!("migrations/postgres/0007_bounded_sign_in.sql"),
     },
+    Migration { version: 8, name: "agents", sql: include_str!("migrations/postgres/0008_agents.sql") },
 ];
 
 /// Key of the PostgreSQL advisory lock that serialises migrations across replicas ("KUBEHERO" in ASCII).

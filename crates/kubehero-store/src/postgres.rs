@@ -120,4 +120,5 @@ crate::audit::audit_store!(PostgresStore, "postgres");
 crate::session::session_store!(PostgresStore);
 crate::change::change_store!(PostgresStore, sqlx::PgConnection);
 crate::device::device_store!(PostgresStore, sqlx::PgConnection, " FOR UPDATE");
+crate::agent::agent_store!(PostgresStore);
 crate::directory::directory_store!(PostgresStore, sqlx::PgConnection, " FOR UPDATE", " FOR SHARE");

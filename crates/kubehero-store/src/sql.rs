@@ -242,8 +242,8 @@ macro_rules! sql_store {
                 $crate::ChangeStore::apply(self, $crate::Change::CreateCluster(c), None).await.map(drop)
             }
 
-            async fn delete_cluster(&self, name: &str) -> $crate::Result<()> {
-                $crate::ChangeStore::apply(self, $crate::Change::DeleteCluster(name), None).await.map(drop)
+            async fn delete_cluster(&self, name: &str, at: i64) -> $crate::Result<()> {
+                $crate::ChangeStore::apply(self, $crate::Change::DeleteCluster { name, at }, None).await.map(drop)
             }
         }
 

@@ -136,6 +136,46 @@ impl KubeApiServer {
         )
     }
 
+    /// A kubeconfig (YAML) for service account `ns/name`, made here with a one-hour token from the TokenRequest
+    /// API (no controller manager runs, so no token Secret would appear). The namespace and account are created
+    /// when missing.
+    pub async fn service_account_kubeconfig(&self, ns: &str, name: &str) -> anyhow::Result<String> {
+        use base64::Engine;
+        let http = reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(&self.ca_pem)?)
+            .timeout(Duration::from_secs(10))
+            .build()?;
+        let post = |path: String, body: serde_json::Value| {
+            http.post(format!("{}{path}", self.url)).bearer_auth(ADMIN_TOKEN).json(&body).send()
+        };
+        let ns_body = serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
+        let r = post("/api/v1/namespaces".into(), ns_body).await?;
+        if !(r.status().is_success() || r.status() == 409) {
+            bail!("creating namespace {ns}: {} {}", r.status(), r.text().await?);
+        }
+        let sa = serde_json::json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name}});
+        let r = post(format!("/api/v1/namespaces/{ns}/serviceaccounts"), sa).await?;
+        if !(r.status().is_success() || r.status() == 409) {
+            bail!("creating service account {ns}/{name}: {} {}", r.status(), r.text().await?);
+        }
+        let req = serde_json::json!({
+            "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {"expirationSeconds": 3600}
+        });
+        let r = post(format!("/api/v1/namespaces/{ns}/serviceaccounts/{name}/token"), req).await?;
+        if !r.status().is_success() {
+            bail!("requesting a token for {ns}/{name}: {} {}", r.status(), r.text().await?);
+        }
+        let got: serde_json::Value = r.json().await?;
+        let token = got["status"]["token"].as_str().context("no token in the TokenRequest answer")?;
+        let ca = base64::engine::general_purpose::STANDARD.encode(&self.ca_pem);
+        Ok(format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: real\n  cluster: {{server: \"{}\", \
+             certificate-authority-data: \"{ca}\"}}\nusers:\n- name: {name}\n  user: {{token: \"{token}\"}}\n\
+             contexts:\n- {{name: sa, context: {{cluster: real, user: {name}}}}}\ncurrent-context: sa\n",
+            self.url
+        ))
+    }
+
     /// The directory holding the logs (`apiserver.err`, `etcd.err`) and data.
     pub fn dir(&self) -> &std::path::Path {
         self.dir.path()

@@ -44,6 +44,7 @@ async fn main() -> anyhow::Result<()> {
         .env_clear()
         .env("KUBEHERO_LISTEN", format!("127.0.0.1:{port}"))
         .env("KUBEHERO_DATA_DIR", dir.path())
+        .env("KUBEHERO_AGENT_LISTEN", "127.0.0.1:0")
         .env("KUBEHERO_HEADER_TIMEOUT_SECS", "8")
         .envs(std::env::vars().filter(|(k, _)| k.starts_with("MALLOC_")))
         .env("KUBEHERO_LOG", "warn")

@@ -6,6 +6,7 @@
 //!   single-core ES256 verifications/s measured here with ring (≥ 0.7). The tokens are signed with the test
 //!   IdP's own ES256 key, so they are as real as the IdP's (issuer, `kid`, audience);
 //! - the same warm reads with `KUBEHERO_AUDIT_READS=durable` (every read waits for its row, as before);
+//! - the same warm reads with `KUBEHERO_AUDIT_READS=off` (allowed reads write no row): what the row costs;
 //! - when Go and Debian's go-oidc packages are present, the go-oidc verifier (kube-apiserver's) on the same
 //!   requests, built by the testkit (`kubehero_testkit::gooidc`); otherwise the bench says why it skipped it;
 //! - idle RSS of the serving process (target ≤ 64 MiB).
@@ -151,6 +152,7 @@ async fn serve(
         .env_clear()
         .env("KUBEHERO_LISTEN", format!("127.0.0.1:{port}"))
         .env("KUBEHERO_DATA_DIR", dir.path())
+        .env("KUBEHERO_AGENT_LISTEN", "127.0.0.1:0")
         .env("OIDC_ISSUER_URL", issuer)
         .env("OIDC_AUDIENCE", "kubehero")
         .env("KUBEHERO_GROUP_ROLES", "system:service-clients=member")
@@ -306,6 +308,12 @@ async fn main() -> anyhow::Result<()> {
     let d = best_of_2(&gen, dport, "/api/v1/whoami", &warm).await;
     let _ = dchild.kill().await;
 
+    // The same warm reads with no row for allowed reads: what the row itself costs on this machine.
+    let (oport, mut ochild, _odata) = serve(&idp.issuer, "off", &[&rs256]).await?;
+    load(oport, "/api/v1/whoami", warm.clone()).await;
+    let o = best_of_2(&gen, oport, "/api/v1/whoami", &warm).await;
+    let _ = ochild.kill().await;
+
     // go-oidc with kube-apiserver's 10 s cache, on the same requests (fresh tokens are new to it).
     let go = match &peer {
         Ok(bin) => {
@@ -334,6 +342,7 @@ async fn main() -> anyhow::Result<()> {
     row("kubehero GET /healthz", &h, "1.00 x healthz".into());
     row("kubehero whoami, one RS256 token (reads async, default)", &w, format!("{} healthz", x(&w, h.rps)));
     row("kubehero whoami, one RS256 token, KUBEHERO_AUDIT_READS=durable", &d, format!("{} healthz", x(&d, h.rps)));
+    row("kubehero whoami, one RS256 token, KUBEHERO_AUDIT_READS=off", &o, format!("{} healthz", x(&o, h.rps)));
     row("kubehero whoami, fresh ES256 token each", &c, format!("{} raw ES256", x(&c, raw)));
     if let Some((gw, gc)) = &go {
         row("go-oidc whoami, one RS256 token (10 s cache)", gw, format!("{} healthz", x(gw, h.rps)));

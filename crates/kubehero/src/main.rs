@@ -1,6 +1,7 @@
 //! The `kubehero` binary: `kubehero serve` runs the control plane; the other commands are its CLI.
 //! Thin wiring only: configuration lives in `kubehero-server::config`, logic in the library crates.
 
+mod agent_cmd;
 mod apikey;
 mod audit_cmd;
 mod cli;
@@ -41,6 +42,9 @@ enum Command {
     /// Export, verify and forward the audit log (run on the server host, same settings as `serve`).
     #[command(subcommand, after_long_help = serve_help())]
     Audit(audit_cmd::AuditCommand),
+    /// Run the cluster agent: join, then hold an outbound mTLS tunnel to the control plane.
+    #[command(long_about = agent_cmd::AGENT_ABOUT)]
+    Agent(agent_cmd::AgentArgs),
     #[command(flatten)]
     Cli(cli::CliCommand),
 }
@@ -170,6 +174,7 @@ fn main() -> ExitCode {
             Command::Serve { config } => serve(config).await.map(|()| ExitCode::SUCCESS),
             Command::Apikey(cmd) => apikey::run(cmd, load_config(None)?).await.map(|()| ExitCode::SUCCESS),
             Command::Audit(cmd) => audit_cmd::run(cmd, load_config(None)?).await,
+            Command::Agent(a) => agent_cmd::run(a).await.map(|()| ExitCode::SUCCESS),
             Command::Cli(cmd) => cli::run(cmd).await,
         }
     });

@@ -1,4 +1,6 @@
-//! Clusters: viewers list and get; admins register and delete, a scoped admin only within its scope.
+//! Clusters: viewers list and get them with their connection state; admins register them (with a join token
+//! for the agent), issue new join tokens, revoke agent certificates and delete them, a scoped admin only
+//! within its scope.
 
 use super::Json;
 use crate::audit::{target_of, Audited};
@@ -10,20 +12,91 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use kubehero_core::ClusterName;
 use kubehero_core::{Action, Target};
-use kubehero_store::{Change, Cluster};
-use serde::Deserialize;
-use std::collections::BTreeMap;
+use kubehero_store::{Change, Cluster, ClusterStatus, ConnectionState, JoinToken};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
 
-/// `GET /api/v1/clusters` — permission: `cluster.list` (viewer).
+/// A connected cluster whose row was not refreshed for this long is shown disconnected (its replica died
+/// without recording the end of the tunnel); rows are refreshed every 30 s.
+const STALE_SECS: i64 = 90;
+
+/// A cluster as the API shows it: registration and connection state.
+#[derive(Debug, Serialize)]
+pub struct ClusterView {
+    #[serde(flatten)]
+    cluster: Option<Cluster>,
+    name: String,
+    /// `pending` (never connected), `connected`, `disconnected`, `removed`.
+    state: &'static str,
+    /// When the state began (Unix seconds); absent while pending.
+    since: Option<i64>,
+    last_seen: Option<i64>,
+    agent_version: Option<String>,
+    kubernetes_version: Option<String>,
+    /// Not-after of the certificate of the last connected agent (Unix seconds).
+    cert_not_after: Option<i64>,
+}
+
+fn view(cluster: Option<Cluster>, name: String, status: Option<ClusterStatus>, now: i64) -> ClusterView {
+    let (state, since) = match &status {
+        None => ("pending", None),
+        Some(s) => match s.state {
+            ConnectionState::Connected if s.last_seen.is_some_and(|t| now - t > STALE_SECS) => {
+                ("disconnected", s.last_seen)
+            }
+            st => (st.as_str(), Some(s.since)),
+        },
+    };
+    let s = status.unwrap_or(ClusterStatus {
+        cluster: name.clone(),
+        state: ConnectionState::Disconnected,
+        since: 0,
+        last_seen: None,
+        agent_version: None,
+        kubernetes_version: None,
+        cert_not_after: None,
+    });
+    ClusterView {
+        cluster,
+        name,
+        state,
+        since,
+        last_seen: s.last_seen,
+        agent_version: s.agent_version,
+        kubernetes_version: s.kubernetes_version,
+        cert_not_after: s.cert_not_after,
+    }
+}
+
+async fn statuses(s: &AppState) -> ApiResult<HashMap<String, ClusterStatus>> {
+    Ok(s.store.cluster_statuses().await?.into_iter().map(|st| (st.cluster.clone(), st)).collect())
+}
+
+/// `GET /api/v1/clusters` — permission: `cluster.list` (viewer). Registered clusters with their state, then
+/// removed ones.
 pub async fn list(State(s): State<AppState>, Auth(p): Auth) -> ApiResult<impl IntoResponse> {
     allow(&p, Action::ClusterList, Target::NONE)?;
-    Ok(axum::Json(serde_json::json!({ "items": s.store.list_clusters().await? })))
+    let now = s.clock.now();
+    let mut status = statuses(&s).await?;
+    let mut items: Vec<ClusterView> = Vec::new();
+    for c in s.store.list_clusters().await? {
+        let st = status.remove(&c.name);
+        let name = c.name.clone();
+        items.push(view(Some(c), name, st, now));
+    }
+    let mut removed: Vec<ClusterStatus> =
+        status.into_values().filter(|st| st.state == ConnectionState::Removed).collect();
+    removed.sort_by(|a, b| a.cluster.cmp(&b.cluster));
+    items.extend(removed.into_iter().map(|st| view(None, st.cluster.clone(), Some(st), now)));
+    Ok(axum::Json(serde_json::json!({ "items": items })))
 }
 
 /// `GET /api/v1/clusters/{name}` — permission: `cluster.get` (viewer).
 pub async fn get(State(s): State<AppState>, Auth(p): Auth, Path(name): Path<String>) -> ApiResult<impl IntoResponse> {
     allow(&p, Action::ClusterGet, Target::cluster(&name))?;
-    Ok(axum::Json(s.store.get_cluster(&name).await?))
+    let cluster = s.store.get_cluster(&name).await?;
+    let st = statuses(&s).await?.remove(&name);
+    Ok(axum::Json(view(Some(cluster), name, st, s.clock.now())))
 }
 
 #[derive(Debug, Deserialize)]
@@ -34,6 +107,85 @@ pub struct RegisterCluster {
     api_server_url: Option<String>,
     #[serde(default)]
     labels: BTreeMap<String, String>,
+    /// Also issue a join token for the cluster's agent (shown once in the answer).
+    #[serde(default)]
+    join: bool,
+    /// The join token's lifetime in seconds (default 3600).
+    #[serde(default)]
+    join_ttl_secs: Option<i64>,
+}
+
+/// A join token and how to use it: shown once.
+#[derive(Debug, Serialize)]
+pub struct JoinInstructions {
+    /// `khj_…`: single use, stored only hashed.
+    token: String,
+    expires_at: i64,
+    /// `sha256:…` of the agent CA's public key.
+    ca_hash: String,
+    /// The agent listener's URL, as this control plane knows it.
+    server: String,
+    agent_command: String,
+    helm_command: String,
+}
+
+/// The URL agents reach the agent listener at: the public URL's host (or the first listener name) and the
+/// listener's port.
+fn agent_server(s: &AppState) -> String {
+    let port = s.agents.bound.get().or(s.agents.settings.listen.as_ref()).map_or(8443, |a| a.port());
+    let host = s
+        .public_url
+        .as_deref()
+        .and_then(|u| u.parse::<http::Uri>().ok())
+        .and_then(|u| u.host().map(str::to_string))
+        .or_else(|| s.agents.server_names.first().cloned())
+        .unwrap_or_else(|| "localhost".into());
+    let host = if host.contains(':') && !host.starts_with('[') { format!("[{host}]") } else { host };
+    format!("https://{host}:{port}")
+}
+
+/// Issues a join token for `cluster` (its row durable with the token), and says how to use it.
+pub async fn issue_join_token(
+    s: &AppState,
+    audited: &Audited,
+    cluster: &str,
+    ttl: Option<i64>,
+) -> ApiResult<JoinInstructions> {
+    let ttl = ttl.unwrap_or(3600);
+    if !(60..=7 * 86400).contains(&ttl) {
+        return Err(ApiError::invalid("join_ttl_secs: between 60 and 604800"));
+    }
+    let token = format!(
+        "{}{}",
+        kubehero_agent::proto::JOIN_TOKEN_PREFIX,
+        kubehero_identity::credential::random_b64(32).map_err(ApiError::from)?
+    );
+    let now = s.clock.now();
+    let record = JoinToken {
+        hash: kubehero_authn::sha256_hex(&token),
+        cluster: cluster.to_string(),
+        created_by: audited.auth().0.subject_key(),
+        created_at: now,
+        expires_at: now + ttl,
+        used_at: None,
+    };
+    let target = target_of("cluster", cluster, Some(cluster), None);
+    audited.apply_named(Change::IssueJoinToken(&record), "cluster.join_token", &target, StatusCode::CREATED).await?;
+    let server = agent_server(s);
+    let ca_hash = s.agents.ca.hash();
+    Ok(JoinInstructions {
+        agent_command: format!(
+            "kubehero agent --server {server} --cluster {cluster} --join-token {token} --ca-hash {ca_hash}"
+        ),
+        helm_command: format!(
+            "helm install kubehero-agent deploy/helm/kubehero-agent --namespace kubehero-system --create-namespace \
+             --set server={server} --set cluster={cluster} --set joinToken={token} --set caHash={ca_hash}"
+        ),
+        token,
+        expires_at: now + ttl,
+        ca_hash,
+        server,
+    })
 }
 
 /// `POST /api/v1/clusters` (RegisterCluster) — permission: `cluster.register` (admin covering the name).
@@ -62,10 +214,82 @@ pub async fn register(
     };
     let target = target_of("cluster", &cluster.name, Some(&cluster.name), None);
     audited.apply(Change::CreateCluster(&cluster), Action::ClusterRegister, &target, StatusCode::CREATED).await?;
-    Ok((StatusCode::CREATED, Audited::done(target), axum::Json(cluster)))
+    s.agents.reload(&s).await;
+    let mut out =
+        serde_json::to_value(&cluster).map_err(|e| ApiError::new(crate::error::Code::Internal, e.to_string()))?;
+    if body.join {
+        let join = issue_join_token(&s, &audited, &cluster.name, body.join_ttl_secs).await?;
+        out["join"] =
+            serde_json::to_value(join).map_err(|e| ApiError::new(crate::error::Code::Internal, e.to_string()))?;
+    }
+    Ok((StatusCode::CREATED, Audited::done(target), axum::Json(out)))
 }
 
-/// `DELETE /api/v1/clusters/{name}` — permission: `cluster.delete` (admin covering the name).
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct NewJoinToken {
+    #[serde(default)]
+    join_ttl_secs: Option<i64>,
+}
+
+/// `POST /api/v1/clusters/{name}/join-tokens` (NewJoinToken) — permission: `cluster.register` (admin covering
+/// the name). A new one-time token for a re-install; a connected agent is not disturbed.
+pub async fn join_token(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    audited: Audited,
+    Path(name): Path<String>,
+    Json(body): Json<NewJoinToken>,
+) -> ApiResult<impl IntoResponse> {
+    allow(&p, Action::ClusterRegister, Target::cluster(&name))?;
+    let join = issue_join_token(&s, &audited, &name, body.join_ttl_secs).await?;
+    let target = target_of("cluster", &name, Some(&name), None);
+    Ok((StatusCode::CREATED, Audited::done(target), axum::Json(join)))
+}
+
+/// `GET /api/v1/clusters/{name}/certificates` — permission: `cluster.get` (viewer). Certificates issued to the
+/// cluster's agent, newest first (serial, not-after, revocation).
+pub async fn certificates(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    Path(name): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    allow(&p, Action::ClusterGet, Target::cluster(&name))?;
+    s.store.get_cluster(&name).await?;
+    Ok(axum::Json(serde_json::json!({ "items": s.store.agent_certs(Some(&name)).await? })))
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeCertificates {
+    /// One certificate (hex serial); absent: every certificate of the cluster.
+    #[serde(default)]
+    serial: Option<String>,
+}
+
+/// `POST /api/v1/clusters/{name}/certificates/revoke` (RevokeCertificates) — permission: `cluster.delete`
+/// (admin covering the name). The agent's tunnel closes at once; it needs a new join token to come back.
+pub async fn revoke(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    audited: Audited,
+    Path(name): Path<String>,
+    Json(body): Json<RevokeCertificates>,
+) -> ApiResult<impl IntoResponse> {
+    allow(&p, Action::ClusterDelete, Target::cluster(&name))?;
+    s.store.get_cluster(&name).await?;
+    let serial = body.serial.as_deref().map(str::to_ascii_lowercase);
+    let target = target_of("agent_certificate", serial.as_deref().unwrap_or("*"), Some(&name), None);
+    let change = Change::RevokeAgentCerts { cluster: &name, serial: serial.as_deref(), at: s.clock.now() };
+    let n = kubehero_store::changed_count(
+        audited.apply_named(change, "agent_certificate.revoke", &target, StatusCode::OK).await?,
+    )?;
+    s.agents.reload(&s).await;
+    Ok((StatusCode::OK, Audited::done(target), axum::Json(serde_json::json!({ "revoked": n }))))
+}
+
+/// `DELETE /api/v1/clusters/{name}` — permission: `cluster.delete` (admin covering the name). Revokes the
+/// agent's certificates and closes its tunnel at once.
 pub async fn delete(
     State(s): State<AppState>,
     Auth(p): Auth,
@@ -80,6 +304,8 @@ pub async fn delete(
     }
     allow(&p, Action::ClusterDelete, Target::cluster(&name))?;
     let target = target_of("cluster", &name, Some(&name), None);
-    audited.apply(Change::DeleteCluster(&name), Action::ClusterDelete, &target, StatusCode::NO_CONTENT).await?;
+    let change = Change::DeleteCluster { name: &name, at: s.clock.now() };
+    audited.apply(change, Action::ClusterDelete, &target, StatusCode::NO_CONTENT).await?;
+    s.agents.reload(&s).await;
     Ok((StatusCode::NO_CONTENT, Audited::done(target)))
 }

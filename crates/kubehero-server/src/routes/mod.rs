@@ -87,6 +87,24 @@ pub fn table() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
         r(Method::POST, "/api/v1/clusters", Requires(ClusterRegister), on(MethodFilter::POST, clusters::register)),
         r(Method::GET, "/api/v1/clusters/{name}", Requires(ClusterGet), on(MethodFilter::GET, clusters::get)),
         r(
+            Method::POST,
+            "/api/v1/clusters/{name}/join-tokens",
+            Requires(ClusterRegister),
+            on(MethodFilter::POST, clusters::join_token),
+        ),
+        r(
+            Method::GET,
+            "/api/v1/clusters/{name}/certificates",
+            Requires(ClusterGet),
+            on(MethodFilter::GET, clusters::certificates),
+        ),
+        r(
+            Method::POST,
+            "/api/v1/clusters/{name}/certificates/revoke",
+            Requires(ClusterDelete),
+            on(MethodFilter::POST, clusters::revoke),
+        ),
+        r(
             Method::DELETE,
             "/api/v1/clusters/{name}",
             Requires(ClusterDelete),

@@ -2,6 +2,7 @@
 //! `oidc-provider` as IdP and a throwaway PostgreSQL where a test says so.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod agents;
 mod api;
 mod audit;
 mod browser;

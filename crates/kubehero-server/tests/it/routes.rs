@@ -140,6 +140,18 @@ async fn route_role_scope_matrix() {
         ("/api/v1/clusters".into(), Some(json!({ "name": format!("dev-{n}") })))
     })
     .await;
+    m.row(Method::POST, "/api/v1/clusters/{name}/join-tokens", "D D D D A A A D", |_, _| async {
+        ("/api/v1/clusters/prod-eu/join-tokens".into(), Some(json!({})))
+    })
+    .await;
+    m.row(Method::GET, "/api/v1/clusters/{name}/certificates", "A A A A A A A A", |_, _| async {
+        ("/api/v1/clusters/prod-eu/certificates".into(), None)
+    })
+    .await;
+    m.row(Method::POST, "/api/v1/clusters/{name}/certificates/revoke", "D D D D A A A D", |_, _| async {
+        ("/api/v1/clusters/prod-eu/certificates/revoke".into(), Some(json!({})))
+    })
+    .await;
     m.row(Method::DELETE, "/api/v1/clusters/{name}", "D D D D A A A D", |_, n| async move {
         ts.post("/api/v1/clusters", Some(OWNER), json!({ "name": format!("prod-x{n}") })).await;
         (format!("/api/v1/clusters/prod-x{n}"), None)

@@ -53,6 +53,7 @@ impl TestServer {
         let dir = tempfile::tempdir().unwrap();
         let mut map: HashMap<String, String> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         map.entry("KUBEHERO_LISTEN".into()).or_insert_with(|| "127.0.0.1:0".into());
+        map.entry("KUBEHERO_AGENT_LISTEN".into()).or_insert_with(|| "127.0.0.1:0".into());
         map.insert("KUBEHERO_DATA_DIR".into(), dir.path().display().to_string());
         if map.get("KUBEHERO_REQUIRE_AUTH").is_some_and(|v| v == "true") {
             map.entry("AUDIT_HMAC_KEY".into()).or_insert_with(|| TEST_AUDIT_KEY.into());

@@ -140,9 +140,9 @@ async fn clusters(s: &dyn Store) {
     let names: Vec<String> = s.list_clusters().await.unwrap().into_iter().map(|c| c.name).collect();
     assert_eq!(names.len(), 2);
     assert!(names.contains(&"dev".to_string()) && names.contains(&"prod-eu".to_string()));
-    s.delete_cluster("dev").await.unwrap();
+    s.delete_cluster("dev", 2).await.unwrap();
     assert!(matches!(s.get_cluster("dev").await, Err(StoreError::NotFound(_))));
-    assert!(matches!(s.delete_cluster("dev").await, Err(StoreError::NotFound(_))));
+    assert!(matches!(s.delete_cluster("dev", 2).await, Err(StoreError::NotFound(_))));
 }
 
 async fn policies(s: &dyn Store) {

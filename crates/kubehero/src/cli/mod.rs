@@ -8,6 +8,7 @@
 mod account;
 mod browser;
 mod client;
+mod cluster;
 mod credentials;
 mod device;
 mod login;
@@ -49,6 +50,52 @@ pub enum CliCommand {
     /// Rotate your CLI token; list and revoke your sessions and CLI tokens.
     #[command(subcommand)]
     Auth(AuthCommand),
+    /// Register clusters and their agents, see their state, remove them.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+}
+
+/// `kubehero cluster …` (through the API, with the stored credential).
+#[derive(Subcommand)]
+pub enum ClusterCommand {
+    /// Register a cluster and print a one-time join token, the agent CA's hash, and the `kubehero agent` and
+    /// `helm install` lines to run (admin).
+    Add {
+        name: String,
+        /// The cluster's API server URL (informational; the agent reaches the API server itself).
+        #[arg(long, value_name = "URL")]
+        api_server_url: Option<String>,
+        /// How long the join token stays valid (e.g. 30m, 1h, 1d).
+        #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = cluster::parse_duration)]
+        join_ttl: i64,
+        #[command(flatten)]
+        target: ServerArg,
+    },
+    /// A new join token for a registered cluster (a re-install); a connected agent is not disturbed (admin).
+    JoinToken {
+        name: String,
+        #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = cluster::parse_duration)]
+        join_ttl: i64,
+        #[command(flatten)]
+        target: ServerArg,
+    },
+    /// Clusters with their state (pending, connected, disconnected, removed), versions, last seen and
+    /// certificate expiry.
+    List(ServerArg),
+    /// Remove a cluster: its agent certificates are revoked and its tunnel closes at once (admin).
+    Remove {
+        name: String,
+        #[command(flatten)]
+        target: ServerArg,
+    },
+    /// Revoke a cluster's agent certificates (all, or one by --serial); its tunnel closes at once (admin).
+    Revoke {
+        name: String,
+        #[arg(long, value_name = "HEX")]
+        serial: Option<String>,
+        #[command(flatten)]
+        target: ServerArg,
+    },
 }
 
 /// `--server`, shared by the commands.
@@ -150,6 +197,22 @@ async fn run_with(cmd: CliCommand, env: &dyn Env) -> anyhow::Result<ExitCode> {
             }
             account::rotate(&store, &target(&store, None, a.server.as_deref())?).await
         }
+        CliCommand::Cluster(c) => match c {
+            ClusterCommand::Add { name, api_server_url, join_ttl, target: a } => {
+                let t = target(&store, env_token, a.server.as_deref())?;
+                cluster::add(&t, &name, api_server_url.as_deref(), join_ttl).await
+            }
+            ClusterCommand::JoinToken { name, join_ttl, target: a } => {
+                cluster::join_token(&target(&store, env_token, a.server.as_deref())?, &name, join_ttl).await
+            }
+            ClusterCommand::List(a) => cluster::list(&target(&store, env_token, a.server.as_deref())?).await,
+            ClusterCommand::Remove { name, target: a } => {
+                cluster::remove(&target(&store, env_token, a.server.as_deref())?, &name).await
+            }
+            ClusterCommand::Revoke { name, serial, target: a } => {
+                cluster::revoke(&target(&store, env_token, a.server.as_deref())?, &name, serial.as_deref()).await
+            }
+        },
         CliCommand::Auth(AuthCommand::Sessions(a)) => {
             let t = target(&store, env_token, a.server.as_deref())?;
             match a.action {

@@ -18,6 +18,7 @@ pub fn bin() -> &'static str {
 pub fn base_env(data_dir: &Path, database_url: &str) -> HashMap<String, String> {
     [
         ("KUBEHERO_DATA_DIR", data_dir.display().to_string()),
+        ("KUBEHERO_AGENT_LISTEN", "127.0.0.1:0".to_string()),
         ("KUBEHERO_DATABASE_URL", database_url.to_string()),
         ("KUBEHERO_REQUIRE_AUTH", "true".into()),
         ("AUDIT_HMAC_KEY", AUDIT_KEY.into()),

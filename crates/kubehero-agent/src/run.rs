@@ -1,0 +1,220 @@
+//! The agent's life: credentials (from the state directory, or a join), renewal at about two thirds of the
+//! certificate's life, and the tunnel, reopened forever with capped exponential backoff and full jitter.
+
+use crate::client::{AgentError, ControlPlane};
+use crate::state::{Credentials, StateDir};
+use crate::tunnel::StreamHandler;
+use kubehero_core::backoff::Backoff;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// What the agent needs.
+#[derive(Clone)]
+pub struct AgentConfig {
+    pub server: ControlPlane,
+    pub cluster: String,
+    /// `khj_…`, needed only when the state holds no usable certificate.
+    pub join_token: Option<String>,
+    /// `sha256:…` of the control plane's agent CA, needed with a join token.
+    pub ca_hash: Option<String>,
+    pub state: StateDir,
+    /// Sent on the tunnel request.
+    pub version: String,
+    /// First reconnect step (the wait is drawn from `[0, step)`, the step doubles up to `reconnect_max`).
+    pub reconnect_min: Duration,
+    pub reconnect_max: Duration,
+}
+
+impl std::fmt::Debug for AgentConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentConfig")
+            .field("server", &self.server)
+            .field("cluster", &self.cluster)
+            .field("join_token", &self.join_token.as_ref().map(|_| "<redacted>"))
+            .field("ca_hash", &self.ca_hash)
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Default reconnect steps: the first wait is anywhere in 0–4 s, later ones up to 30 s.
+pub const RECONNECT_MIN: Duration = Duration::from_secs(4);
+pub const RECONNECT_MAX: Duration = Duration::from_secs(30);
+
+fn now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+/// A number in [0, 1) for spreading renewals.
+fn unit() -> f64 {
+    use std::hash::{BuildHasher, Hasher};
+    let h = std::collections::hash_map::RandomState::new().build_hasher().finish();
+    (h >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// The credentials to start with: stored ones that have not expired, else a join with the token (retried while
+/// the control plane cannot be reached; a refusal ends it).
+pub async fn credentials(cfg: &AgentConfig, stop: &mut watch::Receiver<bool>) -> Result<Credentials, AgentError> {
+    let stored = cfg.state.load().map_err(|e| AgentError::Local(format!("{}: {e}", cfg.state.path().display())))?;
+    if let Some(c) = stored {
+        let facts = c.facts()?;
+        if facts.cn.as_deref() != Some(cfg.cluster.as_str()) {
+            return Err(AgentError::Local(format!(
+                "{} holds a certificate for cluster {:?}, not {:?}",
+                cfg.state.path().display(),
+                facts.cn.unwrap_or_default(),
+                cfg.cluster
+            )));
+        }
+        if facts.not_after > now() {
+            return Ok(c);
+        }
+        tracing::warn!(cluster = %cfg.cluster, "the stored certificate has expired; joining again");
+    }
+    let (Some(token), Some(hash)) = (&cfg.join_token, &cfg.ca_hash) else {
+        return Err(AgentError::Local(format!(
+            "no usable certificate in {} and no --join-token/--ca-hash: run `kubehero cluster add {}` on the \
+             control plane for a new join token",
+            cfg.state.path().display(),
+            cfg.cluster
+        )));
+    };
+    let mut backoff = Backoff::new(cfg.reconnect_min, cfg.reconnect_max).full_jitter();
+    loop {
+        match cfg.server.join(&cfg.cluster, token, hash).await {
+            Ok(c) => {
+                cfg.state.save(&c).map_err(|e| AgentError::Local(format!("{}: {e}", cfg.state.path().display())))?;
+                tracing::info!(cluster = %cfg.cluster, "joined; certificate stored");
+                return Ok(c);
+            }
+            Err(AgentError::Unreachable(e)) => {
+                tracing::warn!(error = %e, "join failed; retrying");
+                if sleep_or_stop(backoff.next_wait(), stop).await {
+                    return Err(AgentError::Local("stopped".into()));
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Resolves once told to stop (the guard `wait_for` returns is not held across an await).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// Sleeps; true if told to stop meanwhile.
+async fn sleep_or_stop(d: Duration, stop: &mut watch::Receiver<bool>) -> bool {
+    if *stop.borrow() {
+        return true;
+    }
+    tokio::select! {
+        _ = tokio::time::sleep(d) => false,
+        _ = stopped(stop) => true,
+    }
+}
+
+/// When to renew a certificate held from `now` on: after 60–70 % (uniformly) of the life it has left, so a
+/// fresh certificate renews at about two thirds of its life (its `notBefore` is back-dated for clock skew and
+/// does not count), and after a failed renewal the next try comes sooner, always before expiry.
+fn renew_at(c: &Credentials, now: i64) -> i64 {
+    match c.facts() {
+        Ok(f) => now + ((f.not_after - now).max(0) as f64 * (0.6 + 0.1 * unit())) as i64,
+        Err(_) => now,
+    }
+}
+
+/// Renews before expiry, forever: a failed renewal is retried (backoff, never past expiry by waiting), a new
+/// certificate is stored and published on `tx` for the tunnel to swap to.
+async fn renewals(cfg: AgentConfig, tx: watch::Sender<Credentials>, mut stop: watch::Receiver<bool>) {
+    let mut backoff = Backoff::new(Duration::from_secs(1), cfg.reconnect_max).full_jitter();
+    loop {
+        let current = tx.borrow().clone();
+        let t = now();
+        let wait = (renew_at(&current, t) - t).max(0) as u64;
+        if sleep_or_stop(Duration::from_secs(wait), &mut stop).await {
+            return;
+        }
+        match cfg.server.renew(&cfg.cluster, &current).await {
+            Ok(next) => {
+                if let Err(e) = cfg.state.save(&next) {
+                    tracing::error!(error = %e, "the renewed certificate could not be stored; keeping it in memory");
+                }
+                tracing::info!(cluster = %cfg.cluster, "certificate renewed");
+                backoff.reset();
+                let _ = tx.send(next);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "renewal failed; retrying");
+                if sleep_or_stop(backoff.next_wait(), &mut stop).await {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Runs the agent until `stop`: renewals in the background, the tunnel in the foreground. A renewed certificate
+/// opens a new tunnel; the old one is shut down gracefully, so streams in flight finish on it.
+pub async fn run(
+    cfg: AgentConfig,
+    handler: Arc<dyn StreamHandler>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), AgentError> {
+    let creds = credentials(&cfg, &mut stop).await?;
+    let (tx, mut rx) = watch::channel(creds);
+    let renewer = tokio::spawn(renewals(cfg.clone(), tx, stop.clone()));
+    let mut backoff = Backoff::new(cfg.reconnect_min, cfg.reconnect_max).full_jitter();
+    loop {
+        let creds = rx.borrow_and_update().clone();
+        match cfg.server.tunnel(&creds, &cfg.version, handler.clone()).await {
+            Ok(conn) => {
+                tracing::info!(cluster = %cfg.cluster, "tunnel up");
+                let up = std::time::Instant::now();
+                let mut conn = Box::pin(conn);
+                let stopped = loop {
+                    tokio::select! {
+                        r = &mut conn => {
+                            match r {
+                                Ok(()) => tracing::warn!(cluster = %cfg.cluster, "tunnel closed by the control plane"),
+                                Err(e) => tracing::warn!(cluster = %cfg.cluster, error = %e, "tunnel lost"),
+                            }
+                            break false;
+                        }
+                        changed = rx.changed() => {
+                            if changed.is_err() {
+                                continue;
+                            }
+                            let next = rx.borrow_and_update().clone();
+                            match cfg.server.tunnel(&next, &cfg.version, handler.clone()).await {
+                                Ok(new) => {
+                                    let mut old = std::mem::replace(&mut conn, Box::pin(new));
+                                    old.as_mut().graceful_shutdown();
+                                    tokio::spawn(old);
+                                    tracing::info!(cluster = %cfg.cluster, "tunnel moved to the renewed certificate");
+                                }
+                                Err(e) => tracing::warn!(error = %e, "the renewed certificate's tunnel failed; keeping the old one"),
+                            }
+                        }
+                        _ = stopped(&mut stop) => break true,
+                    }
+                };
+                if stopped {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
+                    renewer.abort();
+                    return Ok(());
+                }
+                if up.elapsed() > Duration::from_secs(60) {
+                    backoff.reset();
+                }
+            }
+            Err(e) => tracing::warn!(cluster = %cfg.cluster, error = %e, "tunnel could not be opened"),
+        }
+        if sleep_or_stop(backoff.next_wait(), &mut stop).await {
+            renewer.abort();
+            return Ok(());
+        }
+    }
+}

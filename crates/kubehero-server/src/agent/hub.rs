@@ -1,0 +1,307 @@
+//! The open tunnels, one per cluster (the newest wins: an agent that reconnects after a network drop the
+//! control plane has not noticed yet, or swaps to a renewed certificate, replaces its old tunnel, which gets no
+//! new streams and closes when its last stream ends). The hub opens streams by cluster name, closes tunnels
+//! whose certificate expired or was revoked or whose cluster was removed, and keeps each cluster's state.
+
+use super::{agent_event, result, Refusal, Registry};
+use crate::metrics::Metrics;
+use crate::state::AppState;
+use kubehero_agent::tunnel::{ClientConnection, Stream, TunnelClient, TunnelError};
+use kubehero_core::AuditOutcome;
+use kubehero_identity::Durability;
+use kubehero_store::{ClusterStatus, ConnectionState};
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// One open tunnel.
+struct Entry {
+    id: u64,
+    client: TunnelClient,
+    serial: String,
+    not_after: i64,
+    task: tokio::task::AbortHandle,
+}
+
+/// How a tunnel ended.
+enum End {
+    /// The agent closed it.
+    Closed,
+    /// The connection broke or stopped answering pings.
+    Lost(String),
+    /// The control plane closed it.
+    Refused(Refusal),
+}
+
+/// What is known of a connected agent, for the API.
+#[derive(Debug, Clone)]
+pub struct Connected {
+    pub serial: String,
+    pub not_after: i64,
+}
+
+/// Why a stream could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("cluster {0} is not connected")]
+    NotConnected(String),
+    #[error("the tunnel to cluster {0} failed: {1}")]
+    Tunnel(String, TunnelError),
+}
+
+pub struct Hub {
+    tunnels: Mutex<HashMap<String, Entry>>,
+    next_id: AtomicU64,
+    metrics: Arc<Metrics>,
+    /// Clusters that have been connected since this process started (a connect of one of these counts as a
+    /// reconnect).
+    seen: Mutex<std::collections::HashSet<String>>,
+}
+
+/// The peer of a tunnel, from its client certificate.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub cluster: String,
+    pub serial: String,
+    pub not_after: i64,
+    pub version: Option<String>,
+    pub source: Option<String>,
+}
+
+impl Hub {
+    pub fn new(metrics: Arc<Metrics>) -> Hub {
+        Hub { tunnels: Mutex::default(), next_id: AtomicU64::new(1), metrics, seen: Mutex::default() }
+    }
+
+    /// The clusters with an open tunnel here.
+    pub fn connected(&self) -> HashMap<String, Connected> {
+        self.tunnels
+            .lock()
+            .iter()
+            .map(|(k, e)| (k.clone(), Connected { serial: e.serial.clone(), not_after: e.not_after }))
+            .collect()
+    }
+
+    /// Opens a byte stream to `cluster`'s API server. If the tunnel it picks is closing (replaced a moment ago),
+    /// it tries the current one once more.
+    pub async fn open(&self, cluster: &str) -> Result<Stream, OpenError> {
+        let mut last = None;
+        for _ in 0..2 {
+            let (id, client) = {
+                let t = self.tunnels.lock();
+                let e = t.get(cluster).ok_or_else(|| OpenError::NotConnected(cluster.to_string()))?;
+                (e.id, e.client.clone())
+            };
+            if last == Some(id) {
+                break;
+            }
+            match client.open().await {
+                Ok(s) => {
+                    self.metrics.agents.streams.inc();
+                    return Ok(s);
+                }
+                Err(e @ TunnelError::Closed(_)) => {
+                    tracing::debug!(cluster, error = %e, "stream on a closing tunnel; trying the current one");
+                    last = Some(id);
+                }
+                Err(e) => {
+                    self.metrics.agents.stream_failures.inc();
+                    return Err(OpenError::Tunnel(cluster.to_string(), e));
+                }
+            }
+        }
+        self.metrics.agents.stream_failures.inc();
+        Err(OpenError::Tunnel(cluster.to_string(), TunnelError::Closed("the tunnel closed".into())))
+    }
+
+    /// Takes a new tunnel into service: it replaces the cluster's previous one, is closed at its certificate's
+    /// expiry, and its end is recorded. The connect and the disconnect are durable audit rows.
+    pub async fn register(
+        self: &Arc<Self>,
+        state: &AppState,
+        peer: Peer,
+        client: TunnelClient,
+        conn: ClientConnection,
+    ) {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let hub = self.clone();
+        let st = state.clone();
+        let cluster = peer.cluster.clone();
+        let until_expiry = (peer.not_after - state.clock.now()).max(0) as u64;
+        let task = tokio::spawn(async move {
+            let why = tokio::select! {
+                r = conn => match r {
+                    Ok(()) => End::Closed,
+                    Err(e) => End::Lost(e.to_string()),
+                },
+                _ = tokio::time::sleep(std::time::Duration::from_secs(until_expiry)) => End::Refused(Refusal::Expired),
+            };
+            hub.ended(&st, &cluster, id, why).await;
+        });
+        let replaced = self.tunnels.lock().insert(
+            peer.cluster.clone(),
+            Entry {
+                id,
+                client: client.clone(),
+                serial: peer.serial.clone(),
+                not_after: peer.not_after,
+                task: task.abort_handle(),
+            },
+        );
+        if replaced.is_some() {
+            self.metrics.agents.replaced.inc();
+            tracing::info!(cluster = %peer.cluster, "a new tunnel replaced the cluster's open one");
+        } else {
+            self.metrics.agents.connected.inc();
+        }
+        if !self.seen.lock().insert(peer.cluster.clone()) {
+            self.metrics.agents.reconnects.inc();
+        }
+        self.metrics.agents.cert_expiry(&peer.cluster, Some(peer.not_after));
+        let now = state.clock.now();
+        let mut status = ClusterStatus {
+            cluster: peer.cluster.clone(),
+            state: ConnectionState::Connected,
+            since: now,
+            last_seen: Some(now),
+            agent_version: peer.version.clone(),
+            kubernetes_version: None,
+            cert_not_after: Some(peer.not_after),
+        };
+        self.write_status(state, &status).await;
+        let event = agent_event(
+            state,
+            "agent.connect",
+            &peer.cluster,
+            Some("mtls"),
+            result(AuditOutcome::Ok, 101, None),
+            peer.source.clone(),
+        );
+        if let Err(e) = state.identity.record(event, Durability::Durable).await {
+            tracing::error!(error = %e, cluster = %peer.cluster, "the connect row could not be written");
+        }
+        // The API server's version, read through the tunnel just opened: the first stream proves the path.
+        match kubernetes_version(&client).await {
+            Ok(v) => {
+                status.kubernetes_version = Some(v);
+                self.write_status(state, &status).await;
+            }
+            Err(e) => tracing::warn!(cluster = %peer.cluster, error = %e, "reading the cluster's /version failed"),
+        }
+    }
+
+    async fn write_status(&self, state: &AppState, status: &ClusterStatus) {
+        if let Err(e) = state.store.put_cluster_status(status).await {
+            tracing::warn!(cluster = %status.cluster, error = %e, "writing the cluster's state failed");
+        }
+    }
+
+    /// A tunnel's connection ended (or was closed): if it is still the cluster's current one, the cluster is
+    /// disconnected.
+    async fn ended(&self, state: &AppState, cluster: &str, id: u64, why: End) {
+        let current = {
+            let mut t = self.tunnels.lock();
+            if t.get(cluster).is_some_and(|e| e.id == id) {
+                t.remove(cluster)
+            } else {
+                None
+            }
+        };
+        let Some(entry) = current else {
+            return;
+        };
+        entry.task.abort();
+        self.metrics.agents.connected.dec();
+        self.metrics.agents.cert_expiry(cluster, None);
+        match &why {
+            End::Closed => tracing::info!(cluster, "agent tunnel closed by the agent"),
+            End::Lost(e) => tracing::warn!(cluster, error = %e, "agent tunnel lost"),
+            End::Refused(r) => tracing::warn!(cluster, reason = r.as_str(), "agent tunnel closed by the control plane"),
+        }
+        let now = state.clock.now();
+        let status = ClusterStatus {
+            cluster: cluster.to_string(),
+            state: ConnectionState::Disconnected,
+            since: now,
+            last_seen: Some(now),
+            agent_version: None,
+            kubernetes_version: None,
+            cert_not_after: Some(entry.not_after),
+        };
+        // Keeps the versions last seen: read them back from the connected row.
+        let mut status = status;
+        if let Ok(all) = state.store.cluster_statuses().await {
+            if let Some(prev) = all.into_iter().find(|s| s.cluster == cluster) {
+                status.agent_version = prev.agent_version;
+                status.kubernetes_version = prev.kubernetes_version;
+            }
+        }
+        self.write_status(state, &status).await;
+        let r = match why {
+            End::Closed => result(AuditOutcome::Ok, 200, None),
+            End::Lost(_) => result(AuditOutcome::Error, 503, Some("tunnel_lost")),
+            End::Refused(r) => result(AuditOutcome::Denied, 403, Some(r.code())),
+        };
+        let event = agent_event(state, "agent.disconnect", cluster, Some("mtls"), r, None);
+        if let Err(e) = state.identity.record(event, Durability::Durable).await {
+            tracing::error!(error = %e, cluster, "the disconnect row could not be written");
+        }
+    }
+
+    /// Closes every tunnel whose cluster is no longer registered or whose certificate is revoked or expired.
+    pub async fn enforce(&self, state: &AppState, registry: &Registry) {
+        let now = state.clock.now();
+        let doomed: Vec<(String, u64, Refusal)> = self
+            .tunnels
+            .lock()
+            .iter()
+            .filter_map(|(c, e)| {
+                let why = registry
+                    .refusal(Some(c), &e.serial)
+                    .or_else(|| (e.not_after <= now).then_some(Refusal::Expired))?;
+                Some((c.clone(), e.id, why))
+            })
+            .collect();
+        for (cluster, id, why) in doomed {
+            self.ended(state, &cluster, id, End::Refused(why)).await;
+        }
+    }
+
+    /// Records that the connected clusters were seen now (every 30 s).
+    pub async fn touch(&self, state: &AppState) {
+        let names: Vec<String> = self.tunnels.lock().keys().cloned().collect();
+        if names.is_empty() {
+            return;
+        }
+        if let Err(e) = state.store.touch_clusters(&names, state.clock.now()).await {
+            tracing::warn!(error = %e, "recording when clusters were last seen failed");
+        }
+    }
+}
+
+/// `gitVersion` of the cluster's `/version`, read through one tunnel stream.
+async fn kubernetes_version(client: &TunnelClient) -> Result<String, String> {
+    use http_body_util::BodyExt;
+    let stream = client.open().await.map_err(|e| e.to_string())?;
+    let (mut send, conn) = hyper::client::conn::http1::handshake(stream).await.map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    let req = http::Request::builder()
+        .uri("/version")
+        .header(http::header::HOST, kubehero_agent::proto::STREAM_AUTHORITY)
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .map_err(|e| e.to_string())?;
+    let fetch = async {
+        let res = send.send_request(req).await.map_err(|e| e.to_string())?;
+        let status = res.status();
+        let body = res.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+        if !status.is_success() {
+            return Err(format!("HTTP {status}: {}", String::from_utf8_lossy(&body[..body.len().min(200)])));
+        }
+        let v: serde_json::Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+        Ok(v["gitVersion"].as_str().unwrap_or("unknown").to_string())
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(15), fetch)
+        .await
+        .map_err(|_| "no answer within 15 s".to_string())?
+}

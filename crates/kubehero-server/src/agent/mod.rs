@@ -1,0 +1,212 @@
+//! The agent surface: the CA, the registry of who may connect, the agent listener (join, renew, tunnel) and
+//! the hub of open tunnels, through which the control plane opens streams to any connected cluster by name.
+//!
+//! Invariant 8 (ARCHITECTURE.md): a tunnel only carries traffic for the cluster its certificate names; an
+//! expired, revoked or removed cluster's tunnel is closed, not just refused at its next handshake.
+
+pub mod ca;
+pub mod hub;
+pub mod listener;
+
+use crate::config::AgentSettings;
+use crate::state::AppState;
+use kubehero_core::{AuditActor, AuditEvent, AuditOutcome, AuditResult, AuditTarget};
+use kubehero_store::Store;
+use parking_lot::RwLock;
+use std::collections::HashSet;
+use std::sync::Arc;
+
+/// Who may hold a tunnel: registered clusters, minus revoked certificate serials. Read at every handshake and
+/// whenever a tunnel is checked; reloaded from the store after every local change and every few seconds (for
+/// changes made through another replica).
+#[derive(Default)]
+pub struct Registry {
+    snapshot: RwLock<Snapshot>,
+}
+
+#[derive(Default)]
+struct Snapshot {
+    clusters: HashSet<String>,
+    revoked: HashSet<String>,
+}
+
+impl Registry {
+    /// Why a certificate for `cluster` with `serial` may not be used, if it may not.
+    pub fn refusal(&self, cluster: Option<&str>, serial: &str) -> Option<Refusal> {
+        let s = self.snapshot.read();
+        match cluster {
+            None => Some(Refusal::NoCluster),
+            Some(c) if !s.clusters.contains(c) => Some(Refusal::NotRegistered),
+            Some(_) if s.revoked.contains(serial) => Some(Refusal::Revoked),
+            Some(_) => None,
+        }
+    }
+
+    /// Re-reads clusters and revocations.
+    pub async fn reload(&self, store: &dyn Store, now: i64) -> Result<(), kubehero_store::StoreError> {
+        let clusters = store.list_clusters().await?.into_iter().map(|c| c.name).collect();
+        let revoked = store.revoked_agent_serials(now).await?.into_iter().collect();
+        *self.snapshot.write() = Snapshot { clusters, revoked };
+        Ok(())
+    }
+}
+
+/// Why a certificate is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    NoCluster,
+    NotRegistered,
+    Revoked,
+    Expired,
+}
+
+impl Refusal {
+    /// The audit row's error code.
+    pub fn code(self) -> &'static str {
+        match self {
+            Refusal::NoCluster => "unauthenticated",
+            Refusal::NotRegistered => "cluster_removed",
+            Refusal::Revoked => "certificate_revoked",
+            Refusal::Expired => "certificate_expired",
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::NoCluster => "the certificate names no cluster",
+            Refusal::NotRegistered => "the cluster is not registered (removed?)",
+            Refusal::Revoked => "the certificate is revoked",
+            Refusal::Expired => "the certificate has expired",
+        }
+    }
+}
+
+/// Everything about agents that the rest of the server uses.
+pub struct Agents {
+    pub ca: ca::Ca,
+    pub registry: Arc<Registry>,
+    /// The agent listener's TLS settings: rebuilt when the CA changes.
+    tls: RwLock<Arc<rustls::ServerConfig>>,
+    pub hub: Arc<hub::Hub>,
+    pub settings: AgentSettings,
+    /// The names in the agent listener's certificate.
+    pub server_names: Vec<String>,
+    /// Where the agent listener is bound (set once it is).
+    pub bound: std::sync::OnceLock<std::net::SocketAddr>,
+}
+
+impl Agents {
+    /// Loads (or creates) the CA and the registry.
+    pub async fn start(
+        settings: &AgentSettings,
+        public_url: Option<&str>,
+        store: &Arc<dyn Store>,
+        keys: Arc<kubehero_audit::HmacKeys>,
+        metrics: Arc<crate::metrics::Metrics>,
+        now: i64,
+    ) -> Result<Agents, ca::CaError> {
+        let source = match &settings.ca_files {
+            Some((cert, key)) => ca::CaSource::Files { cert: cert.clone(), key: key.clone() },
+            None => ca::CaSource::Store { keys },
+        };
+        let ca = ca::Ca::load(source, &**store, now).await?;
+        let registry = Arc::new(Registry::default());
+        registry.reload(&**store, now).await.map_err(|e| ca::CaError(format!("reading clusters: {e}")))?;
+        let mut server_names = settings.server_names.clone();
+        if server_names.is_empty() {
+            server_names = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
+            if let Some(host) =
+                public_url.and_then(|u| u.parse::<http::Uri>().ok()).and_then(|u| u.host().map(str::to_string))
+            {
+                let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+                if !server_names.contains(&host) {
+                    server_names.push(host);
+                }
+            }
+        }
+        let tls = RwLock::new(listener::tls_config(&ca, &registry, &server_names, now)?);
+        Ok(Agents {
+            ca,
+            registry,
+            tls,
+            hub: Arc::new(hub::Hub::new(metrics)),
+            settings: settings.clone(),
+            server_names,
+            bound: Default::default(),
+        })
+    }
+
+    /// The agent listener's current TLS settings.
+    pub fn tls(&self) -> Arc<rustls::ServerConfig> {
+        self.tls.read().clone()
+    }
+
+    /// Re-reads the CA (files that changed, or a rollover in the store) and, if it changed, the listener's TLS
+    /// settings: new handshakes trust the new set of CAs.
+    pub async fn refresh_ca(&self, state: &AppState) {
+        let now = state.clock.now();
+        match self.ca.refresh(&*state.store, now).await {
+            Ok(false) => {}
+            Ok(true) => match listener::tls_config(&self.ca, &self.registry, &self.server_names, now) {
+                Ok(cfg) => {
+                    *self.tls.write() = cfg;
+                    tracing::info!(ca_hash = %self.ca.hash(), "agent CA changed; the agent listener trusts the new set");
+                }
+                Err(e) => tracing::error!(error = %e, "the agent listener's TLS settings could not be rebuilt"),
+            },
+            Err(e) => tracing::error!(error = %e, "re-reading the agent CA failed; keeping the loaded one"),
+        }
+    }
+
+    /// After a change to clusters or certificates (here or, found by the periodic refresh, elsewhere): reloads
+    /// who may connect and closes every tunnel that may no longer stay open.
+    pub async fn reload(&self, state: &AppState) {
+        let now = state.clock.now();
+        if let Err(e) = self.registry.reload(&*state.store, now).await {
+            tracing::warn!(error = %e, "reloading agent registrations failed; keeping the last ones");
+            return;
+        }
+        self.hub.enforce(state, &self.registry).await;
+    }
+}
+
+/// The result of an agent call: ok, or `outcome` with an error code.
+pub fn result(outcome: AuditOutcome, status: u16, code: Option<&str>) -> AuditResult {
+    AuditResult { outcome, code: code.map(str::to_string), status, repeated: None }
+}
+
+/// An audit event about a cluster's agent; `method` is how the agent proved who it is (`mtls`, `join_token`),
+/// `None` when it did not.
+pub fn agent_event(
+    state: &AppState,
+    action: &str,
+    cluster: &str,
+    method: Option<&'static str>,
+    result: AuditResult,
+    source: Option<String>,
+) -> AuditEvent {
+    let id = &state.identity.ids;
+    AuditEvent {
+        event_id: id.next_id(),
+        time_ms: state.clock.now_ms(),
+        actor: AuditActor {
+            sub: if method.is_some() { format!("cluster:{cluster}") } else { "unknown".into() },
+            issuer: None,
+            email: None,
+            groups: Vec::new(),
+            kind: if method.is_some() { "agent" } else { "unknown" }.into(),
+            auth_method: method.unwrap_or("none").into(),
+        },
+        action: action.to_string(),
+        target: AuditTarget {
+            kind: Some("cluster".into()),
+            id: Some(cluster.to_string()),
+            cluster: Some(cluster.to_string()),
+            namespace: None,
+        },
+        result,
+        request_id: id.next_id(),
+        source,
+        user_agent: None,
+    }
+}

@@ -1,0 +1,261 @@
+//! Cluster agents against a real kube-apiserver v1.20.2 + etcd (testkit): `cluster add` with a join token →
+//! the agent (the real agent code, in this process) joins with a service account's kubeconfig → connected with
+//! the API server's version → streams opened by the control plane reach the API server → removal closes the
+//! tunnel within a second and the agent's reconnects are refused. Renewal under a continuous stream of
+//! requests, expiry without renewal, and revocation, with 20-second certificates.
+
+use crate::support::*;
+use http_body_util::BodyExt;
+use kubehero_agent::client::{AgentError, ControlPlane};
+use kubehero_agent::run::AgentConfig;
+use kubehero_agent::state::StateDir;
+use kubehero_agent::upstream::{Forwarder, Upstream};
+use kubehero_testkit::kubeapi::KubeApiServer;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn hub(ts: &TestServer) -> Arc<kubehero_server::agent::hub::Hub> {
+    ts.server.as_ref().unwrap().state.agents.hub.clone()
+}
+
+fn agent_url(ts: &TestServer) -> String {
+    format!("https://127.0.0.1:{}", ts.server.as_ref().unwrap().agent_addr.unwrap().port())
+}
+
+/// `GET path` through a tunnel stream to the cluster's API server.
+async fn through_tunnel(ts: &TestServer, cluster: &str, path: &str) -> Result<(u16, Value), String> {
+    let stream = hub(ts).open(cluster).await.map_err(|e| e.to_string())?;
+    let (mut send, conn) = hyper::client::conn::http1::handshake(stream).await.map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    let req = http::Request::builder()
+        .uri(path)
+        .header("host", "kubernetes")
+        .header("authorization", "Bearer not-passed-on")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let res = send.send_request(req).await.map_err(|e| e.to_string())?;
+    let status = res.status().as_u16();
+    let body = res.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+    Ok((status, serde_json::from_slice(&body).unwrap_or(Value::Null)))
+}
+
+async fn wait_for(what: &str, limit: Duration, mut check: impl AsyncFnMut() -> bool) -> Duration {
+    let t0 = Instant::now();
+    while !check().await {
+        assert!(t0.elapsed() < limit, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    t0.elapsed()
+}
+
+async fn cluster_state(ts: &TestServer, name: &str) -> Value {
+    let r = ts.get("/api/v1/clusters", Some(VIEWER)).await;
+    r.body["items"].as_array().unwrap().iter().find(|c| c["name"] == name).cloned().unwrap_or(Value::Null)
+}
+
+/// Registers `name` with a join token; returns the `join` object.
+async fn add(ts: &TestServer, name: &str) -> Value {
+    let r = ts.call(Method::POST, "/api/v1/clusters", Some(ADMIN), Some(json!({"name": name, "join": true}))).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let join = r.body["join"].clone();
+    assert!(join["token"].as_str().unwrap().starts_with("khj_"));
+    assert!(join["agent_command"].as_str().unwrap().contains("--ca-hash sha256:"));
+    assert!(join["helm_command"].as_str().unwrap().starts_with("helm install"));
+    join
+}
+
+fn agent_config(ts: &TestServer, cluster: &str, join: &Value, state: &std::path::Path) -> AgentConfig {
+    AgentConfig {
+        server: ControlPlane::parse(&agent_url(ts)).unwrap(),
+        cluster: cluster.into(),
+        join_token: join["token"].as_str().map(str::to_string),
+        ca_hash: join["ca_hash"].as_str().map(str::to_string),
+        state: StateDir::new(state),
+        version: "test-agent".into(),
+        reconnect_min: Duration::from_millis(200),
+        reconnect_max: Duration::from_secs(1),
+    }
+}
+
+async fn upstream(k: &KubeApiServer, dir: &std::path::Path, sa: &str) -> Arc<Upstream> {
+    let kc = k.service_account_kubeconfig("kubehero-system", sa).await.unwrap();
+    let path = dir.join(format!("{sa}.kubeconfig"));
+    std::fs::write(&path, kc).unwrap();
+    Arc::new(Upstream::from_kubeconfig(&path).unwrap())
+}
+
+#[tokio::test]
+async fn an_agent_joins_connects_serves_streams_and_is_cut_off_when_its_cluster_is_removed() {
+    let k = KubeApiServer::start().await.unwrap();
+    let ts =
+        TestServer::start(&[("KUBEHERO_REQUIRE_AUTH", "true"), ("KUBEHERO_API_KEYS", &*api_keys_env())], None).await;
+    let dir = tempfile::tempdir().unwrap();
+    let join = add(&ts, "prod-eu").await;
+    assert_eq!(cluster_state(&ts, "prod-eu").await["state"], "pending");
+
+    // A join token is single use, for its own cluster only; a wrong one is refused; none of it is a 5xx.
+    let cp = ControlPlane::parse(&agent_url(&ts)).unwrap();
+    let hash = join["ca_hash"].as_str().unwrap();
+    let other = cp.join("prod-us", join["token"].as_str().unwrap(), hash).await.unwrap_err();
+    assert!(matches!(&other, AgentError::Refused { status: 401, .. }), "{other}");
+    let wrong = cp.join("prod-eu", "khj_wrong", hash).await.unwrap_err();
+    assert!(matches!(&wrong, AgentError::Refused { status: 401, .. }), "{wrong}");
+    // A control plane whose CA does not match the pinned hash is not trusted.
+    let bad_pin = format!("sha256:{}", "0".repeat(64));
+    let untrusted = cp.join("prod-eu", join["token"].as_str().unwrap(), &bad_pin).await.unwrap_err();
+    assert!(matches!(&untrusted, AgentError::Unreachable(m) if m.contains("hash")), "{untrusted}");
+
+    // The agent joins with a service account's kubeconfig and holds its tunnel.
+    let state_dir = dir.path().join("agent");
+    let cfg = agent_config(&ts, "prod-eu", &join, &state_dir);
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let handler = Arc::new(Forwarder(upstream(&k, dir.path(), "kubehero-agent").await));
+    let agent = tokio::spawn(kubehero_agent::run::run(cfg.clone(), handler.clone(), stop_rx));
+    wait_for("connected with the API server's version", Duration::from_secs(20), async || {
+        let c = cluster_state(&ts, "prod-eu").await;
+        c["state"] == "connected" && c["kubernetes_version"] == "v1.20.2"
+    })
+    .await;
+    let c = cluster_state(&ts, "prod-eu").await;
+    assert_eq!(c["agent_version"], "test-agent");
+    assert!(c["cert_not_after"].as_i64().unwrap() > c["since"].as_i64().unwrap() + 6 * 86400, "7-day certificate");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(state_dir.join("agent.key")).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    // The used token cannot join again.
+    let reused = cp.join("prod-eu", join["token"].as_str().unwrap(), hash).await.unwrap_err();
+    assert!(
+        matches!(&reused, AgentError::Refused { status: 401, message, .. } if message.contains("already used")),
+        "{reused}"
+    );
+
+    // Streams reach the API server as the service account (the caller's Authorization is not passed on).
+    let (status, version) = through_tunnel(&ts, "prod-eu", "/version").await.unwrap();
+    assert_eq!((status, version["gitVersion"].as_str()), (200, Some("v1.20.2")));
+    let (status, api) = through_tunnel(&ts, "prod-eu", "/api").await.unwrap();
+    assert_eq!(status, 200, "{api}");
+    assert_eq!(api["kind"], "APIVersions");
+    let (status, denied) = through_tunnel(&ts, "prod-eu", "/api/v1/namespaces/kube-system/secrets").await.unwrap();
+    assert_eq!(status, 403, "the service account has no rights on secrets: {denied}");
+    assert!(denied["message"].as_str().unwrap().contains("system:serviceaccount:kubehero-system:kubehero-agent"));
+    // Many concurrent streams over the one tunnel.
+    let many = futures_join((0..32).map(|_| through_tunnel(&ts, "prod-eu", "/version"))).await;
+    assert!(many.iter().all(|r| r.as_ref().is_ok_and(|(s, _)| *s == 200)));
+
+    // A new join token for a re-install does not disturb the connected agent.
+    let r = ts.call(Method::POST, "/api/v1/clusters/prod-eu/join-tokens", Some(ADMIN), Some(json!({}))).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert!(through_tunnel(&ts, "prod-eu", "/version").await.is_ok());
+
+    // Removal closes the tunnel within a second, and the agent's reconnects are refused.
+    let r = ts.call(Method::DELETE, "/api/v1/clusters/prod-eu", Some(ADMIN), None).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let took =
+        wait_for("tunnel closed", Duration::from_secs(1), async || hub(&ts).open("prod-eu").await.is_err()).await;
+    assert!(took < Duration::from_secs(1));
+    assert_eq!(cluster_state(&ts, "prod-eu").await["state"], "removed");
+    let creds = StateDir::new(&state_dir).load().unwrap().unwrap();
+    let Err(refused) = cp.tunnel(&creds, "test", handler.clone()).await else {
+        panic!("a removed cluster's agent got a tunnel");
+    };
+    assert!(matches!(refused, AgentError::Unreachable(_)), "refused at the TLS handshake: {refused}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(hub(&ts).open("prod-eu").await.is_err(), "the agent did not get back in");
+
+    // Every step is in the audit log.
+    let r = ts.get("/api/v1/audit?cluster=prod-eu&limit=100", Some(AUDITOR)).await;
+    let actions: Vec<&str> = r.body["items"].as_array().unwrap().iter().filter_map(|i| i["action"].as_str()).collect();
+    for a in
+        ["cluster.register", "cluster.join_token", "agent.join", "agent.connect", "agent.disconnect", "cluster.delete"]
+    {
+        assert!(actions.contains(&a), "{a} missing from {actions:?}");
+    }
+    let _ = stop.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(10), agent).await;
+}
+
+async fn futures_join<F: std::future::Future>(fs: impl Iterator<Item = F>) -> Vec<F::Output> {
+    let mut out = Vec::new();
+    let handles: Vec<_> = fs.map(Box::pin).collect();
+    for h in handles {
+        out.push(h.await);
+    }
+    out
+}
+
+#[tokio::test]
+async fn twenty_second_certificates_renew_under_load_expire_without_renewal_and_can_be_revoked() {
+    let k = KubeApiServer::start().await.unwrap();
+    let ts = TestServer::start(
+        &[
+            ("KUBEHERO_REQUIRE_AUTH", "true"),
+            ("KUBEHERO_API_KEYS", &*api_keys_env()),
+            ("KUBEHERO_AGENT_CERT_TTL_SECS", "20"),
+        ],
+        None,
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let handler = Arc::new(Forwarder(upstream(&k, dir.path(), "kubehero-agent").await));
+
+    // "renewing": the full agent, which renews at about two thirds of 20 s.
+    let join = add(&ts, "renewing").await;
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let cfg = agent_config(&ts, "renewing", &join, &dir.path().join("renewing"));
+    let agent = tokio::spawn(kubehero_agent::run::run(cfg, handler.clone(), stop_rx));
+
+    // "stale": joined, then a bare tunnel with no renewal: the control plane closes it when its certificate
+    // expires.
+    let join2 = add(&ts, "stale").await;
+    let cp = ControlPlane::parse(&agent_url(&ts)).unwrap();
+    let creds = cp.join("stale", join2["token"].as_str().unwrap(), join2["ca_hash"].as_str().unwrap()).await.unwrap();
+    let expires = creds.facts().unwrap().not_after;
+    let stale = tokio::spawn(cp.tunnel(&creds, "test", handler.clone()).await.unwrap());
+
+    // "revoked": joined and connected, then revoked.
+    let join3 = add(&ts, "revoked").await;
+    let (stop3, stop3_rx) = tokio::sync::watch::channel(false);
+    let cfg3 = agent_config(&ts, "revoked", &join3, &dir.path().join("revoked"));
+    let agent3 = tokio::spawn(kubehero_agent::run::run(cfg3, handler.clone(), stop3_rx));
+
+    for c in ["renewing", "stale", "revoked"] {
+        wait_for(c, Duration::from_secs(20), async || hub(&ts).open(c).await.is_ok()).await;
+    }
+    let r = ts.call(Method::POST, "/api/v1/clusters/revoked/certificates/revoke", Some(ADMIN), Some(json!({}))).await;
+    assert_eq!((r.status, r.body["revoked"].as_u64()), (StatusCode::OK, Some(1)), "{}", r.body);
+    let took =
+        wait_for("revoked tunnel closed", Duration::from_secs(1), async || hub(&ts).open("revoked").await.is_err())
+            .await;
+    assert!(took < Duration::from_secs(1));
+
+    // 35 s of continuous requests through the renewing agent: every one answered across the renewals.
+    let t0 = Instant::now();
+    let mut n = 0;
+    while t0.elapsed() < Duration::from_secs(35) {
+        let (status, _) =
+            through_tunnel(&ts, "renewing", "/version").await.unwrap_or_else(|e| panic!("request {n} failed: {e}"));
+        assert_eq!(status, 200);
+        n += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let certs = ts.get("/api/v1/clusters/renewing/certificates", Some(VIEWER)).await;
+    let issued = certs.body["items"].as_array().unwrap().len();
+    assert!(issued >= 3, "a join and at least two renewals in 35 s, got {issued}: {}", certs.body);
+
+    // The bare tunnel was closed at its certificate's expiry (long passed now).
+    assert!(crate::agents::now() > expires);
+    assert!(hub(&ts).open("stale").await.is_err(), "an expired certificate's tunnel is closed");
+    let _ = tokio::time::timeout(Duration::from_secs(5), stale).await.expect("the agent end saw the tunnel close");
+    assert_eq!(cluster_state(&ts, "stale").await["state"], "disconnected");
+
+    let _ = stop.send(true);
+    let _ = stop3.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(10), agent).await;
+    let _ = tokio::time::timeout(Duration::from_secs(10), agent3).await;
+}
+
+pub fn now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+}

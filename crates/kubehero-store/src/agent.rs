@@ -1,0 +1,286 @@
+//! Cluster agents: the agent CA, one-time join tokens, issued client certificates and each cluster's
+//! connection state. Shared by both backends through [`agent_store!`]; the writes that carry an audit row are
+//! [`crate::Change`]s (join token issued, token redeemed with its certificate, renewal, revocation).
+//!
+//! Errors never name a join token's hash: it identifies the secret.
+
+use crate::{Result, StoreError};
+use serde::{Deserialize, Serialize};
+
+/// A CA that signs agent client certificates. Its private key is stored sealed by the caller; the store never
+/// sees it in the clear.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentCa {
+    pub id: String,
+    pub cert_pem: String,
+    #[serde(skip_serializing)]
+    pub sealed_key: String,
+    pub created_at: i64,
+    /// Set when a newer CA took over signing; still trusted until the last certificate it signed expires.
+    pub retired_at: Option<i64>,
+}
+
+impl std::fmt::Debug for AgentCa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentCa").field("id", &self.id).field("retired_at", &self.retired_at).finish_non_exhaustive()
+    }
+}
+
+/// A one-time join token (`khj_…`) for one cluster: only its SHA-256 is stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinToken {
+    #[serde(skip_serializing)]
+    pub hash: String,
+    pub cluster: String,
+    pub created_by: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub used_at: Option<i64>,
+}
+
+/// A client certificate issued to a cluster's agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentCert {
+    /// Lowercase hex of the certificate's serial number.
+    pub serial: String,
+    pub cluster: String,
+    pub issued_at: i64,
+    pub not_after: i64,
+    pub revoked_at: Option<i64>,
+}
+
+/// A cluster's connection state as the control plane last saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConnectionState {
+    Connected,
+    Disconnected,
+    Removed,
+}
+
+impl ConnectionState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnectionState::Connected => "connected",
+            ConnectionState::Disconnected => "disconnected",
+            ConnectionState::Removed => "removed",
+        }
+    }
+    pub fn parse(s: &str) -> Option<ConnectionState> {
+        match s {
+            "connected" => Some(ConnectionState::Connected),
+            "disconnected" => Some(ConnectionState::Disconnected),
+            "removed" => Some(ConnectionState::Removed),
+            _ => None,
+        }
+    }
+}
+
+/// One cluster's connection state. A registered cluster without a row has never connected (`pending`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    pub cluster: String,
+    pub state: ConnectionState,
+    /// When the state began.
+    pub since: i64,
+    pub last_seen: Option<i64>,
+    pub agent_version: Option<String>,
+    pub kubernetes_version: Option<String>,
+    pub cert_not_after: Option<i64>,
+}
+
+/// The agent tables outside of [`crate::Change`]s.
+#[async_trait::async_trait]
+pub trait AgentStore: Send + Sync {
+    /// Every agent CA, oldest first.
+    async fn agent_cas(&self) -> Result<Vec<AgentCa>>;
+    /// `AlreadyExists` if the id is taken (another replica created the CA first).
+    async fn insert_agent_ca(&self, ca: &AgentCa) -> Result<()>;
+    /// Marks a CA retired (it keeps being trusted; it no longer signs).
+    async fn retire_agent_ca(&self, id: &str, at: i64) -> Result<()>;
+    /// The join token with this hash, whatever its state.
+    async fn find_join_token(&self, hash: &str) -> Result<Option<JoinToken>>;
+    /// Serials revoked and not yet expired at `now`.
+    async fn revoked_agent_serials(&self, now: i64) -> Result<Vec<String>>;
+    /// Certificates issued to one cluster (or all), newest first.
+    async fn agent_certs(&self, cluster: Option<&str>) -> Result<Vec<AgentCert>>;
+    /// Every cluster's last known state.
+    async fn cluster_statuses(&self) -> Result<Vec<ClusterStatus>>;
+    /// Writes a cluster's state, unless the cluster is no longer registered (a late disconnect of a removed
+    /// cluster must not hide that it was removed). True when written.
+    async fn put_cluster_status(&self, status: &ClusterStatus) -> Result<bool>;
+    /// Records that these connected clusters were seen at `at`.
+    async fn touch_clusters(&self, clusters: &[String], at: i64) -> Result<()>;
+}
+
+pub(crate) type CaRow = (String, String, String, i64, Option<i64>);
+pub(crate) type TokenRow = (String, String, String, i64, i64, Option<i64>);
+pub(crate) type CertRow = (String, String, i64, i64, Option<i64>);
+pub(crate) type StatusRow = (String, String, i64, Option<i64>, Option<String>, Option<String>, Option<i64>);
+
+pub(crate) const AGENT_CAS: &str =
+    "SELECT id, cert_pem, sealed_key, created_at, retired_at FROM agent_cas ORDER BY created_at, id";
+pub(crate) const INSERT_AGENT_CA: &str =
+    "INSERT INTO agent_cas (id, cert_pem, sealed_key, created_at, retired_at) VALUES ($1, $2, $3, $4, $5)";
+pub(crate) const RETIRE_AGENT_CA: &str = "UPDATE agent_cas SET retired_at = $2 WHERE id = $1 AND retired_at IS NULL";
+pub(crate) const FIND_JOIN_TOKEN: &str =
+    "SELECT hash, cluster, created_by, created_at, expires_at, used_at FROM agent_join_tokens WHERE hash = $1";
+pub(crate) const INSERT_JOIN_TOKEN: &str = "INSERT INTO agent_join_tokens \
+     (hash, cluster, created_by, created_at, expires_at, used_at) VALUES ($1, $2, $3, $4, $5, $6)";
+/// `$1` hash, `$2` now, `$3` cluster: uses the token once, only before it expires, only for its cluster.
+pub(crate) const REDEEM_JOIN_TOKEN: &str = "UPDATE agent_join_tokens SET used_at = $2 \
+     WHERE hash = $1 AND used_at IS NULL AND expires_at > $2 AND cluster = $3";
+pub(crate) const DELETE_JOIN_TOKENS: &str = "DELETE FROM agent_join_tokens WHERE cluster = $1";
+pub(crate) const CLUSTER_EXISTS: &str = "SELECT COUNT(*) FROM clusters WHERE name = $1";
+pub(crate) const INSERT_AGENT_CERT: &str =
+    "INSERT INTO agent_certs (serial, cluster, issued_at, not_after, revoked_at) VALUES ($1, $2, $3, $4, $5)";
+pub(crate) const REVOKED_SERIALS: &str =
+    "SELECT serial FROM agent_certs WHERE revoked_at IS NOT NULL AND not_after > $1";
+pub(crate) fn agent_certs_sql(one_cluster: bool) -> String {
+    let filter = if one_cluster { " WHERE cluster = $1" } else { "" };
+    format!(
+        "SELECT serial, cluster, issued_at, not_after, revoked_at FROM agent_certs{filter} \
+         ORDER BY issued_at DESC, serial"
+    )
+}
+/// `$1` cluster, `$2` at, `$3` one serial or NULL for all of the cluster's certificates.
+pub(crate) const REVOKE_AGENT_CERTS: &str = "UPDATE agent_certs SET revoked_at = $2 \
+     WHERE cluster = $1 AND revoked_at IS NULL AND ($3 IS NULL OR serial = $3)";
+pub(crate) const CLUSTER_STATUSES: &str = "SELECT cluster, state, since, last_seen, agent_version, \
+     kubernetes_version, cert_not_after FROM cluster_status ORDER BY cluster";
+/// Upserts a status row; `$8` is whether the cluster must still be registered for the write to happen.
+pub(crate) const PUT_CLUSTER_STATUS: &str = "INSERT INTO cluster_status \
+     (cluster, state, since, last_seen, agent_version, kubernetes_version, cert_not_after) \
+     SELECT $1, $2, $3, $4, $5, $6, $7 WHERE NOT $8 OR EXISTS (SELECT 1 FROM clusters WHERE name = $1) \
+     ON CONFLICT (cluster) DO UPDATE SET state = excluded.state, since = excluded.since, \
+     last_seen = excluded.last_seen, agent_version = excluded.agent_version, \
+     kubernetes_version = excluded.kubernetes_version, cert_not_after = excluded.cert_not_after";
+pub(crate) const DELETE_CLUSTER_STATUS: &str = "DELETE FROM cluster_status WHERE cluster = $1";
+pub(crate) const TOUCH_CLUSTER: &str =
+    "UPDATE cluster_status SET last_seen = $2 WHERE cluster = $1 AND state = 'connected'";
+
+pub(crate) fn ca_from_row((id, cert_pem, sealed_key, created_at, retired_at): CaRow) -> AgentCa {
+    AgentCa { id, cert_pem, sealed_key, created_at, retired_at }
+}
+
+pub(crate) fn token_from_row((hash, cluster, created_by, created_at, expires_at, used_at): TokenRow) -> JoinToken {
+    JoinToken { hash, cluster, created_by, created_at, expires_at, used_at }
+}
+
+pub(crate) fn cert_from_row((serial, cluster, issued_at, not_after, revoked_at): CertRow) -> AgentCert {
+    AgentCert { serial, cluster, issued_at, not_after, revoked_at }
+}
+
+pub(crate) fn status_from_row(row: StatusRow) -> Result<ClusterStatus> {
+    let (cluster, state, since, last_seen, agent_version, kubernetes_version, cert_not_after) = row;
+    let state = ConnectionState::parse(&state)
+        .ok_or_else(|| StoreError::Corrupt(format!("cluster {cluster:?} has connection state {state:?}")))?;
+    Ok(ClusterStatus { cluster, state, since, last_seen, agent_version, kubernetes_version, cert_not_after })
+}
+
+/// Why a join token could not be redeemed for `cluster` at `now`; `token` is what [`FIND_JOIN_TOKEN`] found.
+/// A token for another cluster is named only as "not for this cluster".
+pub(crate) fn unredeemable(token: Option<JoinToken>, cluster: &str, now: i64) -> StoreError {
+    match token {
+        None => StoreError::NotFound("join token".into()),
+        Some(t) if t.cluster != cluster => {
+            StoreError::Conflict(format!("the join token is not for cluster {cluster:?}"))
+        }
+        Some(t) if t.used_at.is_some() => StoreError::Conflict("the join token was already used".into()),
+        Some(t) if t.expires_at <= now => StoreError::Conflict("the join token has expired".into()),
+        Some(_) => StoreError::Conflict("the join token changed concurrently; try again".into()),
+    }
+}
+
+/// Implements [`AgentStore`] for a store with a `pool` field and `err()` (from `sql_store!`).
+macro_rules! agent_store {
+    ($store:ty) => {
+        #[async_trait::async_trait]
+        impl $crate::agent::AgentStore for $store {
+            async fn agent_cas(&self) -> $crate::Result<Vec<$crate::agent::AgentCa>> {
+                let rows: Vec<$crate::agent::CaRow> = sqlx::query_as($crate::agent::AGENT_CAS)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(Self::err("agent CAs"))?;
+                Ok(rows.into_iter().map($crate::agent::ca_from_row).collect())
+            }
+
+            async fn insert_agent_ca(&self, ca: &$crate::agent::AgentCa) -> $crate::Result<()> {
+                sqlx::query($crate::agent::INSERT_AGENT_CA)
+                    .bind(&ca.id)
+                    .bind(&ca.cert_pem)
+                    .bind(&ca.sealed_key)
+                    .bind(ca.created_at)
+                    .bind(ca.retired_at)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(Self::err(format!("agent CA {:?}", ca.id)))?;
+                Ok(())
+            }
+
+            async fn retire_agent_ca(&self, id: &str, at: i64) -> $crate::Result<()> {
+                sqlx::query($crate::agent::RETIRE_AGENT_CA)
+                    .bind(id)
+                    .bind(at)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(Self::err(format!("agent CA {id:?}")))?;
+                Ok(())
+            }
+
+            async fn find_join_token(&self, hash: &str) -> $crate::Result<Option<$crate::agent::JoinToken>> {
+                let row: Option<$crate::agent::TokenRow> = sqlx::query_as($crate::agent::FIND_JOIN_TOKEN)
+                    .bind(hash)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(Self::err("join token"))?;
+                Ok(row.map($crate::agent::token_from_row))
+            }
+
+            async fn revoked_agent_serials(&self, now: i64) -> $crate::Result<Vec<String>> {
+                sqlx::query_scalar($crate::agent::REVOKED_SERIALS)
+                    .bind(now)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(Self::err("revoked agent certificates"))
+            }
+
+            async fn agent_certs(&self, cluster: Option<&str>) -> $crate::Result<Vec<$crate::agent::AgentCert>> {
+                let sql = $crate::agent::agent_certs_sql(cluster.is_some());
+                let mut q = sqlx::query_as::<_, $crate::agent::CertRow>(&sql);
+                if let Some(c) = cluster {
+                    q = q.bind(c);
+                }
+                let rows = q.fetch_all(&self.pool).await.map_err(Self::err("agent certificates"))?;
+                Ok(rows.into_iter().map($crate::agent::cert_from_row).collect())
+            }
+
+            async fn cluster_statuses(&self) -> $crate::Result<Vec<$crate::agent::ClusterStatus>> {
+                let rows: Vec<$crate::agent::StatusRow> = sqlx::query_as($crate::agent::CLUSTER_STATUSES)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(Self::err("cluster states"))?;
+                rows.into_iter().map($crate::agent::status_from_row).collect()
+            }
+
+            async fn put_cluster_status(&self, s: &$crate::agent::ClusterStatus) -> $crate::Result<bool> {
+                let mut conn = self.pool.acquire().await.map_err(Self::err("cluster state"))?;
+                Self::put_status_on(&mut *conn, s, true).await
+            }
+
+            async fn touch_clusters(&self, clusters: &[String], at: i64) -> $crate::Result<()> {
+                let mut tx = self.begin().await?;
+                for c in clusters {
+                    sqlx::query($crate::agent::TOUCH_CLUSTER)
+                        .bind(c)
+                        .bind(at)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(Self::err("cluster state"))?;
+                }
+                tx.commit().await.map_err(Self::err("cluster state"))
+            }
+        }
+    };
+}
+pub(crate) use agent_store;
