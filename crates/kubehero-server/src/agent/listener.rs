@@ -284,30 +284,11 @@ async fn join(state: &AppState, agents: &Agents, source: Option<String>, req: hy
         .await;
     }
     let now = state.clock.now();
-    let issued = match agents.ca.issue(&body.csr_pem, &cluster, agents.settings.cert_ttl, now) {
-        Ok(i) => i,
-        Err(super::ca::IssueError::Internal(e)) => {
-            tracing::error!(error = %e, "issuing an agent certificate failed");
-            return error(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the certificate could not be issued");
-        }
-        Err(e) => {
-            return refused(
-                state,
-                ("agent.join", &cluster, None, source),
-                StatusCode::BAD_REQUEST,
-                "invalid_argument",
-                &e.to_string(),
-            )
-            .await
-        }
-    };
-    let cert = AgentCert {
-        serial: issued.serial.clone(),
-        cluster: cluster.clone(),
-        issued_at: now,
-        not_after: issued.not_after,
-        revoked_at: None,
-    };
+    let (issued, cert) =
+        match issue(state, agents, &body.csr_pem, ("agent.join", &cluster, None, source.clone()), now).await {
+            Ok(x) => x,
+            Err(a) => return a,
+        };
     let hash = sha256_hex(&body.token);
     let event = agent_event(
         state,
@@ -320,14 +301,7 @@ async fn join(state: &AppState, agents: &Agents, source: Option<String>, req: hy
     match state.identity.apply(Change::RedeemJoinToken { hash: &hash, cert: &cert, now }, event).await {
         Ok(_) => {
             tracing::info!(cluster = %cluster, serial = %issued.serial, "agent joined");
-            answer(
-                StatusCode::OK,
-                &CertResponse {
-                    cert_pem: issued.cert_pem,
-                    ca_pem: agents.ca.bundle_pem(),
-                    not_after: issued.not_after,
-                },
-            )
+            certificate(agents, issued)
         }
         Err(StoreError::NotFound(_)) => {
             let msg = "the join token is not valid. Fix: issue a new one with `kubehero cluster add NAME`";
@@ -346,6 +320,40 @@ async fn join(state: &AppState, agents: &Agents, source: Option<String>, req: hy
     }
 }
 
+/// Issues a certificate for the CSR (a bad CSR is a refusal, audited as `who`), with its record.
+async fn issue(
+    state: &AppState,
+    agents: &Agents,
+    csr_pem: &str,
+    who: (&str, &str, Option<&'static str>, Option<String>),
+    now: i64,
+) -> Result<(super::ca::Issued, AgentCert), Answer> {
+    let cluster = who.1.to_string();
+    match agents.ca.issue(csr_pem, &cluster, agents.settings.cert_ttl, now) {
+        Ok(issued) => {
+            let cert = AgentCert {
+                serial: issued.serial.clone(),
+                cluster,
+                issued_at: now,
+                not_after: issued.not_after,
+                revoked_at: None,
+            };
+            Ok((issued, cert))
+        }
+        Err(super::ca::IssueError::Internal(e)) => {
+            tracing::error!(error = %e, "issuing an agent certificate failed");
+            Err(error(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the certificate could not be issued"))
+        }
+        Err(e) => Err(refused(state, who, StatusCode::BAD_REQUEST, "invalid_argument", &e.to_string()).await),
+    }
+}
+
+/// The answer carrying a new certificate and the CAs to trust.
+fn certificate(agents: &Agents, issued: super::ca::Issued) -> Answer {
+    let body = CertResponse { cert_pem: issued.cert_pem, ca_pem: agents.ca.bundle_pem(), not_after: issued.not_after };
+    answer(StatusCode::OK, &body)
+}
+
 async fn renew(
     state: &AppState,
     agents: &Agents,
@@ -358,42 +366,16 @@ async fn renew(
         Err(a) => return a,
     };
     let now = state.clock.now();
-    let issued = match agents.ca.issue(&body.csr_pem, cluster, agents.settings.cert_ttl, now) {
-        Ok(i) => i,
-        Err(super::ca::IssueError::Internal(e)) => {
-            tracing::error!(error = %e, "issuing an agent certificate failed");
-            return error(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the certificate could not be issued");
-        }
-        Err(e) => {
-            return refused(
-                state,
-                ("agent.renew", cluster, Some("mtls"), source),
-                StatusCode::BAD_REQUEST,
-                "invalid_argument",
-                &e.to_string(),
-            )
-            .await
-        }
-    };
-    let cert = AgentCert {
-        serial: issued.serial.clone(),
-        cluster: cluster.to_string(),
-        issued_at: now,
-        not_after: issued.not_after,
-        revoked_at: None,
-    };
+    let (issued, cert) =
+        match issue(state, agents, &body.csr_pem, ("agent.renew", cluster, Some("mtls"), source.clone()), now).await {
+            Ok(x) => x,
+            Err(a) => return a,
+        };
     let event = agent_event(state, "agent.renew", cluster, Some("mtls"), result(AuditOutcome::Ok, 200, None), source);
     match state.identity.apply(Change::IssueAgentCert(&cert), event).await {
         Ok(_) => {
             tracing::info!(cluster, serial = %issued.serial, "agent certificate renewed");
-            answer(
-                StatusCode::OK,
-                &CertResponse {
-                    cert_pem: issued.cert_pem,
-                    ca_pem: agents.ca.bundle_pem(),
-                    not_after: issued.not_after,
-                },
-            )
+            certificate(agents, issued)
         }
         Err(StoreError::NotFound(_)) => {
             error(StatusCode::FORBIDDEN, "cluster_removed", Refusal::NotRegistered.as_str())
