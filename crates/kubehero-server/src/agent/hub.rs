@@ -137,7 +137,8 @@ impl Hub {
                 },
                 _ = tokio::time::sleep(std::time::Duration::from_secs(until_expiry)) => End::Refused(Refusal::Expired),
             };
-            hub.ended(&st, &cluster, id, why).await;
+            // This task is the tunnel's own: it must not abort itself before the end is recorded.
+            hub.ended(&st, &cluster, id, why, false).await;
         });
         let replaced = self.tunnels.lock().insert(
             peer.cluster.clone(),
@@ -197,9 +198,9 @@ impl Hub {
         }
     }
 
-    /// A tunnel's connection ended (or was closed): if it is still the cluster's current one, the cluster is
-    /// disconnected.
-    async fn ended(&self, state: &AppState, cluster: &str, id: u64, why: End) {
+    /// A tunnel's connection ended, or (`close`) is to be closed now: if it is still the cluster's current one,
+    /// the cluster is disconnected.
+    async fn ended(&self, state: &AppState, cluster: &str, id: u64, why: End, close: bool) {
         let current = {
             let mut t = self.tunnels.lock();
             if t.get(cluster).is_some_and(|e| e.id == id) {
@@ -211,7 +212,9 @@ impl Hub {
         let Some(entry) = current else {
             return;
         };
-        entry.task.abort();
+        if close {
+            entry.task.abort();
+        }
         self.metrics.agents.connected.dec();
         self.metrics.agents.cert_expiry(cluster, None);
         match &why {
@@ -264,7 +267,7 @@ impl Hub {
             })
             .collect();
         for (cluster, id, why) in doomed {
-            self.ended(state, &cluster, id, End::Refused(why)).await;
+            self.ended(state, &cluster, id, End::Refused(why), true).await;
         }
     }
 

@@ -2,6 +2,7 @@
 //! PostgreSQL, and the `audit` commands.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod agents;
 mod cli;
 mod crash;
 mod faults;
