@@ -259,3 +259,115 @@ async fn twenty_second_certificates_renew_under_load_expire_without_renewal_and_
 pub fn now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
 }
+
+/// Credentials for `cluster` signed by a CA the control plane has never seen, trusting the real listener.
+fn foreign_credentials(cluster: &str, trust: &str) -> kubehero_agent::state::Credentials {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca = rcgen::CertificateParams::default();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut leaf = rcgen::CertificateParams::default();
+    leaf.distinguished_name = rcgen::DistinguishedName::new();
+    leaf.distinguished_name.push(rcgen::DnType::CommonName, cluster);
+    leaf.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let cert = leaf.signed_by(&key, &issuer).unwrap();
+    let _ = ca_cert;
+    kubehero_agent::state::Credentials { key_pem: key.serialize_pem(), cert_pem: cert.pem(), ca_pem: trust.to_string() }
+}
+
+#[tokio::test]
+async fn bad_agents_get_clear_answers_and_disturb_no_other_tunnel() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ts =
+        TestServer::start(&[("KUBEHERO_REQUIRE_AUTH", "true"), ("KUBEHERO_API_KEYS", &*api_keys_env())], None).await;
+    let dir = tempfile::tempdir().unwrap();
+    let handler: Arc<dyn kubehero_agent::tunnel::StreamHandler> = Arc::new(Version);
+    let cp = ControlPlane::parse(&agent_url(&ts)).unwrap();
+
+    // A good agent, whose tunnel must keep working through everything below.
+    let join = add(&ts, "good").await;
+    let good = cp.join("good", join["token"].as_str().unwrap(), join["ca_hash"].as_str().unwrap()).await.unwrap();
+    let good_conn = tokio::spawn(cp.tunnel(&good, "test", handler.clone()).await.unwrap());
+    wait_for("good connected", Duration::from_secs(10), async || hub(&ts).open("good").await.is_ok()).await;
+    let addr = ts.server.as_ref().unwrap().agent_addr.unwrap();
+
+    // Garbage instead of TLS: the connection is closed.
+    let mut raw = tokio::net::TcpStream::connect(addr).await.unwrap();
+    raw.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(5), raw.read(&mut buf)).await.unwrap().unwrap_or(0);
+    assert!(n == 0 || buf[0] == 0x15, "garbage gets a TLS alert or a close");
+    // A stalled handshake is closed after 10 s.
+    let mut stalled = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let t0 = Instant::now();
+    let n = tokio::time::timeout(Duration::from_secs(15), stalled.read(&mut buf)).await.unwrap().unwrap_or(0);
+    assert_eq!(n, 0);
+    assert!(t0.elapsed() >= Duration::from_secs(9), "closed by the handshake timeout, not at once");
+
+    // A certificate from another CA, and an expired one from the right CA: refused at the handshake.
+    let foreign = foreign_credentials("good", &good.ca_pem);
+    let Err(e) = cp.tunnel(&foreign, "test", handler.clone()).await else { panic!("a foreign certificate got in") };
+    assert!(matches!(e, AgentError::Unreachable(_)), "{e}");
+    let key = rcgen::KeyPair::generate().unwrap();
+    let csr = kubehero_agent::pki::csr_pem(&key, "good").unwrap();
+    let state = &ts.server.as_ref().unwrap().state;
+    let old = state.agents.ca.issue(&csr, "good", 60, crate::agents::now() - 3600).unwrap();
+    let expired = kubehero_agent::state::Credentials {
+        key_pem: key.serialize_pem(),
+        cert_pem: old.cert_pem,
+        ca_pem: good.ca_pem.clone(),
+    };
+    let Err(e) = cp.tunnel(&expired, "test", handler.clone()).await else { panic!("an expired certificate got in") };
+    assert!(matches!(e, AgentError::Unreachable(_)), "{e}");
+    // Renewal needs a certificate; a CSR for another cluster is refused.
+    let csr_other = kubehero_agent::pki::csr_pem(&key, "other").unwrap();
+    let r = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(good.ca_pem.as_bytes()).unwrap())
+        .build()
+        .unwrap()
+        .post(format!("{}/agent/v1/renew", agent_url(&ts)))
+        .json(&json!({"csr_pem": csr_other}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let join2 = add(&ts, "second").await;
+    let err = cp.join("second", "khj_nope", join2["ca_hash"].as_str().unwrap()).await.unwrap_err();
+    assert!(matches!(err, AgentError::Refused { status: 401, .. }), "{err}");
+
+    // A second tunnel for the same cluster replaces the first (newest wins); the cluster stays reachable.
+    let before = hub(&ts).connected()["good"].clone();
+    let second = tokio::spawn(cp.tunnel(&good, "test", handler.clone()).await.unwrap());
+    wait_for("replaced", Duration::from_secs(5), async || {
+        let m = reqwest::get(format!("{}/metrics", ts.url)).await.unwrap().text().await.unwrap();
+        m.contains("kubehero_agent_tunnels_replaced_total 1")
+    })
+    .await;
+    assert_eq!(hub(&ts).connected()["good"].serial, before.serial);
+    assert_eq!(through_tunnel(&ts, "good", "/version").await.unwrap().0, 200);
+    let _ =
+        tokio::time::timeout(Duration::from_secs(5), good_conn).await.expect("the replaced tunnel closes once idle");
+    assert_eq!(through_tunnel(&ts, "good", "/version").await.unwrap().0, 200, "the good cluster never lost its path");
+    second.abort();
+}
+
+/// Answers every request with a fixed `/version`.
+struct Version;
+
+impl kubehero_agent::tunnel::StreamHandler for Version {
+    fn handle(
+        &self,
+        stream: kubehero_agent::tunnel::Stream,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+        Box::pin(async move {
+            let svc = hyper::service::service_fn(|_req| async {
+                Ok::<_, std::convert::Infallible>(hyper::Response::new(http_body_util::Full::new(
+                    bytes::Bytes::from_static(br#"{"gitVersion":"v0.0.0-test"}"#),
+                )))
+            });
+            let _ = hyper::server::conn::http1::Builder::new().serve_connection(stream, svc).await;
+        })
+    }
+}
