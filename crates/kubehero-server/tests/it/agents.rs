@@ -265,7 +265,6 @@ fn foreign_credentials(cluster: &str, trust: &str) -> kubehero_agent::state::Cre
     let ca_key = rcgen::KeyPair::generate().unwrap();
     let mut ca = rcgen::CertificateParams::default();
     ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let ca_cert = ca.self_signed(&ca_key).unwrap();
     let issuer = rcgen::Issuer::new(ca, ca_key);
     let key = rcgen::KeyPair::generate().unwrap();
     let mut leaf = rcgen::CertificateParams::default();
@@ -273,7 +272,6 @@ fn foreign_credentials(cluster: &str, trust: &str) -> kubehero_agent::state::Cre
     leaf.distinguished_name.push(rcgen::DnType::CommonName, cluster);
     leaf.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
     let cert = leaf.signed_by(&key, &issuer).unwrap();
-    let _ = ca_cert;
     kubehero_agent::state::Credentials { key_pem: key.serialize_pem(), cert_pem: cert.pem(), ca_pem: trust.to_string() }
 }
 
@@ -282,7 +280,6 @@ async fn bad_agents_get_clear_answers_and_disturb_no_other_tunnel() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let ts =
         TestServer::start(&[("KUBEHERO_REQUIRE_AUTH", "true"), ("KUBEHERO_API_KEYS", &*api_keys_env())], None).await;
-    let dir = tempfile::tempdir().unwrap();
     let handler: Arc<dyn kubehero_agent::tunnel::StreamHandler> = Arc::new(Version);
     let cp = ControlPlane::parse(&agent_url(&ts)).unwrap();
 
