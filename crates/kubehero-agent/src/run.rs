@@ -2,7 +2,7 @@
 //! certificate's life, and the tunnel, reopened forever with capped exponential backoff and full jitter.
 
 use crate::client::{AgentError, ControlPlane};
-use crate::state::{Credentials, StateDir};
+use crate::state::{Credentials, State};
 use crate::tunnel::StreamHandler;
 use kubehero_core::backoff::Backoff;
 use std::sync::Arc;
@@ -18,7 +18,7 @@ pub struct AgentConfig {
     pub join_token: Option<String>,
     /// `sha256:…` of the control plane's agent CA, needed with a join token.
     pub ca_hash: Option<String>,
-    pub state: StateDir,
+    pub state: State,
     /// Sent on the tunnel request.
     pub version: String,
     /// First reconnect step (the wait is drawn from `[0, step)`, the step doubles up to `reconnect_max`).
@@ -56,13 +56,13 @@ fn unit() -> f64 {
 /// The credentials to start with: stored ones that have not expired, else a join with the token (retried while
 /// the control plane cannot be reached; a refusal ends it).
 pub async fn credentials(cfg: &AgentConfig, stop: &mut watch::Receiver<bool>) -> Result<Credentials, AgentError> {
-    let stored = cfg.state.load().map_err(|e| AgentError::Local(format!("{}: {e}", cfg.state.path().display())))?;
+    let stored = cfg.state.load().await.map_err(AgentError::Local)?;
     if let Some(c) = stored {
         let facts = c.facts()?;
         if facts.cn.as_deref() != Some(cfg.cluster.as_str()) {
             return Err(AgentError::Local(format!(
                 "{} holds a certificate for cluster {:?}, not {:?}",
-                cfg.state.path().display(),
+                cfg.state,
                 facts.cn.unwrap_or_default(),
                 cfg.cluster
             )));
@@ -74,17 +74,16 @@ pub async fn credentials(cfg: &AgentConfig, stop: &mut watch::Receiver<bool>) ->
     }
     let (Some(token), Some(hash)) = (&cfg.join_token, &cfg.ca_hash) else {
         return Err(AgentError::Local(format!(
-            "no usable certificate in {} and no --join-token/--ca-hash: run `kubehero cluster add {}` on the \
-             control plane for a new join token",
-            cfg.state.path().display(),
-            cfg.cluster
+            "no usable certificate in {} and no --join-token/--ca-hash: run `kubehero cluster join-token {}` \
+             for a new join token",
+            cfg.state, cfg.cluster
         )));
     };
     let mut backoff = Backoff::new(cfg.reconnect_min, cfg.reconnect_max).full_jitter();
     loop {
         match cfg.server.join(&cfg.cluster, token, hash).await {
             Ok(c) => {
-                cfg.state.save(&c).map_err(|e| AgentError::Local(format!("{}: {e}", cfg.state.path().display())))?;
+                cfg.state.save(&c).await.map_err(AgentError::Local)?;
                 tracing::info!(cluster = %cfg.cluster, "joined; certificate stored");
                 return Ok(c);
             }
@@ -138,7 +137,7 @@ async fn renewals(cfg: AgentConfig, tx: watch::Sender<Credentials>, mut stop: wa
         }
         match cfg.server.renew(&cfg.cluster, &current).await {
             Ok(next) => {
-                if let Err(e) = cfg.state.save(&next) {
+                if let Err(e) = cfg.state.save(&next).await {
                     tracing::error!(error = %e, "the renewed certificate could not be stored; keeping it in memory");
                 }
                 tracing::info!(cluster = %cfg.cluster, "certificate renewed");

@@ -1,5 +1,6 @@
-//! The agent's key, certificate and trusted CAs, kept in a directory (0700, files 0600, written atomically) so
-//! that a restarted agent reuses them without a join token.
+//! The agent's key, certificate and trusted CAs, kept so that a restarted agent reuses them without a join
+//! token: in a directory (0700, files 0600, written atomically), or, in a pod, in a Kubernetes Secret that the
+//! agent's service account may read and write (nothing else in the namespace).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -73,5 +74,96 @@ impl StateDir {
             std::fs::rename(&tmp, self.dir.join(name))?;
         }
         std::fs::File::open(&self.dir)?.sync_all()
+    }
+}
+
+/// Where the credentials are kept.
+#[derive(Clone)]
+pub enum State {
+    Dir(StateDir),
+    /// A Secret `namespace/name` in the agent's own cluster, reached with the agent's API server credentials.
+    Secret {
+        upstream: std::sync::Arc<crate::upstream::Upstream>,
+        namespace: String,
+        name: String,
+    },
+}
+
+impl std::fmt::Debug for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{self}")
+    }
+}
+
+impl std::fmt::Display for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            State::Dir(d) => write!(f, "{}", d.path().display()),
+            State::Secret { namespace, name, .. } => write!(f, "secret {namespace}/{name}"),
+        }
+    }
+}
+
+impl State {
+    /// The stored credentials, if complete.
+    pub async fn load(&self) -> Result<Option<Credentials>, String> {
+        match self {
+            State::Dir(d) => d.load().map_err(|e| format!("{self}: {e}")),
+            State::Secret { upstream, namespace, name } => {
+                let path = format!("/api/v1/namespaces/{namespace}/secrets/{name}");
+                let (status, body) = upstream.call_json(http::Method::GET, &path, None).await.map_err(|e| e.0)?;
+                match status {
+                    404 => Ok(None),
+                    200 => {
+                        let get = |k: &str| -> Option<String> {
+                            use base64::Engine;
+                            let b64 = body["data"][k].as_str()?;
+                            let raw = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
+                            String::from_utf8(raw).ok()
+                        };
+                        Ok(match (get(KEY), get(CERT), get(CA)) {
+                            (Some(key_pem), Some(cert_pem), Some(ca_pem)) => {
+                                Some(Credentials { key_pem, cert_pem, ca_pem })
+                            }
+                            _ => None,
+                        })
+                    }
+                    s => {
+                        Err(format!("{self}: the API server answered {s}: {}", body["message"].as_str().unwrap_or("")))
+                    }
+                }
+            }
+        }
+    }
+
+    /// Stores the credentials (creating the Secret when missing, replacing its data otherwise).
+    pub async fn save(&self, c: &Credentials) -> Result<(), String> {
+        match self {
+            State::Dir(d) => d.save(c).map_err(|e| format!("{self}: {e}")),
+            State::Secret { upstream, namespace, name } => {
+                use base64::Engine;
+                let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+                let secret = serde_json::json!({
+                    "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                    "metadata": {"name": name, "namespace": namespace,
+                                 "labels": {"app.kubernetes.io/managed-by": "kubehero"}},
+                    "data": {KEY: b64(&c.key_pem), CERT: b64(&c.cert_pem), CA: b64(&c.ca_pem)},
+                });
+                let one = format!("/api/v1/namespaces/{namespace}/secrets/{name}");
+                let (status, body) =
+                    upstream.call_json(http::Method::PUT, &one, Some(&secret)).await.map_err(|e| e.0)?;
+                let (status, body) = if status == 404 {
+                    let all = format!("/api/v1/namespaces/{namespace}/secrets");
+                    upstream.call_json(http::Method::POST, &all, Some(&secret)).await.map_err(|e| e.0)?
+                } else {
+                    (status, body)
+                };
+                if (200..300).contains(&status) {
+                    Ok(())
+                } else {
+                    Err(format!("{self}: the API server answered {status}: {}", body["message"].as_str().unwrap_or("")))
+                }
+            }
+        }
     }
 }

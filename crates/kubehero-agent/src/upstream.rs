@@ -264,6 +264,26 @@ impl Upstream {
         Ok(v["gitVersion"].as_str().unwrap_or("unknown").to_string())
     }
 
+    /// One JSON request of the agent's own (its state Secret): the status and the body.
+    pub async fn call_json(
+        &self,
+        method: http::Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<(u16, serde_json::Value), UpstreamError> {
+        let mut req = self.client.request(method, format!("{}{path}", self.base)).timeout(Duration::from_secs(30));
+        if let Some(t) = self.bearer()? {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let res = req.send().await.map_err(up(format!("{path}")))?;
+        let status = res.status().as_u16();
+        let body = res.json().await.unwrap_or(serde_json::Value::Null);
+        Ok((status, body))
+    }
+
     /// Sends one request on to the API server and streams its answer back.
     pub async fn forward(&self, req: Request<Incoming>) -> Response<Body> {
         let path = req.uri().path_and_query().map_or("/", |p| p.as_str());

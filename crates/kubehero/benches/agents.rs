@@ -133,7 +133,7 @@ fn config(cp: &ControlPlane, dir: &std::path::Path, name: &str, join: &Value) ->
         cluster: name.to_string(),
         join_token: join["token"].as_str().map(str::to_string),
         ca_hash: join["ca_hash"].as_str().map(str::to_string),
-        state: StateDir::new(dir.join(name)),
+        state: kubehero_agent::state::State::Dir(StateDir::new(dir.join(name))),
         version: "bench".into(),
         reconnect_min: RECONNECT_MIN,
         reconnect_max: RECONNECT_MAX,

@@ -4,7 +4,7 @@ use anyhow::Context;
 use clap::Args;
 use kubehero_agent::client::ControlPlane;
 use kubehero_agent::run::{AgentConfig, RECONNECT_MAX, RECONNECT_MIN};
-use kubehero_agent::state::StateDir;
+use kubehero_agent::state::{State, StateDir};
 use kubehero_agent::upstream::{Forwarder, Upstream};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -40,9 +40,21 @@ pub struct AgentArgs {
     /// account).
     #[arg(long, value_name = "FILE", env = "KUBEHERO_AGENT_KUBECONFIG")]
     kubeconfig: Option<PathBuf>,
-    /// Where the key and certificate are kept (0700; files 0600).
-    #[arg(long, value_name = "DIR", env = "KUBEHERO_AGENT_STATE_DIR", default_value = "./kubehero-agent")]
-    state_dir: PathBuf,
+    /// Where the key and certificate are kept (0700; files 0600). Default: ./kubehero-agent, or in a pod the
+    /// Secret of --state-secret.
+    #[arg(long, value_name = "DIR", env = "KUBEHERO_AGENT_STATE_DIR", conflicts_with = "state_secret")]
+    state_dir: Option<PathBuf>,
+    /// Keep the key and certificate in this Secret (NAMESPACE/NAME) of the cluster, through the agent's own
+    /// API server credentials. Default in a pod: <the pod's namespace>/kubehero-agent-state.
+    #[arg(long, value_name = "NAMESPACE/NAME", env = "KUBEHERO_AGENT_STATE_SECRET")]
+    state_secret: Option<String>,
+}
+
+/// The pod's namespace, when running in one.
+fn pod_namespace() -> Option<String> {
+    std::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+        .ok()
+        .map(|s| s.trim().to_string())
 }
 
 pub async fn run(a: AgentArgs) -> anyhow::Result<()> {
@@ -56,12 +68,28 @@ pub async fn run(a: AgentArgs) -> anyhow::Result<()> {
             tracing::warn!(server = upstream.server(), error = %e, "the cluster's API server does not answer yet")
         }
     }
+    let upstream = Arc::new(upstream);
+    let secret = match (&a.state_secret, &a.state_dir, &a.kubeconfig) {
+        (Some(s), _, _) => Some(s.clone()),
+        (None, None, None) => pod_namespace().map(|ns| format!("{ns}/kubehero-agent-state")),
+        _ => None,
+    };
+    let state = match secret {
+        Some(s) => {
+            let (namespace, name) = s
+                .split_once('/')
+                .filter(|(n, m)| !n.is_empty() && !m.is_empty() && !m.contains('/'))
+                .ok_or_else(|| anyhow::anyhow!("--state-secret {s:?} is not NAMESPACE/NAME"))?;
+            State::Secret { upstream: upstream.clone(), namespace: namespace.into(), name: name.into() }
+        }
+        None => State::Dir(StateDir::new(a.state_dir.unwrap_or_else(|| PathBuf::from("./kubehero-agent")))),
+    };
     let cfg = AgentConfig {
         server: ControlPlane::parse(&a.server)?,
         cluster: a.cluster,
         join_token: a.join_token,
         ca_hash: a.ca_hash,
-        state: StateDir::new(a.state_dir),
+        state,
         version: env!("CARGO_PKG_VERSION").to_string(),
         reconnect_min: RECONNECT_MIN,
         reconnect_max: RECONNECT_MAX,
@@ -72,6 +100,6 @@ pub async fn run(a: AgentArgs) -> anyhow::Result<()> {
         tracing::info!("shutting down: letting open streams finish");
         let _ = tx.send(true);
     });
-    kubehero_agent::run::run(cfg, Arc::new(Forwarder(Arc::new(upstream))), rx).await.context("agent")?;
+    kubehero_agent::run::run(cfg, Arc::new(Forwarder(upstream)), rx).await.context("agent")?;
     Ok(())
 }

@@ -72,7 +72,7 @@ fn agent_config(ts: &TestServer, cluster: &str, join: &Value, state: &std::path:
         cluster: cluster.into(),
         join_token: join["token"].as_str().map(str::to_string),
         ca_hash: join["ca_hash"].as_str().map(str::to_string),
-        state: StateDir::new(state),
+        state: kubehero_agent::state::State::Dir(StateDir::new(state)),
         version: "test-agent".into(),
         reconnect_min: Duration::from_millis(200),
         reconnect_max: Duration::from_secs(1),
@@ -367,4 +367,65 @@ impl kubehero_agent::tunnel::StreamHandler for Version {
             let _ = hyper::server::conn::http1::Builder::new().serve_connection(stream, svc).await;
         })
     }
+}
+
+#[tokio::test]
+async fn in_a_cluster_the_agent_keeps_its_key_and_certificate_in_a_secret_and_reuses_them() {
+    use kubehero_testkit::kubeapi::ADMIN_TOKEN;
+    let k = KubeApiServer::start().await.unwrap();
+    let ts =
+        TestServer::start(&[("KUBEHERO_REQUIRE_AUTH", "true"), ("KUBEHERO_API_KEYS", &*api_keys_env())], None).await;
+    let dir = tempfile::tempdir().unwrap();
+    let up = upstream(&k, dir.path(), "kubehero-agent").await;
+    // The agent's service account may create Secrets and read and update its own one, nothing else.
+    let admin = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&k.ca_pem).unwrap())
+        .build()
+        .unwrap();
+    let ns = "/apis/rbac.authorization.k8s.io/v1/namespaces/kubehero-system";
+    let role = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "agent-state"},
+        "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
+                  {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["kubehero-agent-state"], "verbs": ["get", "update"]}]});
+    let binding = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "agent-state"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "agent-state"},
+        "subjects": [{"kind": "ServiceAccount", "name": "kubehero-agent", "namespace": "kubehero-system"}]});
+    for (path, body) in [(format!("{ns}/roles"), role), (format!("{ns}/rolebindings"), binding)] {
+        let r = admin.post(format!("{}{path}", k.url)).bearer_auth(ADMIN_TOKEN).json(&body).send().await.unwrap();
+        assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    }
+    let state = kubehero_agent::state::State::Secret {
+        upstream: up.clone(),
+        namespace: "kubehero-system".into(),
+        name: "kubehero-agent-state".into(),
+    };
+    let join = add(&ts, "in-pod").await;
+    let mut cfg = agent_config(&ts, "in-pod", &join, dir.path());
+    cfg.state = state.clone();
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let first = tokio::spawn(kubehero_agent::run::run(cfg.clone(), Arc::new(Forwarder(up.clone())), rx));
+    wait_for("connected", Duration::from_secs(20), async || hub(&ts).open("in-pod").await.is_ok()).await;
+    let secret: Value = admin
+        .get(format!("{}/api/v1/namespaces/kubehero-system/secrets/kubehero-agent-state", k.url))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(secret["metadata"]["labels"]["app.kubernetes.io/managed-by"], "kubehero");
+    assert!(secret["data"]["agent.key"].is_string() && secret["data"]["agent.crt"].is_string());
+    let _ = stop.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(10), first).await;
+    wait_for("disconnected", Duration::from_secs(10), async || hub(&ts).open("in-pod").await.is_err()).await;
+
+    // A restarted agent (a new pod) has no join token, only the Secret.
+    cfg.join_token = None;
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let second = tokio::spawn(kubehero_agent::run::run(cfg, Arc::new(Forwarder(up)), rx));
+    wait_for("back from the Secret", Duration::from_secs(20), async || hub(&ts).open("in-pod").await.is_ok()).await;
+    let certs = ts.get("/api/v1/clusters/in-pod/certificates", Some(VIEWER)).await;
+    assert_eq!(certs.body["items"].as_array().unwrap().len(), 1, "no second join: {}", certs.body);
+    let _ = stop.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(10), second).await;
 }
