@@ -278,7 +278,7 @@ impl Upstream {
         if let Some(b) = body {
             req = req.json(b);
         }
-        let res = req.send().await.map_err(up(format!("{path}")))?;
+        let res = req.send().await.map_err(up(path.to_string()))?;
         let status = res.status().as_u16();
         let body = res.json().await.unwrap_or(serde_json::Value::Null);
         Ok((status, body))
