@@ -200,3 +200,44 @@ async fn a_dropped_network_path_is_noticed_within_30_s_and_the_agent_reconnects_
     eprintln!("the agent was back {back:?} after the path returned");
     serve.terminate().await;
 }
+
+async fn cli(env: &[(&str, &str)], args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(bin()).args(args).env_clear().envs(env.iter().copied()).output().await.unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.code().unwrap_or(-1), text(&out.stdout), text(&out.stderr))
+}
+
+#[tokio::test]
+async fn cluster_commands_register_list_issue_tokens_and_remove() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite:{}", dir.path().join("kubehero.db").display());
+    let serve = Serve::start(&base_env(dir.path(), &db)).await;
+    let config = dir.path().join("cli");
+    let env = [
+        ("KUBEHERO_TOKEN", ADMIN),
+        ("KUBEHERO_SERVER", serve.url.as_str()),
+        ("KUBEHERO_CONFIG_DIR", config.to_str().unwrap()),
+    ];
+    let (code, out, err) = cli(&env, &["cluster", "add", "lab-1", "--join-ttl", "30m"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("khj_") && out.contains("--ca-hash sha256:") && out.contains("helm install"), "{out}");
+    assert!(out.contains("kubehero agent --server https://"), "{out}");
+    let (code, out, _) = cli(&env, &["cluster", "list"]).await;
+    assert_eq!(code, 0);
+    assert!(out.lines().any(|l| l.starts_with("lab-1") && l.contains("pending")), "{out}");
+    let (code, out, err) = cli(&env, &["cluster", "join-token", "lab-1"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("khj_"));
+    let (code, _, err) = cli(&env, &["cluster", "add", "Not A Name"]).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("DNS label") || err.contains("invalid"), "{err}");
+    let (code, _, err) = cli(&env, &["cluster", "remove", "lab-1"]).await;
+    assert_eq!(code, 0, "{err}");
+    let (_, out, _) = cli(&env, &["cluster", "list"]).await;
+    assert!(out.lines().any(|l| l.starts_with("lab-1") && l.contains("removed")), "{out}");
+    let viewer_env = [("KUBEHERO_TOKEN", "nope"), env[1], env[2]];
+    let (code, _, err) = cli(&viewer_env, &["cluster", "add", "lab-2"]).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("rejected"), "{err}");
+    serve.terminate().await;
+}
