@@ -85,7 +85,7 @@ impl Hub {
 
     /// Opens a byte stream to `cluster`'s API server. If the tunnel it picks is closing (replaced a moment ago),
     /// it tries the current one once more.
-    pub async fn open(&self, cluster: &str) -> Result<Stream, OpenError> {
+    pub async fn open(&self, cluster: &str) -> Result<TunnelStream, OpenError> {
         let mut last = None;
         for _ in 0..2 {
             let (id, client) = {
@@ -99,7 +99,8 @@ impl Hub {
             match client.open().await {
                 Ok(s) => {
                     self.metrics.agents.streams.inc();
-                    return Ok(s);
+                    self.metrics.agents.streams_open.inc();
+                    return Ok(TunnelStream { inner: s, open: self.metrics.agents.streams_open.clone() });
                 }
                 Err(e @ TunnelError::Closed(_)) => {
                     tracing::debug!(cluster, error = %e, "stream on a closing tunnel; trying the current one");
@@ -307,4 +308,48 @@ async fn kubernetes_version(client: &TunnelClient) -> Result<String, String> {
     tokio::time::timeout(std::time::Duration::from_secs(15), fetch)
         .await
         .map_err(|_| "no answer within 15 s".to_string())?
+}
+
+/// A stream through a tunnel, counted in `kubehero_tunnel_streams_open` while it lives.
+pub struct TunnelStream {
+    inner: Stream,
+    open: prometheus_client::metrics::gauge::Gauge,
+}
+
+impl Drop for TunnelStream {
+    fn drop(&mut self) {
+        self.open.dec();
+    }
+}
+
+impl hyper::rt::Read for TunnelStream {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl hyper::rt::Write for TunnelStream {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }

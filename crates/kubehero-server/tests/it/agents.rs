@@ -144,6 +144,17 @@ async fn an_agent_joins_connects_serves_streams_and_is_cut_off_when_its_cluster_
     let many = futures_join((0..32).map(|_| through_tunnel(&ts, "prod-eu", "/version"))).await;
     assert!(many.iter().all(|r| r.as_ref().is_ok_and(|(s, _)| *s == 200)));
 
+    let metrics = async || reqwest::get(format!("{}/metrics", ts.url)).await.unwrap().text().await.unwrap();
+    let m = metrics().await;
+    assert!(m.contains("kubehero_agents_connected 1"), "{m}");
+    assert!(m.contains("kubehero_agent_certificate_expiry_seconds{cluster=\"prod-eu\"}"), "{m}");
+    let total: u64 = m.lines().find_map(|l| l.strip_prefix("kubehero_tunnel_streams_total ")?.parse().ok()).unwrap();
+    assert!(total >= 35, "{total}");
+    wait_for("streams closed", Duration::from_secs(5), async || {
+        metrics().await.contains("kubehero_tunnel_streams_open 0")
+    })
+    .await;
+
     // A new join token for a re-install does not disturb the connected agent.
     let r = ts.call(Method::POST, "/api/v1/clusters/prod-eu/join-tokens", Some(ADMIN), Some(json!({}))).await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
