@@ -16,13 +16,20 @@ pub struct AgentCa {
     #[serde(skip_serializing)]
     pub sealed_key: String,
     pub created_at: i64,
-    /// Set when a newer CA took over signing; still trusted until the last certificate it signed expires.
+    /// `None` while staged: trusted and handed to agents at renewal, not yet signing. The most recently
+    /// activated CA that is not retired signs agent certificates and the agent listener's certificate.
+    pub activated_at: Option<i64>,
+    /// Set when the CA is dropped: no longer trusted.
     pub retired_at: Option<i64>,
 }
 
 impl std::fmt::Debug for AgentCa {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AgentCa").field("id", &self.id).field("retired_at", &self.retired_at).finish_non_exhaustive()
+        f.debug_struct("AgentCa")
+            .field("id", &self.id)
+            .field("activated_at", &self.activated_at)
+            .field("retired_at", &self.retired_at)
+            .finish_non_exhaustive()
     }
 }
 
@@ -94,10 +101,9 @@ pub struct ClusterStatus {
 pub trait AgentStore: Send + Sync {
     /// Every agent CA, oldest first.
     async fn agent_cas(&self) -> Result<Vec<AgentCa>>;
-    /// `AlreadyExists` if the id is taken (another replica created the CA first).
+    /// The first CA, made at start-up (not a [`crate::Change`]: no one asked for it). `AlreadyExists` if the id
+    /// is taken (another replica created it first).
     async fn insert_agent_ca(&self, ca: &AgentCa) -> Result<()>;
-    /// Marks a CA retired (it keeps being trusted; it no longer signs).
-    async fn retire_agent_ca(&self, id: &str, at: i64) -> Result<()>;
     /// The join token with this hash, whatever its state.
     async fn find_join_token(&self, hash: &str) -> Result<Option<JoinToken>>;
     /// Serials revoked and not yet expired at `now`.
@@ -113,15 +119,19 @@ pub trait AgentStore: Send + Sync {
     async fn touch_clusters(&self, clusters: &[String], at: i64) -> Result<()>;
 }
 
-pub(crate) type CaRow = (String, String, String, i64, Option<i64>);
+pub(crate) type CaRow = (String, String, String, i64, Option<i64>, Option<i64>);
 pub(crate) type TokenRow = (String, String, String, i64, i64, Option<i64>);
 pub(crate) type CertRow = (String, String, i64, i64, Option<i64>);
 pub(crate) type StatusRow = (String, String, i64, Option<i64>, Option<String>, Option<String>, Option<i64>);
 
-pub(crate) const AGENT_CAS: &str =
-    "SELECT id, cert_pem, sealed_key, created_at, retired_at FROM agent_cas ORDER BY created_at, id";
-pub(crate) const INSERT_AGENT_CA: &str =
-    "INSERT INTO agent_cas (id, cert_pem, sealed_key, created_at, retired_at) VALUES ($1, $2, $3, $4, $5)";
+pub(crate) const AGENT_CAS: &str = "SELECT id, cert_pem, sealed_key, created_at, activated_at, retired_at \
+     FROM agent_cas ORDER BY created_at, id";
+pub(crate) const INSERT_AGENT_CA: &str = "INSERT INTO agent_cas \
+     (id, cert_pem, sealed_key, created_at, activated_at, retired_at) VALUES ($1, $2, $3, $4, $5, $6)";
+/// `$1` id, `$2` at: a staged, not retired CA starts signing.
+pub(crate) const ACTIVATE_AGENT_CA: &str =
+    "UPDATE agent_cas SET activated_at = $2 WHERE id = $1 AND activated_at IS NULL AND retired_at IS NULL";
+/// `$1` id, `$2` at.
 pub(crate) const RETIRE_AGENT_CA: &str = "UPDATE agent_cas SET retired_at = $2 WHERE id = $1 AND retired_at IS NULL";
 pub(crate) const FIND_JOIN_TOKEN: &str =
     "SELECT hash, cluster, created_by, created_at, expires_at, used_at FROM agent_join_tokens WHERE hash = $1";
@@ -159,8 +169,8 @@ pub(crate) const DELETE_CLUSTER_STATUS: &str = "DELETE FROM cluster_status WHERE
 pub(crate) const TOUCH_CLUSTER: &str =
     "UPDATE cluster_status SET last_seen = $2 WHERE cluster = $1 AND state = 'connected'";
 
-pub(crate) fn ca_from_row((id, cert_pem, sealed_key, created_at, retired_at): CaRow) -> AgentCa {
-    AgentCa { id, cert_pem, sealed_key, created_at, retired_at }
+pub(crate) fn ca_from_row((id, cert_pem, sealed_key, created_at, activated_at, retired_at): CaRow) -> AgentCa {
+    AgentCa { id, cert_pem, sealed_key, created_at, activated_at, retired_at }
 }
 
 pub(crate) fn token_from_row((hash, cluster, created_by, created_at, expires_at, used_at): TokenRow) -> JoinToken {
@@ -206,26 +216,8 @@ macro_rules! agent_store {
             }
 
             async fn insert_agent_ca(&self, ca: &$crate::agent::AgentCa) -> $crate::Result<()> {
-                sqlx::query($crate::agent::INSERT_AGENT_CA)
-                    .bind(&ca.id)
-                    .bind(&ca.cert_pem)
-                    .bind(&ca.sealed_key)
-                    .bind(ca.created_at)
-                    .bind(ca.retired_at)
-                    .execute(&self.pool)
-                    .await
-                    .map_err(Self::err(format!("agent CA {:?}", ca.id)))?;
-                Ok(())
-            }
-
-            async fn retire_agent_ca(&self, id: &str, at: i64) -> $crate::Result<()> {
-                sqlx::query($crate::agent::RETIRE_AGENT_CA)
-                    .bind(id)
-                    .bind(at)
-                    .execute(&self.pool)
-                    .await
-                    .map_err(Self::err(format!("agent CA {id:?}")))?;
-                Ok(())
+                let mut conn = self.pool.acquire().await.map_err(Self::err("agent CA"))?;
+                Self::insert_ca_on(&mut *conn, ca).await
             }
 
             async fn find_join_token(&self, hash: &str) -> $crate::Result<Option<$crate::agent::JoinToken>> {

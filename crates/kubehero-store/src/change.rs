@@ -2,7 +2,7 @@
 //! transaction ([`ChangeStore::apply`]): a change is never visible without its row, and a row is never
 //! written for a change that did not happen. Both backends share the SQL through [`change_store!`].
 
-use crate::agent::{AgentCert, JoinToken};
+use crate::agent::{AgentCa, AgentCert, JoinToken};
 use crate::{
     ApiKeyRecord, Cluster, DeviceAuthorization, DirectoryGroup, DirectoryUser, MemberChange, Policy, PolicyState,
     Result, SessionRecord, StoredBinding,
@@ -33,6 +33,18 @@ pub enum Change<'a> {
     },
     /// A renewed certificate for a registered cluster (`NotFound` if it is not).
     IssueAgentCert(&'a AgentCert),
+    /// A new agent CA (staged: trusted, handed to agents, not yet signing). `AlreadyExists` for a taken id.
+    AddAgentCa(&'a AgentCa),
+    /// A staged CA starts signing. `NotFound` unless it exists staged and not retired.
+    ActivateAgentCa {
+        id: &'a str,
+        at: i64,
+    },
+    /// A CA is no longer trusted. `NotFound` unless it exists and is not retired.
+    RetireAgentCa {
+        id: &'a str,
+        at: i64,
+    },
     /// Revokes one certificate of a cluster, or all of them; gives back how many changed.
     RevokeAgentCerts {
         cluster: &'a str,
@@ -301,6 +313,24 @@ macro_rules! change_store {
                         Self::cluster_exists_on(conn, &cert.cluster).await?;
                         Self::insert_cert_on(conn, cert).await?;
                     }
+                    Change::AddAgentCa(ca) => Self::insert_ca_on(conn, ca).await?,
+                    Change::ActivateAgentCa { id, at } | Change::RetireAgentCa { id, at } => {
+                        let sql = if matches!(change, Change::ActivateAgentCa { .. }) {
+                            $crate::agent::ACTIVATE_AGENT_CA
+                        } else {
+                            $crate::agent::RETIRE_AGENT_CA
+                        };
+                        let what = format!("agent CA {id:?}");
+                        let done = sqlx::query(sql)
+                            .bind(id)
+                            .bind(at)
+                            .execute(&mut *conn)
+                            .await
+                            .map_err(Self::err(what.clone()))?;
+                        if done.rows_affected() != 1 {
+                            return Err($crate::StoreError::NotFound(format!("{what} (staged and not retired)")));
+                        }
+                    }
                     Change::RevokeAgentCerts { cluster, serial, at } => {
                         return Ok(Changed::Count(Self::revoke_certs_on(conn, cluster, serial, at).await?));
                     }
@@ -527,6 +557,20 @@ macro_rules! change_store {
                 if n == 0 {
                     return Err($crate::StoreError::NotFound(format!("cluster {name:?}")));
                 }
+                Ok(())
+            }
+
+            async fn insert_ca_on(conn: &mut $conn, ca: &$crate::agent::AgentCa) -> $crate::Result<()> {
+                sqlx::query($crate::agent::INSERT_AGENT_CA)
+                    .bind(&ca.id)
+                    .bind(&ca.cert_pem)
+                    .bind(&ca.sealed_key)
+                    .bind(ca.created_at)
+                    .bind(ca.activated_at)
+                    .bind(ca.retired_at)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(Self::err(format!("agent CA {:?}", ca.id)))?;
                 Ok(())
             }
 

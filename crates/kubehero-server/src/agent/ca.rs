@@ -95,6 +95,31 @@ impl Ca {
         Ok(true)
     }
 
+    /// A new built-in CA to stage (trusted and handed to agents at their next renewal, not yet signing): the
+    /// first step of a rollover. `None` when the CA comes from files (rotate those instead).
+    pub fn stage(&self, now: i64) -> Result<Option<AgentCa>, CaError> {
+        let CaSource::Store { keys } = &self.source else {
+            return Ok(None);
+        };
+        let (cert_pem, key) = new_ca(now)?;
+        let facts = pki::pem_certs(&cert_pem).and_then(|c| pki::cert_facts(&c[0])).map_err(|e| CaError(e.0))?;
+        let short = facts.spki_hash.strip_prefix("sha256:").and_then(|h| h.get(..8)).unwrap_or("0");
+        let id = format!("builtin-{now}-{short}");
+        Ok(Some(AgentCa {
+            id,
+            cert_pem,
+            sealed_key: seal(keys, &key.serialize_pem())?,
+            created_at: now,
+            activated_at: None,
+            retired_at: None,
+        }))
+    }
+
+    /// Whether the CA is built in (in the store) rather than files.
+    pub fn built_in(&self) -> bool {
+        matches!(self.source, CaSource::Store { .. })
+    }
+
     /// `sha256:…` of the signing CA's public key: what `--ca-hash` pins.
     pub fn hash(&self) -> String {
         self.loaded.read().hash.clone()
@@ -282,6 +307,7 @@ async fn load_store(keys: &kubehero_audit::HmacKeys, store: &dyn Store, now: i64
             cert_pem,
             sealed_key: seal(keys, &key.serialize_pem())?,
             created_at: now,
+            activated_at: Some(now),
             retired_at: None,
         };
         match store.insert_agent_ca(&ca).await {
@@ -291,9 +317,13 @@ async fn load_store(keys: &kubehero_audit::HmacKeys, store: &dyn Store, now: i64
         }
         cas = store.agent_cas().await.map_err(ca_err("reading the agent CA"))?;
     }
-    // The newest CA that is not retired signs; every CA is trusted.
-    cas.sort_by_key(|c| std::cmp::Reverse((c.retired_at.is_none(), c.created_at)));
-    let signer = cas.first().ok_or_else(|| CaError("no agent CA in the store".into()))?;
+    // Every CA that is not retired is trusted; the most recently activated one signs.
+    cas.retain(|c| c.retired_at.is_none());
+    cas.sort_by_key(|c| std::cmp::Reverse((c.activated_at, c.created_at)));
+    let signer = cas
+        .first()
+        .filter(|c| c.activated_at.is_some())
+        .ok_or_else(|| CaError("no active agent CA in the store".into()))?;
     let key_pem = open(keys, &signer.sealed_key, &signer.id)?;
     let certs: String = cas.iter().map(|c| c.cert_pem.as_str()).collect::<Vec<_>>().join("\n");
     loaded_from(&certs, &key_pem, None)

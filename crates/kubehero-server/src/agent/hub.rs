@@ -21,6 +21,7 @@ struct Entry {
     client: TunnelClient,
     serial: String,
     not_after: i64,
+    cert: rustls::pki_types::CertificateDer<'static>,
     task: tokio::task::AbortHandle,
 }
 
@@ -65,6 +66,8 @@ pub struct Peer {
     pub cluster: String,
     pub serial: String,
     pub not_after: i64,
+    /// The client certificate (DER), re-checked when the set of trusted CAs changes.
+    pub cert: rustls::pki_types::CertificateDer<'static>,
     pub version: Option<String>,
     pub source: Option<String>,
 }
@@ -148,6 +151,7 @@ impl Hub {
                 client: client.clone(),
                 serial: peer.serial.clone(),
                 not_after: peer.not_after,
+                cert: peer.cert.clone(),
                 task: task.abort_handle(),
             },
         );
@@ -253,17 +257,25 @@ impl Hub {
         }
     }
 
-    /// Closes every tunnel whose cluster is no longer registered or whose certificate is revoked or expired.
-    pub async fn enforce(&self, state: &AppState, registry: &Registry) {
+    /// Closes every tunnel whose cluster is no longer registered or whose certificate is revoked, expired, or no
+    /// longer vouched for by a trusted CA.
+    pub async fn enforce(
+        &self,
+        state: &AppState,
+        registry: &Registry,
+        trust: &dyn rustls::server::danger::ClientCertVerifier,
+    ) {
         let now = state.clock.now();
         let doomed: Vec<(String, u64, Refusal)> = self
             .tunnels
             .lock()
             .iter()
             .filter_map(|(c, e)| {
+                let untrusted = || trust.verify_client_cert(&e.cert, &[], rustls::pki_types::UnixTime::now()).is_err();
                 let why = registry
                     .refusal(Some(c), &e.serial)
-                    .or_else(|| (e.not_after <= now).then_some(Refusal::Expired))?;
+                    .or_else(|| (e.not_after <= now).then_some(Refusal::Expired))
+                    .or_else(|| untrusted().then_some(Refusal::Untrusted))?;
                 Some((c.clone(), e.id, why))
             })
             .collect();

@@ -89,12 +89,13 @@ impl ClientCertVerifier for AgentVerifier {
 
 /// TLS 1.3 settings for the agent listener: a serving certificate from the CA for `names`, client certificates
 /// from any trusted agent CA, checked against `registry`.
+/// Also gives back the chain check alone, for re-checking open tunnels when the set of CAs changes.
 pub fn tls_config(
     ca: &super::ca::Ca,
     registry: &Arc<Registry>,
     names: &[String],
     now: i64,
-) -> Result<Arc<rustls::ServerConfig>, super::ca::CaError> {
+) -> Result<(Arc<rustls::ServerConfig>, Arc<dyn ClientCertVerifier>), super::ca::CaError> {
     let err = |e: &dyn std::fmt::Display| super::ca::CaError(format!("agent listener TLS: {e}"));
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
@@ -105,7 +106,7 @@ pub fn tls_config(
         .allow_unauthenticated()
         .build()
         .map_err(|e| err(&e))?;
-    let verifier = Arc::new(AgentVerifier { inner, registry: registry.clone() });
+    let verifier = Arc::new(AgentVerifier { inner: inner.clone(), registry: registry.clone() });
     let (chain, key) = ca.serving(names, now)?;
     let config = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
@@ -113,7 +114,7 @@ pub fn tls_config(
         .with_client_cert_verifier(verifier)
         .with_single_cert(chain, PrivateKeyDer::Pkcs8(key.into()))
         .map_err(|e| err(&e))?;
-    Ok(Arc::new(config))
+    Ok((Arc::new(config), inner))
 }
 
 /// Accepts agents until `stop`.
@@ -155,8 +156,12 @@ async fn connection(state: AppState, agents: Arc<Agents>, tcp: tokio::net::TcpSt
             return;
         }
     };
-    let peer: Option<CertFacts> =
-        tls.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(|c| cert_facts(c).ok());
+    let peer: Option<(CertFacts, CertificateDer<'static>)> = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .and_then(|c| Some((cert_facts(c).ok()?, c.clone().into_owned())));
     let svc = hyper::service::service_fn(move |req| {
         let (state, agents, peer) = (state.clone(), agents.clone(), peer.clone());
         async move { Ok::<_, std::convert::Infallible>(route(&state, &agents, peer, addr, req).await) }
@@ -191,7 +196,7 @@ fn error(status: StatusCode, code: &str, message: &str) -> Answer {
 async fn route(
     state: &AppState,
     agents: &Arc<Agents>,
-    peer: Option<CertFacts>,
+    peer: Option<(CertFacts, CertificateDer<'static>)>,
     addr: SocketAddr,
     req: hyper::Request<Incoming>,
 ) -> Answer {
@@ -199,7 +204,7 @@ async fn route(
     match (req.method(), req.uri().path()) {
         (&Method::POST, proto::JOIN_PATH) => join(state, agents, source, req).await,
         (&Method::POST, proto::RENEW_PATH) | (&Method::GET, proto::TUNNEL_PATH) => {
-            let Some(peer) = peer else {
+            let Some((peer, der)) = peer else {
                 return error(
                     StatusCode::UNAUTHORIZED,
                     "unauthenticated",
@@ -218,7 +223,7 @@ async fn route(
             if req.method() == Method::POST {
                 renew(state, agents, &cluster, source, req).await
             } else {
-                tunnel(state, agents, peer, source, req)
+                tunnel(state, agents, peer, der, source, req)
             }
         }
         _ => error(StatusCode::NOT_FOUND, "not_found", "no such agent call"),
@@ -398,6 +403,7 @@ fn tunnel(
     state: &AppState,
     agents: &Arc<Agents>,
     peer: CertFacts,
+    der: CertificateDer<'static>,
     source: Option<String>,
     mut req: hyper::Request<Incoming>,
 ) -> Answer {
@@ -409,6 +415,7 @@ fn tunnel(
         cluster: peer.cn.clone().unwrap_or_default(),
         serial: peer.serial.clone(),
         not_after: peer.not_after,
+        cert: der,
         version: version_of(&req),
         source,
     };

@@ -58,6 +58,8 @@ pub enum Refusal {
     NotRegistered,
     Revoked,
     Expired,
+    /// No trusted CA vouches for the certificate (its CA was retired).
+    Untrusted,
 }
 
 impl Refusal {
@@ -68,6 +70,7 @@ impl Refusal {
             Refusal::NotRegistered => "cluster_removed",
             Refusal::Revoked => "certificate_revoked",
             Refusal::Expired => "certificate_expired",
+            Refusal::Untrusted => "certificate_untrusted",
         }
     }
 
@@ -77,6 +80,7 @@ impl Refusal {
             Refusal::NotRegistered => "the cluster is not registered (removed?)",
             Refusal::Revoked => "the certificate is revoked",
             Refusal::Expired => "the certificate has expired",
+            Refusal::Untrusted => "no trusted agent CA vouches for the certificate (its CA was retired)",
         }
     }
 }
@@ -85,8 +89,8 @@ impl Refusal {
 pub struct Agents {
     pub ca: ca::Ca,
     pub registry: Arc<Registry>,
-    /// The agent listener's TLS settings: rebuilt when the CA changes.
-    tls: RwLock<Arc<rustls::ServerConfig>>,
+    /// The agent listener's TLS settings, and the chain check alone: rebuilt when the CAs change.
+    tls: RwLock<(Arc<rustls::ServerConfig>, Arc<dyn rustls::server::danger::ClientCertVerifier>)>,
     pub hub: Arc<hub::Hub>,
     pub settings: AgentSettings,
     /// The names in the agent listener's certificate.
@@ -138,7 +142,7 @@ impl Agents {
 
     /// The agent listener's current TLS settings.
     pub fn tls(&self) -> Arc<rustls::ServerConfig> {
-        self.tls.read().clone()
+        self.tls.read().0.clone()
     }
 
     /// Re-reads the CA (files that changed, or a rollover in the store) and, if it changed, the listener's TLS
@@ -151,6 +155,9 @@ impl Agents {
                 Ok(cfg) => {
                     *self.tls.write() = cfg;
                     tracing::info!(ca_hash = %self.ca.hash(), "agent CA changed; the agent listener trusts the new set");
+                    // A tunnel whose certificate no CA vouches for any more is closed.
+                    let trust = self.tls.read().1.clone();
+                    self.hub.enforce(state, &self.registry, &*trust).await;
                 }
                 Err(e) => tracing::error!(error = %e, "the agent listener's TLS settings could not be rebuilt"),
             },
@@ -166,7 +173,8 @@ impl Agents {
             tracing::warn!(error = %e, "reloading agent registrations failed; keeping the last ones");
             return;
         }
-        self.hub.enforce(state, &self.registry).await;
+        let trust = self.tls.read().1.clone();
+        self.hub.enforce(state, &self.registry, &*trust).await;
     }
 }
 

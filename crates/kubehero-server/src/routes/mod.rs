@@ -4,6 +4,7 @@
 //! declares. Each surface is a set of routes, an authenticator adapter over `kubehero-identity` and an error
 //! shape: the API's (`auth.rs`, `{"code","message","request_id"}`), SCIM's (`scim/`, RFC 7644 errors).
 
+mod agent_cas;
 mod api_keys;
 mod audit;
 mod bindings;
@@ -109,6 +110,20 @@ pub fn table() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
             "/api/v1/clusters/{name}",
             Requires(ClusterDelete),
             on(MethodFilter::DELETE, clusters::delete),
+        ),
+        r(Method::GET, "/api/v1/agent-cas", Requires(SettingsRead), on(MethodFilter::GET, agent_cas::list)),
+        r(Method::POST, "/api/v1/agent-cas", Requires(SettingsWrite), on(MethodFilter::POST, agent_cas::stage)),
+        r(
+            Method::POST,
+            "/api/v1/agent-cas/{id}/activate",
+            Requires(SettingsWrite),
+            on(MethodFilter::POST, agent_cas::activate),
+        ),
+        r(
+            Method::POST,
+            "/api/v1/agent-cas/{id}/retire",
+            Requires(SettingsWrite),
+            on(MethodFilter::POST, agent_cas::retire),
         ),
         r(Method::GET, "/api/v1/policies", Requires(PolicyList), on(MethodFilter::GET, policies::list)),
         r(Method::POST, "/api/v1/policies", Requires(PolicyCreate), on(MethodFilter::POST, policies::create)),

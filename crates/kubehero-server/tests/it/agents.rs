@@ -440,3 +440,139 @@ async fn in_a_cluster_the_agent_keeps_its_key_and_certificate_in_a_secret_and_re
     let _ = stop.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(10), second).await;
 }
+
+#[tokio::test]
+async fn the_built_in_ca_rolls_over_without_losing_a_renewing_agent() {
+    let ts = TestServer::start(
+        &[
+            ("KUBEHERO_REQUIRE_AUTH", "true"),
+            ("KUBEHERO_API_KEYS", &*api_keys_env()),
+            ("KUBEHERO_AGENT_CERT_TTL_SECS", "20"),
+        ],
+        None,
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let handler: Arc<dyn kubehero_agent::tunnel::StreamHandler> = Arc::new(Version);
+    let state = ts.server.as_ref().unwrap().state.clone();
+    let cp = ControlPlane::parse(&agent_url(&ts)).unwrap();
+
+    // "roll": a full agent that renews every ~13 s. "old": a bare tunnel with an hour-long certificate from the
+    // first CA, which never renews.
+    let join = add(&ts, "roll").await;
+    let old_hash = join["ca_hash"].as_str().unwrap().to_string();
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let cfg = agent_config(&ts, "roll", &join, &dir.path().join("roll"));
+    let agent = tokio::spawn(kubehero_agent::run::run(cfg, handler.clone(), rx));
+    add(&ts, "old").await;
+    let key = rcgen::KeyPair::generate().unwrap();
+    let csr = kubehero_agent::pki::csr_pem(&key, "old").unwrap();
+    let issued = state.agents.ca.issue(&csr, "old", 3600, crate::agents::now()).unwrap();
+    let old_creds = kubehero_agent::state::Credentials {
+        key_pem: key.serialize_pem(),
+        cert_pem: issued.cert_pem,
+        ca_pem: state.agents.ca.bundle_pem(),
+    };
+    let old_tunnel = tokio::spawn(cp.tunnel(&old_creds, "test", handler.clone()).await.unwrap());
+    for c in ["roll", "old"] {
+        wait_for(c, Duration::from_secs(10), async || hub(&ts).open(c).await.is_ok()).await;
+    }
+    let issued_count = async |c: &str| {
+        ts.get(&format!("/api/v1/clusters/{c}/certificates"), Some(VIEWER)).await.body["items"]
+            .as_array()
+            .unwrap()
+            .len()
+    };
+
+    // 1. Stage: the new CA is trusted and reaches the agent at its next renewal; the old one still signs.
+    let r = ts.call(Method::POST, "/api/v1/agent-cas", Some(OWNER), Some(json!({}))).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let new_id = r.body["id"].as_str().unwrap().to_string();
+    let new_hash = r.body["ca_hash"].as_str().unwrap().to_string();
+    assert_eq!(state.agents.ca.hash(), old_hash, "staged, not signing");
+    let n = issued_count("roll").await;
+    wait_for("a renewal after staging", Duration::from_secs(25), async || issued_count("roll").await > n).await;
+    let stored = StateDir::new(dir.path().join("roll")).load().unwrap().unwrap();
+    assert_eq!(kubehero_agent::pki::pem_certs(&stored.ca_pem).unwrap().len(), 2, "the agent trusts both CAs");
+
+    // 2. Activate: the new CA signs (certificates and the listener); the agent's next renewal is from it.
+    let r = ts.call(Method::POST, &format!("/api/v1/agent-cas/{new_id}/activate"), Some(OWNER), None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(state.agents.ca.hash(), new_hash);
+    let n = issued_count("roll").await;
+    wait_for("a renewal after activation", Duration::from_secs(25), async || issued_count("roll").await > n).await;
+    wait_for("the renewed tunnel", Duration::from_secs(5), async || hub(&ts).open("roll").await.is_ok()).await;
+
+    // 3. Retire the first CA: the tunnel whose certificate it signed closes; the renewed agent stays.
+    let cas = ts.get("/api/v1/agent-cas", Some(OWNER)).await;
+    let signing: Vec<&Value> = cas.body["items"].as_array().unwrap().iter().filter(|c| c["signing"] == true).collect();
+    assert_eq!(signing.len(), 1);
+    assert_eq!(signing[0]["id"], new_id.as_str());
+    let r = ts.call(Method::POST, &format!("/api/v1/agent-cas/{new_id}/retire"), Some(OWNER), None).await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "the signing CA cannot be retired: {}", r.body);
+    let r = ts.call(Method::POST, "/api/v1/agent-cas/builtin-1/retire", Some(OWNER), None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let took =
+        wait_for("old tunnel closed", Duration::from_secs(1), async || hub(&ts).open("old").await.is_err()).await;
+    assert!(took < Duration::from_secs(1));
+    let _ = tokio::time::timeout(Duration::from_secs(5), old_tunnel).await;
+    for _ in 0..10 {
+        assert_eq!(through_tunnel(&ts, "roll", "/version").await.unwrap().0, 200);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let _ = stop.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(10), agent).await;
+}
+
+/// A CA (certificate PEM, key PEM) as cert-manager would write it.
+fn file_ca() -> (String, String) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut ca = rcgen::CertificateParams::default();
+    ca.distinguished_name = rcgen::DistinguishedName::new();
+    ca.distinguished_name.push(rcgen::DnType::CommonName, "cert-manager agent CA");
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
+    ca.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::DigitalSignature];
+    (ca.self_signed(&key).unwrap().pem(), key.serialize_pem())
+}
+
+#[tokio::test]
+async fn a_ca_from_files_signs_agents_and_is_re_read_when_the_files_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = file_ca();
+    let (cert_path, key_path) = (dir.path().join("ca.crt"), dir.path().join("ca.key"));
+    std::fs::write(&cert_path, &cert).unwrap();
+    std::fs::write(&key_path, &key).unwrap();
+    let ts = TestServer::start(
+        &[
+            ("KUBEHERO_REQUIRE_AUTH", "true"),
+            ("KUBEHERO_API_KEYS", &*api_keys_env()),
+            ("KUBEHERO_AGENT_CA_CERT", cert_path.to_str().unwrap()),
+            ("KUBEHERO_AGENT_CA_KEY", key_path.to_str().unwrap()),
+        ],
+        None,
+    )
+    .await;
+    let file_hash =
+        kubehero_agent::pki::cert_facts(&kubehero_agent::pki::pem_certs(&cert).unwrap()[0]).unwrap().spki_hash;
+    let join = add(&ts, "cm").await;
+    assert_eq!(join["ca_hash"], file_hash.as_str());
+    let cp = ControlPlane::parse(&agent_url(&ts)).unwrap();
+    let creds = cp.join("cm", join["token"].as_str().unwrap(), &file_hash).await.unwrap();
+    let handler: Arc<dyn kubehero_agent::tunnel::StreamHandler> = Arc::new(Version);
+    let _t = tokio::spawn(cp.tunnel(&creds, "test", handler).await.unwrap());
+    wait_for("connected", Duration::from_secs(10), async || hub(&ts).open("cm").await.is_ok()).await;
+    let r = ts.call(Method::POST, "/api/v1/agent-cas", Some(OWNER), Some(json!({}))).await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "files are rolled over by editing them: {}", r.body);
+
+    // Rollover step 1 as cert-manager does it: the new CA is added after the current one.
+    let (next, _) = file_ca();
+    tokio::time::sleep(Duration::from_millis(1100)).await; // a later modification time
+    std::fs::write(&cert_path, format!("{cert}{next}")).unwrap();
+    wait_for("both CAs listed", Duration::from_secs(5), async || {
+        ts.get("/api/v1/agent-cas", Some(OWNER)).await.body["items"].as_array().is_some_and(|i| i.len() == 2)
+    })
+    .await;
+    let state = &ts.server.as_ref().unwrap().state;
+    assert_eq!(state.agents.ca.hash(), file_hash, "the first certificate still signs");
+    assert!(hub(&ts).open("cm").await.is_ok(), "the open tunnel is not disturbed");
+}

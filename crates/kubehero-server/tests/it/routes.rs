@@ -280,6 +280,20 @@ async fn route_role_scope_matrix() {
     })
     .await;
 
+    m.row(Method::GET, "/api/v1/agent-cas", "D D D A D A D D", |_, _| async { ("/api/v1/agent-cas".into(), None) })
+        .await;
+    m.row(Method::POST, "/api/v1/agent-cas", "D D D D D A D D", |_, _| async {
+        ("/api/v1/agent-cas".into(), Some(json!({})))
+    })
+    .await;
+    for action in ["activate", "retire"] {
+        let template = format!("/api/v1/agent-cas/{{id}}/{action}");
+        m.row(Method::POST, &template, "D D D D D A D D", |_, _| async move {
+            let r = ts.post("/api/v1/agent-cas", Some(OWNER), json!({})).await;
+            (format!("/api/v1/agent-cas/{}/{action}", r.body["id"].as_str().unwrap()), None)
+        })
+        .await;
+    }
     m.row(Method::GET, "/api/v1/audit", "D D D A D A D D", |_, _| async { ("/api/v1/audit?limit=5".into(), None) })
         .await;
 

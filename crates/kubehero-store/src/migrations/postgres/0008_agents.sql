@@ -8,6 +8,9 @@ CREATE TABLE agent_cas (
     cert_pem    TEXT    NOT NULL,
     sealed_key  TEXT    NOT NULL,
     created_at  BIGINT  NOT NULL,
+    -- NULL while staged (trusted and handed to agents, not yet signing); the most recently activated signs.
+    activated_at BIGINT,
+    -- Set when the CA is dropped: no longer trusted.
     retired_at  BIGINT
 );
 
