@@ -88,6 +88,7 @@ fn device(n: u32, at: i64, ttl: i64) -> DeviceAuthorization {
 async fn conformance(store: Arc<dyn Store>) {
     store.ping().await.unwrap();
     clusters(&*store).await;
+    agents(&*store).await;
     policies(&*store).await;
     bindings(&*store).await;
     api_keys(&*store).await;
@@ -129,6 +130,108 @@ async fn legacy_subjects(s: &dyn Store) {
     assert_eq!(names["lb2"], BindingSubject::User("dave@example.com".into()));
     assert_eq!(names["lb3"], BindingSubject::User("aaaa000000000002".into()));
     assert_eq!(names["lb4"], BindingSubject::User("https://x#eve".into()));
+}
+
+/// Agent CAs, join tokens (single use, unexpired, their own cluster), issued certificates and revocation, and
+/// connection state (never written back for a removed cluster).
+async fn agents(s: &dyn Store) {
+    use kubehero_store::{AgentCa, AgentCert, Change, ChangeStore, ClusterStatus, ConnectionState, JoinToken};
+    let ca = |id: &str, active: Option<i64>| AgentCa {
+        id: id.into(),
+        cert_pem: format!("cert {id}"),
+        sealed_key: "k1:sealed".into(),
+        created_at: 10,
+        activated_at: active,
+        retired_at: None,
+    };
+    s.insert_agent_ca(&ca("builtin-1", Some(10))).await.unwrap();
+    assert!(matches!(s.insert_agent_ca(&ca("builtin-1", Some(10))).await, Err(StoreError::AlreadyExists(_))));
+    s.apply(Change::AddAgentCa(&ca("builtin-2", None)), None).await.unwrap();
+    s.apply(Change::ActivateAgentCa { id: "builtin-2", at: 20 }, None).await.unwrap();
+    let again = s.apply(Change::ActivateAgentCa { id: "builtin-2", at: 21 }, None).await;
+    assert!(matches!(again, Err(StoreError::NotFound(_))), "only a staged CA is activated");
+    s.apply(Change::RetireAgentCa { id: "builtin-1", at: 30 }, None).await.unwrap();
+    let cas = s.agent_cas().await.unwrap();
+    assert_eq!((cas[0].retired_at, cas[1].activated_at), (Some(30), Some(20)));
+
+    s.create_cluster(&cluster("edge")).await.unwrap();
+    let token = |hash: &str, cluster: &str, expires_at: i64| JoinToken {
+        hash: hash.into(),
+        cluster: cluster.into(),
+        created_by: "alice".into(),
+        created_at: 100,
+        expires_at,
+        used_at: None,
+    };
+    let orphan = s.apply(Change::IssueJoinToken(&token("h0", "nowhere", 200)), None).await;
+    assert!(matches!(orphan, Err(StoreError::NotFound(_))), "a token needs a registered cluster");
+    s.apply(Change::IssueJoinToken(&token("h1", "edge", 200)), None).await.unwrap();
+    s.apply(Change::IssueJoinToken(&token("h2", "edge", 150)), None).await.unwrap();
+    let cert = |serial: &str, cluster: &str| AgentCert {
+        serial: serial.into(),
+        cluster: cluster.into(),
+        issued_at: 160,
+        not_after: 1_000,
+        revoked_at: None,
+    };
+    let redeem = |hash: &'static str, c: &'static AgentCert| Change::RedeemJoinToken { hash, cert: c, now: 160 };
+    static OTHER: std::sync::LazyLock<AgentCert> = std::sync::LazyLock::new(|| AgentCert {
+        serial: "aa".into(),
+        cluster: "prod".into(),
+        issued_at: 160,
+        not_after: 1_000,
+        revoked_at: None,
+    });
+    static FIRST: std::sync::LazyLock<AgentCert> = std::sync::LazyLock::new(|| AgentCert {
+        serial: "01".into(),
+        cluster: "edge".into(),
+        issued_at: 160,
+        not_after: 1_000,
+        revoked_at: None,
+    });
+    let conflict = |r: Result<_, StoreError>, says: &str| match r {
+        Err(StoreError::Conflict(m)) => assert!(m.contains(says), "{m}"),
+        other => panic!("expected a conflict saying {says:?}: {other:?}"),
+    };
+    conflict(s.apply(redeem("h1", &OTHER), None).await.map(drop), "not for cluster");
+    conflict(s.apply(redeem("h2", &FIRST), None).await.map(drop), "expired");
+    assert!(matches!(s.apply(redeem("nope", &FIRST), None).await, Err(StoreError::NotFound(_))));
+    s.apply(redeem("h1", &FIRST), None).await.unwrap();
+    conflict(s.apply(redeem("h1", &FIRST), None).await.map(drop), "already used");
+    assert_eq!(s.find_join_token("h1").await.unwrap().unwrap().used_at, Some(160));
+    s.apply(Change::IssueAgentCert(&cert("02", "edge")), None).await.unwrap();
+    s.apply(Change::IssueAgentCert(&cert("03", "edge")), None).await.unwrap();
+    let renew_orphan = s.apply(Change::IssueAgentCert(&cert("04", "nowhere")), None).await;
+    assert!(matches!(renew_orphan, Err(StoreError::NotFound(_))));
+    assert_eq!(s.agent_certs(Some("edge")).await.unwrap().len(), 3);
+    let one = Change::RevokeAgentCerts { cluster: "edge", serial: Some("02"), at: 170 };
+    assert_eq!(kubehero_store::changed_count(s.apply(one, None).await.unwrap().0).unwrap(), 1);
+    assert_eq!(s.revoked_agent_serials(500).await.unwrap(), vec!["02".to_string()]);
+    assert!(s.revoked_agent_serials(2_000).await.unwrap().is_empty(), "expired ones are not listed");
+    let all = Change::RevokeAgentCerts { cluster: "edge", serial: None, at: 171 };
+    assert_eq!(kubehero_store::changed_count(s.apply(all, None).await.unwrap().0).unwrap(), 2);
+
+    let status = ClusterStatus {
+        cluster: "edge".into(),
+        state: ConnectionState::Connected,
+        since: 180,
+        last_seen: Some(180),
+        agent_version: Some("0.1.0".into()),
+        kubernetes_version: Some("v1.20.2".into()),
+        cert_not_after: Some(1_000),
+    };
+    assert!(s.put_cluster_status(&status).await.unwrap());
+    s.touch_clusters(&["edge".to_string()], 190).await.unwrap();
+    let edge = async || s.cluster_statuses().await.unwrap().into_iter().find(|st| st.cluster == "edge");
+    assert_eq!(edge().await.unwrap().last_seen, Some(190));
+    s.delete_cluster("edge", 200).await.unwrap();
+    let removed = edge().await.unwrap();
+    assert_eq!((removed.state, removed.since), (ConnectionState::Removed, 200));
+    assert!(!s.put_cluster_status(&status).await.unwrap(), "a late write does not bring a removed cluster back");
+    assert!(s.find_join_token("h2").await.unwrap().is_none(), "tokens go with the cluster");
+    s.create_cluster(&cluster("edge")).await.unwrap();
+    assert!(edge().await.is_none(), "registered again: pending");
+    s.delete_cluster("edge", 210).await.unwrap();
 }
 
 async fn clusters(s: &dyn Store) {
