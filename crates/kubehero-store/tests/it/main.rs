@@ -135,7 +135,7 @@ async fn legacy_subjects(s: &dyn Store) {
 /// Agent CAs, join tokens (single use, unexpired, their own cluster), issued certificates and revocation, and
 /// connection state (never written back for a removed cluster).
 async fn agents(s: &dyn Store) {
-    use kubehero_store::{AgentCa, AgentCert, Change, ChangeStore, ClusterStatus, ConnectionState, JoinToken};
+    use kubehero_store::{AgentCa, AgentCert, Change, ClusterStatus, ConnectionState, JoinToken};
     let ca = |id: &str, active: Option<i64>| AgentCa {
         id: id.into(),
         cert_pem: format!("cert {id}"),
