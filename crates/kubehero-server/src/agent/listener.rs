@@ -25,6 +25,10 @@ use tokio::sync::watch;
 
 /// How long a TLS handshake, or a request head, may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most TLS handshakes in progress at once: a flood of connections that never finish their handshake holds at
+/// most this many sockets (each for at most 10 s); connections beyond it are closed at once. Agents reconnecting
+/// after a restart finish their handshakes in milliseconds, so they are not crowded out.
+const MAX_HANDSHAKES: usize = 2048;
 /// The largest join or renewal body.
 const MAX_BODY: usize = 64 * 1024;
 
@@ -124,12 +128,18 @@ pub async fn serve(
     agents: Arc<Agents>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((tcp, addr)) => {
+                    let Ok(permit) = handshakes.clone().try_acquire_owned() else {
+                        state.metrics.agents.handshake_failures.inc();
+                        tracing::debug!(peer = %addr, "too many agent handshakes in progress; closed");
+                        continue;
+                    };
                     let _ = tcp.set_nodelay(true);
-                    tokio::spawn(connection(state.clone(), agents.clone(), tcp, addr));
+                    tokio::spawn(connection(state.clone(), agents.clone(), tcp, addr, permit));
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "agent listener accept failed");
@@ -141,9 +151,17 @@ pub async fn serve(
     }
 }
 
-async fn connection(state: AppState, agents: Arc<Agents>, tcp: tokio::net::TcpStream, addr: SocketAddr) {
+async fn connection(
+    state: AppState,
+    agents: Arc<Agents>,
+    tcp: tokio::net::TcpStream,
+    addr: SocketAddr,
+    handshake: tokio::sync::OwnedSemaphorePermit,
+) {
     let acceptor = tokio_rustls::TlsAcceptor::from(agents.tls());
-    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+    let accepted = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await;
+    drop(handshake);
+    let tls = match accepted {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
             state.metrics.agents.handshake_failures.inc();

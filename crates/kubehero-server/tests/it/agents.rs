@@ -241,6 +241,50 @@ async fn twenty_second_certificates_renew_under_load_expire_without_renewal_and_
             .await;
     assert!(took < Duration::from_secs(1));
 
+    // A watch opened now, on the tunnel of the first certificate, must keep streaming across the swaps.
+    let admin = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&k.ca_pem).unwrap())
+        .build()
+        .unwrap();
+    let rbac = "/apis/rbac.authorization.k8s.io/v1";
+    let role = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": "ns-watch"},
+        "rules": [{"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]}]});
+    let binding = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": "ns-watch"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "ns-watch"},
+        "subjects": [{"kind": "ServiceAccount", "name": "kubehero-agent", "namespace": "kubehero-system"}]});
+    for (path, body) in [(format!("{rbac}/clusterroles"), role), (format!("{rbac}/clusterrolebindings"), binding)] {
+        let r = admin
+            .post(format!("{}{path}", k.url))
+            .bearer_auth(kubehero_testkit::kubeapi::ADMIN_TOKEN)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    }
+    let (events_tx, mut events) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let watch = {
+        let stream = hub(&ts).open("renewing").await.unwrap();
+        let (mut send, conn) = hyper::client::conn::http1::handshake(stream).await.unwrap();
+        tokio::spawn(conn);
+        let req = http::Request::builder()
+            .uri("/api/v1/namespaces?watch=1&timeoutSeconds=300")
+            .header("host", "kubernetes")
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        let res = send.send_request(req).await.unwrap();
+        assert_eq!(res.status(), 200);
+        tokio::spawn(async move {
+            let _keep = send;
+            let mut body = res.into_body();
+            while let Some(Ok(frame)) = body.frame().await {
+                if let Some(data) = frame.data_ref() {
+                    let _ = events_tx.send(String::from_utf8_lossy(data).into_owned());
+                }
+            }
+        })
+    };
+
     // 35 s of continuous requests through the renewing agent: every one answered across the renewals.
     let t0 = Instant::now();
     let mut n = 0;
@@ -254,6 +298,28 @@ async fn twenty_second_certificates_renew_under_load_expire_without_renewal_and_
     let certs = ts.get("/api/v1/clusters/renewing/certificates", Some(VIEWER)).await;
     let issued = certs.body["items"].as_array().unwrap().len();
     assert!(issued >= 3, "a join and at least two renewals in 35 s, got {issued}: {}", certs.body);
+    // The watch from before the renewals still delivers.
+    while events.try_recv().is_ok() {}
+    let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "after-renewals"}});
+    let r = admin
+        .post(format!("{}/api/v1/namespaces", k.url))
+        .bearer_auth(kubehero_testkit::kubeapi::ADMIN_TOKEN)
+        .json(&ns)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    let seen = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(e) = events.recv().await {
+            if e.contains("after-renewals") {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(seen, Ok(true), "the watch opened before the renewals saw the new namespace");
+    watch.abort();
 
     // The bare tunnel was closed at its certificate's expiry (long passed now).
     assert!(crate::agents::now() > expires);
