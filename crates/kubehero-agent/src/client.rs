@@ -130,7 +130,12 @@ impl ControlPlane {
         let body = serde_json::to_vec(&proto::JoinRequest { cluster: cluster.into(), token: token.into(), csr_pem })
             .map_err(|e| AgentError::Local(e.to_string()))?;
         let got = self.post_for_cert(tls, proto::JOIN_PATH, body).await?;
-        Ok(Credentials { key_pem: key.serialize_pem(), cert_pem: got.cert_pem, ca_pem: got.ca_pem })
+        Ok(Credentials {
+            key_pem: key.serialize_pem(),
+            cert_pem: got.cert_pem,
+            ca_pem: got.ca_pem,
+            joined_with: Some(token_hash(token)),
+        })
     }
 
     /// Renews over the current identity with a new key.
@@ -141,7 +146,12 @@ impl ControlPlane {
         let body =
             serde_json::to_vec(&proto::RenewRequest { csr_pem }).map_err(|e| AgentError::Local(e.to_string()))?;
         let got = self.post_for_cert(tls, proto::RENEW_PATH, body).await?;
-        Ok(Credentials { key_pem: key.serialize_pem(), cert_pem: got.cert_pem, ca_pem: got.ca_pem })
+        Ok(Credentials {
+            key_pem: key.serialize_pem(),
+            cert_pem: got.cert_pem,
+            ca_pem: got.ca_pem,
+            joined_with: current.joined_with.clone(),
+        })
     }
 
     /// Opens the tunnel over `creds` and serves the control plane's streams with `handler`. The returned
@@ -176,6 +186,11 @@ impl ControlPlane {
             .map_err(|_| AgentError::Unreachable("no answer to the tunnel request within 30 s".into()))??;
         Ok(crate::tunnel::serve(io, handler))
     }
+}
+
+/// SHA-256 (hex) of a join token, as the credentials remember it.
+pub fn token_hash(token: &str) -> String {
+    ring::digest::digest(&ring::digest::SHA256, token.as_bytes()).as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The error an answer carries; 5xx and 429 are worth retrying, other statuses are refusals.

@@ -53,10 +53,19 @@ fn unit() -> f64 {
     (h >> 11) as f64 / (1u64 << 53) as f64
 }
 
-/// The credentials to start with: stored ones that have not expired, else a join with the token (retried while
-/// the control plane cannot be reached; a refusal ends it).
+/// The credentials to start with: stored ones that have not expired, unless the agent was given a join token
+/// other than the one they came from (a re-install); else a join with the token (retried while the control
+/// plane cannot be reached; a refusal ends it, unless stored credentials are still usable).
 pub async fn credentials(cfg: &AgentConfig, stop: &mut watch::Receiver<bool>) -> Result<Credentials, AgentError> {
-    let stored = cfg.state.load().await.map_err(AgentError::Local)?;
+    let mut stored = cfg.state.load().await.map_err(AgentError::Local)?;
+    let new_token = cfg.join_token.as_deref().map(crate::client::token_hash);
+    let mut fallback = None;
+    if let (Some(c), Some(t)) = (&stored, &new_token) {
+        if c.joined_with.as_ref() != Some(t) {
+            tracing::info!(cluster = %cfg.cluster, "a join token other than the stored credentials' was given; joining with it");
+            fallback = stored.take();
+        }
+    }
     if let Some(c) = stored {
         let facts = c.facts()?;
         if facts.cn.as_deref() != Some(cfg.cluster.as_str()) {
@@ -86,6 +95,14 @@ pub async fn credentials(cfg: &AgentConfig, stop: &mut watch::Receiver<bool>) ->
                 cfg.state.save(&c).await.map_err(AgentError::Local)?;
                 tracing::info!(cluster = %cfg.cluster, "joined; certificate stored");
                 return Ok(c);
+            }
+            Err(e @ AgentError::Refused { .. }) => {
+                let usable = fallback.take().filter(|c| c.facts().is_ok_and(|f| f.not_after > now()));
+                if let Some(c) = usable {
+                    tracing::warn!(error = %e, "the join token was refused; keeping the stored certificate");
+                    return Ok(c);
+                }
+                return Err(e);
             }
             Err(AgentError::Unreachable(e)) => {
                 tracing::warn!(error = %e, "join failed; retrying");

@@ -13,6 +13,9 @@ pub struct Credentials {
     pub cert_pem: String,
     /// The CAs the control plane's agent listener is trusted by.
     pub ca_pem: String,
+    /// SHA-256 (hex) of the join token these credentials descend from: a different token given to the agent
+    /// later (a re-install) makes it join again.
+    pub joined_with: Option<String>,
 }
 
 impl std::fmt::Debug for Credentials {
@@ -38,6 +41,7 @@ pub struct StateDir {
 const KEY: &str = "agent.key";
 const CERT: &str = "agent.crt";
 const CA: &str = "ca.crt";
+const JOINED: &str = "join.sha256";
 
 impl StateDir {
     pub fn new(dir: impl Into<PathBuf>) -> StateDir {
@@ -55,8 +59,11 @@ impl StateDir {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
         };
+        let joined_with = read(JOINED)?.map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
         match (read(KEY)?, read(CERT)?, read(CA)?) {
-            (Some(key_pem), Some(cert_pem), Some(ca_pem)) => Ok(Some(Credentials { key_pem, cert_pem, ca_pem })),
+            (Some(key_pem), Some(cert_pem), Some(ca_pem)) => {
+                Ok(Some(Credentials { key_pem, cert_pem, ca_pem, joined_with }))
+            }
             _ => Ok(None),
         }
     }
@@ -66,7 +73,8 @@ impl StateDir {
         use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
         std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&self.dir)?;
         std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o700))?;
-        for (name, text) in [(CA, &c.ca_pem), (KEY, &c.key_pem), (CERT, &c.cert_pem)] {
+        let joined = c.joined_with.clone().unwrap_or_default();
+        for (name, text) in [(CA, &c.ca_pem), (KEY, &c.key_pem), (CERT, &c.cert_pem), (JOINED, &joined)] {
             let tmp = self.dir.join(format!(".{name}.tmp"));
             let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
             f.write_all(text.as_bytes())?;
@@ -121,9 +129,10 @@ impl State {
                             let raw = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
                             String::from_utf8(raw).ok()
                         };
+                        let joined_with = get(JOINED).filter(|j| !j.is_empty());
                         Ok(match (get(KEY), get(CERT), get(CA)) {
                             (Some(key_pem), Some(cert_pem), Some(ca_pem)) => {
-                                Some(Credentials { key_pem, cert_pem, ca_pem })
+                                Some(Credentials { key_pem, cert_pem, ca_pem, joined_with })
                             }
                             _ => None,
                         })
@@ -147,7 +156,8 @@ impl State {
                     "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
                     "metadata": {"name": name, "namespace": namespace,
                                  "labels": {"app.kubernetes.io/managed-by": "kubehero"}},
-                    "data": {KEY: b64(&c.key_pem), CERT: b64(&c.cert_pem), CA: b64(&c.ca_pem)},
+                    "data": {KEY: b64(&c.key_pem), CERT: b64(&c.cert_pem), CA: b64(&c.ca_pem),
+                             JOINED: b64(c.joined_with.as_deref().unwrap_or(""))},
                 });
                 let one = format!("/api/v1/namespaces/{namespace}/secrets/{name}");
                 let (status, body) =

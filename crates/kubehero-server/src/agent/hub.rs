@@ -133,28 +133,32 @@ impl Hub {
         let st = state.clone();
         let cluster = peer.cluster.clone();
         let until_expiry = (peer.not_after - state.clock.now()).max(0) as u64;
-        let task = tokio::spawn(async move {
-            let why = tokio::select! {
-                r = conn => match r {
-                    Ok(()) => End::Closed,
-                    Err(e) => End::Lost(e.to_string()),
+        // Spawned and entered under the lock, so a tunnel that ends at once still finds its entry.
+        let replaced = {
+            let mut tunnels = self.tunnels.lock();
+            let task = tokio::spawn(async move {
+                let why = tokio::select! {
+                    r = conn => match r {
+                        Ok(()) => End::Closed,
+                        Err(e) => End::Lost(e.to_string()),
+                    },
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(until_expiry)) => End::Refused(Refusal::Expired),
+                };
+                // This task is the tunnel's own: it must not abort itself before the end is recorded.
+                hub.ended(&st, &cluster, id, why, false).await;
+            });
+            tunnels.insert(
+                peer.cluster.clone(),
+                Entry {
+                    id,
+                    client: client.clone(),
+                    serial: peer.serial.clone(),
+                    not_after: peer.not_after,
+                    cert: peer.cert.clone(),
+                    task: task.abort_handle(),
                 },
-                _ = tokio::time::sleep(std::time::Duration::from_secs(until_expiry)) => End::Refused(Refusal::Expired),
-            };
-            // This task is the tunnel's own: it must not abort itself before the end is recorded.
-            hub.ended(&st, &cluster, id, why, false).await;
-        });
-        let replaced = self.tunnels.lock().insert(
-            peer.cluster.clone(),
-            Entry {
-                id,
-                client: client.clone(),
-                serial: peer.serial.clone(),
-                not_after: peer.not_after,
-                cert: peer.cert.clone(),
-                task: task.abort_handle(),
-            },
-        );
+            )
+        };
         if replaced.is_some() {
             self.metrics.agents.replaced.inc();
             tracing::info!(cluster = %peer.cluster, "a new tunnel replaced the cluster's open one");

@@ -159,6 +159,18 @@ async fn an_agent_joins_connects_serves_streams_and_is_cut_off_when_its_cluster_
     let r = ts.call(Method::POST, "/api/v1/clusters/prod-eu/join-tokens", Some(ADMIN), Some(json!({}))).await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
     assert!(through_tunnel(&ts, "prod-eu", "/version").await.is_ok());
+    // The re-install: the agent restarted with the new token joins again (a restart without one reuses).
+    let _ = stop.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(10), agent).await;
+    let mut cfg = cfg.clone();
+    cfg.join_token = r.body["token"].as_str().map(str::to_string);
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let agent = tokio::spawn(kubehero_agent::run::run(cfg, handler.clone(), stop_rx));
+    wait_for("joined again", Duration::from_secs(20), async || {
+        let certs = ts.get("/api/v1/clusters/prod-eu/certificates", Some(VIEWER)).await;
+        certs.body["items"].as_array().unwrap().len() == 2 && hub(&ts).open("prod-eu").await.is_ok()
+    })
+    .await;
 
     // Removal closes the tunnel within a second, and the agent's reconnects are refused.
     let r = ts.call(Method::DELETE, "/api/v1/clusters/prod-eu", Some(ADMIN), None).await;
@@ -349,7 +361,12 @@ fn foreign_credentials(cluster: &str, trust: &str) -> kubehero_agent::state::Cre
     leaf.distinguished_name.push(rcgen::DnType::CommonName, cluster);
     leaf.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
     let cert = leaf.signed_by(&key, &issuer).unwrap();
-    kubehero_agent::state::Credentials { key_pem: key.serialize_pem(), cert_pem: cert.pem(), ca_pem: trust.to_string() }
+    kubehero_agent::state::Credentials {
+        key_pem: key.serialize_pem(),
+        cert_pem: cert.pem(),
+        ca_pem: trust.to_string(),
+        joined_with: None,
+    }
 }
 
 #[tokio::test]
@@ -392,6 +409,7 @@ async fn bad_agents_get_clear_answers_and_disturb_no_other_tunnel() {
         key_pem: key.serialize_pem(),
         cert_pem: old.cert_pem,
         ca_pem: good.ca_pem.clone(),
+        joined_with: None,
     };
     let Err(e) = cp.tunnel(&expired, "test", handler.clone()).await else { panic!("an expired certificate got in") };
     assert!(matches!(e, AgentError::Unreachable(_)), "{e}");
@@ -538,6 +556,7 @@ async fn the_built_in_ca_rolls_over_without_losing_a_renewing_agent() {
         key_pem: key.serialize_pem(),
         cert_pem: issued.cert_pem,
         ca_pem: state.agents.ca.bundle_pem(),
+        joined_with: None,
     };
     let old_tunnel = tokio::spawn(cp.tunnel(&old_creds, "test", handler.clone()).await.unwrap());
     for c in ["roll", "old"] {
