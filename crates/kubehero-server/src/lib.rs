@@ -45,6 +45,11 @@ pub enum StartError {
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}: {source}. Fix: choose a free address with KUBEHERO_LISTEN")]
     Bind { addr: SocketAddr, source: std::io::Error },
+    /// The agent listen address could not be bound.
+    #[error(
+        "cannot listen for agents on {addr}: {source}. Fix: choose a free address with KUBEHERO_AGENT_LISTEN (or off)"
+    )]
+    AgentBind { addr: SocketAddr, source: std::io::Error },
     /// The TLS files could not be loaded.
     #[error("TLS: {0}")]
     Tls(String),
@@ -256,8 +261,9 @@ pub async fn start_with(
     let agent_listener = match config.agents.listen {
         None => None,
         Some(a) => {
-            let l = tokio::net::TcpListener::bind(a).await.map_err(|source| StartError::Bind { addr: a, source })?;
-            let bound = l.local_addr().map_err(|source| StartError::Bind { addr: a, source })?;
+            let l =
+                tokio::net::TcpListener::bind(a).await.map_err(|source| StartError::AgentBind { addr: a, source })?;
+            let bound = l.local_addr().map_err(|source| StartError::AgentBind { addr: a, source })?;
             Some((l, bound))
         }
     };
