@@ -63,3 +63,12 @@ pub struct ErrorDetail {
     pub code: String,
     pub message: String,
 }
+
+/// Headers the control plane puts on a stream's request to say whom the agent must impersonate (the user, each
+/// group, the uid, each extra); the agent turns them into `Impersonate-*` and refuses a request that carries an
+/// `Authorization`, `Impersonate-*` or `X-Remote-*` header of its own.
+pub const IMPERSONATE_USER: &str = "kubehero-impersonate-user";
+pub const IMPERSONATE_GROUP: &str = "kubehero-impersonate-group";
+pub const IMPERSONATE_UID: &str = "kubehero-impersonate-uid";
+/// Followed by the extra's key, percent-encoded as `Impersonate-Extra-` keys are.
+pub const IMPERSONATE_EXTRA: &str = "kubehero-impersonate-extra-";

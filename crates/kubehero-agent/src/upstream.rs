@@ -284,14 +284,35 @@ impl Upstream {
         Ok((status, body))
     }
 
-    /// Sends one request on to the API server and streams its answer back.
+    /// Sends one request on to the API server and streams its answer back, impersonating whom the control
+    /// plane named. A request carrying its own identity headers is refused: the control plane never sends one,
+    /// so such a stream did not come from it as it should.
     pub async fn forward(&self, req: Request<Incoming>) -> Response<Body> {
+        use crate::proto::{IMPERSONATE_EXTRA, IMPERSONATE_GROUP, IMPERSONATE_UID, IMPERSONATE_USER};
+        let own = req.headers().keys().find(|n| {
+            let n = n.as_str();
+            n == "authorization" || n.starts_with("impersonate-") || n.starts_with("x-remote-")
+        });
+        if let Some(n) = own {
+            let msg = format!("the agent refuses a request that carries its own {n} header");
+            return status(StatusCode::BAD_REQUEST, "BadRequest", &msg);
+        }
         let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
         let url = format!("{}{}", self.base, path);
         let mut out = self.client.request(req.method().clone(), url);
         for (name, value) in req.headers() {
-            if !hop_by_hop(name) && name != AUTHORIZATION && name != HOST {
-                out = out.header(name, value);
+            let n = name.as_str();
+            let mapped = match n {
+                IMPERSONATE_USER => Some("Impersonate-User".to_string()),
+                IMPERSONATE_GROUP => Some("Impersonate-Group".to_string()),
+                IMPERSONATE_UID => Some("Impersonate-Uid".to_string()),
+                _ => n.strip_prefix(IMPERSONATE_EXTRA).map(|k| format!("Impersonate-Extra-{k}")),
+            };
+            match mapped {
+                Some(m) => out = out.header(m, value),
+                None if n.starts_with("kubehero-") => {}
+                None if !hop_by_hop(name) && name != AUTHORIZATION && name != HOST => out = out.header(name, value),
+                None => {}
             }
         }
         match self.bearer() {

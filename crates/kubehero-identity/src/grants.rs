@@ -84,6 +84,34 @@ impl BindingsCache {
 
     /// Every grant the identity holds.
     pub fn grants_for(&self, id: &Facts<'_>) -> Vec<Grant> {
+        let mut grants = self.bound(id);
+        if grants.is_empty() {
+            grants.extend(id.legacy_roles.iter().filter_map(|r| r.parse::<Role>().ok()).map(Grant::global));
+        }
+        normalize_grants(grants)
+    }
+
+    /// The grants that group mappings and bindings give a principal, without the global `viewer` every
+    /// principal holds by default: what reaching a cluster's Kubernetes API needs (a person with no binding for
+    /// a cluster cannot reach it, though they may see it listed).
+    pub fn explicit_grants(&self, p: &kubehero_core::Principal) -> Vec<Grant> {
+        use kubehero_core::PrincipalKind;
+        match p.kind {
+            PrincipalKind::Person => self.bound(&Facts {
+                issuer: p.issuer.as_deref(),
+                sub: &p.sub,
+                email: p.email.as_deref(),
+                groups: &p.groups,
+                legacy_roles: &[],
+            }),
+            // A key's own role is explicit (whoever made the key chose it), as are bindings naming the key.
+            PrincipalKind::ApiKey => p.grants.clone(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Group mappings and bindings that apply to `id`.
+    fn bound(&self, id: &Facts<'_>) -> Vec<Grant> {
         let mut grants = Vec::new();
         for g in id.groups {
             if let Some(roles) = self.global_groups.get(g) {
@@ -100,10 +128,7 @@ impl BindingsCache {
                 grants.push(Grant { role: b.role, scope: b.scope.clone() });
             }
         }
-        if grants.is_empty() {
-            grants.extend(id.legacy_roles.iter().filter_map(|r| r.parse::<Role>().ok()).map(Grant::global));
-        }
-        normalize_grants(grants)
+        grants
     }
 
     /// Grants for an API key: its own role everywhere plus any user binding naming its id.

@@ -29,6 +29,9 @@ use std::path::Path;
 pub struct Recorded {
     pub action: &'static str,
     pub actor: AuditActor,
+    /// A request that changes nothing (a Kubernetes `get`, `list` or `watch`): its row follows
+    /// `KUBEHERO_AUDIT_READS` like the API's plain reads.
+    pub plain_read: bool,
 }
 
 /// The action of the route that handled a request, put into the response by [`mark`].
@@ -311,10 +314,10 @@ pub fn durability(
     read: bool,
     reads: crate::config::AuditReads,
 ) -> Option<Durability> {
-    let plain_read = read
-        && event.result.outcome == AuditOutcome::Ok
-        && res.extensions().get::<Recorded>().is_none()
+    let api_read = res.extensions().get::<Recorded>().is_none()
         && res.extensions().get::<AuditAction>().is_some_and(|a| a.0 != Action::AuditRead);
+    let kube_read = res.extensions().get::<Recorded>().is_some_and(|r| r.plain_read);
+    let plain_read = read && event.result.outcome == AuditOutcome::Ok && (api_read || kube_read);
     match (plain_read, reads) {
         (false, _) | (true, crate::config::AuditReads::Durable) => Some(Durability::Durable),
         (true, crate::config::AuditReads::Async) => Some(Durability::Queued),

@@ -76,7 +76,11 @@ fn public_url(s: &AppState) -> ApiResult<String> {
 const MAX_LIVE_DEVICES: i64 = 10_000;
 
 fn refused(mut r: Response) -> Response {
-    r.extensions_mut().insert(Recorded { action: "auth.device_code", actor: AuditActor::unauthenticated("none") });
+    r.extensions_mut().insert(Recorded {
+        action: "auth.device_code",
+        actor: AuditActor::unauthenticated("none"),
+        plain_read: false,
+    });
     r
 }
 
@@ -126,7 +130,11 @@ pub async fn code(State(s): State<AppState>, client: Option<axum::Extension<Clie
         "interval": POLL_INTERVAL_SECS,
     });
     let mut r = axum::Json(body).into_response();
-    r.extensions_mut().insert(Recorded { action: "auth.device_code", actor: AuditActor::unauthenticated("none") });
+    r.extensions_mut().insert(Recorded {
+        action: "auth.device_code",
+        actor: AuditActor::unauthenticated("none"),
+        plain_read: false,
+    });
     Ok(r)
 }
 
@@ -412,7 +420,7 @@ pub async fn authorize(State(s): State<AppState>, headers: HeaderMap, body: axum
     r.headers_mut().insert(LOCATION, HeaderValue::from_str(&to).map_err(|_| ApiError::invalid("bad redirect"))?);
     r.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     let action = if approve { "auth.cli_authorize" } else { "auth.cli_deny" };
-    r.extensions_mut().insert(Recorded { action, actor: AuditActor::of(&principal) });
+    r.extensions_mut().insert(Recorded { action, actor: AuditActor::of(&principal), plain_read: false });
     Ok(r)
 }
 

@@ -10,6 +10,7 @@ pub mod auth;
 pub mod config;
 pub mod device;
 pub mod error;
+pub mod kube;
 pub mod listener;
 pub mod login;
 pub mod metrics;

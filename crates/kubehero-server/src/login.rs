@@ -307,7 +307,11 @@ pub async fn callback(
         }
         Err(e) => {
             let mut r = e.into_response();
-            r.extensions_mut().insert(Recorded { action: "auth.login", actor: AuditActor::unauthenticated("oidc") });
+            r.extensions_mut().insert(Recorded {
+                action: "auth.login",
+                actor: AuditActor::unauthenticated("oidc"),
+                plain_read: false,
+            });
             r
         }
     }

@@ -7,6 +7,7 @@
 pub mod browser;
 pub mod gooidc;
 pub mod kubeapi;
+pub mod kubectl;
 pub mod oidc;
 pub mod postgres;
 pub mod rsyslog;

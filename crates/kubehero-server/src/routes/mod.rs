@@ -40,6 +40,9 @@ pub enum Permission {
     /// The IdP's SCIM client token (`/scim/v2`, answered in the SCIM error schema), then the handler
     /// authorizes this provisioning action. The routes exist only when `KUBEHERO_SCIM_TOKEN` is set.
     Provisioning(Action),
+    /// The Kubernetes surface (`/k8s/clusters/…`, every method, answered in Kubernetes `Status` objects): any
+    /// KubeHero credential, then a role for that cluster and namespace from a group mapping or binding.
+    Kube,
 }
 
 /// One declared route.
@@ -187,6 +190,8 @@ pub fn table() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
         r(Method::PATCH, "/scim/v2/Groups/{id}", Provisioning(ScimGroupPatch), on(PATCH, scim::groups::patch)),
         r(Method::DELETE, "/scim/v2/Groups/{id}", Provisioning(ScimGroupDelete), on(DELETE, scim::groups::delete)),
         r(Method::POST, "/scim/v2/.search", Provisioning(ScimUserRead), on(POST, scim::root_search)),
+        r(Method::GET, "/k8s/clusters/{name}", Kube, axum::routing::any(crate::kube::proxy)),
+        r(Method::GET, "/k8s/clusters/{name}/{*path}", Kube, axum::routing::any(crate::kube::proxy)),
     ]
 }
 
@@ -194,6 +199,7 @@ pub fn table() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
 pub fn app(state: AppState) -> Router {
     let mut public = Router::new();
     let mut api = Router::new();
+    let mut kube = Router::new();
     let mut provisioning = Vec::new();
     let mut paths: Vec<(&'static str, Permission, MethodRouter<AppState>)> = Vec::new();
     for (spec, handler) in table() {
@@ -202,7 +208,7 @@ pub fn app(state: AppState) -> Router {
             Permission::Requires(action) | Permission::Provisioning(action) => {
                 handler.layer(axum::middleware::from_fn(move |req, next| crate::audit::mark(action, req, next)))
             }
-            Permission::Public | Permission::SignIn => handler,
+            Permission::Public | Permission::SignIn | Permission::Kube => handler,
         };
         match paths.iter_mut().find(|(p, _, _)| *p == spec.path) {
             Some(entry) => entry.2 = std::mem::take(&mut entry.2).merge(handler),
@@ -214,12 +220,15 @@ pub fn app(state: AppState) -> Router {
             Permission::Public | Permission::SignIn => public = public.route(path, handler),
             Permission::Requires(_) => api = api.route(path, handler),
             Permission::Provisioning(_) => provisioning.push((path, handler)),
+            Permission::Kube => kube = kube.route(path, handler),
         }
     }
+    // Kubernetes bodies (apply of a large object) are the cluster's to limit, and they stream.
+    let kube = kube.layer(DefaultBodyLimit::disable());
     let api = api
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), authenticate_request))
         .layer(DefaultBodyLimit::max(MAX_BODY));
-    let mut router = Router::new().merge(public).merge(api);
+    let mut router = Router::new().merge(public).merge(api).merge(kube);
     // SCIM exists only with its token: without it `/scim/v2/…` is an unknown route (404).
     if state.identity.scim.is_some() {
         router = router.nest(crate::scim::PREFIX, crate::scim::surface(provisioning, state.clone()));

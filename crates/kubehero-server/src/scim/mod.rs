@@ -279,6 +279,7 @@ fn scim_refused(state: &AppState, refusal: ScimRefusal) -> Response {
         res.extensions_mut().insert(crate::audit::Recorded {
             action: "scim.auth_failed",
             actor: kubehero_core::AuditActor::unauthenticated("scim"),
+            plain_read: false,
         });
         res
     }

@@ -26,15 +26,24 @@ fn agent_url(ts: &TestServer) -> String {
 
 /// `GET path` through a tunnel stream to the cluster's API server.
 async fn through_tunnel(ts: &TestServer, cluster: &str, path: &str) -> Result<(u16, Value), String> {
+    through_tunnel_with(ts, cluster, path, None).await
+}
+
+/// [`through_tunnel`] with one extra header.
+async fn through_tunnel_with(
+    ts: &TestServer,
+    cluster: &str,
+    path: &str,
+    header: Option<(&str, &str)>,
+) -> Result<(u16, Value), String> {
     let stream = hub(ts).open(cluster).await.map_err(|e| e.to_string())?;
     let (mut send, conn) = hyper::client::conn::http1::handshake(stream).await.map_err(|e| e.to_string())?;
     tokio::spawn(conn);
-    let req = http::Request::builder()
-        .uri(path)
-        .header("host", "kubernetes")
-        .header("authorization", "Bearer not-passed-on")
-        .body(http_body_util::Empty::<bytes::Bytes>::new())
-        .unwrap();
+    let mut req = http::Request::builder().uri(path).header("host", "kubernetes");
+    if let Some((n, v)) = header {
+        req = req.header(n, v);
+    }
+    let req = req.body(http_body_util::Empty::<bytes::Bytes>::new()).unwrap();
     let res = send.send_request(req).await.map_err(|e| e.to_string())?;
     let status = res.status().as_u16();
     let body = res.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
@@ -131,7 +140,13 @@ async fn an_agent_joins_connects_serves_streams_and_is_cut_off_when_its_cluster_
         "{reused}"
     );
 
-    // Streams reach the API server as the service account (the caller's Authorization is not passed on).
+    // A stream that carries identity headers of its own is refused by the agent (the control plane never sends
+    // one: it says whom to impersonate in its own headers).
+    for h in [("authorization", "Bearer x"), ("impersonate-user", "system:admin"), ("x-remote-user", "root")] {
+        let (status, body) = through_tunnel_with(&ts, "prod-eu", "/version", Some(h)).await.unwrap();
+        assert_eq!(status, 400, "{h:?}: {body}");
+    }
+    // Streams reach the API server as the service account.
     let (status, version) = through_tunnel(&ts, "prod-eu", "/version").await.unwrap();
     assert_eq!((status, version["gitVersion"].as_str()), (200, Some("v1.20.2")));
     let (status, api) = through_tunnel(&ts, "prod-eu", "/api").await.unwrap();

@@ -8,6 +8,7 @@ mod audit;
 mod browser;
 mod hostile;
 mod idp;
+mod kube;
 mod login;
 mod routes;
 mod scim;

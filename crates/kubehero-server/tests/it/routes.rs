@@ -339,7 +339,12 @@ async fn every_route_declares_and_enforces_its_permission() {
     assert!(routes.len() >= 25);
     let mut provisioning = Vec::new();
     for (spec, _) in routes {
-        let path = spec.path.replace("{name}", "prod").replace("{id}", "x").replace("{key}", "idp");
+        let path = spec
+            .path
+            .replace("{name}", "prod")
+            .replace("{id}", "x")
+            .replace("{key}", "idp")
+            .replace("{*path}", "api/v1/namespaces");
         let method = Method::from_bytes(spec.method.as_str().as_bytes()).unwrap();
         match spec.permission {
             Permission::Public => {
@@ -367,6 +372,20 @@ async fn every_route_declares_and_enforces_its_permission() {
                 assert_eq!(error_code(&r), "unauthenticated");
                 let r = ts.call(method.clone(), &path, Some("not-a-valid-token"), body).await;
                 assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{method} {path} with a bad credential");
+            }
+            Permission::Kube => {
+                // Kubernetes' own error shape, for every method kubectl may send.
+                assert!(spec.path.starts_with("/k8s/clusters/"), "{}", spec.path);
+                for m in [Method::GET, Method::POST, Method::PATCH, Method::DELETE] {
+                    for token in [None, Some("not-a-valid-token")] {
+                        let r = ts.call(m.clone(), &path, token, None).await;
+                        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{m} {path}");
+                        assert_eq!((r.body["kind"].as_str(), r.body["code"].as_u64()), (Some("Status"), Some(401)));
+                    }
+                }
+                let r = ts.call(Method::GET, &path, Some(ADMIN), None).await;
+                assert_eq!(r.status, StatusCode::NOT_FOUND, "an unknown cluster: {}", r.body);
+                assert_eq!(r.body["reason"], "NotFound");
             }
             Permission::Provisioning(action) => {
                 assert!(spec.path.starts_with("/scim/v2/"), "{}", spec.path);

@@ -62,12 +62,16 @@ impl TestServer {
         let cfg = ServerConfig::from_parts(&map, file).unwrap();
         let store = kubehero_server::open_store(&cfg).await.unwrap();
         let server = kubehero_server::start_with(&cfg, store, clock).await.unwrap();
-        TestServer {
-            url: format!("http://{}", server.addr),
-            server: Some(server),
-            http: reqwest::Client::new(),
-            _dir: dir,
-        }
+        // With TLS configured, the test client trusts the server's own certificate.
+        let (scheme, http) = match map.get("KUBEHERO_TLS_CERT") {
+            Some(cert) => {
+                let pem = std::fs::read(cert).unwrap();
+                let root = reqwest::Certificate::from_pem(&pem).unwrap();
+                ("https", reqwest::Client::builder().add_root_certificate(root).build().unwrap())
+            }
+            None => ("http", reqwest::Client::new()),
+        };
+        TestServer { url: format!("{scheme}://{}", server.addr), server: Some(server), http, _dir: dir }
     }
 
     pub async fn call(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> Resp {

@@ -1,0 +1,273 @@
+//! kubectl through KubeHero: real kubectl 1.30 → the control plane (TLS) → the agent's tunnel → a real
+//! kube-apiserver v1.20.2. The cluster's RBAC decides what each KubeHero role may do (the agent impersonates
+//! `kubehero:<user>` with the groups `kubehero:role:<role>`); KubeHero refuses what it must refuse itself.
+
+use crate::support::*;
+use kubehero_agent::client::ControlPlane;
+use kubehero_agent::run::AgentConfig;
+use kubehero_agent::state::{State, StateDir};
+use kubehero_agent::upstream::{Forwarder, Upstream};
+use kubehero_testkit::kubeapi::{KubeApiServer, ADMIN_TOKEN};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A serving certificate for 127.0.0.1 (PEM chain, PEM key).
+fn tls_files(dir: &Path) -> (PathBuf, PathBuf, Vec<u8>) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert =
+        rcgen::CertificateParams::new(vec!["127.0.0.1".into(), "localhost".into()]).unwrap().self_signed(&key).unwrap();
+    let (c, k) = (dir.join("tls.crt"), dir.join("tls.key"));
+    std::fs::write(&c, cert.pem()).unwrap();
+    std::fs::write(&k, key.serialize_pem()).unwrap();
+    (c, k, cert.pem().into_bytes())
+}
+
+/// Objects in the cluster, as its admin.
+async fn apply_admin(k: &KubeApiServer, path: &str, body: Value) {
+    let http = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&k.ca_pem).unwrap())
+        .build()
+        .unwrap();
+    let r = http.post(format!("{}{path}", k.url)).bearer_auth(ADMIN_TOKEN).json(&body).send().await.unwrap();
+    assert!(r.status().is_success() || r.status() == 409, "{path}: {}", r.text().await.unwrap());
+}
+
+fn cluster_role(name: &str, rules: Value) -> Value {
+    json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": name}, "rules": rules})
+}
+
+fn binding(name: &str, role: &str, subject: Value) -> Value {
+    json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": name},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role}, "subjects": [subject]})
+}
+
+/// The agent's impersonation rights (what the README documents) and the RBAC each KubeHero role maps to here.
+async fn cluster_rbac(k: &KubeApiServer) {
+    let rbac = "/apis/rbac.authorization.k8s.io/v1";
+    let impersonate = cluster_role(
+        "kubehero-agent-impersonator",
+        json!([
+            {"apiGroups": [""], "resources": ["users", "groups"], "verbs": ["impersonate"]},
+            {"apiGroups": ["authentication.k8s.io"], "resources": ["uids", "userextras/kubehero.io/auth-method"], "verbs": ["impersonate"]}
+        ]),
+    );
+    apply_admin(k, &format!("{rbac}/clusterroles"), impersonate).await;
+    let sa = json!({"kind": "ServiceAccount", "name": "kubehero-agent", "namespace": "kubehero-system"});
+    apply_admin(
+        k,
+        &format!("{rbac}/clusterrolebindings"),
+        binding("kubehero-agent", "kubehero-agent-impersonator", sa),
+    )
+    .await;
+    let viewer = cluster_role(
+        "kubehero:viewer",
+        json!([{"apiGroups": [""], "resources": ["configmaps", "namespaces"], "verbs": ["get", "list", "watch"]}]),
+    );
+    apply_admin(k, &format!("{rbac}/clusterroles"), viewer).await;
+    let group = |g: &str| json!({"kind": "Group", "name": g, "apiGroup": "rbac.authorization.k8s.io"});
+    apply_admin(
+        k,
+        &format!("{rbac}/clusterrolebindings"),
+        binding("kubehero-viewers", "kubehero:viewer", group("kubehero:role:viewer")),
+    )
+    .await;
+    apply_admin(
+        k,
+        &format!("{rbac}/clusterrolebindings"),
+        binding("kubehero-admins", "cluster-admin", group("kubehero:role:admin")),
+    )
+    .await;
+}
+
+struct Kubectl {
+    bin: PathBuf,
+    home: PathBuf,
+}
+
+impl Kubectl {
+    /// Runs kubectl with `kubeconfig`; (success, stdout, stderr).
+    async fn run(&self, kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
+        use tokio::io::AsyncWriteExt;
+        let mut c = tokio::process::Command::new(&self.bin);
+        c.args(args)
+            .arg("--kubeconfig")
+            .arg(kubeconfig)
+            .arg("--cache-dir")
+            .arg(self.home.join("cache"))
+            .arg("--request-timeout=20s")
+            .env_clear()
+            .env("HOME", &self.home)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        if let Some(input) = stdin {
+            child.stdin.take().unwrap().write_all(input.as_bytes()).await.unwrap();
+        } else {
+            drop(child.stdin.take());
+        }
+        let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output()).await.unwrap().unwrap();
+        let s = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        (out.status.success(), s(&out.stdout), s(&out.stderr))
+    }
+}
+
+#[tokio::test]
+async fn kubectl_through_kubehero_reaches_a_real_cluster_as_the_identity_kubehero_decides() {
+    let bin = kubehero_testkit::kubectl::kubectl().expect("kubectl 1.30: run scripts/test (it fetches it)");
+    let k = KubeApiServer::start().await.unwrap();
+    cluster_rbac(&k).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, ca) = tls_files(dir.path());
+    let idp = kubehero_testkit::oidc::OidcProvider::start().await.unwrap();
+    let ts = TestServer::start(
+        &[
+            ("KUBEHERO_REQUIRE_AUTH", "true"),
+            ("KUBEHERO_API_KEYS", &*api_keys_env()),
+            ("KUBEHERO_TLS_CERT", cert.to_str().unwrap()),
+            ("KUBEHERO_TLS_KEY", key.to_str().unwrap()),
+            ("OIDC_ISSUER_URL", &idp.issuer),
+            ("OIDC_AUDIENCE", "kubehero"),
+        ],
+        None,
+    )
+    .await;
+
+    // Register the cluster and run its agent with a service account that may only impersonate.
+    let r = ts
+        .call(reqwest::Method::POST, "/api/v1/clusters", Some(ADMIN), Some(json!({"name": "lab", "join": true})))
+        .await;
+    assert_eq!(r.status, reqwest::StatusCode::CREATED, "{}", r.body);
+    let join = r.body["join"].clone();
+    let kc = k.service_account_kubeconfig("kubehero-system", "kubehero-agent").await.unwrap();
+    std::fs::write(dir.path().join("sa.kubeconfig"), kc).unwrap();
+    let upstream = Arc::new(Upstream::from_kubeconfig(&dir.path().join("sa.kubeconfig")).unwrap());
+    let agent_port = ts.server.as_ref().unwrap().agent_addr.unwrap().port();
+    let cfg = AgentConfig {
+        server: ControlPlane::parse(&format!("https://127.0.0.1:{agent_port}")).unwrap(),
+        cluster: "lab".into(),
+        join_token: join["token"].as_str().map(str::to_string),
+        ca_hash: join["ca_hash"].as_str().map(str::to_string),
+        state: State::Dir(StateDir::new(dir.path().join("agent"))),
+        version: "test".into(),
+        reconnect_min: Duration::from_millis(200),
+        reconnect_max: Duration::from_secs(1),
+    };
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let agent = tokio::spawn(kubehero_agent::run::run(cfg, Arc::new(Forwarder(upstream)), rx));
+    let hub = ts.server.as_ref().unwrap().state.agents.hub.clone();
+    let t0 = Instant::now();
+    while hub.open("lab").await.is_err() {
+        assert!(t0.elapsed() < Duration::from_secs(20), "the agent did not connect");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let kubectl = Kubectl { bin, home: dir.path().join("home") };
+    let server = format!("{}/k8s/clusters/lab", ts.url);
+    let config = |name: &str, token: &str| {
+        let p = dir.path().join(format!("{name}.kubeconfig"));
+        std::fs::write(&p, kubehero_testkit::kubectl::token_kubeconfig(&server, &ca, token)).unwrap();
+        p
+    };
+    let (admin, viewer) = (config("admin", ADMIN), config("viewer", VIEWER));
+
+    // Discovery and reads.
+    let (ok, out, err) = kubectl.run(&admin, &["get", "namespaces", "-o", "name"], None).await;
+    assert!(ok && out.contains("namespace/default"), "{out}{err}");
+    // Writes: create, client-side apply, server-side apply, delete.
+    let (ok, _, err) =
+        kubectl.run(&admin, &["create", "configmap", "one", "-n", "default", "--from-literal=a=b"], None).await;
+    assert!(ok, "{err}");
+    let manifest = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: two, namespace: default}\ndata: {k: v}\n";
+    let (ok, _, err) = kubectl.run(&admin, &["apply", "-f", "-"], Some(manifest)).await;
+    assert!(ok, "{err}");
+    let (ok, _, err) = kubectl.run(&admin, &["apply", "--server-side", "-f", "-"], Some(manifest)).await;
+    assert!(ok, "{err}");
+    let (ok, out, err) =
+        kubectl.run(&viewer, &["get", "configmap", "two", "-n", "default", "-o", "jsonpath={.data.k}"], None).await;
+    assert!(ok && out == "v", "{out}{err}");
+
+    // A watch receives an event made 3 s later.
+    let mut watch = tokio::process::Command::new(&kubectl.bin)
+        .args(["get", "configmaps", "-n", "default", "-w", "-o", "name", "--kubeconfig"])
+        .arg(&viewer)
+        .arg("--cache-dir")
+        .arg(kubectl.home.join("cache"))
+        .env_clear()
+        .env("HOME", &kubectl.home)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (ok, _, err) = kubectl.run(&admin, &["create", "configmap", "later", "-n", "default"], None).await;
+    assert!(ok, "{err}");
+    let mut stdout = watch.stdout.take().unwrap();
+    let seen = tokio::time::timeout(Duration::from_secs(15), async {
+        use tokio::io::AsyncReadExt;
+        let mut all = String::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stdout.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            all.push_str(&String::from_utf8_lossy(&buf[..n]));
+            if all.contains("configmap/later") {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(seen, Ok(true), "the watch through KubeHero saw the new configmap");
+    let _ = watch.kill().await;
+
+    // The cluster's RBAC answers for the groups KubeHero sent.
+    let (_, out, _) = kubectl.run(&viewer, &["auth", "can-i", "create", "configmaps", "-n", "default"], None).await;
+    assert_eq!(out.trim(), "no");
+    let (_, out, _) = kubectl.run(&viewer, &["auth", "can-i", "list", "configmaps", "-n", "default"], None).await;
+    assert_eq!(out.trim(), "yes");
+    let (_, out, _) = kubectl.run(&admin, &["auth", "can-i", "create", "configmaps", "-n", "default"], None).await;
+    assert_eq!(out.trim(), "yes");
+    let (ok, _, err) = kubectl.run(&viewer, &["delete", "configmap", "one", "-n", "default"], None).await;
+    assert!(!ok && err.contains("forbidden") && err.contains("kubehero:"), "{err}");
+    // --as is never honoured.
+    let (ok, _, err) =
+        kubectl.run(&viewer, &["--as", "system:admin", "get", "secrets", "-n", "kube-system"], None).await;
+    assert!(!ok && err.contains("impersonation"), "{err}");
+    // A person without a binding for the cluster is refused by KubeHero.
+    let person = idp.client_credentials("kubehero", "kubehero-secret").await.unwrap();
+    let nobody = config("nobody", &person);
+    let (ok, _, err) = kubectl.run(&nobody, &["get", "configmaps", "-n", "default"], None).await;
+    assert!(!ok && err.contains("no KubeHero role on cluster lab"), "{err}");
+    let (ok, _, err) = kubectl.run(&admin, &["delete", "configmap", "one", "-n", "default"], None).await;
+    assert!(ok, "{err}");
+
+    // Every request is an audit row with the Kubernetes verb, resource and namespace.
+    let r = ts.get("/api/v1/audit?cluster=lab&limit=500", Some(AUDITOR)).await;
+    let rows = r.body["items"].as_array().unwrap().clone();
+    let has = |action: &str, kind: &str| {
+        rows.iter()
+            .any(|i| i["action"] == action && i["target"]["kind"] == kind && i["target"]["namespace"] == "default")
+    };
+    assert!(has("k8s.create", "configmaps"), "{rows:?}");
+    assert!(has("k8s.delete", "configmaps"));
+    assert!(has("k8s.watch", "configmaps"));
+    assert!(rows.iter().any(|i| i["action"] == "k8s.list" && i["result"]["outcome"] == "denied"), "the refused person");
+
+    // A cluster that is not connected is said so.
+    let _ = stop.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(10), agent).await;
+    let t0 = Instant::now();
+    loop {
+        let (ok, _, err) = kubectl.run(&admin, &["get", "namespaces"], None).await;
+        if !ok && err.contains("cluster lab is not connected") {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(30), "{err}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
