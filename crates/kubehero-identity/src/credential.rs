@@ -32,6 +32,8 @@ pub enum CredentialKind {
     ApiKey,
     /// A CLI token (`khc_…`).
     CliToken,
+    /// A per-cluster access token (`khx_…`), good only on its cluster's Kubernetes surface.
+    ClusterToken,
     /// A dashboard session cookie.
     Session,
     /// The SCIM client's bearer token.
@@ -46,6 +48,8 @@ impl CredentialKind {
     pub fn of_bearer(token: &str) -> CredentialKind {
         if token.starts_with(CLI_TOKEN_PREFIX) {
             CredentialKind::CliToken
+        } else if token.starts_with(crate::cluster_token::PREFIX) {
+            CredentialKind::ClusterToken
         } else if token.starts_with(API_KEY_PREFIX) {
             CredentialKind::ApiKey
         } else if kubehero_authn::looks_like_jwt(token) {
@@ -61,6 +65,7 @@ impl CredentialKind {
             CredentialKind::Jwt => "jwt",
             CredentialKind::ApiKey => "api_key",
             CredentialKind::CliToken => "cli_token",
+            CredentialKind::ClusterToken => "cluster_token",
             CredentialKind::Session => "session",
             CredentialKind::ScimToken => "scim",
             CredentialKind::None => "none",

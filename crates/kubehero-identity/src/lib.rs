@@ -21,6 +21,7 @@
 
 pub mod cache;
 pub mod clock;
+pub mod cluster_token;
 pub mod credential;
 mod deprovision;
 pub mod directory;
@@ -99,6 +100,8 @@ pub struct Identity {
     pub audit: kubehero_audit::AuditLog,
     /// Request and audit event ids.
     pub ids: kubehero_audit::IdSource,
+    /// Per-cluster access tokens (`khx_…`) for kubectl.
+    pub cluster_tokens: cluster_token::ClusterTokens,
 }
 
 impl Identity {

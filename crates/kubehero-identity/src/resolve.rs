@@ -11,7 +11,7 @@ use kubehero_store::{SessionKind, SessionRecord, StoreError};
 use std::sync::Arc;
 use std::time::Instant;
 
-fn refused(message: &str) -> IdentityError {
+pub(crate) fn refused(message: &str) -> IdentityError {
     IdentityError::Unauthenticated(message.to_string())
 }
 
@@ -23,6 +23,9 @@ impl Identity {
         let kind = CredentialKind::of_bearer(token);
         let r = match kind {
             CredentialKind::CliToken => self.cli_token(token).await.map(|(p, _)| p),
+            CredentialKind::ClusterToken => Err(refused(
+                "invalid bearer token: a per-cluster token (khx_) works only at /k8s/clusters/<its cluster>",
+            )),
             CredentialKind::ApiKey if token.starts_with(crate::credential::API_KEY_PREFIX) => {
                 match self.managed_api_key(token).await {
                     Ok(p) => self.admit(p).await,
@@ -178,7 +181,7 @@ impl Identity {
     }
 
     /// The person a session or CLI token belongs to, with the grants their sign-in groups hold now.
-    fn person(&self, r: &SessionRecord, method: AuthMethod) -> Principal {
+    pub(crate) fn person(&self, r: &SessionRecord, method: AuthMethod) -> Principal {
         let grants = self.bindings.grants_for(&Facts {
             issuer: r.issuer.as_deref(),
             sub: &r.sub,

@@ -64,6 +64,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting { name: "KUBEHERO_AGENT_CA_CERT", help: "PEM file of the agent CA (e.g. from cert-manager; several certificates = rollover: the first signs, all are trusted). Re-read when it changes. Unset: a CA built into the store.", default: "unset" },
     Setting { name: "KUBEHERO_AGENT_CA_KEY", help: "PEM file of the key of the first certificate in KUBEHERO_AGENT_CA_CERT.", default: "unset" },
     Setting { name: "KUBEHERO_AGENT_CERT_TTL_SECS", help: "Lifetime of agent client certificates; agents renew at about two thirds of it.", default: "604800 (7 days)" },
+    Setting { name: "KUBEHERO_CLUSTER_TOKEN_TTL_SECS", help: "Lifetime of the per-cluster access tokens `kubehero token` hands kubectl.", default: "600" },
     Setting { name: "KUBEHERO_DATA_DIR", help: "Directory for the embedded SQLite database and local state.", default: "./kubehero-data" },
     Setting { name: "KUBEHERO_DATABASE_URL", help: "sqlite:PATH (embedded) or postgres://USER:PASSWORD@HOST:PORT/DB (several replicas).", default: "sqlite:<data dir>/kubehero.db" },
     Setting { name: "KUBEHERO_HEADER_TIMEOUT_SECS", help: "Seconds a client has to send a request's headers; the same bound closes idle keep-alive connections. Streaming responses (watches) are not cut by it.", default: "10" },
@@ -824,6 +825,8 @@ pub struct AgentSettings {
     pub ca_files: Option<(PathBuf, PathBuf)>,
     /// Seconds.
     pub cert_ttl: i64,
+    /// Lifetime of per-cluster access tokens, seconds.
+    pub cluster_token_ttl: i64,
 }
 
 impl AgentSettings {
@@ -863,6 +866,8 @@ impl AgentSettings {
         let cert_ttl =
             number(env, "KUBEHERO_AGENT_CERT_TTL_SECS", 7 * 86400, 10..=365 * 86400, "use e.g. 604800 (7 days)")?
                 as i64;
-        Ok(AgentSettings { listen, server_names, ca_files, cert_ttl })
+        let cluster_token_ttl =
+            number(env, "KUBEHERO_CLUSTER_TOKEN_TTL_SECS", 600, 60..=86400, "use e.g. 600 (10 minutes)")? as i64;
+        Ok(AgentSettings { listen, server_names, ca_files, cert_ttl, cluster_token_ttl })
     }
 }

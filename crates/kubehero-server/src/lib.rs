@@ -131,6 +131,8 @@ pub async fn build_state(
     }
     let login_key = keys.derive(b"kubehero-login-state-v1");
     let forward = kubehero_audit::forward::ForwardStatus::new();
+    let cluster_tokens =
+        kubehero_identity::cluster_token::ClusterTokens::new(&keys.derive(b"kubehero-cluster-token-v1"));
     let keys = Arc::new(keys);
     let agents = agent::Agents::start(
         &config.agents,
@@ -166,6 +168,7 @@ pub async fn build_state(
         scim: config.scim_token.as_ref().map(kubehero_identity::scim_token::ScimToken::new),
         audit,
         ids: kubehero_audit::IdSource::new().map_err(StartError::Audit)?,
+        cluster_tokens,
     });
     let login = match config.login.clone() {
         None => None,

@@ -176,6 +176,62 @@ impl KubeApiServer {
         ))
     }
 
+    /// RBAC for KubeHero in this cluster, as its admin: the agent's service account
+    /// `kubehero-system/kubehero-agent` may impersonate users, groups, uids and the `kubehero.io/auth-method`
+    /// extra (nothing else); `kubehero:role:viewer` may read configmaps and namespaces; `kubehero:role:admin` is
+    /// `cluster-admin`.
+    pub async fn kubehero_rbac(&self) -> anyhow::Result<()> {
+        let http = reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(&self.ca_pem)?)
+            .timeout(Duration::from_secs(10))
+            .build()?;
+        let rbac = "/apis/rbac.authorization.k8s.io/v1";
+        let role = |name: &str, rules: serde_json::Value| serde_json::json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": name}, "rules": rules});
+        let bind = |name: &str, role: &str, subject: serde_json::Value| {
+            serde_json::json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": name},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role}, "subjects": [subject]})
+        };
+        let group = |g: &str| serde_json::json!({"kind": "Group", "name": g, "apiGroup": "rbac.authorization.k8s.io"});
+        let objects = [
+            (
+                "clusterroles",
+                role(
+                    "kubehero-agent-impersonator",
+                    serde_json::json!([
+                        {"apiGroups": [""], "resources": ["users", "groups"], "verbs": ["impersonate"]},
+                        {"apiGroups": ["authentication.k8s.io"], "resources": ["uids", "userextras/kubehero.io/auth-method"], "verbs": ["impersonate"]}
+                    ]),
+                ),
+            ),
+            (
+                "clusterrolebindings",
+                bind(
+                    "kubehero-agent",
+                    "kubehero-agent-impersonator",
+                    serde_json::json!({"kind": "ServiceAccount", "name": "kubehero-agent", "namespace": "kubehero-system"}),
+                ),
+            ),
+            (
+                "clusterroles",
+                role(
+                    "kubehero:viewer",
+                    serde_json::json!([
+                        {"apiGroups": [""], "resources": ["configmaps", "namespaces"], "verbs": ["get", "list", "watch"]}
+                    ]),
+                ),
+            ),
+            ("clusterrolebindings", bind("kubehero-viewers", "kubehero:viewer", group("kubehero:role:viewer"))),
+            ("clusterrolebindings", bind("kubehero-admins", "cluster-admin", group("kubehero:role:admin"))),
+        ];
+        for (kind, body) in objects {
+            let r = http.post(format!("{}{rbac}/{kind}", self.url)).bearer_auth(ADMIN_TOKEN).json(&body).send().await?;
+            if !(r.status().is_success() || r.status() == 409) {
+                bail!("creating {kind}: {} {}", r.status(), r.text().await?);
+            }
+        }
+        Ok(())
+    }
+
     /// The directory holding the logs (`apiserver.err`, `etcd.err`) and data.
     pub fn dir(&self) -> &std::path::Path {
         self.dir.path()

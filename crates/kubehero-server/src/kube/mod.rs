@@ -163,7 +163,19 @@ pub async fn proxy(State(s): State<AppState>, mut req: Request) -> Response {
         return status(StatusCode::NOT_FOUND, "NotFound", "no such path", Code::NotFound);
     };
     let (cluster, api_path) = (cluster.to_string(), api_path.to_string());
-    let p = match crate::auth::authenticate(&s, req.method(), req.headers()).await {
+    let bearer = req
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::trim)
+        .filter(|t| t.starts_with(kubehero_identity::cluster_token::PREFIX))
+        .map(str::to_string);
+    let who = match bearer {
+        Some(t) => s.identity.cluster_token(&t, &cluster).await.map(|(p, _)| p).map_err(ApiError::from),
+        None => crate::auth::authenticate(&s, req.method(), req.headers()).await,
+    };
+    let p = match who {
         Ok(p) => p,
         Err(e) => {
             let mut res = status(StatusCode::UNAUTHORIZED, "Unauthorized", &e.message, Code::Unauthenticated);

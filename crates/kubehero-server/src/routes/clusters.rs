@@ -309,3 +309,49 @@ pub async fn delete(
     s.agents.reload(&s).await;
     Ok((StatusCode::NO_CONTENT, Audited::done(target)))
 }
+
+/// `POST /api/v1/clusters/{name}/token` — permission: `cluster.get`, and a role on the cluster from a group
+/// mapping or binding. A per-cluster access token (`khx_…`, 10 minutes by default) minted from the caller's CLI
+/// login, for kubectl through `/k8s/clusters/{name}`: what `kubehero token` prints. Only a CLI token can mint
+/// one (it is what revokes it); the mint is a durable audit row.
+pub async fn token(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    Path(name): Path<String>,
+    headers: axum::http::HeaderMap,
+) -> ApiResult<impl IntoResponse> {
+    allow(&p, Action::ClusterGet, Target::cluster(&name))?;
+    s.store.get_cluster(&name).await?;
+    let token = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' ').map(|(_, t)| t.trim().to_string()))
+        .filter(|t| t.starts_with(kubehero_identity::credential::CLI_TOKEN_PREFIX))
+        .ok_or_else(|| {
+            ApiError::invalid(
+                "per-cluster tokens are minted from a CLI login: run `kubehero login`, then `kubehero token`",
+            )
+        })?;
+    let (_, login) = s.identity.cli_token(&token).await?;
+    let held = s.identity.bindings.explicit_grants(&p).into_iter().any(|g| {
+        kubehero_core::authz::scope_covers(&g.scope, Target::cluster(&name))
+            || matches!(&g.scope, kubehero_core::Scope::Namespace { cluster, .. } if kubehero_core::glob::matches(cluster, &name))
+    });
+    if !held {
+        return Err(ApiError::new(
+            crate::error::Code::PermissionDenied,
+            format!("you have no KubeHero role on cluster {name}: ask an admin for a binding"),
+        ));
+    }
+    let expires_at = (s.clock.now() + s.agents.settings.cluster_token_ttl).min(login.expires_at);
+    let minted = s.identity.cluster_tokens.mint(&login.hash, &name, expires_at);
+    let mut res = (StatusCode::CREATED, axum::Json(serde_json::json!({ "token": minted, "expires_at": expires_at })))
+        .into_response();
+    res.extensions_mut().insert(crate::audit::Recorded {
+        action: "cluster.token",
+        actor: kubehero_core::AuditActor::of(&p),
+        plain_read: false,
+    });
+    res.extensions_mut().insert(target_of("cluster", &name, Some(&name), None));
+    Ok(res)
+}

@@ -96,6 +96,7 @@ pub fn table() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
             Requires(ClusterRegister),
             on(MethodFilter::POST, clusters::join_token),
         ),
+        r(Method::POST, "/api/v1/clusters/{name}/token", Requires(ClusterGet), on(MethodFilter::POST, clusters::token)),
         r(
             Method::GET,
             "/api/v1/clusters/{name}/certificates",

@@ -7,8 +7,8 @@ use kubehero_agent::client::ControlPlane;
 use kubehero_agent::run::AgentConfig;
 use kubehero_agent::state::{State, StateDir};
 use kubehero_agent::upstream::{Forwarder, Upstream};
-use kubehero_testkit::kubeapi::{KubeApiServer, ADMIN_TOKEN};
-use serde_json::{json, Value};
+use kubehero_testkit::kubeapi::KubeApiServer;
+use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,63 +22,6 @@ fn tls_files(dir: &Path) -> (PathBuf, PathBuf, Vec<u8>) {
     std::fs::write(&c, cert.pem()).unwrap();
     std::fs::write(&k, key.serialize_pem()).unwrap();
     (c, k, cert.pem().into_bytes())
-}
-
-/// Objects in the cluster, as its admin.
-async fn apply_admin(k: &KubeApiServer, path: &str, body: Value) {
-    let http = reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(&k.ca_pem).unwrap())
-        .build()
-        .unwrap();
-    let r = http.post(format!("{}{path}", k.url)).bearer_auth(ADMIN_TOKEN).json(&body).send().await.unwrap();
-    assert!(r.status().is_success() || r.status() == 409, "{path}: {}", r.text().await.unwrap());
-}
-
-fn cluster_role(name: &str, rules: Value) -> Value {
-    json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": name}, "rules": rules})
-}
-
-fn binding(name: &str, role: &str, subject: Value) -> Value {
-    json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": name},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role}, "subjects": [subject]})
-}
-
-/// The agent's impersonation rights (what the README documents) and the RBAC each KubeHero role maps to here.
-async fn cluster_rbac(k: &KubeApiServer) {
-    let rbac = "/apis/rbac.authorization.k8s.io/v1";
-    let impersonate = cluster_role(
-        "kubehero-agent-impersonator",
-        json!([
-            {"apiGroups": [""], "resources": ["users", "groups"], "verbs": ["impersonate"]},
-            {"apiGroups": ["authentication.k8s.io"], "resources": ["uids", "userextras/kubehero.io/auth-method"], "verbs": ["impersonate"]}
-        ]),
-    );
-    apply_admin(k, &format!("{rbac}/clusterroles"), impersonate).await;
-    let sa = json!({"kind": "ServiceAccount", "name": "kubehero-agent", "namespace": "kubehero-system"});
-    apply_admin(
-        k,
-        &format!("{rbac}/clusterrolebindings"),
-        binding("kubehero-agent", "kubehero-agent-impersonator", sa),
-    )
-    .await;
-    let viewer = cluster_role(
-        "kubehero:viewer",
-        json!([{"apiGroups": [""], "resources": ["configmaps", "namespaces"], "verbs": ["get", "list", "watch"]}]),
-    );
-    apply_admin(k, &format!("{rbac}/clusterroles"), viewer).await;
-    let group = |g: &str| json!({"kind": "Group", "name": g, "apiGroup": "rbac.authorization.k8s.io"});
-    apply_admin(
-        k,
-        &format!("{rbac}/clusterrolebindings"),
-        binding("kubehero-viewers", "kubehero:viewer", group("kubehero:role:viewer")),
-    )
-    .await;
-    apply_admin(
-        k,
-        &format!("{rbac}/clusterrolebindings"),
-        binding("kubehero-admins", "cluster-admin", group("kubehero:role:admin")),
-    )
-    .await;
 }
 
 struct Kubectl {
@@ -118,7 +61,7 @@ impl Kubectl {
 async fn kubectl_through_kubehero_reaches_a_real_cluster_as_the_identity_kubehero_decides() {
     let bin = kubehero_testkit::kubectl::kubectl().expect("kubectl 1.30: run scripts/test (it fetches it)");
     let k = KubeApiServer::start().await.unwrap();
-    cluster_rbac(&k).await;
+    k.kubehero_rbac().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let (cert, key, ca) = tls_files(dir.path());
     let idp = kubehero_testkit::oidc::OidcProvider::start().await.unwrap();

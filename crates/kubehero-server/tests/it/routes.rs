@@ -144,6 +144,11 @@ async fn route_role_scope_matrix() {
         ("/api/v1/clusters/prod-eu/join-tokens".into(), Some(json!({})))
     })
     .await;
+    // Minted from a CLI login only: these principals hold API keys.
+    m.row(Method::POST, "/api/v1/clusters/{name}/token", "B B B B B B B B", |_, _| async {
+        ("/api/v1/clusters/prod-eu/token".into(), None)
+    })
+    .await;
     m.row(Method::GET, "/api/v1/clusters/{name}/certificates", "A A A A A A A A", |_, _| async {
         ("/api/v1/clusters/prod-eu/certificates".into(), None)
     })

@@ -196,6 +196,30 @@ impl CredentialStore {
         Ok(CredentialsLock(lock(path, None).await?))
     }
 
+    /// Takes `<name>.lock` in the configuration directory (waits while another process holds it).
+    pub async fn lock_named(&self, name: &str) -> anyhow::Result<File> {
+        self.ensure_dir()?;
+        lock(self.dir.join(format!("{name}.lock")), None).await
+    }
+
+    /// A small private file of the configuration directory, if it exists.
+    pub fn read_private(&self, name: &str) -> Option<String> {
+        std::fs::read_to_string(self.dir.join(name)).ok()
+    }
+
+    /// Writes a small private file (0600) atomically.
+    pub fn write_private(&self, name: &str, text: &str) -> anyhow::Result<()> {
+        self.ensure_dir()?;
+        let (path, tmp) = (self.dir.join(name), self.dir.join(format!(".{name}.{}.tmp", std::process::id())));
+        let write = || -> std::io::Result<()> {
+            let mut f = private_file(&tmp, true)?;
+            f.write_all(text.as_bytes())?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &path)
+        };
+        write().with_context(|| format!("writing {}", path.display()))
+    }
+
     /// Takes `login.lock`, saying so on stderr when another login holds it.
     pub async fn lock_login(&self) -> anyhow::Result<LoginLock> {
         self.ensure_dir()?;

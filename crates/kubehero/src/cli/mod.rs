@@ -11,6 +11,7 @@ mod client;
 mod cluster;
 mod credentials;
 mod device;
+mod kube;
 mod login;
 
 use anyhow::bail;
@@ -53,6 +54,36 @@ pub enum CliCommand {
     /// Register clusters and their agents, see their state, remove them.
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// Print a per-cluster access token as kubectl's ExecCredential (the exec plugin `kubehero kubeconfig` sets
+    /// up): minted from your CLI login for that cluster only, 10 minutes, cached (0600) until a minute before it
+    /// expires; parallel kubectl processes cause one mint.
+    Token {
+        #[arg(long, value_name = "NAME")]
+        cluster: String,
+        #[command(flatten)]
+        target: ServerArg,
+    },
+    /// Write kubeconfig contexts (kubehero-<cluster>) whose user runs `kubehero token`, merged into $KUBECONFIG
+    /// (or ~/.kube/config, or -o FILE; the previous file is kept as <file>.kubehero-backup).
+    Kubeconfig {
+        /// Clusters to add (default: every cluster).
+        #[arg(long = "cluster", value_name = "NAME")]
+        clusters: Vec<String>,
+        /// Every cluster (the default when no --cluster is given).
+        #[arg(long, conflicts_with = "clusters")]
+        all: bool,
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        out: Option<std::path::PathBuf>,
+        /// The ExecCredential API kubectl speaks: client.authentication.k8s.io/v1, or v1beta1 for kubectl older
+        /// than 1.22.
+        #[arg(long, value_name = "VERSION", default_value = "v1", value_parser = ["v1", "v1beta1"])]
+        exec_api: String,
+        /// The control plane's CA (PEM), when its certificate is not publicly trusted.
+        #[arg(long, value_name = "FILE")]
+        certificate_authority: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        target: ServerArg,
+    },
 }
 
 /// `kubehero cluster …` (through the API, with the stored credential).
@@ -213,6 +244,20 @@ async fn run_with(cmd: CliCommand, env: &dyn Env) -> anyhow::Result<ExitCode> {
                 cluster::revoke(&target(&store, env_token, a.server.as_deref())?, &name, serial.as_deref()).await
             }
         },
+        CliCommand::Token { cluster, target: a } => {
+            let t = target(&store, env_token, a.server.as_deref())?;
+            kube::token(&store, &t, &cluster, env.var("KUBERNETES_EXEC_INFO")).await
+        }
+        CliCommand::Kubeconfig { clusters, all: _, out, exec_api, certificate_authority, target: a } => {
+            let t = target(&store, env_token, a.server.as_deref())?;
+            let args = kube::KubeconfigArgs {
+                clusters,
+                out,
+                exec_api: format!("client.authentication.k8s.io/{exec_api}"),
+                ca_file: certificate_authority,
+            };
+            kube::kubeconfig(&t, args, env).await
+        }
         CliCommand::Auth(AuthCommand::Sessions(a)) => {
             let t = target(&store, env_token, a.server.as_deref())?;
             match a.action {

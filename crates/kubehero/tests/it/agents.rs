@@ -241,3 +241,190 @@ async fn cluster_commands_register_list_issue_tokens_and_remove() {
     assert!(err.contains("rejected"), "{err}");
     serve.terminate().await;
 }
+
+/// A serving certificate for 127.0.0.1: (cert path, key path, cert PEM).
+fn tls(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf, Vec<u8>) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".into()]).unwrap().self_signed(&key).unwrap();
+    let (c, k) = (dir.join("tls.crt"), dir.join("tls.key"));
+    std::fs::write(&c, cert.pem()).unwrap();
+    std::fs::write(&k, key.serialize_pem()).unwrap();
+    (c, k, cert.pem().into_bytes())
+}
+
+/// `kubehero kubeconfig` + `kubehero token` as kubectl's exec plugin, with the real binaries, a real kubectl and a
+/// real kube-apiserver: contexts that work, per-cluster tokens refused everywhere else, and 20 kubectl processes
+/// started at once causing one mint.
+#[tokio::test]
+async fn kubeconfig_and_token_give_kubectl_per_cluster_tokens_minted_once_for_many() {
+    let Some(kubectl) = kubehero_testkit::kubectl::kubectl() else { panic!("kubectl 1.30: run scripts/test") };
+    let k = kubehero_testkit::kubeapi::KubeApiServer::start().await.unwrap();
+    k.kubehero_rbac().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite:{}", dir.path().join("kubehero.db").display());
+    let (cert, key, ca) = tls(dir.path());
+    std::fs::write(dir.path().join("ca.pem"), &ca).unwrap();
+    let mut env = base_env(dir.path(), &db);
+    let agent_port = kubehero_testkit::oidc::free_port().unwrap();
+    env.insert("KUBEHERO_AGENT_LISTEN".into(), format!("127.0.0.1:{agent_port}"));
+    env.insert("KUBEHERO_TLS_CERT".into(), cert.display().to_string());
+    env.insert("KUBEHERO_TLS_KEY".into(), key.display().to_string());
+    env.insert("KUBEHERO_GROUP_ROLES".into(), "ops=admin".into());
+    let port = kubehero_testkit::oidc::free_port().unwrap();
+    let child = Command::new(bin())
+        .arg("serve")
+        .env_clear()
+        .envs(&env)
+        .env("KUBEHERO_LISTEN", format!("127.0.0.1:{port}"))
+        .stderr(std::process::Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let url = format!("https://127.0.0.1:{port}");
+    let http =
+        reqwest::Client::builder().add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap()).build().unwrap();
+    until("serve", Duration::from_secs(30), async || http.get(format!("{url}/healthz")).send().await.is_ok()).await;
+    let post = async |path: &str, body: Value| {
+        let r = http.post(format!("{url}{path}")).bearer_auth(ADMIN).json(&body).send().await.unwrap();
+        (r.status().as_u16(), r.json::<Value>().await.unwrap_or(Value::Null))
+    };
+    let (status, added) = post("/api/v1/clusters", json!({"name": "lab", "join": true})).await;
+    assert_eq!(status, 201, "{added}");
+    post("/api/v1/clusters", json!({"name": "other"})).await;
+    let kubeconfig = dir.path().join("sa.kubeconfig");
+    std::fs::write(&kubeconfig, k.service_account_kubeconfig("kubehero-system", "kubehero-agent").await.unwrap())
+        .unwrap();
+    let _agent = agent(
+        &format!("https://127.0.0.1:{agent_port}"),
+        "lab",
+        &added["join"],
+        &kubeconfig,
+        &dir.path().join("agent"),
+    );
+
+    // A CLI login of a person in the `ops` group (admin), as `kubehero login` would have stored it.
+    let store = kubehero_store::open(&db).await.unwrap();
+    let (login, rec) = kubehero_server::device::new_cli_token(
+        "dana",
+        Some("dana@example.com".into()),
+        vec!["ops".into()],
+        None,
+        now(),
+        None,
+    )
+    .unwrap();
+    store.create_session(&rec).await.unwrap();
+    let config_dir = dir.path().join("cli");
+    let home = dir.path().join("home");
+    let cli_env = |extra: &[(&str, &str)]| {
+        let mut e: Vec<(String, String)> = vec![
+            ("KUBEHERO_TOKEN".into(), login.clone()),
+            ("KUBEHERO_SERVER".into(), url.clone()),
+            ("KUBEHERO_CONFIG_DIR".into(), config_dir.display().to_string()),
+            ("HOME".into(), home.display().to_string()),
+            // The CLI trusts the system's roots, or SSL_CERT_FILE for a private CA.
+            ("SSL_CERT_FILE".into(), dir.path().join("ca.pem").display().to_string()),
+        ];
+        e.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        e
+    };
+    let kc = dir.path().join("kubeconfig");
+    let out = Command::new(bin())
+        .args(["kubeconfig", "--cluster", "lab", "-o"])
+        .arg(&kc)
+        .arg("--certificate-authority")
+        .arg(dir.path().join("ca.pem"))
+        .env_clear()
+        .envs(cli_env(&[]))
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let written = std::fs::read_to_string(&kc).unwrap();
+    assert!(
+        written.contains("client.authentication.k8s.io/v1") && written.contains("provideClusterInfo: true"),
+        "{written}"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&kc).unwrap().permissions().mode() & 0o777, 0o600);
+
+    let run = |args: Vec<String>| {
+        let mut c = Command::new(&kubectl);
+        c.args(&args).arg("--kubeconfig").arg(&kc).arg("--request-timeout=30s").env_clear().envs(cli_env(&[]));
+        c.output()
+    };
+    until("the agent", Duration::from_secs(30), async || {
+        run(vec!["--context".into(), "kubehero-lab".into(), "get".into(), "namespaces".into()])
+            .await
+            .unwrap()
+            .status
+            .success()
+    })
+    .await;
+    let mints = async || {
+        let rows = store
+            .query_audit(&kubehero_store::AuditQuery {
+                action: Some("cluster.token".into()),
+                limit: 1000,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        rows.len()
+    };
+    assert_eq!(mints().await, 1, "one mint so far, then the cache");
+
+    // 20 kubectl processes at once with an empty cache: one mint, every one answered.
+    for f in std::fs::read_dir(&config_dir).unwrap() {
+        let p = f.unwrap().path();
+        if p.file_name().unwrap().to_string_lossy().ends_with(".json") && p.to_string_lossy().contains("cluster-token")
+        {
+            std::fs::remove_file(p).unwrap();
+        }
+    }
+    let before = mints().await;
+    let runs: Vec<_> = (0..20)
+        .map(|i| {
+            run(vec![
+                "--context".into(),
+                "kubehero-lab".into(),
+                "get".into(),
+                "namespaces".into(),
+                "--cache-dir".into(),
+                format!("{}/c{i}", home.display()),
+            ])
+        })
+        .collect();
+    for r in runs {
+        let out = r.await.unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    assert_eq!(mints().await - before, 1, "20 parallel kubectl processes, one mint");
+
+    // The token is refused on another cluster and by the rest of the API.
+    let token_out =
+        Command::new(bin()).args(["token", "--cluster", "lab"]).env_clear().envs(cli_env(&[])).output().await.unwrap();
+    let cred: Value = serde_json::from_slice(&token_out.stdout).unwrap();
+    assert_eq!(cred["kind"], "ExecCredential");
+    let khx = cred["status"]["token"].as_str().unwrap().to_string();
+    assert!(khx.starts_with("khx_"));
+    let r = http.get(format!("{url}/k8s/clusters/other/api")).bearer_auth(&khx).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(r.text().await.unwrap().contains("another cluster"));
+    let r = http.get(format!("{url}/api/v1/whoami")).bearer_auth(&khx).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let r = http.get(format!("{url}/k8s/clusters/lab/api")).bearer_auth(&khx).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    // Revoking the CLI login ends its per-cluster tokens at once.
+    store.revoke_session(&rec.id, now()).await.unwrap();
+    let t0 = std::time::Instant::now();
+    loop {
+        let r = http.get(format!("{url}/k8s/clusters/lab/api")).bearer_auth(&khx).send().await.unwrap();
+        if r.status() == 401 {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10), "the revoked login's token still works");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(child);
+}
