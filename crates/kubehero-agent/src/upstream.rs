@@ -52,6 +52,8 @@ pub struct Upstream {
     /// `https://host:port`, no trailing slash.
     base: String,
     client: reqwest::Client,
+    /// HTTP/1.1 only: upgrades (exec, attach, port-forward) cannot travel over HTTP/2.
+    upgrades: reqwest::Client,
     token: Token,
 }
 
@@ -209,23 +211,29 @@ impl Upstream {
         if !server.starts_with("https://") {
             return Err(UpstreamError(format!("the API server {server:?} is not an https:// URL")));
         }
-        let mut b = reqwest::Client::builder()
-            .use_rustls_tls()
-            .no_proxy()
-            .connect_timeout(Duration::from_secs(10))
-            .tcp_keepalive(Duration::from_secs(30))
-            .redirect(reqwest::redirect::Policy::none());
-        if let Some(ca) = ca {
-            b = b.tls_built_in_root_certs(false);
-            for c in reqwest::Certificate::from_pem_bundle(ca).map_err(up("the API server's CA"))? {
-                b = b.add_root_certificate(c);
+        let builder = || {
+            reqwest::Client::builder()
+                .use_rustls_tls()
+                .no_proxy()
+                .connect_timeout(Duration::from_secs(10))
+                .tcp_keepalive(Duration::from_secs(30))
+                .redirect(reqwest::redirect::Policy::none())
+        };
+        let trusted = |mut b: reqwest::ClientBuilder| -> Result<reqwest::Client, UpstreamError> {
+            if let Some(ca) = ca {
+                b = b.tls_built_in_root_certs(false);
+                for c in reqwest::Certificate::from_pem_bundle(ca).map_err(up("the API server's CA"))? {
+                    b = b.add_root_certificate(c);
+                }
             }
-        }
-        if let Some(id) = identity {
-            b = b.identity(reqwest::Identity::from_pem(id).map_err(up("the kubeconfig's client certificate"))?);
-        }
-        let client = b.build().map_err(up("the API server client"))?;
-        Ok(Upstream { base: server.trim_end_matches('/').to_string(), client, token })
+            if let Some(id) = identity {
+                b = b.identity(reqwest::Identity::from_pem(id).map_err(up("the kubeconfig's client certificate"))?);
+            }
+            b.build().map_err(up("the API server client"))
+        };
+        let client = trusted(builder())?;
+        let upgrades = trusted(builder().http1_only())?;
+        Ok(Upstream { base: server.trim_end_matches('/').to_string(), client, upgrades, token })
     }
 
     /// The API server's URL.
@@ -287,7 +295,7 @@ impl Upstream {
     /// Sends one request on to the API server and streams its answer back, impersonating whom the control
     /// plane named. A request carrying its own identity headers is refused: the control plane never sends one,
     /// so such a stream did not come from it as it should.
-    pub async fn forward(&self, req: Request<Incoming>) -> Response<Body> {
+    pub async fn forward(&self, mut req: Request<Incoming>) -> Response<Body> {
         use crate::proto::{IMPERSONATE_EXTRA, IMPERSONATE_GROUP, IMPERSONATE_UID, IMPERSONATE_USER};
         let own = req.headers().keys().find(|n| {
             let n = n.as_str();
@@ -297,9 +305,20 @@ impl Upstream {
             let msg = format!("the agent refuses a request that carries its own {n} header");
             return status(StatusCode::BAD_REQUEST, "BadRequest", &msg);
         }
+        let upgrade = req.headers().contains_key(http::header::UPGRADE);
+        let from_caller = upgrade.then(|| hyper::upgrade::on(&mut req));
         let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
         let url = format!("{}{}", self.base, path);
-        let mut out = self.client.request(req.method().clone(), url);
+        let client = if upgrade { &self.upgrades } else { &self.client };
+        let mut out = client.request(req.method().clone(), url);
+        if upgrade {
+            // The upgrade itself: what the caller asked to switch to travels on.
+            for n in [CONNECTION, http::header::UPGRADE] {
+                if let Some(v) = req.headers().get(&n) {
+                    out = out.header(n, v);
+                }
+            }
+        }
         for (name, value) in req.headers() {
             let n = name.as_str();
             let mapped = match n {
@@ -327,6 +346,25 @@ impl Upstream {
                 return status(StatusCode::BAD_GATEWAY, "ServiceUnavailable", &msg);
             }
         };
+        if let (Some(caller), StatusCode::SWITCHING_PROTOCOLS) = (from_caller, res.status()) {
+            // Exec, attach, port-forward: the API server switched protocols; join the two byte streams.
+            let mut head = Response::builder().status(StatusCode::SWITCHING_PROTOCOLS);
+            for (n, v) in res.headers() {
+                head = head.header(n, v);
+            }
+            tokio::spawn(async move {
+                match (caller.await, res.upgrade().await) {
+                    (Ok(c), Ok(mut api)) => {
+                        let mut c = hyper_util::rt::TokioIo::new(c);
+                        let _ = tokio::io::copy_bidirectional(&mut c, &mut api).await;
+                    }
+                    _ => tracing::debug!("an upgraded stream could not be joined to the API server"),
+                }
+            });
+            return head
+                .body(Full::new(Bytes::new()).map_err(|e| match e {}).boxed())
+                .unwrap_or_else(|_| status(StatusCode::BAD_GATEWAY, "ServiceUnavailable", "the upgrade failed"));
+        }
         let res: http::Response<reqwest::Body> = res.into();
         let (mut parts, body) = res.into_parts();
         let drop: Vec<HeaderName> = parts.headers.keys().filter(|n| hop_by_hop(n)).cloned().collect();

@@ -34,12 +34,13 @@ impl Kubectl {
     async fn run(&self, kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
         use tokio::io::AsyncWriteExt;
         let mut c = tokio::process::Command::new(&self.bin);
-        c.args(args)
-            .arg("--kubeconfig")
+        // Flags first: whatever follows `--` is the command of `kubectl exec`.
+        c.arg("--kubeconfig")
             .arg(kubeconfig)
             .arg("--cache-dir")
             .arg(self.home.join("cache"))
             .arg("--request-timeout=20s")
+            .args(args)
             .env_clear()
             .env("HOME", &self.home)
             .stdin(std::process::Stdio::piped())
@@ -189,6 +190,22 @@ async fn kubectl_through_kubehero_reaches_a_real_cluster_as_the_identity_kubeher
     let (ok, _, err) = kubectl.run(&admin, &["delete", "configmap", "one", "-n", "default"], None).await;
     assert!(ok, "{err}");
 
+    // kubectl exec: no kubelet runs here, so the API server itself answers (the pod has no node); through
+    // KubeHero kubectl gets the very answer it gets directly.
+    let direct = dir.path().join("direct.kubeconfig");
+    std::fs::write(&direct, k.admin_kubeconfig()).unwrap();
+    let sa = "apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: default, namespace: default}\n";
+    let (ok, _, err) = kubectl.run(&admin, &["apply", "-f", "-"], Some(sa)).await;
+    assert!(ok, "{err}");
+    let pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: web, namespace: default}\nspec:\n  automountServiceAccountToken: false\n  containers: [{name: c, image: busybox}]\n";
+    let (ok, _, err) = kubectl.run(&admin, &["apply", "-f", "-"], Some(pod)).await;
+    assert!(ok, "{err}");
+    let (ok1, _, via) = kubectl.run(&admin, &["exec", "web", "-n", "default", "--", "ls"], None).await;
+    let (ok2, _, straight) = kubectl.run(&direct, &["exec", "web", "-n", "default", "--", "ls"], None).await;
+    assert!(!ok1 && !ok2);
+    assert!(straight.contains("does not have a host assigned"), "{straight}");
+    assert_eq!(via.trim(), straight.trim(), "kubectl exec through KubeHero gets the API server's own answer");
+
     // Every request is an audit row with the Kubernetes verb, resource and namespace.
     let r = ts.get("/api/v1/audit?cluster=lab&limit=500", Some(AUDITOR)).await;
     let rows = r.body["items"].as_array().unwrap().clone();
@@ -213,4 +230,144 @@ async fn kubectl_through_kubehero_reaches_a_real_cluster_as_the_identity_kubeher
         assert!(t0.elapsed() < Duration::from_secs(30), "{err}");
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+/// An HTTPS upstream in this test standing in for an API server's exec endpoint (no kubelet runs here, so no
+/// real container can answer): it answers an upgrade with 101, echoes every byte, and tells which identity
+/// headers reached it.
+async fn echo_upstream(dir: &Path) -> (String, Vec<u8>, Arc<std::sync::Mutex<Vec<String>>>) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".into()]).unwrap().self_signed(&key).unwrap();
+    let _ = dir;
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.der().clone()], rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()))
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen2 = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, seen) = (acceptor.clone(), seen2.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else { return };
+                let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                    let seen = seen.clone();
+                    async move {
+                        for (n, v) in req.headers() {
+                            if n.as_str().starts_with("impersonate-") || n == "authorization" {
+                                seen.lock().unwrap().push(format!("{n}: {}", v.to_str().unwrap_or("")));
+                            }
+                        }
+                        let mut res = hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from_static(b"{}")));
+                        if let Some(proto) = req.headers().get("upgrade").cloned() {
+                            let on = hyper::upgrade::on(&mut req);
+                            tokio::spawn(async move {
+                                if let Ok(up) = on.await {
+                                    let mut io = hyper_util::rt::TokioIo::new(up);
+                                    let (mut r, mut w) = tokio::io::split(&mut io);
+                                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                                }
+                            });
+                            *res.status_mut() = hyper::StatusCode::SWITCHING_PROTOCOLS;
+                            res.headers_mut().insert("upgrade", proto);
+                            res.headers_mut().insert("connection", hyper::header::HeaderValue::from_static("Upgrade"));
+                            if let Some(p) = req.headers().get("sec-websocket-protocol").cloned() {
+                                res.headers_mut().insert("sec-websocket-protocol", p);
+                            }
+                        }
+                        Ok::<_, std::convert::Infallible>(res)
+                    }
+                });
+                let io = hyper_util::rt::TokioIo::new(tls);
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, svc).with_upgrades().await;
+            });
+        }
+    });
+    (format!("https://127.0.0.1:{}", addr.port()), cert.pem().into_bytes(), seen)
+}
+
+#[tokio::test]
+async fn spdy_and_websocket_upgrades_pass_byte_for_byte_through_the_control_plane_tunnel_and_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let (upstream_url, upstream_ca, seen) = echo_upstream(dir.path()).await;
+    let ts =
+        TestServer::start(&[("KUBEHERO_REQUIRE_AUTH", "true"), ("KUBEHERO_API_KEYS", &*api_keys_env())], None).await;
+    let r = ts
+        .call(reqwest::Method::POST, "/api/v1/clusters", Some(ADMIN), Some(json!({"name": "echo", "join": true})))
+        .await;
+    let join = r.body["join"].clone();
+    std::fs::write(
+        dir.path().join("up.kubeconfig"),
+        kubehero_testkit::kubectl::token_kubeconfig(&upstream_url, &upstream_ca, "agent-own-token"),
+    )
+    .unwrap();
+    let upstream = Arc::new(Upstream::from_kubeconfig(&dir.path().join("up.kubeconfig")).unwrap());
+    let agent_port = ts.server.as_ref().unwrap().agent_addr.unwrap().port();
+    let cfg = AgentConfig {
+        server: ControlPlane::parse(&format!("https://127.0.0.1:{agent_port}")).unwrap(),
+        cluster: "echo".into(),
+        join_token: join["token"].as_str().map(str::to_string),
+        ca_hash: join["ca_hash"].as_str().map(str::to_string),
+        state: State::Dir(StateDir::new(dir.path().join("agent"))),
+        version: "test".into(),
+        reconnect_min: Duration::from_millis(200),
+        reconnect_max: Duration::from_secs(1),
+    };
+    let (_stop, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(kubehero_agent::run::run(cfg, Arc::new(Forwarder(upstream)), rx));
+    let hub = ts.server.as_ref().unwrap().state.agents.hub.clone();
+    let t0 = Instant::now();
+    while hub.open("echo").await.is_err() {
+        assert!(t0.elapsed() < Duration::from_secs(20));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let addr = ts.server.as_ref().unwrap().addr;
+    for (upgrade, extra) in [
+        ("SPDY/3.1", ("x-stream-protocol-version", "v4.channel.k8s.io")),
+        ("websocket", ("sec-websocket-protocol", "v5.channel.k8s.io")),
+    ] {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await.unwrap();
+        tokio::spawn(conn.with_upgrades());
+        let req = hyper::Request::builder()
+            .method(if upgrade == "websocket" { "GET" } else { "POST" })
+            .uri("/k8s/clusters/echo/api/v1/namespaces/default/pods/web/exec?command=sh&stdin=true&stdout=true")
+            .header("host", "cp")
+            .header("authorization", format!("Bearer {ADMIN}"))
+            .header("connection", "Upgrade")
+            .header("upgrade", upgrade)
+            .header(extra.0, extra.1)
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        let mut res = send.send_request(req).await.unwrap();
+        assert_eq!(res.status(), 101, "{upgrade}");
+        assert_eq!(res.headers()["upgrade"], upgrade);
+        let up = hyper::upgrade::on(&mut res).await.unwrap();
+        let mut io = hyper_util::rt::TokioIo::new(up);
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let payload: Vec<u8> = (0..=255u8).cycle().take(256 * 1024).collect();
+        let (mut r, mut w) = tokio::io::split(&mut io);
+        let writer = async {
+            w.write_all(&payload).await.unwrap();
+            w.flush().await.unwrap();
+        };
+        let reader = async {
+            let mut got = vec![0u8; payload.len()];
+            r.read_exact(&mut got).await.unwrap();
+            got
+        };
+        let ((), got) =
+            tokio::time::timeout(Duration::from_secs(20), async { tokio::join!(writer, reader) }).await.unwrap();
+        assert!(got == payload, "{upgrade}: 256 KiB echoed byte for byte");
+    }
+    let seen = seen.lock().unwrap().clone();
+    assert!(seen.iter().any(|h| h.starts_with("impersonate-user: kubehero:")), "{seen:?}");
+    assert!(seen.iter().any(|h| h == "impersonate-group: kubehero:role:admin"), "{seen:?}");
+    assert!(seen.iter().any(|h| h == "authorization: Bearer agent-own-token"), "the agent's own credential: {seen:?}");
+    assert!(!seen.iter().any(|h| h.contains(ADMIN)), "the caller's key never reaches the cluster: {seen:?}");
 }
