@@ -202,6 +202,7 @@ pub async fn build_state(
         sampler: Default::default(),
         device_codes: throttle::PerSource::new(10, Duration::from_secs(30)),
         agents: Arc::new(agents),
+        kube_streams: Default::default(),
     }))
 }
 
@@ -277,6 +278,7 @@ pub async fn start_with(
     let (tx, rx) = watch::channel(false);
     let (background_stop, background_rx) = watch::channel(false);
     spawn_refresh(state.clone(), rx.clone());
+    kube::streams::spawn_rechecks(state.clone(), rx.clone());
     let mut background = vec![tokio::spawn(kubehero_audit::writer::run_checkpoints(
         state.store.clone(),
         signing,

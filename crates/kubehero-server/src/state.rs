@@ -48,6 +48,8 @@ pub struct Shared {
     pub trusted_proxies: crate::net::TrustedProxies,
     /// Requests without a credential, counted rather than written one by one past a few a minute.
     pub sampler: crate::audit::Sampler,
+    /// Open Kubernetes streams, checked again every second.
+    pub kube_streams: Arc<crate::kube::streams::Streams>,
     /// The agent CA, who may connect, and the open tunnels.
     pub agents: Arc<crate::agent::Agents>,
     /// Device codes per client address (10 at once, then one every 30 s).

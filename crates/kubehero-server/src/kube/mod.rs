@@ -19,6 +19,8 @@ use kubehero_core::kube::{cluster_user, idp_group, role_group, RequestInfo};
 use kubehero_core::{AuditActor, AuditTarget, Principal, Role, Target};
 use std::collections::BTreeSet;
 
+pub mod streams;
+
 /// Where the surface lives.
 pub const PREFIX: &str = "/k8s/clusters/";
 
@@ -109,8 +111,27 @@ fn split_path(path: &str) -> Option<(&str, &str)> {
     }
 }
 
+/// Who is asking: a per-cluster token (for this cluster only), else any KubeHero credential.
+pub(crate) async fn resolve(
+    s: &AppState,
+    method: &axum::http::Method,
+    headers: &HeaderMap,
+    cluster: &str,
+) -> Result<Principal, ApiError> {
+    let bearer = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::trim)
+        .filter(|t| t.starts_with(kubehero_identity::cluster_token::PREFIX));
+    match bearer {
+        Some(t) => s.identity.cluster_token(t, cluster).await.map(|(p, _)| p).map_err(ApiError::from),
+        None => crate::auth::authenticate(s, method, headers).await,
+    }
+}
+
 /// The roles `p` holds for `cluster` (and `namespace`) through group mappings and bindings.
-fn roles_for(s: &AppState, p: &Principal, cluster: &str, namespace: Option<&str>) -> BTreeSet<Role> {
+pub(crate) fn roles_for(s: &AppState, p: &Principal, cluster: &str, namespace: Option<&str>) -> BTreeSet<Role> {
     let target = Target::in_namespace(cluster, namespace);
     s.identity
         .bindings
@@ -163,19 +184,7 @@ pub async fn proxy(State(s): State<AppState>, mut req: Request) -> Response {
         return status(StatusCode::NOT_FOUND, "NotFound", "no such path", Code::NotFound);
     };
     let (cluster, api_path) = (cluster.to_string(), api_path.to_string());
-    let bearer = req
-        .headers()
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-        .map(str::trim)
-        .filter(|t| t.starts_with(kubehero_identity::cluster_token::PREFIX))
-        .map(str::to_string);
-    let who = match bearer {
-        Some(t) => s.identity.cluster_token(&t, &cluster).await.map(|(p, _)| p).map_err(ApiError::from),
-        None => crate::auth::authenticate(&s, req.method(), req.headers()).await,
-    };
-    let p = match who {
+    let p = match resolve(&s, req.method(), req.headers(), &cluster).await {
         Ok(p) => p,
         Err(e) => {
             let mut res = status(StatusCode::UNAUTHORIZED, "Unauthorized", &e.message, Code::Unauthenticated);
@@ -236,6 +245,44 @@ pub async fn proxy(State(s): State<AppState>, mut req: Request) -> Response {
         }
     };
     let with_uid = accepts_uid(known.as_ref().and_then(|k| k.kubernetes_version.as_deref()));
+    // Open until the answer is sent (a watch, logs -f, an exec session: as long as they last); cut when access is
+    // lost. A watch gets a second row when it ends.
+    let on_end: Option<Box<dyn FnOnce() + Send>> = (info.verb == "watch").then(|| {
+        let (s2, actor, cluster2, info2) = (s.clone(), AuditActor::of(&p), cluster.clone(), info.clone());
+        // How long it was open is the time between this row and the watch's first.
+        Box::new(move || {
+            tokio::spawn(async move {
+                let target = AuditTarget {
+                    kind: info2.resource.clone(),
+                    id: info2.name.clone(),
+                    cluster: Some(cluster2),
+                    namespace: info2.namespace.clone(),
+                };
+                let event = kubehero_core::AuditEvent {
+                    event_id: s2.identity.ids.next_id(),
+                    time_ms: s2.clock.now_ms(),
+                    actor,
+                    action: "k8s.watch_end".into(),
+                    target,
+                    result: kubehero_core::AuditResult {
+                        outcome: kubehero_core::AuditOutcome::Ok,
+                        code: None,
+                        status: 200,
+                        repeated: None,
+                    },
+                    request_id: s2.identity.ids.next_id(),
+                    source: None,
+                    user_agent: None,
+                };
+                if let Err(e) = s2.identity.record(event, kubehero_identity::Durability::Queued).await {
+                    tracing::warn!(error = %e, "the end row of a watch could not be queued");
+                }
+            });
+        }) as Box<dyn FnOnce() + Send>
+    });
+    let registration =
+        s.kube_streams.register(&cluster, info.namespace.as_deref(), req.method(), req.headers(), on_end);
+    let mut cut = registration.stopped.clone();
     let upgrade = req.headers().contains_key(axum::http::header::UPGRADE);
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (parts, body) = req.into_parts();
@@ -271,20 +318,10 @@ pub async fn proxy(State(s): State<AppState>, mut req: Request) -> Response {
             return refuse(StatusCode::BAD_GATEWAY, "ServiceUnavailable", &msg, Code::Unavailable);
         }
     };
-    if res.status() == StatusCode::SWITCHING_PROTOCOLS {
-        if let Some(client) = client_upgrade {
-            let server = hyper::upgrade::on(&mut res);
-            tokio::spawn(async move {
-                match (client.await, server.await) {
-                    (Ok(c), Ok(u)) => {
-                        let (mut c, mut u) = (hyper_util::rt::TokioIo::new(c), hyper_util::rt::TokioIo::new(u));
-                        let _ = tokio::io::copy_bidirectional(&mut c, &mut u).await;
-                    }
-                    _ => tracing::debug!("an upgraded Kubernetes stream could not be joined"),
-                }
-            });
-        }
-    }
+    let upgraded = match (res.status() == StatusCode::SWITCHING_PROTOCOLS, client_upgrade) {
+        (true, Some(client)) => Some((client, hyper::upgrade::on(&mut res))),
+        _ => None,
+    };
     let (mut head, body) = res.into_parts();
     let switching = head.status == StatusCode::SWITCHING_PROTOCOLS;
     let drop: Vec<HeaderName> = head
@@ -296,7 +333,27 @@ pub async fn proxy(State(s): State<AppState>, mut req: Request) -> Response {
     for n in drop {
         head.headers.remove(n);
     }
-    let mut res = Response::from_parts(head, Body::new(body));
+    let body = match upgraded {
+        // Exec, attach, port-forward: the two upgraded connections are joined for as long as access lasts.
+        Some((client, server)) => {
+            tokio::spawn(async move {
+                let _open = registration;
+                match (client.await, server.await) {
+                    (Ok(c), Ok(u)) => {
+                        let (mut c, mut u) = (hyper_util::rt::TokioIo::new(c), hyper_util::rt::TokioIo::new(u));
+                        tokio::select! {
+                            _ = tokio::io::copy_bidirectional(&mut c, &mut u) => {}
+                            _ = cut.wait_for(|v| *v) => tracing::info!("closed an exec/attach/port-forward session: access lost"),
+                        }
+                    }
+                    _ => tracing::debug!("an upgraded Kubernetes stream could not be joined"),
+                }
+            });
+            Body::empty()
+        }
+        None => Body::new(streams::Guarded::new(body, registration)),
+    };
+    let mut res = Response::from_parts(head, body);
     // The cluster's own errors are its Status objects: they are passed on as they are.
     res.extensions_mut().insert(ForeignErrorBody);
     recorded(&mut res, &p, &cluster, &info);

@@ -371,3 +371,134 @@ async fn spdy_and_websocket_upgrades_pass_byte_for_byte_through_the_control_plan
     assert!(seen.iter().any(|h| h == "authorization: Bearer agent-own-token"), "the agent's own credential: {seen:?}");
     assert!(!seen.iter().any(|h| h.contains(ADMIN)), "the caller's key never reaches the cluster: {seen:?}");
 }
+
+/// Starts `kubectl get configmaps -w` with `kubeconfig`; the child and whether it is still running is checked by
+/// the caller.
+fn watch_configmaps(kubectl: &Kubectl, kubeconfig: &Path) -> tokio::process::Child {
+    tokio::process::Command::new(&kubectl.bin)
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .arg("--cache-dir")
+        .arg(kubectl.home.join("cache"))
+        .args(["get", "configmaps", "-n", "default", "-w", "-o", "name"])
+        .env_clear()
+        .env("HOME", &kubectl.home)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+}
+
+/// Waits until the process exits; how long it took.
+async fn exits_within(child: &mut tokio::process::Child, limit: Duration) -> Duration {
+    let t0 = Instant::now();
+    tokio::time::timeout(limit, child.wait()).await.expect("the watch was not closed in time").unwrap();
+    t0.elapsed()
+}
+
+#[tokio::test]
+async fn losing_access_closes_an_open_watch_within_two_seconds() {
+    let bin = kubehero_testkit::kubectl::kubectl().expect("kubectl 1.30: run scripts/test (it fetches it)");
+    let k = KubeApiServer::start().await.unwrap();
+    k.kubehero_rbac().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, ca) = tls_files(dir.path());
+    let ts = TestServer::start(
+        &[
+            ("KUBEHERO_REQUIRE_AUTH", "true"),
+            ("KUBEHERO_API_KEYS", &*api_keys_env()),
+            ("KUBEHERO_TLS_CERT", cert.to_str().unwrap()),
+            ("KUBEHERO_TLS_KEY", key.to_str().unwrap()),
+        ],
+        None,
+    )
+    .await;
+    let r = ts
+        .call(reqwest::Method::POST, "/api/v1/clusters", Some(ADMIN), Some(json!({"name": "lab", "join": true})))
+        .await;
+    let join = r.body["join"].clone();
+    std::fs::write(
+        dir.path().join("sa.kubeconfig"),
+        k.service_account_kubeconfig("kubehero-system", "kubehero-agent").await.unwrap(),
+    )
+    .unwrap();
+    let upstream = Arc::new(Upstream::from_kubeconfig(&dir.path().join("sa.kubeconfig")).unwrap());
+    let agent_port = ts.server.as_ref().unwrap().agent_addr.unwrap().port();
+    let cfg = AgentConfig {
+        server: ControlPlane::parse(&format!("https://127.0.0.1:{agent_port}")).unwrap(),
+        cluster: "lab".into(),
+        join_token: join["token"].as_str().map(str::to_string),
+        ca_hash: join["ca_hash"].as_str().map(str::to_string),
+        state: State::Dir(StateDir::new(dir.path().join("agent"))),
+        version: "test".into(),
+        reconnect_min: Duration::from_millis(200),
+        reconnect_max: Duration::from_secs(1),
+    };
+    let (_stop, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(kubehero_agent::run::run(cfg, Arc::new(Forwarder(upstream)), rx));
+    let state = ts.server.as_ref().unwrap().state.clone();
+    let t0 = Instant::now();
+    while state.agents.hub.open("lab").await.is_err() {
+        assert!(t0.elapsed() < Duration::from_secs(20));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Dana signs in with the CLI; a binding makes her a viewer of the cluster.
+    let (login, rec) = kubehero_server::device::new_cli_token(
+        "dana",
+        Some("dana@example.com".into()),
+        vec![],
+        None,
+        crate::agents::now(),
+        None,
+    )
+    .unwrap();
+    state.store.create_session(&rec).await.unwrap();
+    let bind = async || {
+        let body = json!({"subject": {"kind": "user", "name": "dana@example.com"}, "role": "viewer", "cluster": "lab"});
+        let r = ts.call(reqwest::Method::POST, "/api/v1/role-bindings", Some(OWNER), Some(body)).await;
+        assert_eq!(r.status, reqwest::StatusCode::CREATED, "{}", r.body);
+        r.body["id"].as_str().unwrap().to_string()
+    };
+    let kubectl = Kubectl { bin, home: dir.path().join("home") };
+    let dana = dir.path().join("dana.kubeconfig");
+    let server = format!("{}/k8s/clusters/lab", ts.url);
+    std::fs::write(&dana, kubehero_testkit::kubectl::token_kubeconfig(&server, &ca, &login)).unwrap();
+    let open = async || state.kube_streams.len();
+
+    // 1. The binding is removed: the watch ends within 2 s.
+    let binding = bind().await;
+    let mut w = watch_configmaps(&kubectl, &dana);
+    let t0 = Instant::now();
+    while open().await == 0 {
+        assert!(t0.elapsed() < Duration::from_secs(20), "the watch never opened");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(w.try_wait().unwrap().is_none(), "the watch runs while dana has access");
+    let r = ts.call(reqwest::Method::DELETE, &format!("/api/v1/role-bindings/{binding}"), Some(OWNER), None).await;
+    assert!(r.status.is_success());
+    let took = exits_within(&mut w, Duration::from_secs(3)).await;
+    assert!(took <= Duration::from_millis(2500), "closed after {took:?}");
+
+    // 2. Her CLI login is revoked: the same.
+    bind().await;
+    let mut w = watch_configmaps(&kubectl, &dana);
+    let t0 = Instant::now();
+    while open().await == 0 {
+        assert!(t0.elapsed() < Duration::from_secs(20), "the watch never opened");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let r = ts.call(reqwest::Method::DELETE, &format!("/api/v1/auth/sessions/{}", rec.id), Some(OWNER), None).await;
+    assert!(r.status.is_success(), "{}", r.body);
+    let took = exits_within(&mut w, Duration::from_secs(3)).await;
+    assert!(took <= Duration::from_millis(2500), "closed after {took:?}");
+
+    // Each watch has a start row and an end row.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let rows =
+        ts.get("/api/v1/audit?cluster=lab&limit=500", Some(AUDITOR)).await.body["items"].as_array().unwrap().clone();
+    let count = |a: &str| rows.iter().filter(|i| i["action"] == a).count();
+    assert!(count("k8s.watch") >= 2 && count("k8s.watch_end") >= 2, "{rows:?}");
+}
