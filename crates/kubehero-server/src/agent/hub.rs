@@ -23,6 +23,8 @@ struct Entry {
     not_after: i64,
     cert: rustls::pki_types::CertificateDer<'static>,
     task: tokio::task::AbortHandle,
+    /// The API server's `gitVersion`, once read through the tunnel.
+    kubernetes_version: Option<String>,
 }
 
 /// How a tunnel ended.
@@ -51,8 +53,16 @@ pub enum OpenError {
     Tunnel(String, TunnelError),
 }
 
+/// An HTTP/1.1 connection over a tunnel stream, kept for the next request to the same cluster.
+pub type Pooled = hyper::client::conn::http1::SendRequest<axum::body::Body>;
+
+/// Most idle connections kept per cluster.
+const POOL_PER_CLUSTER: usize = 32;
+
 pub struct Hub {
     tunnels: Mutex<HashMap<String, Entry>>,
+    /// Connections over tunnel streams, by cluster; taken when ready (the previous answer fully read).
+    pool: Mutex<HashMap<String, Vec<Pooled>>>,
     next_id: AtomicU64,
     metrics: Arc<Metrics>,
     /// Clusters that have been connected since this process started (a connect of one of these counts as a
@@ -74,7 +84,13 @@ pub struct Peer {
 
 impl Hub {
     pub fn new(metrics: Arc<Metrics>) -> Hub {
-        Hub { tunnels: Mutex::default(), next_id: AtomicU64::new(1), metrics, seen: Mutex::default() }
+        Hub {
+            tunnels: Mutex::default(),
+            pool: Mutex::default(),
+            next_id: AtomicU64::new(1),
+            metrics,
+            seen: Mutex::default(),
+        }
     }
 
     /// The clusters with an open tunnel here.
@@ -84,6 +100,30 @@ impl Hub {
             .iter()
             .map(|(k, e)| (k.clone(), Connected { serial: e.serial.clone(), not_after: e.not_after }))
             .collect()
+    }
+
+    /// A pooled connection to `cluster` that can take a request now (closed ones are dropped).
+    pub fn pooled(&self, cluster: &str) -> Option<Pooled> {
+        let mut pool = self.pool.lock();
+        let list = pool.get_mut(cluster)?;
+        list.retain(|p| !p.is_closed());
+        let i = list.iter().position(|p| p.is_ready())?;
+        Some(list.swap_remove(i))
+    }
+
+    /// Keeps a connection for later requests (at most a few per cluster).
+    pub fn give_back(&self, cluster: &str, p: Pooled) {
+        let mut pool = self.pool.lock();
+        let list = pool.entry(cluster.to_string()).or_default();
+        list.retain(|p| !p.is_closed());
+        if list.len() < POOL_PER_CLUSTER {
+            list.push(p);
+        }
+    }
+
+    /// The connected cluster's Kubernetes version, once known.
+    pub fn kubernetes_version(&self, cluster: &str) -> Option<String> {
+        self.tunnels.lock().get(cluster).and_then(|e| e.kubernetes_version.clone())
     }
 
     /// Opens a byte stream to `cluster`'s API server. If the tunnel it picks is closing (replaced a moment ago),
@@ -156,6 +196,7 @@ impl Hub {
                     not_after: peer.not_after,
                     cert: peer.cert.clone(),
                     task: task.abort_handle(),
+                    kubernetes_version: None,
                 },
             )
         };
@@ -194,6 +235,9 @@ impl Hub {
         // The API server's version, read through the tunnel just opened: the first stream proves the path.
         match kubernetes_version(&client).await {
             Ok(v) => {
+                if let Some(e) = self.tunnels.lock().get_mut(&peer.cluster).filter(|e| e.id == id) {
+                    e.kubernetes_version = Some(v.clone());
+                }
                 status.kubernetes_version = Some(v);
                 self.write_status(state, &status).await;
             }
@@ -221,6 +265,7 @@ impl Hub {
         let Some(entry) = current else {
             return;
         };
+        self.pool.lock().remove(cluster);
         if close {
             entry.task.abort();
         }

@@ -204,15 +204,11 @@ pub async fn proxy(State(s): State<AppState>, mut req: Request) -> Response {
                    passed on. Ask for a binding with the role you need instead";
         return refuse(StatusCode::FORBIDDEN, "Forbidden", msg, Code::PermissionDenied);
     }
-    match s.store.get_cluster(&cluster).await {
-        Ok(_) => {}
-        Err(kubehero_store::StoreError::NotFound(_)) => {
-            let msg = format!("cluster {cluster} is not registered with KubeHero");
-            return refuse(StatusCode::NOT_FOUND, "NotFound", &msg, Code::NotFound);
-        }
-        Err(e) => {
-            return refuse(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", &e.to_string(), Code::Unavailable)
-        }
+    // Registered clusters are known in memory (the registry follows every change here at once, and other
+    // replicas' within 2 s): no database read per request.
+    if s.agents.registry.refusal(Some(&cluster), "").is_some() {
+        let msg = format!("cluster {cluster} is not registered with KubeHero");
+        return refuse(StatusCode::NOT_FOUND, "NotFound", &msg, Code::NotFound);
     }
     let roles = roles_for(&s, &p, &cluster, info.namespace.as_deref());
     if roles.is_empty() {
@@ -220,31 +216,43 @@ pub async fn proxy(State(s): State<AppState>, mut req: Request) -> Response {
         let msg = format!("you have no KubeHero role on cluster {cluster}{scope}: ask an admin for a binding");
         return refuse(StatusCode::FORBIDDEN, "Forbidden", &msg, Code::PermissionDenied);
     }
-    let known = s.store.cluster_statuses().await.ok().and_then(|all| all.into_iter().find(|st| st.cluster == cluster));
-    let stream = match s.agents.hub.open(&cluster).await {
-        Ok(stream) => stream,
-        Err(e) => {
-            let seen = known.as_ref().and_then(|k| k.last_seen).map(|t| {
-                let ago = (s.clock.now() - t).max(0);
-                if ago < 120 {
-                    format!(" (last seen {ago} s ago)")
-                } else {
-                    format!(" (last seen {} min ago)", ago / 60)
-                }
-            });
-            let msg = match e {
-                crate::agent::hub::OpenError::NotConnected(_) => {
-                    format!(
-                        "cluster {cluster} is not connected{}",
-                        seen.unwrap_or_else(|| " (its agent never connected)".into())
-                    )
-                }
-                other => other.to_string(),
-            };
-            return refuse(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", &msg, Code::Unavailable);
-        }
+    let upgrade = req.headers().contains_key(axum::http::header::UPGRADE);
+    // An idle HTTP/1.1 connection over a stream of this cluster's tunnel, when one is free: no new stream, no
+    // handshake. Upgrades always get their own stream (the connection is theirs afterwards).
+    let pooled = if upgrade { None } else { s.agents.hub.pooled(&cluster) };
+    let conn = match pooled {
+        Some(send) => Ok(send),
+        None => match s.agents.hub.open(&cluster).await {
+            Ok(stream) => Err(stream),
+            Err(e) => {
+                let known = s
+                    .store
+                    .cluster_statuses()
+                    .await
+                    .ok()
+                    .and_then(|all| all.into_iter().find(|st| st.cluster == cluster));
+                let seen = known.as_ref().and_then(|k| k.last_seen).map(|t| {
+                    let ago = (s.clock.now() - t).max(0);
+                    if ago < 120 {
+                        format!(" (last seen {ago} s ago)")
+                    } else {
+                        format!(" (last seen {} min ago)", ago / 60)
+                    }
+                });
+                let msg = match e {
+                    crate::agent::hub::OpenError::NotConnected(_) => {
+                        format!(
+                            "cluster {cluster} is not connected{}",
+                            seen.unwrap_or_else(|| " (its agent never connected)".into())
+                        )
+                    }
+                    other => other.to_string(),
+                };
+                return refuse(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", &msg, Code::Unavailable);
+            }
+        },
     };
-    let with_uid = accepts_uid(known.as_ref().and_then(|k| k.kubernetes_version.as_deref()));
+    let with_uid = accepts_uid(s.agents.hub.kubernetes_version(&cluster).as_deref());
     // Open until the answer is sent (a watch, logs -f, an exec session: as long as they last); cut when access is
     // lost. A watch gets a second row when it ends.
     let on_end: Option<Box<dyn FnOnce() + Send>> = (info.verb == "watch").then(|| {
@@ -283,7 +291,6 @@ pub async fn proxy(State(s): State<AppState>, mut req: Request) -> Response {
     let registration =
         s.kube_streams.register(&cluster, info.namespace.as_deref(), req.method(), req.headers(), on_end);
     let mut cut = registration.stopped.clone();
-    let upgrade = req.headers().contains_key(axum::http::header::UPGRADE);
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (parts, body) = req.into_parts();
     let target = match &query {
@@ -302,14 +309,27 @@ pub async fn proxy(State(s): State<AppState>, mut req: Request) -> Response {
     let Ok(out) = out.body(body) else {
         return refuse(StatusCode::BAD_REQUEST, "BadRequest", "the request cannot be passed on", Code::InvalidArgument);
     };
+    let hub = s.agents.hub.clone();
     let answer = async {
-        let (mut send, conn) = hyper::client::conn::http1::handshake(stream).await?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.with_upgrades().await {
-                tracing::debug!(error = %e, "a stream to a cluster ended with an error");
+        // A pooled connection, or a new stream to start one on.
+        let mut send = match conn {
+            Ok(send) => send,
+            Err(stream) => {
+                let (send, conn) = hyper::client::conn::http1::handshake(stream).await?;
+                tokio::spawn(async move {
+                    if let Err(e) = conn.with_upgrades().await {
+                        tracing::debug!(error = %e, "a stream to a cluster ended with an error");
+                    }
+                });
+                send
             }
-        });
-        send.send_request(out).await
+        };
+        let res = send.send_request(out).await;
+        if !upgrade && res.is_ok() {
+            // Free again once this answer's body has been read.
+            hub.give_back(&cluster, send);
+        }
+        res
     };
     let mut res = match answer.await {
         Ok(r) => r,

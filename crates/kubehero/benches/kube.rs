@@ -1,0 +1,279 @@
+//! kubectl's requests through KubeHero against the same requests straight to the API server, in one run, on
+//! one real kube-apiserver v1.20.2 (testkit), with the real `kubehero serve` and the real agent code (in this
+//! process):
+//! 1. `GET /api/v1/namespaces/bench/configmaps` (10 objects), 8 concurrent clients, 4 s each way: req/s ratio
+//!    (target ≥ 0.7× direct) and p50/p99 (target: p50 added ≤ 1 ms);
+//! 2. a 10,000-configmap list through KubeHero: the control plane's RSS growth (target ≤ 16 MiB; it streams);
+//! 3. a watch through KubeHero and one straight to the API server while configmaps are created at a steady
+//!    rate: delivery delay p50/p99 each way (target: p99 added ≤ 5 ms).
+//!
+//! Run: `cargo bench -p kubehero --bench kube`. Prints a table.
+
+use kubehero_agent::client::ControlPlane;
+use kubehero_agent::run::AgentConfig;
+use kubehero_agent::state::{State, StateDir};
+use kubehero_agent::upstream::{Forwarder, Upstream};
+use kubehero_testkit::kubeapi::{KubeApiServer, ADMIN_TOKEN};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const ADMIN: &str = "bench-admin-key-0123456789abcdef";
+
+fn rss_kib(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()).unwrap_or(0)
+}
+
+fn pct(sorted: &[Duration], p: f64) -> Duration {
+    sorted.get(((sorted.len() as f64 - 1.0) * p).round() as usize).copied().unwrap_or_default()
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// `clients` concurrent loops of `GET url` for `round`: (req/s, sorted latencies).
+async fn load(http: &reqwest::Client, url: &str, token: &str, clients: usize, round: Duration) -> (f64, Vec<Duration>) {
+    let deadline = Instant::now() + round;
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let (http, url, token) = (http.clone(), url.to_string(), token.to_string());
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                let ok = match http.get(&url).bearer_auth(&token).send().await {
+                    Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
+                    Err(_) => false,
+                };
+                if ok {
+                    lat.push(t.elapsed());
+                }
+            }
+            lat
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap_or_default());
+    }
+    all.sort();
+    (all.len() as f64 / round.as_secs_f64(), all)
+}
+
+/// Creates `n` configmaps in `ns`, 16 at a time, straight to the API server.
+async fn create_many(k: &KubeApiServer, http: &reqwest::Client, ns: &str, n: usize, prefix: &str) {
+    let sem = Arc::new(tokio::sync::Semaphore::new(16));
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..n {
+        let (http, url, sem) = (http.clone(), format!("{}/api/v1/namespaces/{ns}/configmaps", k.url), sem.clone());
+        let body = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": format!("{prefix}{i}")}, "data": {"k": "v"}});
+        tasks.spawn(async move {
+            let _p = sem.acquire().await;
+            let _ = http.post(url).bearer_auth(ADMIN_TOKEN).json(&body).send().await;
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let k = KubeApiServer::start().await?;
+    k.kubehero_rbac().await?;
+    let direct = reqwest::Client::builder().add_root_certificate(reqwest::Certificate::from_pem(&k.ca_pem)?).build()?;
+    for ns in ["bench", "bench10k", "benchwatch"] {
+        let body = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
+        direct.post(format!("{}/api/v1/namespaces", k.url)).bearer_auth(ADMIN_TOKEN).json(&body).send().await?;
+    }
+    create_many(&k, &direct, "bench", 10, "cm").await;
+
+    let dir = tempfile::tempdir()?;
+    let (api, agent_port) = (kubehero_testkit::oidc::free_port()?, kubehero_testkit::oidc::free_port()?);
+    let env: HashMap<&str, String> = [
+        ("KUBEHERO_LISTEN", format!("127.0.0.1:{api}")),
+        ("KUBEHERO_AGENT_LISTEN", format!("127.0.0.1:{agent_port}")),
+        ("KUBEHERO_DATA_DIR", dir.path().join("cp").display().to_string()),
+        ("KUBEHERO_REQUIRE_AUTH", "true".into()),
+        ("AUDIT_HMAC_KEY", "bench-audit-hmac-key-0123456789abcdef".into()),
+        ("KUBEHERO_API_KEYS", format!("{ADMIN}:admin")),
+        ("KUBEHERO_LOG", "warn".into()),
+    ]
+    .into_iter()
+    .collect();
+    let mut cp = tokio::process::Command::new(env!("CARGO_BIN_EXE_kubehero"))
+        .arg("serve")
+        .env_clear()
+        .envs(&env)
+        .kill_on_drop(true)
+        .spawn()?;
+    let pid = cp.id().unwrap_or(0);
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(60)).build()?;
+    let base = format!("http://127.0.0.1:{api}");
+    let t0 = Instant::now();
+    while http.get(format!("{base}/healthz")).send().await.is_err() {
+        anyhow::ensure!(t0.elapsed() < Duration::from_secs(30), "kubehero serve did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let added: Value = http
+        .post(format!("{base}/api/v1/clusters"))
+        .bearer_auth(ADMIN)
+        .json(&json!({"name": "bench", "join": true}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let kc = dir.path().join("sa.kubeconfig");
+    std::fs::write(&kc, k.service_account_kubeconfig("kubehero-system", "kubehero-agent").await?)?;
+    let cfg = AgentConfig {
+        server: ControlPlane::parse(&format!("https://127.0.0.1:{agent_port}"))?,
+        cluster: "bench".into(),
+        join_token: added["join"]["token"].as_str().map(str::to_string),
+        ca_hash: added["join"]["ca_hash"].as_str().map(str::to_string),
+        state: State::Dir(StateDir::new(dir.path().join("agent"))),
+        version: "bench".into(),
+        reconnect_min: Duration::from_millis(200),
+        reconnect_max: Duration::from_secs(1),
+    };
+    let (_stop, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(kubehero_agent::run::run(cfg, Arc::new(Forwarder(Arc::new(Upstream::from_kubeconfig(&kc)?))), rx));
+    let through = format!("{base}/k8s/clusters/bench");
+    let t0 = Instant::now();
+    while !http.get(format!("{through}/version")).bearer_auth(ADMIN).send().await.is_ok_and(|r| r.status().is_success())
+    {
+        anyhow::ensure!(t0.elapsed() < Duration::from_secs(30), "the agent did not connect");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // 1. Small lists, both ways, warmed up.
+    let path = "/api/v1/namespaces/bench/configmaps";
+    let round = Duration::from_secs(4);
+    load(&direct, &format!("{}{path}", k.url), ADMIN_TOKEN, 8, Duration::from_secs(1)).await;
+    load(&http, &format!("{through}{path}"), ADMIN, 8, Duration::from_secs(1)).await;
+    let (d_rps, d_lat) = load(&direct, &format!("{}{path}", k.url), ADMIN_TOKEN, 8, round).await;
+    let (t_rps, t_lat) = load(&http, &format!("{through}{path}"), ADMIN, 8, round).await;
+
+    // 2. A 10,000-object list through KubeHero: the control plane streams it.
+    create_many(&k, &direct, "bench10k", 10_000, "big").await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rss_before = rss_kib(pid);
+    let mut peak = rss_before;
+    let t0 = Instant::now();
+    let mut res =
+        http.get(format!("{through}/api/v1/namespaces/bench10k/configmaps")).bearer_auth(ADMIN).send().await?;
+    let mut bytes = 0usize;
+    while let Some(chunk) = res.chunk().await? {
+        bytes += chunk.len();
+        peak = peak.max(rss_kib(pid));
+    }
+    let big_secs = t0.elapsed().as_secs_f64();
+    peak = peak.max(rss_kib(pid));
+
+    // 3. Watches, through KubeHero and straight, while configmaps are created at a steady rate.
+    let rate = 200usize;
+    let watch_path = "/api/v1/namespaces/benchwatch/configmaps?watch=1";
+    let created: Arc<parking_lot_free::Map> = Arc::default();
+    let watch = |client: reqwest::Client, url: String, token: String, created: Arc<parking_lot_free::Map>| {
+        tokio::spawn(async move {
+            let mut delays = Vec::new();
+            let Ok(mut res) = client.get(url).bearer_auth(token).send().await else { return delays };
+            let mut buf = String::new();
+            while let Ok(Some(chunk)) =
+                tokio::time::timeout(Duration::from_secs(5), res.chunk()).await.unwrap_or(Ok(None))
+            {
+                buf.push_str(&String::from_utf8_lossy(&chunk));
+                while let Some(i) = buf.find('\n') {
+                    let line: String = buf.drain(..=i).collect();
+                    let name = serde_json::from_str::<Value>(&line)
+                        .ok()
+                        .and_then(|v| v["object"]["metadata"]["name"].as_str().map(str::to_string));
+                    if let Some(at) = name.and_then(|n| created.get(&n)) {
+                        delays.push(at.elapsed());
+                    }
+                }
+            }
+            delays
+        })
+    };
+    let w_direct = watch(direct.clone(), format!("{}{watch_path}", k.url), ADMIN_TOKEN.into(), created.clone());
+    let w_through = watch(http.clone(), format!("{through}{watch_path}"), ADMIN.into(), created.clone());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let events = rate * 5;
+    let mut tick = tokio::time::interval(Duration::from_secs(1) / rate as u32);
+    for i in 0..events {
+        tick.tick().await;
+        let name = format!("w{i}");
+        created.insert(name.clone(), Instant::now());
+        let body = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}});
+        let (client, url) = (direct.clone(), format!("{}/api/v1/namespaces/benchwatch/configmaps", k.url));
+        tokio::spawn(async move {
+            let _ = client.post(url).bearer_auth(ADMIN_TOKEN).json(&body).send().await;
+        });
+    }
+    let mut wd = w_direct.await?;
+    let mut wt = w_through.await?;
+    wd.sort();
+    wt.sort();
+    let _ = cp.start_kill();
+
+    println!(
+        "\nKubernetes requests straight to kube-apiserver v1.20.2 and through KubeHero (cp + tunnel + agent), one run"
+    );
+    println!("| path | req/s | p50 | p99 |");
+    println!("|---|---:|---:|---:|");
+    println!(
+        "| list 10 configmaps, direct | {d_rps:.0} | {:.2} ms | {:.2} ms |",
+        ms(pct(&d_lat, 0.5)),
+        ms(pct(&d_lat, 0.99))
+    );
+    println!(
+        "| list 10 configmaps, through KubeHero | {t_rps:.0} | {:.2} ms | {:.2} ms |",
+        ms(pct(&t_lat, 0.5)),
+        ms(pct(&t_lat, 0.99))
+    );
+    println!(
+        "\nthrough / direct: {:.2} (target >= 0.7); p50 added {:.2} ms (target <= 1 ms)",
+        t_rps / d_rps,
+        ms(pct(&t_lat, 0.5)) - ms(pct(&d_lat, 0.5))
+    );
+    println!(
+        "10,000-configmap list through KubeHero: {:.1} MB in {big_secs:.2} s; cp RSS {:.1} -> peak {:.1} MiB, growth {:.1} MiB (target <= 16 MiB)",
+        bytes as f64 / 1e6,
+        rss_before as f64 / 1024.0,
+        peak as f64 / 1024.0,
+        (peak.saturating_sub(rss_before)) as f64 / 1024.0
+    );
+    println!(
+        "watch at {rate} events/s for 5 s: direct {} events p50 {:.2} ms p99 {:.2} ms; through KubeHero {} events p50 {:.2} ms p99 {:.2} ms; p99 added {:.2} ms (target <= 5 ms)",
+        wd.len(),
+        ms(pct(&wd, 0.5)),
+        ms(pct(&wd, 0.99)),
+        wt.len(),
+        ms(pct(&wt, 0.5)),
+        ms(pct(&wt, 0.99)),
+        ms(pct(&wt, 0.99)) - ms(pct(&wd, 0.99))
+    );
+    Ok(())
+}
+
+mod parking_lot_free {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    use std::time::Instant;
+
+    /// Creation times by name, shared by the creator and the watchers.
+    #[derive(Default)]
+    pub struct Map(Mutex<HashMap<String, Instant>>);
+
+    impl Map {
+        pub fn insert(&self, k: String, v: Instant) {
+            if let Ok(mut m) = self.0.lock() {
+                m.insert(k, v);
+            }
+        }
+        pub fn get(&self, k: &str) -> Option<Instant> {
+            self.0.lock().ok()?.get(k).copied()
+        }
+    }
+}
