@@ -390,8 +390,9 @@ impl std::fmt::Display for ErrorChain<'_> {
     }
 }
 
-/// Headers that belong to one connection, never passed on.
-fn hop_by_hop(name: &HeaderName) -> bool {
+/// Headers that belong to one connection, never passed on (the control plane's Kubernetes surface uses the same
+/// rule).
+pub fn hop_by_hop(name: &HeaderName) -> bool {
     name == CONNECTION
         || matches!(
             name.as_str(),

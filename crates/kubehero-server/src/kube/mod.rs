@@ -79,21 +79,9 @@ fn action_name(verb: &str) -> &'static str {
     }
 }
 
-/// Headers that belong to one connection (kept on a `101` answer only for the upgrade itself).
+/// Headers that belong to one connection (kept on a `101` answer only for the upgrade itself), and `Host`.
 fn hop_by_hop(name: &HeaderName) -> bool {
-    matches!(
-        name.as_str(),
-        "connection"
-            | "keep-alive"
-            | "proxy-connection"
-            | "proxy-authenticate"
-            | "proxy-authorization"
-            | "te"
-            | "trailer"
-            | "transfer-encoding"
-            | "upgrade"
-            | "host"
-    )
+    name == axum::http::header::HOST || kubehero_agent::upstream::hop_by_hop(name)
 }
 
 /// Headers a client may never pass to a cluster.

@@ -24,6 +24,42 @@ fn tls_files(dir: &Path) -> (PathBuf, PathBuf, Vec<u8>) {
     (c, k, cert.pem().into_bytes())
 }
 
+/// Registers `cluster`, runs its agent (the real agent code) towards the API server of `kubeconfig`, and waits
+/// until its tunnel is up. Sending `true` (or dropping the sender) stops the agent.
+async fn connect_agent(
+    ts: &TestServer,
+    cluster: &str,
+    kubeconfig: &Path,
+    state: &Path,
+) -> tokio::sync::watch::Sender<bool> {
+    let r = ts
+        .call(reqwest::Method::POST, "/api/v1/clusters", Some(ADMIN), Some(json!({"name": cluster, "join": true})))
+        .await;
+    assert_eq!(r.status, reqwest::StatusCode::CREATED, "{}", r.body);
+    let join = r.body["join"].clone();
+    let upstream = Arc::new(Upstream::from_kubeconfig(kubeconfig).unwrap());
+    let agent_port = ts.server.as_ref().unwrap().agent_addr.unwrap().port();
+    let cfg = AgentConfig {
+        server: ControlPlane::parse(&format!("https://127.0.0.1:{agent_port}")).unwrap(),
+        cluster: cluster.into(),
+        join_token: join["token"].as_str().map(str::to_string),
+        ca_hash: join["ca_hash"].as_str().map(str::to_string),
+        state: State::Dir(StateDir::new(state)),
+        version: "test".into(),
+        reconnect_min: Duration::from_millis(200),
+        reconnect_max: Duration::from_secs(1),
+    };
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(kubehero_agent::run::run(cfg, Arc::new(Forwarder(upstream)), rx));
+    let hub = ts.server.as_ref().unwrap().state.agents.hub.clone();
+    let t0 = Instant::now();
+    while hub.open(cluster).await.is_err() {
+        assert!(t0.elapsed() < Duration::from_secs(20), "the agent of {cluster} did not connect");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop
+}
+
 struct Kubectl {
     bin: PathBuf,
     home: PathBuf,
@@ -80,33 +116,9 @@ async fn kubectl_through_kubehero_reaches_a_real_cluster_as_the_identity_kubeher
     .await;
 
     // Register the cluster and run its agent with a service account that may only impersonate.
-    let r = ts
-        .call(reqwest::Method::POST, "/api/v1/clusters", Some(ADMIN), Some(json!({"name": "lab", "join": true})))
-        .await;
-    assert_eq!(r.status, reqwest::StatusCode::CREATED, "{}", r.body);
-    let join = r.body["join"].clone();
     let kc = k.service_account_kubeconfig("kubehero-system", "kubehero-agent").await.unwrap();
     std::fs::write(dir.path().join("sa.kubeconfig"), kc).unwrap();
-    let upstream = Arc::new(Upstream::from_kubeconfig(&dir.path().join("sa.kubeconfig")).unwrap());
-    let agent_port = ts.server.as_ref().unwrap().agent_addr.unwrap().port();
-    let cfg = AgentConfig {
-        server: ControlPlane::parse(&format!("https://127.0.0.1:{agent_port}")).unwrap(),
-        cluster: "lab".into(),
-        join_token: join["token"].as_str().map(str::to_string),
-        ca_hash: join["ca_hash"].as_str().map(str::to_string),
-        state: State::Dir(StateDir::new(dir.path().join("agent"))),
-        version: "test".into(),
-        reconnect_min: Duration::from_millis(200),
-        reconnect_max: Duration::from_secs(1),
-    };
-    let (stop, rx) = tokio::sync::watch::channel(false);
-    let agent = tokio::spawn(kubehero_agent::run::run(cfg, Arc::new(Forwarder(upstream)), rx));
-    let hub = ts.server.as_ref().unwrap().state.agents.hub.clone();
-    let t0 = Instant::now();
-    while hub.open("lab").await.is_err() {
-        assert!(t0.elapsed() < Duration::from_secs(20), "the agent did not connect");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let stop = connect_agent(&ts, "lab", &dir.path().join("sa.kubeconfig"), &dir.path().join("agent")).await;
 
     let kubectl = Kubectl { bin, home: dir.path().join("home") };
     let server = format!("{}/k8s/clusters/lab", ts.url);
@@ -220,7 +232,6 @@ async fn kubectl_through_kubehero_reaches_a_real_cluster_as_the_identity_kubeher
 
     // A cluster that is not connected is said so.
     let _ = stop.send(true);
-    let _ = tokio::time::timeout(Duration::from_secs(10), agent).await;
     let t0 = Instant::now();
     loop {
         let (ok, _, err) = kubectl.run(&admin, &["get", "namespaces"], None).await;
@@ -297,35 +308,12 @@ async fn spdy_and_websocket_upgrades_pass_byte_for_byte_through_the_control_plan
     let (upstream_url, upstream_ca, seen) = echo_upstream(dir.path()).await;
     let ts =
         TestServer::start(&[("KUBEHERO_REQUIRE_AUTH", "true"), ("KUBEHERO_API_KEYS", &*api_keys_env())], None).await;
-    let r = ts
-        .call(reqwest::Method::POST, "/api/v1/clusters", Some(ADMIN), Some(json!({"name": "echo", "join": true})))
-        .await;
-    let join = r.body["join"].clone();
     std::fs::write(
         dir.path().join("up.kubeconfig"),
         kubehero_testkit::kubectl::token_kubeconfig(&upstream_url, &upstream_ca, "agent-own-token"),
     )
     .unwrap();
-    let upstream = Arc::new(Upstream::from_kubeconfig(&dir.path().join("up.kubeconfig")).unwrap());
-    let agent_port = ts.server.as_ref().unwrap().agent_addr.unwrap().port();
-    let cfg = AgentConfig {
-        server: ControlPlane::parse(&format!("https://127.0.0.1:{agent_port}")).unwrap(),
-        cluster: "echo".into(),
-        join_token: join["token"].as_str().map(str::to_string),
-        ca_hash: join["ca_hash"].as_str().map(str::to_string),
-        state: State::Dir(StateDir::new(dir.path().join("agent"))),
-        version: "test".into(),
-        reconnect_min: Duration::from_millis(200),
-        reconnect_max: Duration::from_secs(1),
-    };
-    let (_stop, rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(kubehero_agent::run::run(cfg, Arc::new(Forwarder(upstream)), rx));
-    let hub = ts.server.as_ref().unwrap().state.agents.hub.clone();
-    let t0 = Instant::now();
-    while hub.open("echo").await.is_err() {
-        assert!(t0.elapsed() < Duration::from_secs(20));
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let _agent = connect_agent(&ts, "echo", &dir.path().join("up.kubeconfig"), &dir.path().join("agent")).await;
     let addr = ts.server.as_ref().unwrap().addr;
     for (upgrade, extra) in [
         ("SPDY/3.1", ("x-stream-protocol-version", "v4.channel.k8s.io")),
@@ -414,35 +402,10 @@ async fn losing_access_closes_an_open_watch_within_two_seconds() {
         None,
     )
     .await;
-    let r = ts
-        .call(reqwest::Method::POST, "/api/v1/clusters", Some(ADMIN), Some(json!({"name": "lab", "join": true})))
-        .await;
-    let join = r.body["join"].clone();
-    std::fs::write(
-        dir.path().join("sa.kubeconfig"),
-        k.service_account_kubeconfig("kubehero-system", "kubehero-agent").await.unwrap(),
-    )
-    .unwrap();
-    let upstream = Arc::new(Upstream::from_kubeconfig(&dir.path().join("sa.kubeconfig")).unwrap());
-    let agent_port = ts.server.as_ref().unwrap().agent_addr.unwrap().port();
-    let cfg = AgentConfig {
-        server: ControlPlane::parse(&format!("https://127.0.0.1:{agent_port}")).unwrap(),
-        cluster: "lab".into(),
-        join_token: join["token"].as_str().map(str::to_string),
-        ca_hash: join["ca_hash"].as_str().map(str::to_string),
-        state: State::Dir(StateDir::new(dir.path().join("agent"))),
-        version: "test".into(),
-        reconnect_min: Duration::from_millis(200),
-        reconnect_max: Duration::from_secs(1),
-    };
-    let (_stop, rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(kubehero_agent::run::run(cfg, Arc::new(Forwarder(upstream)), rx));
+    let kc = k.service_account_kubeconfig("kubehero-system", "kubehero-agent").await.unwrap();
+    std::fs::write(dir.path().join("sa.kubeconfig"), kc).unwrap();
+    let _agent = connect_agent(&ts, "lab", &dir.path().join("sa.kubeconfig"), &dir.path().join("agent")).await;
     let state = ts.server.as_ref().unwrap().state.clone();
-    let t0 = Instant::now();
-    while state.agents.hub.open("lab").await.is_err() {
-        assert!(t0.elapsed() < Duration::from_secs(20));
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     // Dana signs in with the CLI; a binding makes her a viewer of the cluster.
     let (login, rec) = kubehero_server::device::new_cli_token(
         "dana",
