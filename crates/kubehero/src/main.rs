@@ -19,8 +19,9 @@ use std::process::ExitCode;
     about = "KubeHero: one identity and access plane for many Kubernetes clusters",
     long_about = "KubeHero authenticates every person and machine against your identity provider (OIDC JWTs \
 with JWKS verification, API keys), maps groups to five roles (viewer, member, auditor, admin, owner), and \
-serves the control-plane API.\n\nRun `kubehero serve` to start the control plane on its embedded defaults \
-(SQLite under ./kubehero-data, http://127.0.0.1:8080, open mode)."
+serves the control-plane API; cluster agents hold outbound tunnels to it, and kubectl reaches every cluster \
+through it at /k8s/clusters/<name>.\n\nRun `kubehero serve` to start the control plane on its embedded defaults \
+(SQLite under ./kubehero-data, http://127.0.0.1:8080, agents at 127.0.0.1:8443, open mode)."
 )]
 struct Cli {
     #[command(subcommand)]
