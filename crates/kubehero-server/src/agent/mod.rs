@@ -22,12 +22,17 @@ use std::sync::Arc;
 #[derive(Default)]
 pub struct Registry {
     snapshot: RwLock<Snapshot>,
+    /// Numbers reloads in the order they start reading, so a slow reload that read the store before a change
+    /// never overwrites the snapshot of one that read it after.
+    reloads: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Default)]
 struct Snapshot {
     clusters: HashSet<String>,
     revoked: HashSet<String>,
+    /// The reload that wrote this snapshot.
+    from: u64,
 }
 
 impl Registry {
@@ -44,9 +49,13 @@ impl Registry {
 
     /// Re-reads clusters and revocations.
     pub async fn reload(&self, store: &dyn Store, now: i64) -> Result<(), kubehero_store::StoreError> {
+        let from = self.reloads.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
         let clusters = store.list_clusters().await?.into_iter().map(|c| c.name).collect();
         let revoked = store.revoked_agent_serials(now).await?.into_iter().collect();
-        *self.snapshot.write() = Snapshot { clusters, revoked };
+        let mut snapshot = self.snapshot.write();
+        if from > snapshot.from {
+            *snapshot = Snapshot { clusters, revoked, from };
+        }
         Ok(())
     }
 }
