@@ -8,7 +8,7 @@ use kubehero_agent::run::AgentConfig;
 use kubehero_agent::state::{State, StateDir};
 use kubehero_agent::upstream::{Forwarder, Upstream};
 use kubehero_testkit::kubeapi::KubeApiServer;
-use serde_json::json;
+use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -387,6 +387,7 @@ async fn exits_within(child: &mut tokio::process::Child, limit: Duration) -> Dur
 
 #[tokio::test]
 async fn losing_access_closes_an_open_watch_within_two_seconds() {
+    const SCIM_TOKEN: &str = "scim-token-for-the-kube-streams-0123456789";
     let bin = kubehero_testkit::kubectl::kubectl().expect("kubectl 1.30: run scripts/test (it fetches it)");
     let k = KubeApiServer::start().await.unwrap();
     k.kubehero_rbac().await.unwrap();
@@ -398,6 +399,7 @@ async fn losing_access_closes_an_open_watch_within_two_seconds() {
             ("KUBEHERO_API_KEYS", &*api_keys_env()),
             ("KUBEHERO_TLS_CERT", cert.to_str().unwrap()),
             ("KUBEHERO_TLS_KEY", key.to_str().unwrap()),
+            ("KUBEHERO_SCIM_TOKEN", SCIM_TOKEN),
         ],
         None,
     )
@@ -458,10 +460,49 @@ async fn losing_access_closes_an_open_watch_within_two_seconds() {
     let took = exits_within(&mut w, Duration::from_secs(3)).await;
     assert!(took <= Duration::from_millis(2500), "closed after {took:?}");
 
+    // 3. The IdP deactivates her through SCIM: the same, for a fresh CLI login of hers.
+    let scim = |method: reqwest::Method, path: String, body: Value| {
+        ts.http
+            .request(method, format!("{}/scim/v2{path}", ts.url))
+            .bearer_auth(SCIM_TOKEN)
+            .header("content-type", "application/scim+json")
+            .json(&body)
+            .send()
+    };
+    let user = json!({
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "dana@example.com",
+        "emails": [{"primary": true, "value": "dana@example.com"}], "active": true,
+    });
+    let created: Value = scim(reqwest::Method::POST, "/Users".into(), user).await.unwrap().json().await.unwrap();
+    let (login2, rec2) = kubehero_server::device::new_cli_token(
+        "dana",
+        Some("dana@example.com".into()),
+        vec![],
+        None,
+        crate::agents::now(),
+        None,
+    )
+    .unwrap();
+    state.store.create_session(&rec2).await.unwrap();
+    std::fs::write(&dana, kubehero_testkit::kubectl::token_kubeconfig(&server, &ca, &login2)).unwrap();
+    let mut w = watch_configmaps(&kubectl, &dana);
+    let t0 = Instant::now();
+    while open().await == 0 {
+        assert!(t0.elapsed() < Duration::from_secs(20), "the watch never opened");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(w.try_wait().unwrap().is_none(), "the watch runs while dana is active");
+    let off = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": [{"op": "replace", "value": {"active": false}}]});
+    let r = scim(reqwest::Method::PATCH, format!("/Users/{}", created["id"].as_str().unwrap()), off).await.unwrap();
+    assert!(r.status().is_success());
+    let took = exits_within(&mut w, Duration::from_secs(3)).await;
+    assert!(took <= Duration::from_millis(2500), "closed after {took:?}");
+
     // Each watch has a start row and an end row.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let rows =
         ts.get("/api/v1/audit?cluster=lab&limit=500", Some(AUDITOR)).await.body["items"].as_array().unwrap().clone();
     let count = |a: &str| rows.iter().filter(|i| i["action"] == a).count();
-    assert!(count("k8s.watch") >= 2 && count("k8s.watch_end") >= 2, "{rows:?}");
+    assert!(count("k8s.watch") >= 3 && count("k8s.watch_end") >= 3, "{rows:?}");
 }
