@@ -34,6 +34,11 @@ fn exec_api(info: Option<String>) -> String {
         .unwrap_or_else(|| "client.authentication.k8s.io/v1".into())
 }
 
+/// Whether kubectl ran the plugin with a person at the terminal (`spec.interactive` of `KUBERNETES_EXEC_INFO`).
+pub fn interactive(info: Option<&str>) -> bool {
+    info.and_then(|i| serde_json::from_str::<Value>(i).ok()).is_some_and(|v| v["spec"]["interactive"] == true)
+}
+
 /// `kubehero token --cluster NAME`: prints an `ExecCredential` holding a per-cluster token, from the cache when
 /// it has more than a minute left. Parallel kubectl processes wait on one lock, so one of them mints and the
 /// others read what it cached.

@@ -245,8 +245,26 @@ async fn run_with(cmd: CliCommand, env: &dyn Env) -> anyhow::Result<ExitCode> {
             }
         },
         CliCommand::Token { cluster, target: a } => {
-            let t = target(&store, env_token, a.server.as_deref())?;
-            kube::token(&store, &t, &cluster, env.var("KUBERNETES_EXEC_INFO")).await
+            let info = env.var("KUBERNETES_EXEC_INFO");
+            // kubectl says whether a person is there to sign in (`spec.interactive`); so must the terminal.
+            let interactive = kube::interactive(info.as_deref()) && std::io::IsTerminal::is_terminal(&std::io::stdin());
+            let attempt = async |env_token: Option<Token>| -> anyhow::Result<ExitCode> {
+                let t = target(&store, env_token, a.server.as_deref())?;
+                kube::token(&store, &t, &cluster, info.clone()).await
+            };
+            match attempt(env_token.clone()).await {
+                Ok(code) => Ok(code),
+                // No CLI login (or a refused one) and a person at a terminal: sign in (on stderr: stdout carries
+                // only the ExecCredential), then try once more.
+                Err(e) if interactive && env_token.is_none() => {
+                    let Some(server) = a.server.as_deref() else { return Err(e) };
+                    eprintln!("kubehero token: {e:#}\nSigning in to {server} first.");
+                    let api = Api::new(&normalize_server(server)?)?;
+                    login::interactive_login(&store, &api, login::Flow::Device, true).await?;
+                    attempt(None).await
+                }
+                Err(e) => Err(e),
+            }
         }
         CliCommand::Kubeconfig { clusters, all: _, out, exec_api, certificate_authority, target: a } => {
             let t = target(&store, env_token, a.server.as_deref())?;

@@ -415,6 +415,28 @@ async fn kubeconfig_and_token_give_kubectl_per_cluster_tokens_minted_once_for_ma
     assert_eq!(r.status(), 401);
     let r = http.get(format!("{url}/k8s/clusters/lab/api")).bearer_auth(&khx).send().await.unwrap();
     assert_eq!(r.status(), 200);
+    // Without a CLI login and without a terminal, kubehero token says what to run and exits non-zero (a person at
+    // a terminal would be signed in through the device flow on stderr).
+    let fresh = dir.path().join("fresh-cli");
+    let out = Command::new(bin())
+        .args(["token", "--cluster", "lab", "--server", &url])
+        .env_clear()
+        .env("KUBEHERO_CONFIG_DIR", &fresh)
+        .env(
+            "KUBERNETES_EXEC_INFO",
+            r#"{"apiVersion":"client.authentication.k8s.io/v1","kind":"ExecCredential","spec":{"interactive":false}}"#,
+        )
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty(), "nothing kubectl could mistake for a credential");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("kubehero login"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // Revoking the CLI login ends its per-cluster tokens at once.
     store.revoke_session(&rec.id, now()).await.unwrap();
     let t0 = std::time::Instant::now();
