@@ -378,6 +378,30 @@ fn watch_configmaps(kubectl: &Kubectl, kubeconfig: &Path) -> tokio::process::Chi
         .unwrap()
 }
 
+/// Starts a watch with `kubeconfig`, waits until it is open and running, and gives back the process.
+async fn open_watch(
+    kubectl: &Kubectl,
+    kubeconfig: &Path,
+    streams: &kubehero_server::kube::streams::Streams,
+) -> tokio::process::Child {
+    let before = streams.len();
+    let mut w = watch_configmaps(kubectl, kubeconfig);
+    let t0 = Instant::now();
+    while streams.len() <= before {
+        assert!(t0.elapsed() < Duration::from_secs(20), "the watch never opened");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(w.try_wait().unwrap().is_none(), "the watch runs while its caller has access");
+    w
+}
+
+/// Waits until the watch process exits, at most 2.5 s.
+async fn cut_within_2_5_s(w: &mut tokio::process::Child) {
+    let took = exits_within(w, Duration::from_secs(3)).await;
+    assert!(took <= Duration::from_millis(2500), "closed after {took:?}");
+}
+
 /// Waits until the process exits; how long it took.
 async fn exits_within(child: &mut tokio::process::Child, limit: Duration) -> Duration {
     let t0 = Instant::now();
@@ -409,16 +433,14 @@ async fn losing_access_closes_an_open_watch_within_two_seconds() {
     let _agent = connect_agent(&ts, "lab", &dir.path().join("sa.kubeconfig"), &dir.path().join("agent")).await;
     let state = ts.server.as_ref().unwrap().state.clone();
     // Dana signs in with the CLI; a binding makes her a viewer of the cluster.
-    let (login, rec) = kubehero_server::device::new_cli_token(
-        "dana",
-        Some("dana@example.com".into()),
-        vec![],
-        None,
-        crate::agents::now(),
-        None,
-    )
-    .unwrap();
-    state.store.create_session(&rec).await.unwrap();
+    let dana_login = async || {
+        let email = Some("dana@example.com".into());
+        let (secret, rec) =
+            kubehero_server::device::new_cli_token("dana", email, vec![], None, crate::agents::now(), None).unwrap();
+        state.store.create_session(&rec).await.unwrap();
+        (secret, rec)
+    };
+    let (login, rec) = dana_login().await;
     let bind = async || {
         let body = json!({"subject": {"kind": "user", "name": "dana@example.com"}, "role": "viewer", "cluster": "lab"});
         let r = ts.call(reqwest::Method::POST, "/api/v1/role-bindings", Some(OWNER), Some(body)).await;
@@ -429,36 +451,21 @@ async fn losing_access_closes_an_open_watch_within_two_seconds() {
     let dana = dir.path().join("dana.kubeconfig");
     let server = format!("{}/k8s/clusters/lab", ts.url);
     std::fs::write(&dana, kubehero_testkit::kubectl::token_kubeconfig(&server, &ca, &login)).unwrap();
-    let open = async || state.kube_streams.len();
+    let streams = &state.kube_streams;
 
     // 1. The binding is removed: the watch ends within 2 s.
     let binding = bind().await;
-    let mut w = watch_configmaps(&kubectl, &dana);
-    let t0 = Instant::now();
-    while open().await == 0 {
-        assert!(t0.elapsed() < Duration::from_secs(20), "the watch never opened");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    assert!(w.try_wait().unwrap().is_none(), "the watch runs while dana has access");
+    let mut w = open_watch(&kubectl, &dana, streams).await;
     let r = ts.call(reqwest::Method::DELETE, &format!("/api/v1/role-bindings/{binding}"), Some(OWNER), None).await;
     assert!(r.status.is_success());
-    let took = exits_within(&mut w, Duration::from_secs(3)).await;
-    assert!(took <= Duration::from_millis(2500), "closed after {took:?}");
+    cut_within_2_5_s(&mut w).await;
 
     // 2. Her CLI login is revoked: the same.
     bind().await;
-    let mut w = watch_configmaps(&kubectl, &dana);
-    let t0 = Instant::now();
-    while open().await == 0 {
-        assert!(t0.elapsed() < Duration::from_secs(20), "the watch never opened");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut w = open_watch(&kubectl, &dana, streams).await;
     let r = ts.call(reqwest::Method::DELETE, &format!("/api/v1/auth/sessions/{}", rec.id), Some(OWNER), None).await;
     assert!(r.status.is_success(), "{}", r.body);
-    let took = exits_within(&mut w, Duration::from_secs(3)).await;
-    assert!(took <= Duration::from_millis(2500), "closed after {took:?}");
+    cut_within_2_5_s(&mut w).await;
 
     // 3. The IdP deactivates her through SCIM: the same, for a fresh CLI login of hers.
     let scim = |method: reqwest::Method, path: String, body: Value| {
@@ -474,30 +481,13 @@ async fn losing_access_closes_an_open_watch_within_two_seconds() {
         "emails": [{"primary": true, "value": "dana@example.com"}], "active": true,
     });
     let created: Value = scim(reqwest::Method::POST, "/Users".into(), user).await.unwrap().json().await.unwrap();
-    let (login2, rec2) = kubehero_server::device::new_cli_token(
-        "dana",
-        Some("dana@example.com".into()),
-        vec![],
-        None,
-        crate::agents::now(),
-        None,
-    )
-    .unwrap();
-    state.store.create_session(&rec2).await.unwrap();
+    let (login2, _) = dana_login().await;
     std::fs::write(&dana, kubehero_testkit::kubectl::token_kubeconfig(&server, &ca, &login2)).unwrap();
-    let mut w = watch_configmaps(&kubectl, &dana);
-    let t0 = Instant::now();
-    while open().await == 0 {
-        assert!(t0.elapsed() < Duration::from_secs(20), "the watch never opened");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    assert!(w.try_wait().unwrap().is_none(), "the watch runs while dana is active");
+    let mut w = open_watch(&kubectl, &dana, streams).await;
     let off = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": [{"op": "replace", "value": {"active": false}}]});
     let r = scim(reqwest::Method::PATCH, format!("/Users/{}", created["id"].as_str().unwrap()), off).await.unwrap();
     assert!(r.status().is_success());
-    let took = exits_within(&mut w, Duration::from_secs(3)).await;
-    assert!(took <= Duration::from_millis(2500), "closed after {took:?}");
+    cut_within_2_5_s(&mut w).await;
 
     // Each watch has a start row and an end row.
     tokio::time::sleep(Duration::from_millis(300)).await;
