@@ -46,13 +46,6 @@ fn now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
-/// A number in [0, 1) for spreading renewals.
-fn unit() -> f64 {
-    use std::hash::{BuildHasher, Hasher};
-    let h = std::collections::hash_map::RandomState::new().build_hasher().finish();
-    (h >> 11) as f64 / (1u64 << 53) as f64
-}
-
 /// The credentials to start with: stored ones that have not expired, unless the agent was given a join token
 /// other than the one they came from (a re-install); else a join with the token (retried while the control
 /// plane cannot be reached; a refusal ends it, unless stored credentials are still usable).
@@ -136,7 +129,7 @@ async fn sleep_or_stop(d: Duration, stop: &mut watch::Receiver<bool>) -> bool {
 /// does not count), and after a failed renewal the next try comes sooner, always before expiry.
 fn renew_at(c: &Credentials, now: i64) -> i64 {
     match c.facts() {
-        Ok(f) => now + ((f.not_after - now).max(0) as f64 * (0.6 + 0.1 * unit())) as i64,
+        Ok(f) => now + ((f.not_after - now).max(0) as f64 * (0.6 + 0.1 * kubehero_core::backoff::jitter_unit())) as i64,
         Err(_) => now,
     }
 }

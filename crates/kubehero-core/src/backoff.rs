@@ -50,7 +50,7 @@ impl Backoff {
 
 /// A number in [0, 1) that differs from call to call: the standard library's randomly keyed hasher, seeded
 /// from the OS once per thread. Enough for spreading retries; never for secrets.
-fn jitter_unit() -> f64 {
+pub fn jitter_unit() -> f64 {
     use std::hash::{BuildHasher, Hasher};
     let h = std::collections::hash_map::RandomState::new().build_hasher().finish();
     (h >> 11) as f64 / (1u64 << 53) as f64

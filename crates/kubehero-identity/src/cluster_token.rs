@@ -85,24 +85,12 @@ impl Identity {
                 "invalid bearer token: the per-cluster token has expired; kubehero token mints a new one",
             ));
         }
-        let mut key = [0u8; 32];
-        let digest = hex_32(&claims.s).ok_or_else(|| refused("invalid bearer token: not a per-cluster token"))?;
-        key.copy_from_slice(&digest);
-        let login = match self.credentials.get(&key) {
-            Some(r) => Some(r),
-            None => {
-                let found = self.store.find_session_by_hash(&claims.s).await?.map(Arc::new);
-                if let Some(r) = &found {
-                    self.credentials.put(key, Arc::clone(r));
-                }
-                found
-            }
-        };
-        let login = login
+        let key = hex_32(&claims.s).ok_or_else(|| refused("invalid bearer token: not a per-cluster token"))?;
+        let login = self
+            .lookup_digest(&key, &claims.s)
+            .await?
             .filter(|l| l.kind == SessionKind::CliToken && l.revoked_at.is_none() && now < l.expires_at)
-            .ok_or_else(|| {
-            refused("invalid bearer token: the CLI login behind this token was revoked or expired")
-        })?;
+            .ok_or_else(|| refused("invalid bearer token: the CLI login behind this token was revoked or expired"))?;
         let mut principal = self.admit(self.person(&login, AuthMethod::CliToken)).await?;
         principal.expires_at = Some(claims.e.min(login.expires_at));
         Ok((principal, login))

@@ -205,10 +205,20 @@ impl Identity {
     /// A session or CLI token by its secret (and that secret's cache key): from the short-lived cache, else
     /// from the store.
     async fn lookup(&self, key: &[u8; 32], secret: &str) -> Result<Option<Arc<SessionRecord>>, IdentityError> {
+        self.lookup_digest(key, &sha256_hex(secret)).await
+    }
+
+    /// [`Identity::lookup`] by the secret's digest (as bytes and as hex), when only the digest is known (a
+    /// per-cluster token names its CLI login by it).
+    pub(crate) async fn lookup_digest(
+        &self,
+        key: &[u8; 32],
+        hex: &str,
+    ) -> Result<Option<Arc<SessionRecord>>, IdentityError> {
         if let Some(r) = self.credentials.get(key) {
             return Ok(Some(r));
         }
-        let found = self.store.find_session_by_hash(&sha256_hex(secret)).await?.map(Arc::new);
+        let found = self.store.find_session_by_hash(hex).await?.map(Arc::new);
         if let Some(r) = &found {
             self.credentials.put(*key, Arc::clone(r));
         }

@@ -47,6 +47,8 @@ struct Loaded {
     hash: String,
     /// File modification times when loaded from files.
     stamp: Option<(SystemTime, SystemTime)>,
+    /// The store's CA rows (id and state) when built in: a refresh opens the sealed key only when they changed.
+    rows: String,
 }
 
 /// An issued client certificate.
@@ -84,11 +86,11 @@ impl Ca {
                 load_files(cert, key)?
             }
             CaSource::Store { keys } => {
-                let next = load_store(keys, store, now).await?;
-                if next.bundle_pem == self.loaded.read().bundle_pem {
+                let cas = store.agent_cas().await.map_err(ca_err("reading the agent CA"))?;
+                if rows_stamp(&cas) == self.loaded.read().rows {
                     return Ok(false);
                 }
-                next
+                load_store(keys, store, now).await?
             }
         };
         *self.loaded.write() = Arc::new(next);
@@ -232,7 +234,7 @@ fn loaded_from(certs_pem: &str, key_pem: &str, stamp: Option<(SystemTime, System
     let facts: CertFacts = pki::cert_facts(&trusted[0]).map_err(|e| CaError(e.0))?;
     let issuer = rcgen::Issuer::from_ca_cert_der(&trusted[0], key).map_err(ca_err("agent CA certificate"))?;
     let bundle_pem = trusted.iter().map(|c| pki::to_pem(c)).collect();
-    Ok(Loaded { issuer, trusted, bundle_pem, hash: facts.spki_hash, stamp })
+    Ok(Loaded { issuer, trusted, bundle_pem, hash: facts.spki_hash, stamp, rows: String::new() })
 }
 
 fn load_files(cert: &std::path::Path, key: &std::path::Path) -> Result<Loaded, CaError> {
@@ -317,6 +319,7 @@ async fn load_store(keys: &kubehero_audit::HmacKeys, store: &dyn Store, now: i64
         }
         cas = store.agent_cas().await.map_err(ca_err("reading the agent CA"))?;
     }
+    let rows = rows_stamp(&cas);
     // Every CA that is not retired is trusted; the most recently activated one signs.
     cas.retain(|c| c.retired_at.is_none());
     cas.sort_by_key(|c| std::cmp::Reverse((c.activated_at, c.created_at)));
@@ -326,5 +329,10 @@ async fn load_store(keys: &kubehero_audit::HmacKeys, store: &dyn Store, now: i64
         .ok_or_else(|| CaError("no active agent CA in the store".into()))?;
     let key_pem = open(keys, &signer.sealed_key, &signer.id)?;
     let certs: String = cas.iter().map(|c| c.cert_pem.as_str()).collect::<Vec<_>>().join("\n");
-    loaded_from(&certs, &key_pem, None)
+    Ok(Loaded { rows, ..loaded_from(&certs, &key_pem, None)? })
+}
+
+/// What identifies the store's CAs and their states.
+fn rows_stamp(cas: &[AgentCa]) -> String {
+    cas.iter().map(|c| format!("{}:{:?}:{:?};", c.id, c.activated_at, c.retired_at)).collect()
 }

@@ -25,6 +25,7 @@ struct Entry {
     task: tokio::task::AbortHandle,
     /// The API server's `gitVersion`, once read through the tunnel.
     kubernetes_version: Option<String>,
+    agent_version: Option<String>,
 }
 
 /// How a tunnel ended.
@@ -35,13 +36,6 @@ enum End {
     Lost(String),
     /// The control plane closed it.
     Refused(Refusal),
-}
-
-/// What is known of a connected agent, for the API.
-#[derive(Debug, Clone)]
-pub struct Connected {
-    pub serial: String,
-    pub not_after: i64,
 }
 
 /// Why a stream could not be opened.
@@ -91,15 +85,6 @@ impl Hub {
             metrics,
             seen: Mutex::default(),
         }
-    }
-
-    /// The clusters with an open tunnel here.
-    pub fn connected(&self) -> HashMap<String, Connected> {
-        self.tunnels
-            .lock()
-            .iter()
-            .map(|(k, e)| (k.clone(), Connected { serial: e.serial.clone(), not_after: e.not_after }))
-            .collect()
     }
 
     /// A pooled connection to `cluster` that can take a request now (closed ones are dropped).
@@ -197,6 +182,7 @@ impl Hub {
                     cert: peer.cert.clone(),
                     task: task.abort_handle(),
                     kubernetes_version: None,
+                    agent_version: peer.version.clone(),
                 },
             )
         };
@@ -277,23 +263,16 @@ impl Hub {
             End::Refused(r) => tracing::warn!(cluster, reason = r.as_str(), "agent tunnel closed by the control plane"),
         }
         let now = state.clock.now();
+        // The versions last seen stay on the disconnected row.
         let status = ClusterStatus {
             cluster: cluster.to_string(),
             state: ConnectionState::Disconnected,
             since: now,
             last_seen: Some(now),
-            agent_version: None,
-            kubernetes_version: None,
+            agent_version: entry.agent_version,
+            kubernetes_version: entry.kubernetes_version,
             cert_not_after: Some(entry.not_after),
         };
-        // Keeps the versions last seen: read them back from the connected row.
-        let mut status = status;
-        if let Ok(all) = state.store.cluster_statuses().await {
-            if let Some(prev) = all.into_iter().find(|s| s.cluster == cluster) {
-                status.agent_version = prev.agent_version;
-                status.kubernetes_version = prev.kubernetes_version;
-            }
-        }
         self.write_status(state, &status).await;
         let r = match why {
             End::Closed => result(AuditOutcome::Ok, 200, None),

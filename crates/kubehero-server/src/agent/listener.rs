@@ -282,10 +282,6 @@ async fn refused(
     error(status, code, message)
 }
 
-fn sha256_hex(s: &str) -> String {
-    ring::digest::digest(&ring::digest::SHA256, s.as_bytes()).as_ref().iter().map(|b| format!("{b:02x}")).collect()
-}
-
 async fn join(state: &AppState, agents: &Agents, source: Option<String>, req: hyper::Request<Incoming>) -> Answer {
     let body: JoinRequest = match read_json(req).await {
         Ok(b) => b,
@@ -312,7 +308,7 @@ async fn join(state: &AppState, agents: &Agents, source: Option<String>, req: hy
             Ok(x) => x,
             Err(a) => return a,
         };
-    let hash = sha256_hex(&body.token);
+    let hash = kubehero_authn::sha256_hex(&body.token);
     let event = agent_event(
         state,
         "agent.join",

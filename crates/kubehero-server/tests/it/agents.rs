@@ -445,14 +445,12 @@ async fn bad_agents_get_clear_answers_and_disturb_no_other_tunnel() {
     assert!(matches!(err, AgentError::Refused { status: 401, .. }), "{err}");
 
     // A second tunnel for the same cluster replaces the first (newest wins); the cluster stays reachable.
-    let before = hub(&ts).connected()["good"].clone();
     let second = tokio::spawn(cp.tunnel(&good, "test", handler.clone()).await.unwrap());
     wait_for("replaced", Duration::from_secs(5), async || {
         let m = reqwest::get(format!("{}/metrics", ts.url)).await.unwrap().text().await.unwrap();
         m.contains("kubehero_agent_tunnels_replaced_total 1")
     })
     .await;
-    assert_eq!(hub(&ts).connected()["good"].serial, before.serial);
     assert_eq!(through_tunnel(&ts, "good", "/version").await.unwrap().0, 200);
     let _ =
         tokio::time::timeout(Duration::from_secs(5), good_conn).await.expect("the replaced tunnel closes once idle");

@@ -1,7 +1,7 @@
 //! `kubehero token` (kubectl's exec credential plugin) and `kubehero kubeconfig` (contexts that use it).
 
 use super::credentials::CredentialStore;
-use super::Target;
+use super::{now, Target};
 use anyhow::{bail, Context};
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -10,10 +10,6 @@ use std::process::ExitCode;
 
 /// A cached per-cluster token is used until this many seconds before it expires.
 const REFRESH_BEFORE_SECS: i64 = 60;
-
-fn now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
-}
 
 fn short_hash(s: &str) -> String {
     let d = ring::digest::digest(&ring::digest::SHA256, s.as_bytes());
