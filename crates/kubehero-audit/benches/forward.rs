@@ -33,7 +33,7 @@ fn event(i: usize) -> AuditEvent {
             cluster: Some(format!("prod-{}", i % 3)),
             namespace: Some("default".into()),
         },
-        result: AuditResult { outcome: AuditOutcome::Ok, code: None, status: 200, repeated: None },
+        result: AuditResult { outcome: AuditOutcome::Ok, code: None, status: 200, repeated: None, duration_ms: None },
         request_id: format!("req-{i}"),
         source: Some("10.0.0.7:51234".into()),
         user_agent: Some("kubectl/v1.31".into()),

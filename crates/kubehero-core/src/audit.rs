@@ -116,6 +116,10 @@ pub struct AuditResult {
     /// this field existed keep their canonical text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repeated: Option<u64>,
+    /// How long what the row closes lasted, in milliseconds: set on the row that ends a stream (a watch's
+    /// `k8s.watch_end`), absent everywhere else (so older rows keep their canonical text).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
 }
 
 /// One event before it is sealed into the chain: everything except `seq`, `key_id` and the MAC.
@@ -501,6 +505,7 @@ mod tests {
                 code: Some("permission_denied".into()),
                 status: 403,
                 repeated: None,
+                duration_ms: None,
             },
             request_id: "r1".into(),
             source: Some("127.0.0.1".into()),
@@ -523,7 +528,13 @@ mod tests {
             actor: AuditActor::of(&p),
             action: "whoami".into(),
             target: AuditTarget { cluster: Some("prod,eu".into()), ..Default::default() },
-            result: AuditResult { outcome: AuditOutcome::Ok, code: None, status: 200, repeated: None },
+            result: AuditResult {
+                outcome: AuditOutcome::Ok,
+                code: None,
+                status: 200,
+                repeated: None,
+                duration_ms: None,
+            },
             request_id: "r".into(),
             source: None,
             user_agent: None,

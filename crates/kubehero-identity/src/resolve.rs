@@ -372,6 +372,7 @@ impl Identity {
                 code: None,
                 status: 200,
                 repeated: None,
+                duration_ms: None,
             },
             request_id: self.ids.next_id(),
             source: None,

@@ -19,6 +19,10 @@ use tokio::process::{Child, Command};
 /// The token of the `admin` user (group `system:masters`).
 pub const ADMIN_TOKEN: &str = "kubehero-testkit-admin-token";
 
+/// The token of `person@example.com`, in the group `kubehero:role:admin` only (no `system:masters`): a person
+/// reaching the API server directly, whose rights come from RBAC (`kubehero_rbac`).
+pub const PERSON_TOKEN: &str = "kubehero-testkit-person-token";
+
 /// A running kube-apiserver and its etcd.
 pub struct KubeApiServer {
     /// `https://127.0.0.1:<port>`.
@@ -71,7 +75,10 @@ impl KubeApiServer {
         if !status.success() {
             bail!("openssl could not make the service-account key");
         }
-        std::fs::write(path("tokens.csv"), format!("{ADMIN_TOKEN},admin,1,system:masters\n"))?;
+        std::fs::write(
+            path("tokens.csv"),
+            format!("{ADMIN_TOKEN},admin,1,system:masters\n{PERSON_TOKEN},person@example.com,2,kubehero:role:admin\n"),
+        )?;
         std::fs::create_dir_all(path("certs"))?;
         let apiserver = Command::new(&apiserver_bin)
             .arg(format!("--etcd-servers=http://127.0.0.1:{client}"))

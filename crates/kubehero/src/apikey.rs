@@ -122,7 +122,7 @@ async fn audited(
         },
         action: action.to_string(),
         target: AuditTarget { kind: Some("api_key".into()), id: Some(key_id.to_string()), ..Default::default() },
-        result: AuditResult { outcome: AuditOutcome::Ok, code: None, status: 0, repeated: None },
+        result: AuditResult { outcome: AuditOutcome::Ok, code: None, status: 0, repeated: None, duration_ms: None },
         request_id: ids.next_id(),
         source: Some("local".into()),
         user_agent: Some(format!("kubehero-cli/{}", env!("CARGO_PKG_VERSION"))),

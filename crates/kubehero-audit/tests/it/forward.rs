@@ -47,9 +47,10 @@ fn event(i: i64, time_ms: i64) -> AuditEvent {
                 code: Some("permission_denied".into()),
                 status: 403,
                 repeated: None,
+                duration_ms: None,
             }
         } else {
-            AuditResult { outcome: AuditOutcome::Ok, code: None, status: 200, repeated: None }
+            AuditResult { outcome: AuditOutcome::Ok, code: None, status: 200, repeated: None, duration_ms: None }
         },
         request_id: format!("req-{i}"),
         source: Some("127.0.0.1:4000".into()),

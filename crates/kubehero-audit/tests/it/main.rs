@@ -48,9 +48,10 @@ pub fn event(i: usize) -> AuditEvent {
                 code: Some("permission_denied".to_string()),
                 status: 403,
                 repeated: None,
+                duration_ms: None,
             }
         } else {
-            AuditResult { outcome: AuditOutcome::Ok, code: None, status: 200, repeated: None }
+            AuditResult { outcome: AuditOutcome::Ok, code: None, status: 200, repeated: None, duration_ms: None }
         },
         request_id: format!("req-{i}"),
         source: Some("10.0.0.7:51234".to_string()),

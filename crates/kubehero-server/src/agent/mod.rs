@@ -189,7 +189,7 @@ impl Agents {
 
 /// The result of an agent call: ok, or `outcome` with an error code.
 pub fn result(outcome: AuditOutcome, status: u16, code: Option<&str>) -> AuditResult {
-    AuditResult { outcome, code: code.map(str::to_string), status, repeated: None }
+    AuditResult { outcome, code: code.map(str::to_string), status, repeated: None, duration_ms: None }
 }
 
 /// An audit event about a cluster's agent; `method` is how the agent proved who it is (`mtls`, `join_token`),

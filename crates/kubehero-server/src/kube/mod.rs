@@ -130,7 +130,8 @@ pub(crate) fn roles_for(s: &AppState, p: &Principal, cluster: &str, namespace: O
         .collect()
 }
 
-/// Who the cluster sees, as the headers the agent turns into `Impersonate-*`. `uid` only for API servers that
+/// Who the cluster sees, as the headers the agent turns into `Impersonate-*`: the user, the role and IdP
+/// groups (the API server adds `system:authenticated`), the auth-method extra. `uid` only for API servers that
 /// accept `Impersonate-Uid` (1.22 and later).
 fn identity_headers(p: &Principal, roles: &BTreeSet<Role>, with_uid: bool) -> Vec<(HeaderName, HeaderValue)> {
     let mut out = Vec::new();
@@ -146,7 +147,9 @@ fn identity_headers(p: &Principal, roles: &BTreeSet<Role>, with_uid: bool) -> Ve
     for g in &p.groups {
         push(IMPERSONATE_GROUP, &idp_group(g));
     }
-    push(IMPERSONATE_GROUP, "system:authenticated");
+    // `system:authenticated` is not sent: the API server adds it to every impersonated user itself (when the
+    // groups name neither it nor `system:unauthenticated`), and each impersonated group costs it one
+    // authorization check per request.
     if with_uid {
         push(IMPERSONATE_UID, &p.sub);
     }
@@ -245,7 +248,9 @@ pub async fn proxy(State(s): State<AppState>, mut req: Request) -> Response {
     // lost. A watch gets a second row when it ends.
     let on_end: Option<Box<dyn FnOnce() + Send>> = (info.verb == "watch").then(|| {
         let (s2, actor, cluster2, info2) = (s.clone(), AuditActor::of(&p), cluster.clone(), info.clone());
-        // How long it was open is the time between this row and the watch's first.
+        // The same request id as the watch's first row, so the two are found together; and how long it was open.
+        let request_id = req.extensions().get::<crate::middleware::RequestId>().map(|r| r.0.clone());
+        let opened = std::time::Instant::now();
         Box::new(move || {
             tokio::spawn(async move {
                 let target = AuditTarget {
@@ -265,8 +270,9 @@ pub async fn proxy(State(s): State<AppState>, mut req: Request) -> Response {
                         code: None,
                         status: 200,
                         repeated: None,
+                        duration_ms: Some(u64::try_from(opened.elapsed().as_millis()).unwrap_or(u64::MAX)),
                     },
-                    request_id: s2.identity.ids.next_id(),
+                    request_id: request_id.unwrap_or_else(|| s2.identity.ids.next_id()),
                     source: None,
                     user_agent: None,
                 };

@@ -82,7 +82,7 @@ fn probe(state: &AppState) -> kubehero_core::AuditEvent {
         },
         action: "audit.probe".into(),
         target: AuditTarget { kind: Some("audit".into()), ..Default::default() },
-        result: AuditResult { outcome: AuditOutcome::Ok, code: None, status: 200, repeated: None },
+        result: AuditResult { outcome: AuditOutcome::Ok, code: None, status: 200, repeated: None, duration_ms: None },
         request_id: id,
         source: None,
         user_agent: None,

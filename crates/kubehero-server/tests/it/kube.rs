@@ -181,7 +181,8 @@ async fn kubectl_through_kubehero_reaches_a_real_cluster_as_the_identity_kubeher
     assert_eq!(seen, Ok(true), "the watch through KubeHero saw the new configmap");
     let _ = watch.kill().await;
 
-    // The cluster's RBAC answers for the groups KubeHero sent.
+    // The cluster's RBAC answers for the groups KubeHero sent. `auth can-i` itself is a SelfSubjectAccessReview,
+    // which RBAC allows through `system:authenticated`: the group the API server adds to impersonated users.
     let (_, out, _) = kubectl.run(&viewer, &["auth", "can-i", "create", "configmaps", "-n", "default"], None).await;
     assert_eq!(out.trim(), "no");
     let (_, out, _) = kubectl.run(&viewer, &["auth", "can-i", "list", "configmaps", "-n", "default"], None).await;
@@ -495,4 +496,11 @@ async fn losing_access_closes_an_open_watch_within_two_seconds() {
         ts.get("/api/v1/audit?cluster=lab&limit=500", Some(AUDITOR)).await.body["items"].as_array().unwrap().clone();
     let count = |a: &str| rows.iter().filter(|i| i["action"] == a).count();
     assert!(count("k8s.watch") >= 3 && count("k8s.watch_end") >= 3, "{rows:?}");
+    // An end row says how long the watch was open and carries its start row's request id.
+    for end in rows.iter().filter(|i| i["action"] == "k8s.watch_end") {
+        assert!(end["result"]["duration_ms"].as_u64().is_some(), "{end}");
+        let start = rows.iter().find(|i| i["action"] == "k8s.watch" && i["request_id"] == end["request_id"]);
+        let start = start.unwrap_or_else(|| panic!("no start row for {end}"));
+        assert!(end["time_ms"].as_i64() >= start["time_ms"].as_i64());
+    }
 }
