@@ -237,6 +237,7 @@ async fn connection<I, S>(
     };
     // A complete request: no longer among the connections the cap may close.
     drop(first.waiting);
+    state.metrics.connection(h2 || prefix.starts_with(b"PRI * HTTP/2.0"));
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()

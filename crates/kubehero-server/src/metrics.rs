@@ -33,6 +33,11 @@ struct ClusterLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProtocolLabels {
+    protocol: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HttpLabels {
     method: String,
     route: String,
@@ -50,6 +55,7 @@ pub struct Metrics {
     audit_rows: Counter,
     audit_commits: Counter,
     connections_open: Gauge,
+    connections: Family<ProtocolLabels, Counter>,
     connection_limit_reached: Counter,
     audit_forward_lag: Family<SinkLabels, Gauge>,
     session_renewals: Counter,
@@ -164,6 +170,12 @@ impl Metrics {
         );
         let connections_open = Gauge::default();
         registry.register("connections_open", "Open client connections on the API listener", connections_open.clone());
+        let connections = Family::<ProtocolLabels, Counter>::default();
+        registry.register(
+            "connections",
+            "Client connections accepted on the API listener, by protocol (h2 or http/1.1, as TLS ALPN settled it)",
+            connections.clone(),
+        );
         let connection_limit_reached = Counter::default();
         registry.register(
             "connection_limit_reached",
@@ -191,6 +203,7 @@ impl Metrics {
             audit_commits,
             audit_forward_lag,
             connections_open,
+            connections,
             connection_limit_reached,
         }
     }
@@ -215,6 +228,12 @@ impl Metrics {
 
     pub fn audit_refused(&self) {
         self.audit_refused.inc();
+    }
+
+    /// One connection served, over HTTP/2 (`h2`) or HTTP/1.1.
+    pub fn connection(&self, h2: bool) {
+        let protocol = if h2 { "h2" } else { "http/1.1" };
+        self.connections.get_or_create(&ProtocolLabels { protocol }).inc();
     }
 
     pub fn connection_limit_reached(&self) {

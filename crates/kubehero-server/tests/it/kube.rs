@@ -129,6 +129,22 @@ async fn kubectl_through_kubehero_reaches_a_real_cluster_as_the_identity_kubeher
     };
     let (admin, viewer) = (config("admin", ADMIN), config("viewer", VIEWER));
 
+    // kubectl speaks HTTP/2 to the control plane (TLS ALPN): every connection it opens is counted as h2.
+    let connections = |protocol: &str| {
+        let line = format!("kubehero_connections_total{{protocol=\"{protocol}\"}} ");
+        let ts = &ts;
+        async move {
+            let m = ts.get("/metrics", None).await;
+            m.body
+                .as_str()
+                .unwrap_or_default()
+                .lines()
+                .find_map(|l| l.strip_prefix(&line)?.parse::<u64>().ok())
+                .unwrap_or(0)
+        }
+    };
+    let (h2_before, h1_before) = (connections("h2").await, connections("http/1.1").await);
+
     // Discovery and reads.
     let (ok, out, err) = kubectl.run(&admin, &["get", "namespaces", "-o", "name"], None).await;
     assert!(ok && out.contains("namespace/default"), "{out}{err}");
@@ -144,8 +160,11 @@ async fn kubectl_through_kubehero_reaches_a_real_cluster_as_the_identity_kubeher
     let (ok, out, err) =
         kubectl.run(&viewer, &["get", "configmap", "two", "-n", "default", "-o", "jsonpath={.data.k}"], None).await;
     assert!(ok && out == "v", "{out}{err}");
+    let (h2_after, h1_after) = (connections("h2").await, connections("http/1.1").await);
+    assert!(h2_after >= h2_before + 5, "five kubectl runs, {} HTTP/2 connections", h2_after - h2_before);
+    assert_eq!(h1_after, h1_before, "no kubectl connection used HTTP/1.1");
 
-    // A watch receives an event made 3 s later.
+    // A watch receives an event made 5 s later.
     let mut watch = tokio::process::Command::new(&kubectl.bin)
         .args(["get", "configmaps", "-n", "default", "-w", "-o", "name", "--kubeconfig"])
         .arg(&viewer)
@@ -158,7 +177,7 @@ async fn kubectl_through_kubehero_reaches_a_real_cluster_as_the_identity_kubeher
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
     let (ok, _, err) = kubectl.run(&admin, &["create", "configmap", "later", "-n", "default"], None).await;
     assert!(ok, "{err}");
     let mut stdout = watch.stdout.take().unwrap();
