@@ -93,6 +93,13 @@ pub fn role_group(role: crate::Role) -> String {
     format!("kubehero:role:{}", role.as_str())
 }
 
+/// The group a KubeHero role held in one namespace only is presented as in direct tokens and TokenReview
+/// answers (RBAC sync binds it in that namespace); the proxy, which sees each request's namespace, presents it
+/// as [`role_group`] for requests in that namespace.
+pub fn namespace_role_group(role: crate::Role, namespace: &str) -> String {
+    format!("kubehero:role:{}:ns:{namespace}", role.as_str())
+}
+
 /// The group an IdP group is presented as.
 pub fn idp_group(group: &str) -> String {
     format!("kubehero:group:{group}")

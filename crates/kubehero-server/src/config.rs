@@ -65,6 +65,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting { name: "KUBEHERO_AGENT_CA_KEY", help: "PEM file of the key of the first certificate in KUBEHERO_AGENT_CA_CERT.", default: "unset" },
     Setting { name: "KUBEHERO_AGENT_CERT_TTL_SECS", help: "Lifetime of agent client certificates; agents renew at about two thirds of it.", default: "604800 (7 days)" },
     Setting { name: "KUBEHERO_CLUSTER_TOKEN_TTL_SECS", help: "Lifetime of the per-cluster access tokens `kubehero token` hands kubectl.", default: "600" },
+    Setting { name: "KUBEHERO_ISSUER_KEY_LEAD_SECS", help: "How long a new signing key of KubeHero's own OIDC issuer is published (in its JWKS) before it signs, after `POST /api/v1/issuer-keys/rotate`; a replaced key stays published for a day.", default: "600" },
     Setting { name: "KUBEHERO_DATA_DIR", help: "Directory for the embedded SQLite database and local state.", default: "./kubehero-data" },
     Setting { name: "KUBEHERO_DATABASE_URL", help: "sqlite:PATH (embedded) or postgres://USER:PASSWORD@HOST:PORT/DB (several replicas).", default: "sqlite:<data dir>/kubehero.db" },
     Setting { name: "KUBEHERO_HEADER_TIMEOUT_SECS", help: "Seconds a client has to send a request's headers; the same bound closes idle keep-alive connections. Streaming responses (watches) are not cut by it.", default: "10" },
@@ -827,6 +828,8 @@ pub struct AgentSettings {
     pub cert_ttl: i64,
     /// Lifetime of per-cluster access tokens, seconds.
     pub cluster_token_ttl: i64,
+    /// Seconds a new issuer key is published before it signs.
+    pub issuer_key_lead: i64,
 }
 
 impl AgentSettings {
@@ -868,6 +871,8 @@ impl AgentSettings {
                 as i64;
         let cluster_token_ttl =
             number(env, "KUBEHERO_CLUSTER_TOKEN_TTL_SECS", 600, 60..=86400, "use e.g. 600 (10 minutes)")? as i64;
-        Ok(AgentSettings { listen, server_names, ca_files, cert_ttl, cluster_token_ttl })
+        let issuer_key_lead =
+            number(env, "KUBEHERO_ISSUER_KEY_LEAD_SECS", 600, 0..=86400, "use e.g. 600 (10 minutes)")? as i64;
+        Ok(AgentSettings { listen, server_names, ca_files, cert_ttl, cluster_token_ttl, issuer_key_lead })
     }
 }

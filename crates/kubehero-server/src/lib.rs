@@ -10,6 +10,7 @@ pub mod auth;
 pub mod config;
 pub mod device;
 pub mod error;
+pub mod issuer;
 pub mod kube;
 pub mod listener;
 pub mod login;
@@ -18,6 +19,7 @@ pub mod middleware;
 pub mod net;
 pub mod routes;
 pub mod scim;
+pub mod sealed;
 pub mod state;
 pub mod throttle;
 mod tls;
@@ -144,6 +146,15 @@ pub async fn build_state(
     )
     .await
     .map_err(|e| StartError::Agents(e.to_string()))?;
+    let issuer = issuer::Issuer::start(
+        config.public_url.clone(),
+        keys.clone(),
+        config.agents.issuer_key_lead,
+        &*store,
+        clock.now(),
+    )
+    .await
+    .map_err(|e| StartError::Agents(e.to_string()))?;
     let audit = kubehero_audit::AuditLog::start_notifying(
         store.clone(),
         kubehero_audit::ChainSealer::new(keys),
@@ -202,6 +213,11 @@ pub async fn build_state(
         sampler: Default::default(),
         device_codes: throttle::PerSource::new(10, Duration::from_secs(30)),
         agents: Arc::new(agents),
+        issuer: Arc::new(issuer),
+        serving_ca_pem: config.tls.as_ref().and_then(|t| std::fs::read_to_string(&t.cert).ok()).and_then(|pem| {
+            let last = pem.rfind("-----BEGIN CERTIFICATE-----")?;
+            Some(pem[last..].trim().to_string() + "\n")
+        }),
         kube_streams: Default::default(),
     }))
 }
@@ -328,6 +344,9 @@ fn spawn_refresh(state: AppState, mut stop: watch::Receiver<bool>) {
                     }
                 }
                 _ = agents.tick() => {
+                    if let Err(e) = state.issuer.refresh(&*state.store, state.clock.now()).await {
+                        tracing::warn!(error = %e, "periodic issuer key reload failed");
+                    }
                     state.agents.refresh_ca(&state).await;
                     state.agents.reload(&state).await;
                 }

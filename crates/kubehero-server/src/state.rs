@@ -52,6 +52,10 @@ pub struct Shared {
     pub kube_streams: Arc<crate::kube::streams::Streams>,
     /// The agent CA, who may connect, and the open tunnels.
     pub agents: Arc<crate::agent::Agents>,
+    /// The last certificate of `KUBEHERO_TLS_CERT` (the CA an API server needs to reach the issuer), if any.
+    pub serving_ca_pem: Option<String>,
+    /// KubeHero's own OIDC issuer (direct tokens for clusters that trust it).
+    pub issuer: Arc<crate::issuer::Issuer>,
     /// Device codes per client address (10 at once, then one every 30 s).
     pub device_codes: crate::throttle::PerSource,
 }

@@ -33,6 +33,30 @@ impl std::fmt::Debug for AgentCa {
     }
 }
 
+/// A signing key of KubeHero's own OIDC issuer. Its private key is stored sealed by the caller.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IssuerKey {
+    /// The JWK `kid`.
+    pub id: String,
+    /// The JWS algorithm (`ES256`).
+    pub alg: String,
+    /// The public key as a JWK (JSON text).
+    pub public_jwk: String,
+    #[serde(skip_serializing)]
+    pub sealed_key: String,
+    pub created_at: i64,
+}
+
+impl std::fmt::Debug for IssuerKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuerKey")
+            .field("id", &self.id)
+            .field("alg", &self.alg)
+            .field("created_at", &self.created_at)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A one-time join token (`khj_…`) for one cluster: only its SHA-256 is stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JoinToken {
@@ -104,6 +128,11 @@ pub trait AgentStore: Send + Sync {
     /// The first CA, made at start-up (not a [`crate::Change`]: no one asked for it). `AlreadyExists` if the id
     /// is taken (another replica created it first).
     async fn insert_agent_ca(&self, ca: &AgentCa) -> Result<()>;
+    /// Every issuer signing key, oldest first.
+    async fn issuer_keys(&self) -> Result<Vec<IssuerKey>>;
+    /// The first issuer key, made at start-up (not a [`crate::Change`]: no one asked for it; a rotation is
+    /// [`crate::Change::AddIssuerKey`]). `AlreadyExists` if the id is taken.
+    async fn insert_issuer_key(&self, key: &IssuerKey) -> Result<()>;
     /// The join token with this hash, whatever its state.
     async fn find_join_token(&self, hash: &str) -> Result<Option<JoinToken>>;
     /// Serials revoked and not yet expired at `now`.
@@ -133,6 +162,11 @@ pub(crate) const ACTIVATE_AGENT_CA: &str =
     "UPDATE agent_cas SET activated_at = $2 WHERE id = $1 AND activated_at IS NULL AND retired_at IS NULL";
 /// `$1` id, `$2` at.
 pub(crate) const RETIRE_AGENT_CA: &str = "UPDATE agent_cas SET retired_at = $2 WHERE id = $1 AND retired_at IS NULL";
+pub(crate) const ISSUER_KEYS: &str =
+    "SELECT id, alg, public_jwk, sealed_key, created_at FROM issuer_keys ORDER BY created_at, id";
+pub(crate) const INSERT_ISSUER_KEY: &str =
+    "INSERT INTO issuer_keys (id, alg, public_jwk, sealed_key, created_at) VALUES ($1, $2, $3, $4, $5)";
+pub(crate) type IssuerKeyRow = (String, String, String, String, i64);
 pub(crate) const FIND_JOIN_TOKEN: &str =
     "SELECT hash, cluster, created_by, created_at, expires_at, used_at FROM agent_join_tokens WHERE hash = $1";
 pub(crate) const INSERT_JOIN_TOKEN: &str = "INSERT INTO agent_join_tokens \
@@ -218,6 +252,28 @@ macro_rules! agent_store {
             async fn insert_agent_ca(&self, ca: &$crate::agent::AgentCa) -> $crate::Result<()> {
                 let mut conn = self.pool.acquire().await.map_err(Self::err("agent CA"))?;
                 Self::insert_ca_on(&mut *conn, ca).await
+            }
+
+            async fn issuer_keys(&self) -> $crate::Result<Vec<$crate::agent::IssuerKey>> {
+                let rows: Vec<$crate::agent::IssuerKeyRow> = sqlx::query_as($crate::agent::ISSUER_KEYS)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(Self::err("issuer keys"))?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(id, alg, public_jwk, sealed_key, created_at)| $crate::agent::IssuerKey {
+                        id,
+                        alg,
+                        public_jwk,
+                        sealed_key,
+                        created_at,
+                    })
+                    .collect())
+            }
+
+            async fn insert_issuer_key(&self, key: &$crate::agent::IssuerKey) -> $crate::Result<()> {
+                let mut conn = self.pool.acquire().await.map_err(Self::err("issuer key"))?;
+                Self::insert_issuer_key_on(&mut *conn, key).await
             }
 
             async fn find_join_token(&self, hash: &str) -> $crate::Result<Option<$crate::agent::JoinToken>> {

@@ -35,6 +35,8 @@ pub enum Change<'a> {
     IssueAgentCert(&'a AgentCert),
     /// A new agent CA (staged: trusted, handed to agents, not yet signing). `AlreadyExists` for a taken id.
     AddAgentCa(&'a AgentCa),
+    /// A new signing key of KubeHero's OIDC issuer (a rotation). `AlreadyExists` for a taken id.
+    AddIssuerKey(&'a crate::agent::IssuerKey),
     /// A staged CA starts signing. `NotFound` unless it exists staged and not retired.
     ActivateAgentCa {
         id: &'a str,
@@ -314,6 +316,7 @@ macro_rules! change_store {
                         Self::insert_cert_on(conn, cert).await?;
                     }
                     Change::AddAgentCa(ca) => Self::insert_ca_on(conn, ca).await?,
+                    Change::AddIssuerKey(key) => Self::insert_issuer_key_on(conn, key).await?,
                     Change::ActivateAgentCa { id, at } | Change::RetireAgentCa { id, at } => {
                         let sql = if matches!(change, Change::ActivateAgentCa { .. }) {
                             $crate::agent::ACTIVATE_AGENT_CA
@@ -571,6 +574,19 @@ macro_rules! change_store {
                     .execute(&mut *conn)
                     .await
                     .map_err(Self::err(format!("agent CA {:?}", ca.id)))?;
+                Ok(())
+            }
+
+            async fn insert_issuer_key_on(conn: &mut $conn, key: &$crate::agent::IssuerKey) -> $crate::Result<()> {
+                sqlx::query($crate::agent::INSERT_ISSUER_KEY)
+                    .bind(&key.id)
+                    .bind(&key.alg)
+                    .bind(&key.public_jwk)
+                    .bind(&key.sealed_key)
+                    .bind(key.created_at)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(Self::err(format!("issuer key {:?}", key.id)))?;
                 Ok(())
             }
 

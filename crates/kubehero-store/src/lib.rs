@@ -23,7 +23,7 @@ use kubehero_core::{AuditEvent, AuditOutcome, Binding, Checkpoint, Role, SealedR
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
-pub use agent::{AgentCa, AgentCert, AgentStore, ClusterStatus, ConnectionState, JoinToken};
+pub use agent::{AgentCa, AgentCert, AgentStore, ClusterStatus, ConnectionState, IssuerKey, JoinToken};
 pub use change::{
     changed_api_key, changed_count, changed_deleted_group, changed_device, changed_group, changed_policy,
     changed_session, changed_user, Change, ChangeStore, Changed, WithRows,

@@ -36,6 +36,7 @@ pub(crate) const SQLITE: &[Migration] = &[
     },
     Migration { version: 7, name: "bounded_sign_in", sql: include_str!("migrations/sqlite/0007_bounded_sign_in.sql") },
     Migration { version: 8, name: "agents", sql: include_str!("migrations/sqlite/0008_agents.sql") },
+    Migration { version: 9, name: "issuer", sql: include_str!("migrations/sqlite/0009_issuer.sql") },
 ];
 
 /// PostgreSQL migrations, oldest first.
@@ -56,6 +57,7 @@ pub(crate) const POSTGRES: &[Migration] = &[
         sql: include_str!("migrations/postgres/0007_bounded_sign_in.sql"),
     },
     Migration { version: 8, name: "agents", sql: include_str!("migrations/postgres/0008_agents.sql") },
+    Migration { version: 9, name: "issuer", sql: include_str!("migrations/postgres/0009_issuer.sql") },
 ];
 
 /// Key of the PostgreSQL advisory lock that serialises migrations across replicas ("KUBEHERO" in ASCII).

@@ -46,6 +46,12 @@ pub fn binaries() -> Option<(PathBuf, PathBuf)> {
 impl KubeApiServer {
     /// Starts etcd and kube-apiserver and waits until `/readyz` answers (a few seconds).
     pub async fn start() -> anyhow::Result<KubeApiServer> {
+        KubeApiServer::start_with(&[]).await
+    }
+
+    /// [`KubeApiServer::start`] with more kube-apiserver flags (e.g. `--oidc-issuer-url=…`,
+    /// `--authentication-token-webhook-config-file=…`).
+    pub async fn start_with(extra: &[String]) -> anyhow::Result<KubeApiServer> {
         let (apiserver_bin, etcd_bin) =
             binaries().ok_or_else(|| anyhow!("kube-apiserver is not built: run scripts/build-kube-apiserver"))?;
         let dir = tempfile::tempdir()?;
@@ -92,6 +98,7 @@ impl KubeApiServer {
             .arg(format!("--service-account-signing-key-file={}", sa.display()))
             .args(["--service-cluster-ip-range=10.0.0.0/24", "--disable-admission-plugins=ServiceAccount"])
             .arg("--endpoint-reconciler-type=none")
+            .args(extra)
             .stdout(std::fs::File::create(path("apiserver.log"))?)
             .stderr(std::fs::File::create(path("apiserver.err"))?)
             .kill_on_drop(true)

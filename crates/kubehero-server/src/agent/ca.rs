@@ -259,45 +259,11 @@ fn new_ca(now: i64) -> Result<(String, KeyPair), CaError> {
 }
 
 fn seal(keys: &kubehero_audit::HmacKeys, key_pem: &str) -> Result<String, CaError> {
-    use base64::Engine;
-    let k = keys.derive(SEAL_LABEL);
-    let aead = ring::aead::LessSafeKey::new(
-        ring::aead::UnboundKey::new(&ring::aead::CHACHA20_POLY1305, &k).map_err(|_| CaError("sealing key".into()))?,
-    );
-    let mut nonce = [0u8; 12];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut nonce)
-        .map_err(|_| CaError("the operating system gave no randomness".into()))?;
-    let mut data = key_pem.as_bytes().to_vec();
-    aead.seal_in_place_append_tag(ring::aead::Nonce::assume_unique_for_key(nonce), ring::aead::Aad::empty(), &mut data)
-        .map_err(|_| CaError("sealing the agent CA key failed".into()))?;
-    let mut out = nonce.to_vec();
-    out.extend_from_slice(&data);
-    Ok(format!("{}:{}", keys.current_id(), base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(out)))
+    crate::sealed::seal(keys, SEAL_LABEL, key_pem).map_err(|e| CaError(format!("the agent CA key: {e}")))
 }
 
 fn open(keys: &kubehero_audit::HmacKeys, sealed: &str, id: &str) -> Result<String, CaError> {
-    use base64::Engine;
-    let cannot = |why: &str| CaError(format!("the agent CA {id:?} key cannot be opened: {why}"));
-    let (kid, b64) = sealed.split_once(':').ok_or_else(|| cannot("it is not in the sealed form"))?;
-    let k = keys.derive_with(kid, SEAL_LABEL).ok_or_else(|| {
-        cannot(&format!(
-            "it was sealed under AUDIT_HMAC_KEY id {kid:?}, which is not loaded. Fix: keep that key in AUDIT_HMAC_KEY"
-        ))
-    })?;
-    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(b64).map_err(|_| cannot("not base64"))?;
-    if raw.len() < 12 + 16 {
-        return Err(cannot("too short"));
-    }
-    let (nonce, data) = raw.split_at(12);
-    let aead = ring::aead::LessSafeKey::new(
-        ring::aead::UnboundKey::new(&ring::aead::CHACHA20_POLY1305, &k).map_err(|_| cannot("sealing key"))?,
-    );
-    let nonce = ring::aead::Nonce::try_assume_unique_for_key(nonce).map_err(|_| cannot("nonce"))?;
-    let mut data = data.to_vec();
-    let plain = aead
-        .open_in_place(nonce, ring::aead::Aad::empty(), &mut data)
-        .map_err(|_| cannot("it was changed or sealed under another key"))?;
-    String::from_utf8(plain.to_vec()).map_err(|_| cannot("not text"))
+    crate::sealed::open(keys, SEAL_LABEL, sealed, &format!("the agent CA {id:?} key")).map_err(|e| CaError(e.0))
 }
 
 async fn load_store(keys: &kubehero_audit::HmacKeys, store: &dyn Store, now: i64) -> Result<Loaded, CaError> {

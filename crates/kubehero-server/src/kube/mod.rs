@@ -19,6 +19,7 @@ use kubehero_core::kube::{cluster_user, idp_group, role_group, RequestInfo};
 use kubehero_core::{AuditActor, AuditTarget, Principal, Role, Target};
 use std::collections::BTreeSet;
 
+pub mod direct;
 pub mod streams;
 
 /// Where the surface lives.

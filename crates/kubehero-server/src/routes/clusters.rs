@@ -314,14 +314,43 @@ pub async fn delete(
 /// mapping or binding. A per-cluster access token (`khx_…`, 10 minutes by default) minted from the caller's CLI
 /// login, for kubectl through `/k8s/clusters/{name}`: what `kubehero token` prints. Only a CLI token can mint
 /// one (it is what revokes it); the mint is a durable audit row.
+/// `?direct=true`: a JWT of KubeHero's issuer for the cluster's API server itself, instead of a `khx_` token for
+/// the proxy.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TokenQuery {
+    #[serde(default)]
+    direct: bool,
+}
+
+/// `GET /api/v1/clusters/{name}/direct` — permission: `cluster.get`. What the cluster's API server needs to
+/// trust KubeHero's direct tokens: the kube-apiserver flags and the `AuthenticationConfiguration` document.
+pub async fn direct(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    Path(name): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    allow(&p, Action::ClusterGet, Target::cluster(&name))?;
+    let cluster = s.store.get_cluster(&name).await?;
+    let issuer = s.issuer.url().ok_or_else(|| {
+        ApiError::new(
+            crate::error::Code::FailedPrecondition,
+            "KubeHero's OIDC issuer is off: set KUBEHERO_PUBLIC_URL to the https:// URL API servers reach it at",
+        )
+    })?;
+    let audience = crate::kube::direct::audience(&cluster);
+    Ok(axum::Json(crate::kube::direct::apiserver_settings(issuer, &audience, s.serving_ca_pem.as_deref())))
+}
+
 pub async fn token(
     State(s): State<AppState>,
     Auth(p): Auth,
     Path(name): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<TokenQuery>,
     headers: axum::http::HeaderMap,
 ) -> ApiResult<impl IntoResponse> {
     allow(&p, Action::ClusterGet, Target::cluster(&name))?;
-    s.store.get_cluster(&name).await?;
+    let cluster = s.store.get_cluster(&name).await?;
     let token = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -343,12 +372,28 @@ pub async fn token(
             format!("you have no KubeHero role on cluster {name}: ask an admin for a binding"),
         ));
     }
-    let expires_at = (s.clock.now() + s.agents.settings.cluster_token_ttl).min(login.expires_at);
-    let minted = s.identity.cluster_tokens.mint(&login.hash, &name, expires_at);
+    let now = s.clock.now();
+    let expires_at = (now + s.agents.settings.cluster_token_ttl).min(login.expires_at);
+    let (minted, action) = if q.direct {
+        // A JWT of KubeHero's own issuer, for an API server that trusts it (or asks KubeHero by TokenReview).
+        let issuer = s.issuer.url().ok_or_else(|| {
+            ApiError::new(
+                crate::error::Code::FailedPrecondition,
+                "direct tokens need KubeHero's OIDC issuer: set KUBEHERO_PUBLIC_URL on the control plane",
+            )
+        })?;
+        let groups = crate::kube::direct::groups(&s, &p, &name);
+        let claims =
+            crate::kube::direct::claims(issuer, &crate::kube::direct::audience(&cluster), &p, &groups, now, expires_at);
+        let jwt = s.issuer.sign(&claims).map_err(|e| ApiError::new(crate::error::Code::Unavailable, e.to_string()))?;
+        (jwt, "cluster.direct_token")
+    } else {
+        (s.identity.cluster_tokens.mint(&login.hash, &name, expires_at), "cluster.token")
+    };
     let mut res = (StatusCode::CREATED, axum::Json(serde_json::json!({ "token": minted, "expires_at": expires_at })))
         .into_response();
     res.extensions_mut().insert(crate::audit::Recorded {
-        action: "cluster.token",
+        action,
         actor: kubehero_core::AuditActor::of(&p),
         plain_read: false,
     });

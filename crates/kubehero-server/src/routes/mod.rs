@@ -10,6 +10,7 @@ mod audit;
 mod bindings;
 mod clusters;
 mod health;
+mod issuer;
 mod policies;
 mod sessions;
 mod settings;
@@ -86,6 +87,10 @@ pub fn table() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
         r(Method::POST, "/cli/authorize", SignIn, on(MethodFilter::POST, crate::device::authorize)),
         r(Method::POST, "/api/auth/cli/token", SignIn, on(MethodFilter::POST, crate::device::exchange)),
         r(Method::GET, "/api/v1/openapi.json", Public, on(MethodFilter::GET, openapi)),
+        r(Method::GET, "/.well-known/openid-configuration", Public, on(MethodFilter::GET, issuer::discovery)),
+        r(Method::GET, "/openid/v1/jwks", Public, on(MethodFilter::GET, issuer::jwks)),
+        r(Method::GET, "/api/v1/issuer-keys", Requires(SettingsRead), on(MethodFilter::GET, issuer::list)),
+        r(Method::POST, "/api/v1/issuer-keys/rotate", Requires(SettingsWrite), on(MethodFilter::POST, issuer::rotate)),
         r(Method::GET, "/api/v1/whoami", Requires(WhoAmI), on(MethodFilter::GET, whoami::whoami)),
         r(Method::GET, "/api/v1/clusters", Requires(ClusterList), on(MethodFilter::GET, clusters::list)),
         r(Method::POST, "/api/v1/clusters", Requires(ClusterRegister), on(MethodFilter::POST, clusters::register)),
@@ -97,6 +102,7 @@ pub fn table() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
             on(MethodFilter::POST, clusters::join_token),
         ),
         r(Method::POST, "/api/v1/clusters/{name}/token", Requires(ClusterGet), on(MethodFilter::POST, clusters::token)),
+        r(Method::GET, "/api/v1/clusters/{name}/direct", Requires(ClusterGet), on(MethodFilter::GET, clusters::direct)),
         r(
             Method::GET,
             "/api/v1/clusters/{name}/certificates",

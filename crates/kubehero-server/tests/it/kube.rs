@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// A serving certificate for 127.0.0.1 (PEM chain, PEM key).
-fn tls_files(dir: &Path) -> (PathBuf, PathBuf, Vec<u8>) {
+pub(crate) fn tls_files(dir: &Path) -> (PathBuf, PathBuf, Vec<u8>) {
     let key = rcgen::KeyPair::generate().unwrap();
     let cert =
         rcgen::CertificateParams::new(vec!["127.0.0.1".into(), "localhost".into()]).unwrap().self_signed(&key).unwrap();
@@ -26,7 +26,7 @@ fn tls_files(dir: &Path) -> (PathBuf, PathBuf, Vec<u8>) {
 
 /// Registers `cluster`, runs its agent (the real agent code) towards the API server of `kubeconfig`, and waits
 /// until its tunnel is up. Sending `true` (or dropping the sender) stops the agent.
-async fn connect_agent(
+pub(crate) async fn connect_agent(
     ts: &TestServer,
     cluster: &str,
     kubeconfig: &Path,
@@ -60,14 +60,14 @@ async fn connect_agent(
     stop
 }
 
-struct Kubectl {
-    bin: PathBuf,
-    home: PathBuf,
+pub(crate) struct Kubectl {
+    pub(crate) bin: PathBuf,
+    pub(crate) home: PathBuf,
 }
 
 impl Kubectl {
     /// Runs kubectl with `kubeconfig`; (success, stdout, stderr).
-    async fn run(&self, kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
+    pub(crate) async fn run(&self, kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
         use tokio::io::AsyncWriteExt;
         let mut c = tokio::process::Command::new(&self.bin);
         // Flags first: whatever follows `--` is the command of `kubectl exec`.

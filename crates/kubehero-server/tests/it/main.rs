@@ -6,6 +6,7 @@ mod agents;
 mod api;
 mod audit;
 mod browser;
+mod direct;
 mod hostile;
 mod idp;
 mod kube;

@@ -43,7 +43,8 @@ async fn matrix_server() -> TestServer {
         key_sub(SCOPED),
         key_sub(NS)
     );
-    let ts = TestServer::start(&[("KUBEHERO_API_KEYS", &keys)], Some(&file)).await;
+    let env = [("KUBEHERO_API_KEYS", &*keys), ("KUBEHERO_PUBLIC_URL", "https://kubehero.example.com")];
+    let ts = TestServer::start(&env, Some(&file)).await;
     for c in ["prod-eu", "staging"] {
         let r = ts.post("/api/v1/clusters", Some(OWNER), json!({ "name": c })).await;
         assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
@@ -147,6 +148,10 @@ async fn route_role_scope_matrix() {
     // Minted from a CLI login only: these principals hold API keys.
     m.row(Method::POST, "/api/v1/clusters/{name}/token", "B B B B B B B B", |_, _| async {
         ("/api/v1/clusters/prod-eu/token".into(), None)
+    })
+    .await;
+    m.row(Method::GET, "/api/v1/clusters/{name}/direct", "A A A A A A A A", |_, _| async {
+        ("/api/v1/clusters/prod-eu/direct".into(), None)
     })
     .await;
     m.row(Method::GET, "/api/v1/clusters/{name}/certificates", "A A A A A A A A", |_, _| async {
@@ -291,6 +296,12 @@ async fn route_role_scope_matrix() {
         ("/api/v1/agent-cas".into(), Some(json!({})))
     })
     .await;
+    m.row(Method::GET, "/api/v1/issuer-keys", "D D D A D A D D", |_, _| async { ("/api/v1/issuer-keys".into(), None) })
+        .await;
+    m.row(Method::POST, "/api/v1/issuer-keys/rotate", "D D D D D A D D", |_, _| async {
+        ("/api/v1/issuer-keys/rotate".into(), None)
+    })
+    .await;
     for action in ["activate", "retire"] {
         let template = format!("/api/v1/agent-cas/{{id}}/{action}");
         m.row(Method::POST, &template, "D D D D D A D D", |_, _| async move {
@@ -354,9 +365,12 @@ async fn every_route_declares_and_enforces_its_permission() {
         match spec.permission {
             Permission::Public => {
                 let public = ["/healthz", "/readyz", "/metrics", "/api/v1/openapi.json"];
-                assert!(public.contains(&spec.path), "{} is public", spec.path);
+                let issuer = ["/.well-known/openid-configuration", "/openid/v1/jwks"];
+                assert!(public.contains(&spec.path) || issuer.contains(&spec.path), "{} is public", spec.path);
                 let r = ts.call(method, &path, None, None).await;
-                assert_eq!(r.status, StatusCode::OK, "{path}");
+                // The issuer's documents exist only with KUBEHERO_PUBLIC_URL (not set here).
+                let expected = if issuer.contains(&spec.path) { StatusCode::NOT_FOUND } else { StatusCode::OK };
+                assert_eq!(r.status, expected, "{path}: {}", r.body);
             }
             Permission::SignIn => {
                 // Sign-in routes manage the dashboard session themselves; without a session they never

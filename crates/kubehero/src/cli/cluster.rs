@@ -51,6 +51,24 @@ pub async fn add(t: &Target, name: &str, api_server_url: Option<&str>, join_ttl:
     Ok(ExitCode::SUCCESS)
 }
 
+/// `kubehero cluster add --direct`: what the cluster's API server needs to trust KubeHero's tokens directly.
+pub async fn direct(t: &Target, name: &str) -> anyhow::Result<()> {
+    let got = t.api.expect(Method::GET, &format!("/api/v1/clusters/{name}/direct"), &t.token, None).await?;
+    println!("\nFor kubectl straight to the API server (kubehero kubeconfig --direct), start kube-apiserver with:");
+    for f in got["flags"].as_array().into_iter().flatten() {
+        println!("  {}", text(f));
+    }
+    if let Some(pem) = got["ca_pem"].as_str() {
+        println!("\nwith {} holding KubeHero's CA:\n{pem}", text(&got["ca_file"]));
+    }
+    println!(
+        "\nOr, on Kubernetes 1.30 and later, --authentication-config=FILE with:\n\n{}",
+        text(&got["authentication_configuration"])
+    );
+    println!("{}", text(&got["note"]));
+    Ok(())
+}
+
 /// `kubehero cluster join-token NAME`: a new join token for a re-install.
 pub async fn join_token(t: &Target, name: &str, join_ttl: i64) -> anyhow::Result<ExitCode> {
     let body = json!({ "join_ttl_secs": join_ttl });

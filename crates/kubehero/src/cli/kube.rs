@@ -42,6 +42,7 @@ pub async fn token(
     store: &CredentialStore,
     t: &Target,
     cluster: &str,
+    direct: bool,
     exec_info: Option<String>,
 ) -> anyhow::Result<ExitCode> {
     if !t.token.is_cli_token() {
@@ -50,7 +51,8 @@ pub async fn token(
             t.api.server
         );
     }
-    let name = format!("cluster-token-{}-{cluster}", short_hash(&t.api.server));
+    let kind = if direct { "direct-token" } else { "cluster-token" };
+    let name = format!("{kind}-{}-{cluster}", short_hash(&t.api.server));
     let _held = store.lock_named(&name).await?;
     let login = t.token.id();
     let cached = store
@@ -61,7 +63,8 @@ pub async fn token(
     let got = match cached {
         Some(v) => v,
         None => {
-            let path = format!("/api/v1/clusters/{cluster}/token");
+            let query = if direct { "?direct=true" } else { "" };
+            let path = format!("/api/v1/clusters/{cluster}/token{query}");
             let minted = t.api.expect(Method::POST, &path, &t.token, None).await?;
             let v = json!({ "login": login, "token": minted["token"], "expires_at": minted["expires_at"] });
             store.write_private(&format!("{name}.json"), &v.to_string())?;
@@ -106,6 +109,8 @@ pub struct KubeconfigArgs {
     pub out: Option<PathBuf>,
     pub exec_api: String,
     pub ca_file: Option<PathBuf>,
+    /// Straight to each cluster's API server with direct tokens.
+    pub direct: bool,
 }
 
 /// `kubehero kubeconfig`: one context per cluster (`kubehero-<name>`), each with a user that runs `kubehero
@@ -116,13 +121,9 @@ pub async fn kubeconfig(
     env: &dyn kubehero_server::config::Env,
 ) -> anyhow::Result<ExitCode> {
     let listed = t.api.expect(Method::GET, "/api/v1/clusters", &t.token, None).await?;
-    let known: Vec<String> = listed["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|c| c["state"] != "removed")
-        .filter_map(|c| c["name"].as_str().map(str::to_string))
-        .collect();
+    let items: Vec<&Value> =
+        listed["items"].as_array().into_iter().flatten().filter(|c| c["state"] != "removed").collect();
+    let known: Vec<String> = items.iter().filter_map(|c| c["name"].as_str().map(str::to_string)).collect();
     let names = if a.clusters.is_empty() { known.clone() } else { a.clusters.clone() };
     if let Some(missing) = names.iter().find(|n| !known.contains(n)) {
         bail!("{} has no cluster {missing:?} (`kubehero cluster list` shows them)", t.api.server);
@@ -150,14 +151,31 @@ pub async fn kubeconfig(
     };
     for name in &names {
         let ctx = format!("kubehero-{name}");
-        let mut cluster = json!({ "server": format!("{}/k8s/clusters/{name}", t.api.server) });
+        let server = if a.direct {
+            let entry = items.iter().find(|c| c["name"].as_str() == Some(name));
+            match entry.and_then(|c| c["api_server_url"].as_str()) {
+                Some(url) => url.to_string(),
+                None => bail!(
+                    "cluster {name} has no API server URL registered, which --direct needs: register it with \
+                     `kubehero cluster add {name} --api-server-url https://…` (or leave out --direct to go through \
+                     the proxy)"
+                ),
+            }
+        } else {
+            format!("{}/k8s/clusters/{name}", t.api.server)
+        };
+        let mut cluster = json!({ "server": server });
         if let Some(ca) = &ca {
             cluster["certificate-authority-data"] = json!(ca);
         }
         let exec = json!({
             "apiVersion": a.exec_api,
             "command": exe,
-            "args": ["token", "--server", t.api.server, "--cluster", name],
+            "args": if a.direct {
+                json!(["token", "--server", t.api.server, "--cluster", name, "--direct"])
+            } else {
+                json!(["token", "--server", t.api.server, "--cluster", name])
+            },
             "interactiveMode": "IfAvailable",
             "provideClusterInfo": true,
             "installHint": "kubehero is KubeHero's CLI: install it, then run `kubehero login`",

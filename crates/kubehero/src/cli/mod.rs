@@ -60,6 +60,10 @@ pub enum CliCommand {
     Token {
         #[arg(long, value_name = "NAME")]
         cluster: String,
+        /// A JWT of KubeHero's own OIDC issuer (aud = the cluster's audience) for an API server that trusts
+        /// KubeHero directly, instead of a token for the proxy.
+        #[arg(long)]
+        direct: bool,
         #[command(flatten)]
         target: ServerArg,
     },
@@ -78,9 +82,14 @@ pub enum CliCommand {
         /// than 1.22.
         #[arg(long, value_name = "VERSION", default_value = "v1", value_parser = ["v1", "v1beta1"])]
         exec_api: String,
-        /// The control plane's CA (PEM), when its certificate is not publicly trusted.
+        /// The control plane's CA (PEM), when its certificate is not publicly trusted; with --direct, the
+        /// cluster API server's CA.
         #[arg(long, value_name = "FILE")]
         certificate_authority: Option<std::path::PathBuf>,
+        /// Contexts that reach each cluster's API server directly (its registered --api-server-url) with
+        /// `kubehero token --direct`, for clusters that trust KubeHero's issuer or TokenReview webhook.
+        #[arg(long)]
+        direct: bool,
         #[command(flatten)]
         target: ServerArg,
     },
@@ -99,6 +108,10 @@ pub enum ClusterCommand {
         /// How long the join token stays valid (e.g. 30m, 1h, 1d).
         #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = cluster::parse_duration)]
         join_ttl: i64,
+        /// Also print what the cluster's API server needs to trust KubeHero's tokens directly: the
+        /// kube-apiserver --oidc-* flags and the AuthenticationConfiguration document (Kubernetes 1.30+).
+        #[arg(long)]
+        direct: bool,
         #[command(flatten)]
         target: ServerArg,
     },
@@ -229,9 +242,13 @@ async fn run_with(cmd: CliCommand, env: &dyn Env) -> anyhow::Result<ExitCode> {
             account::rotate(&store, &target(&store, None, a.server.as_deref())?).await
         }
         CliCommand::Cluster(c) => match c {
-            ClusterCommand::Add { name, api_server_url, join_ttl, target: a } => {
+            ClusterCommand::Add { name, api_server_url, join_ttl, direct, target: a } => {
                 let t = target(&store, env_token, a.server.as_deref())?;
-                cluster::add(&t, &name, api_server_url.as_deref(), join_ttl).await
+                let code = cluster::add(&t, &name, api_server_url.as_deref(), join_ttl).await?;
+                if direct {
+                    cluster::direct(&t, &name).await?;
+                }
+                Ok(code)
             }
             ClusterCommand::JoinToken { name, join_ttl, target: a } => {
                 cluster::join_token(&target(&store, env_token, a.server.as_deref())?, &name, join_ttl).await
@@ -244,13 +261,13 @@ async fn run_with(cmd: CliCommand, env: &dyn Env) -> anyhow::Result<ExitCode> {
                 cluster::revoke(&target(&store, env_token, a.server.as_deref())?, &name, serial.as_deref()).await
             }
         },
-        CliCommand::Token { cluster, target: a } => {
+        CliCommand::Token { cluster, direct, target: a } => {
             let info = env.var("KUBERNETES_EXEC_INFO");
             // kubectl says whether a person is there to sign in (`spec.interactive`); so must the terminal.
             let interactive = kube::interactive(info.as_deref()) && std::io::IsTerminal::is_terminal(&std::io::stdin());
             let attempt = async |env_token: Option<Token>| -> anyhow::Result<ExitCode> {
                 let t = target(&store, env_token, a.server.as_deref())?;
-                kube::token(&store, &t, &cluster, info.clone()).await
+                kube::token(&store, &t, &cluster, direct, info.clone()).await
             };
             match attempt(env_token.clone()).await {
                 Ok(code) => Ok(code),
@@ -266,13 +283,14 @@ async fn run_with(cmd: CliCommand, env: &dyn Env) -> anyhow::Result<ExitCode> {
                 Err(e) => Err(e),
             }
         }
-        CliCommand::Kubeconfig { clusters, all: _, out, exec_api, certificate_authority, target: a } => {
+        CliCommand::Kubeconfig { clusters, all: _, out, exec_api, certificate_authority, direct, target: a } => {
             let t = target(&store, env_token, a.server.as_deref())?;
             let args = kube::KubeconfigArgs {
                 clusters,
                 out,
                 exec_api: format!("client.authentication.k8s.io/{exec_api}"),
                 ca_file: certificate_authority,
+                direct,
             };
             kube::kubeconfig(&t, args, env).await
         }
