@@ -55,6 +55,7 @@ pub struct Upstream {
     /// HTTP/1.1 only: upgrades (exec, attach, port-forward) cannot travel over HTTP/2.
     upgrades: reqwest::Client,
     token: Token,
+    rbac: crate::rbac::Sync,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -233,7 +234,19 @@ impl Upstream {
         };
         let client = trusted(builder())?;
         let upgrades = trusted(builder().http1_only())?;
-        Ok(Upstream { base: server.trim_end_matches('/').to_string(), client, upgrades, token })
+        let rbac = crate::rbac::Sync::new(true);
+        Ok(Upstream { base: server.trim_end_matches('/').to_string(), client, upgrades, token, rbac })
+    }
+
+    /// Turns RBAC sync off (`kubehero agent --rbac-sync=false`): the control plane's pushes are refused.
+    pub fn without_rbac_sync(mut self) -> Upstream {
+        self.rbac = crate::rbac::Sync::new(false);
+        self
+    }
+
+    /// The RBAC sync state.
+    pub fn rbac(&self) -> &crate::rbac::Sync {
+        &self.rbac
     }
 
     /// The API server's URL.
@@ -419,6 +432,31 @@ pub fn status(code: StatusCode, reason: &str, message: &str) -> Response<Body> {
     res
 }
 
+/// A control request of the control plane (only it can send one: the proxy strips `kubehero-*` headers).
+async fn control(up: Arc<Upstream>, req: Request<Incoming>) -> Response<Body> {
+    let kind = req.headers().get(crate::rbac::CONTROL_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if kind != crate::rbac::CONTROL_RBAC {
+        return status(StatusCode::BAD_REQUEST, "BadRequest", &format!("unknown control request {kind:?}"));
+    }
+    if !up.rbac().enabled {
+        return status(StatusCode::CONFLICT, "Conflict", "RBAC sync is off on this agent (--rbac-sync=false)");
+    }
+    let body = match http_body_util::Limited::new(req.into_body(), 16 << 20).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => return status(StatusCode::BAD_REQUEST, "BadRequest", &format!("the RBAC push: {e}")),
+    };
+    let desired: crate::rbac::Desired = match serde_json::from_slice(&body) {
+        Ok(d) => d,
+        Err(e) => return status(StatusCode::BAD_REQUEST, "BadRequest", &format!("the RBAC push: {e}")),
+    };
+    let report = crate::rbac::push(up, desired).await;
+    let mut res = Response::new(
+        Full::new(Bytes::from(serde_json::to_vec(&report).unwrap_or_default())).map_err(|e| match e {}).boxed(),
+    );
+    res.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    res
+}
+
 /// Serves each tunnel stream as HTTP/1.1 towards the API server.
 pub struct Forwarder(pub Arc<Upstream>);
 
@@ -426,9 +464,14 @@ impl crate::tunnel::StreamHandler for Forwarder {
     fn handle(&self, stream: crate::tunnel::Stream) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
         let upstream = self.0.clone();
         Box::pin(async move {
-            let svc = hyper::service::service_fn(move |req| {
+            let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
                 let upstream = upstream.clone();
-                async move { Ok::<_, std::convert::Infallible>(upstream.forward(req).await) }
+                async move {
+                    if req.headers().contains_key(crate::rbac::CONTROL_HEADER) {
+                        return Ok::<_, std::convert::Infallible>(control(upstream, req).await);
+                    }
+                    Ok::<_, std::convert::Infallible>(upstream.forward(req).await)
+                }
             });
             if let Err(e) =
                 hyper::server::conn::http1::Builder::new().serve_connection(stream, svc).with_upgrades().await

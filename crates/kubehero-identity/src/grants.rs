@@ -91,6 +91,22 @@ impl BindingsCache {
         normalize_grants(grants)
     }
 
+    /// The (role, namespace) pairs that namespace-scoped bindings (from the file and the database) grant in
+    /// `cluster`, whoever they name: what RBAC sync binds in each namespace.
+    pub fn namespace_roles(&self, cluster: &str) -> std::collections::BTreeSet<(Role, String)> {
+        let db = self.db_bindings.read().clone();
+        self.file_bindings
+            .iter()
+            .chain(db.iter())
+            .filter_map(|b| match &b.scope {
+                Scope::Namespace { cluster: glob, namespace } if kubehero_core::glob::matches(glob, cluster) => {
+                    Some((b.role, namespace.clone()))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
     /// The grants that group mappings and bindings give a principal, without the global `viewer` every
     /// principal holds by default: what reaching a cluster's Kubernetes API needs (a person with no binding for
     /// a cluster cannot reach it, though they may see it listed).

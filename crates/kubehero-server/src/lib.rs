@@ -214,6 +214,7 @@ pub async fn build_state(
         device_codes: throttle::PerSource::new(10, Duration::from_secs(30)),
         agents: Arc::new(agents),
         issuer: Arc::new(issuer),
+        rbac_pushes: Arc::default(),
         serving_ca_pem: config.tls.as_ref().and_then(|t| std::fs::read_to_string(&t.cert).ok()).and_then(|pem| {
             let last = pem.rfind("-----BEGIN CERTIFICATE-----")?;
             Some(pem[last..].trim().to_string() + "\n")
@@ -349,6 +350,7 @@ fn spawn_refresh(state: AppState, mut stop: watch::Receiver<bool>) {
                     }
                     state.agents.refresh_ca(&state).await;
                     state.agents.reload(&state).await;
+                    kube::rbac::push_changed(&state).await;
                 }
                 _ = seen.tick() => state.agents.hub.touch(&state).await,
                 _ = minute.tick() => {

@@ -54,6 +54,8 @@ pub struct Shared {
     pub agents: Arc<crate::agent::Agents>,
     /// The last certificate of `KUBEHERO_TLS_CERT` (the CA an API server needs to reach the issuer), if any.
     pub serving_ca_pem: Option<String>,
+    /// What RBAC sync last pushed to each cluster connected here, and its agents' reports.
+    pub rbac_pushes: Arc<crate::kube::rbac::Pushes>,
     /// KubeHero's own OIDC issuer (direct tokens for clusters that trust it).
     pub issuer: Arc<crate::issuer::Issuer>,
     /// Device codes per client address (10 at once, then one every 30 s).

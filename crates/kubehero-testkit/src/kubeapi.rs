@@ -23,6 +23,20 @@ pub const ADMIN_TOKEN: &str = "kubehero-testkit-admin-token";
 /// reaching the API server directly, whose rights come from RBAC (`kubehero_rbac`).
 pub const PERSON_TOKEN: &str = "kubehero-testkit-person-token";
 
+/// The rules of the agent's ClusterRole: impersonation (the proxy) and RBAC sync, nothing else. (The Helm
+/// chart and the README carry the same list.)
+pub fn agent_rules() -> serde_json::Value {
+    serde_json::json!([
+        {"apiGroups": [""], "resources": ["users", "groups"], "verbs": ["impersonate"]},
+        {"apiGroups": ["authentication.k8s.io"], "resources": ["uids", "userextras/kubehero.io/auth-method"], "verbs": ["impersonate"]},
+        {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["clusterroles", "clusterrolebindings", "rolebindings"],
+         "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"]},
+        {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["clusterroles"], "verbs": ["escalate"]},
+        {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["clusterroles"], "verbs": ["bind"],
+         "resourceNames": ["kubehero:viewer", "kubehero:member", "kubehero:auditor", "kubehero:admin", "kubehero:owner"]}
+    ])
+}
+
 /// A running kube-apiserver and its etcd.
 pub struct KubeApiServer {
     /// `https://127.0.0.1:<port>`.
@@ -190,10 +204,11 @@ impl KubeApiServer {
         ))
     }
 
-    /// RBAC for KubeHero in this cluster, as its admin: the agent's service account
+    /// RBAC for KubeHero's agent in this cluster, as its admin: the service account
     /// `kubehero-system/kubehero-agent` may impersonate users, groups, uids and the `kubehero.io/auth-method`
-    /// extra (nothing else); `kubehero:role:viewer` may read configmaps and namespaces; `kubehero:role:admin` is
-    /// `cluster-admin`.
+    /// extra, and (RBAC sync) manage ClusterRoles, ClusterRoleBindings and RoleBindings, make ClusterRoles
+    /// (`escalate`) and bind only the five `kubehero:<role>` ClusterRoles. The roles themselves
+    /// (`kubehero:viewer` … `kubehero:owner`) and their bindings are made by the agent's RBAC sync.
     pub async fn kubehero_rbac(&self) -> anyhow::Result<()> {
         let http = reqwest::Client::builder()
             .add_root_certificate(reqwest::Certificate::from_pem(&self.ca_pem)?)
@@ -205,37 +220,16 @@ impl KubeApiServer {
             serde_json::json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": name},
                 "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role}, "subjects": [subject]})
         };
-        let group = |g: &str| serde_json::json!({"kind": "Group", "name": g, "apiGroup": "rbac.authorization.k8s.io"});
         let objects = [
-            (
-                "clusterroles",
-                role(
-                    "kubehero-agent-impersonator",
-                    serde_json::json!([
-                        {"apiGroups": [""], "resources": ["users", "groups"], "verbs": ["impersonate"]},
-                        {"apiGroups": ["authentication.k8s.io"], "resources": ["uids", "userextras/kubehero.io/auth-method"], "verbs": ["impersonate"]}
-                    ]),
-                ),
-            ),
+            ("clusterroles", role("kubehero-agent", agent_rules())),
             (
                 "clusterrolebindings",
                 bind(
                     "kubehero-agent",
-                    "kubehero-agent-impersonator",
+                    "kubehero-agent",
                     serde_json::json!({"kind": "ServiceAccount", "name": "kubehero-agent", "namespace": "kubehero-system"}),
                 ),
             ),
-            (
-                "clusterroles",
-                role(
-                    "kubehero:viewer",
-                    serde_json::json!([
-                        {"apiGroups": [""], "resources": ["configmaps", "namespaces"], "verbs": ["get", "list", "watch"]}
-                    ]),
-                ),
-            ),
-            ("clusterrolebindings", bind("kubehero-viewers", "kubehero:viewer", group("kubehero:role:viewer"))),
-            ("clusterrolebindings", bind("kubehero-admins", "cluster-admin", group("kubehero:role:admin"))),
         ];
         for (kind, body) in objects {
             let r = http.post(format!("{}{rbac}/{kind}", self.url)).bearer_auth(ADMIN_TOKEN).json(&body).send().await?;

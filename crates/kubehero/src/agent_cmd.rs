@@ -20,7 +20,11 @@ cluster), renews it at about two thirds of its life, and reconnects forever with
 and full jitter. A restarted agent reuses the key and certificate in --state-dir without a join token.
 
 Requests through the tunnel reach the API server with the agent's own credentials: the current context of \
---kubeconfig, or (in a pod) the pod's service account.";
+--kubeconfig, or (in a pod) the pod's service account.
+
+RBAC sync (on by default): the control plane pushes the ClusterRoles kubehero:viewer|member|auditor|admin|owner \
+and the bindings KubeHero's roles imply; the agent applies them at once and every 10 s puts back edits and \
+deletions. It touches only objects labelled app.kubernetes.io/managed-by=kubehero.";
 
 #[derive(Args)]
 pub struct AgentArgs {
@@ -48,6 +52,10 @@ pub struct AgentArgs {
     /// API server credentials. Default in a pod: <the pod's namespace>/kubehero-agent-state.
     #[arg(long, value_name = "NAMESPACE/NAME", env = "KUBEHERO_AGENT_STATE_SECRET")]
     state_secret: Option<String>,
+    /// Keep the cluster's RBAC in step with KubeHero's roles (needs the RBAC permissions of the agent's
+    /// ClusterRole, see the README).
+    #[arg(long, value_name = "BOOL", env = "KUBEHERO_AGENT_RBAC_SYNC", default_value_t = true, action = clap::ArgAction::Set)]
+    rbac_sync: bool,
 }
 
 /// The pod's namespace, when running in one.
@@ -68,7 +76,7 @@ pub async fn run(a: AgentArgs) -> anyhow::Result<()> {
             tracing::warn!(server = upstream.server(), error = %e, "the cluster's API server does not answer yet")
         }
     }
-    let upstream = Arc::new(upstream);
+    let upstream = Arc::new(if a.rbac_sync { upstream } else { upstream.without_rbac_sync() });
     let secret = match (&a.state_secret, &a.state_dir, &a.kubeconfig) {
         (Some(s), _, _) => Some(s.clone()),
         (None, None, None) => pod_namespace().map(|ns| format!("{ns}/kubehero-agent-state")),

@@ -107,6 +107,11 @@ impl Hub {
     }
 
     /// The connected cluster's Kubernetes version, once known.
+    /// The clusters with a tunnel to this replica, each with its tunnel's id (a new tunnel has a new id).
+    pub fn connected(&self) -> Vec<(String, u64)> {
+        self.tunnels.lock().iter().map(|(c, e)| (c.clone(), e.id)).collect()
+    }
+
     pub fn kubernetes_version(&self, cluster: &str) -> Option<String> {
         self.tunnels.lock().get(cluster).and_then(|e| e.kubernetes_version.clone())
     }

@@ -20,9 +20,11 @@ pub fn audience(cluster: &kubehero_store::Cluster) -> String {
     cluster.labels.get(AUDIENCE_LABEL).cloned().unwrap_or_else(|| cluster.name.clone())
 }
 
-/// The groups `p` has on `cluster`, for a token that is not tied to one namespace. Empty when `p` holds no
-/// role there (such a person gets no direct token).
-pub fn groups(s: &AppState, p: &Principal, cluster: &str) -> Vec<String> {
+/// The groups that say which roles `p` holds on `cluster`: `kubehero:role:<role>` for roles on the whole
+/// cluster, `kubehero:role:<role>:ns:<namespace>` for roles held in one namespace (RBAC sync binds those there)
+/// and, for a request in `namespace`, `kubehero:role:<role>` for the roles held in that namespace too. Then
+/// the IdP groups. Empty when `p` holds no role anywhere on the cluster (KubeHero refuses such a person).
+pub fn groups(s: &AppState, p: &Principal, cluster: &str, namespace: Option<&str>) -> Vec<String> {
     let mut roles = BTreeSet::new();
     for g in s.identity.bindings.explicit_grants(p) {
         match &g.scope {
@@ -32,8 +34,11 @@ pub fn groups(s: &AppState, p: &Principal, cluster: &str) -> Vec<String> {
             Scope::Cluster { cluster: glob } if kubehero_core::glob::matches(glob, cluster) => {
                 roles.insert(role_group(g.role));
             }
-            Scope::Namespace { cluster: glob, namespace } if kubehero_core::glob::matches(glob, cluster) => {
-                roles.insert(namespace_role_group(g.role, namespace));
+            Scope::Namespace { cluster: glob, namespace: ns } if kubehero_core::glob::matches(glob, cluster) => {
+                roles.insert(namespace_role_group(g.role, ns));
+                if namespace == Some(ns.as_str()) {
+                    roles.insert(role_group(g.role));
+                }
             }
             _ => {}
         }

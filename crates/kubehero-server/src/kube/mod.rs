@@ -15,11 +15,11 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use kubehero_core::kube::{cluster_user, idp_group, role_group, RequestInfo};
-use kubehero_core::{AuditActor, AuditTarget, Principal, Role, Target};
-use std::collections::BTreeSet;
+use kubehero_core::kube::{cluster_user, RequestInfo};
+use kubehero_core::{AuditActor, AuditTarget, Principal};
 
 pub mod direct;
+pub mod rbac;
 pub mod streams;
 
 /// Where the surface lives.
@@ -119,22 +119,10 @@ pub(crate) async fn resolve(
     }
 }
 
-/// The roles `p` holds for `cluster` (and `namespace`) through group mappings and bindings.
-pub(crate) fn roles_for(s: &AppState, p: &Principal, cluster: &str, namespace: Option<&str>) -> BTreeSet<Role> {
-    let target = Target::in_namespace(cluster, namespace);
-    s.identity
-        .bindings
-        .explicit_grants(p)
-        .into_iter()
-        .filter(|g| kubehero_core::authz::scope_covers(&g.scope, target))
-        .map(|g| g.role)
-        .collect()
-}
-
 /// Who the cluster sees, as the headers the agent turns into `Impersonate-*`: the user, the role and IdP
 /// groups (the API server adds `system:authenticated`), the auth-method extra. `uid` only for API servers that
 /// accept `Impersonate-Uid` (1.22 and later).
-fn identity_headers(p: &Principal, roles: &BTreeSet<Role>, with_uid: bool) -> Vec<(HeaderName, HeaderValue)> {
+fn identity_headers(p: &Principal, groups: &[String], with_uid: bool) -> Vec<(HeaderName, HeaderValue)> {
     let mut out = Vec::new();
     let mut push = |name: &str, value: &str| {
         if let (Ok(n), Ok(v)) = (HeaderName::try_from(name), HeaderValue::from_str(value)) {
@@ -142,11 +130,8 @@ fn identity_headers(p: &Principal, roles: &BTreeSet<Role>, with_uid: bool) -> Ve
         }
     };
     push(IMPERSONATE_USER, &cluster_user(p.email.as_deref(), &p.sub));
-    for r in roles {
-        push(IMPERSONATE_GROUP, &role_group(*r));
-    }
-    for g in &p.groups {
-        push(IMPERSONATE_GROUP, &idp_group(g));
+    for g in groups {
+        push(IMPERSONATE_GROUP, g);
     }
     // `system:authenticated` is not sent: the API server adds it to every impersonated user itself (when the
     // groups name neither it nor `system:unauthenticated`), and each impersonated group costs it one
@@ -202,10 +187,9 @@ pub async fn proxy(State(s): State<AppState>, mut req: Request) -> Response {
         let msg = format!("cluster {cluster} is not registered with KubeHero");
         return refuse(StatusCode::NOT_FOUND, "NotFound", &msg, Code::NotFound);
     }
-    let roles = roles_for(&s, &p, &cluster, info.namespace.as_deref());
-    if roles.is_empty() {
-        let scope = info.namespace.as_deref().map_or(String::new(), |n| format!(" or its namespace {n}"));
-        let msg = format!("you have no KubeHero role on cluster {cluster}{scope}: ask an admin for a binding");
+    let groups = direct::groups(&s, &p, &cluster, info.namespace.as_deref());
+    if groups.is_empty() {
+        let msg = format!("you have no KubeHero role on cluster {cluster}: ask an admin for a binding");
         return refuse(StatusCode::FORBIDDEN, "Forbidden", &msg, Code::PermissionDenied);
     }
     let upgrade = req.headers().contains_key(axum::http::header::UPGRADE);
@@ -298,7 +282,7 @@ pub async fn proxy(State(s): State<AppState>, mut req: Request) -> Response {
     };
     copy_headers(&parts.headers, headers, upgrade);
     headers.insert(axum::http::header::HOST, HeaderValue::from_static("kubernetes.default.svc"));
-    for (n, v) in identity_headers(&p, &roles, with_uid) {
+    for (n, v) in identity_headers(&p, &groups, with_uid) {
         headers.append(n, v);
     }
     let Ok(out) = out.body(body) else {

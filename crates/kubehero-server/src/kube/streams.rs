@@ -102,7 +102,7 @@ impl Streams {
         for (id, cluster, namespace, method, headers) in snapshot {
             let allowed = match super::resolve(s, &method, &headers, &cluster).await {
                 Ok(p) => {
-                    !super::roles_for(s, &p, &cluster, namespace.as_deref()).is_empty()
+                    !super::direct::groups(s, &p, &cluster, namespace.as_deref()).is_empty()
                         && p.expires_at.is_none_or(|e| e > s.clock.now())
                         && s.agents.registry.refusal(Some(&cluster), "").is_none()
                 }

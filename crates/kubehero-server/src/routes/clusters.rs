@@ -342,6 +342,16 @@ pub async fn direct(
     Ok(axum::Json(crate::kube::direct::apiserver_settings(issuer, &audience, s.serving_ca_pem.as_deref())))
 }
 
+/// `GET /api/v1/clusters/{name}/rbac` — permission: `cluster.get`. The RBAC objects RBAC sync keeps in the
+/// cluster, and (when its agent is connected to this replica) what the agent's last apply did.
+pub async fn rbac(State(s): State<AppState>, Auth(p): Auth, Path(name): Path<String>) -> ApiResult<impl IntoResponse> {
+    allow(&p, Action::ClusterGet, Target::cluster(&name))?;
+    s.store.get_cluster(&name).await?;
+    let d = crate::kube::rbac::desired(&s, &name);
+    let last = s.rbac_pushes.report(&name).map(|(at, r)| serde_json::json!({ "at": at, "report": r }));
+    Ok(axum::Json(serde_json::json!({ "generation": d.generation, "objects": d.objects, "last_apply": last })))
+}
+
 pub async fn token(
     State(s): State<AppState>,
     Auth(p): Auth,
@@ -382,7 +392,7 @@ pub async fn token(
                 "direct tokens need KubeHero's OIDC issuer: set KUBEHERO_PUBLIC_URL on the control plane",
             )
         })?;
-        let groups = crate::kube::direct::groups(&s, &p, &name);
+        let groups = crate::kube::direct::groups(&s, &p, &name, None);
         let claims =
             crate::kube::direct::claims(issuer, &crate::kube::direct::audience(&cluster), &p, &groups, now, expires_at);
         let jwt = s.issuer.sign(&claims).map_err(|e| ApiError::new(crate::error::Code::Unavailable, e.to_string()))?;

@@ -103,6 +103,7 @@ pub fn table() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
         ),
         r(Method::POST, "/api/v1/clusters/{name}/token", Requires(ClusterGet), on(MethodFilter::POST, clusters::token)),
         r(Method::GET, "/api/v1/clusters/{name}/direct", Requires(ClusterGet), on(MethodFilter::GET, clusters::direct)),
+        r(Method::GET, "/api/v1/clusters/{name}/rbac", Requires(ClusterGet), on(MethodFilter::GET, clusters::rbac)),
         r(
             Method::GET,
             "/api/v1/clusters/{name}/certificates",

@@ -57,7 +57,24 @@ pub(crate) async fn connect_agent(
         assert!(t0.elapsed() < Duration::from_secs(20), "the agent of {cluster} did not connect");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    rbac_applied(ts, cluster).await;
     stop
+}
+
+/// Waits until RBAC sync has applied the control plane's objects in `cluster` (at most a few seconds after
+/// its agent connects, or after a change), without errors; gives the agent's report.
+pub(crate) async fn rbac_applied(ts: &TestServer, cluster: &str) -> kubehero_agent::rbac::Report {
+    let state = &ts.server.as_ref().unwrap().state;
+    let t0 = Instant::now();
+    loop {
+        let want = kubehero_server::kube::rbac::desired(state, cluster).generation;
+        if let Some((_, r)) = state.rbac_pushes.report(cluster).filter(|(_, r)| r.generation == want) {
+            assert!(r.errors.is_empty(), "RBAC sync in {cluster}: {:?}", r.errors);
+            return r;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(20), "RBAC sync never applied in {cluster}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 pub(crate) struct Kubectl {

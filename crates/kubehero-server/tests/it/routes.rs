@@ -154,6 +154,10 @@ async fn route_role_scope_matrix() {
         ("/api/v1/clusters/prod-eu/direct".into(), None)
     })
     .await;
+    m.row(Method::GET, "/api/v1/clusters/{name}/rbac", "A A A A A A A A", |_, _| async {
+        ("/api/v1/clusters/prod-eu/rbac".into(), None)
+    })
+    .await;
     m.row(Method::GET, "/api/v1/clusters/{name}/certificates", "A A A A A A A A", |_, _| async {
         ("/api/v1/clusters/prod-eu/certificates".into(), None)
     })

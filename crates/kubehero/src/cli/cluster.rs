@@ -69,6 +69,37 @@ pub async fn direct(t: &Target, name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `kubehero cluster rbac diff NAME`: the steps that would bring the cluster's managed RBAC objects (read
+/// through the proxy) to what KubeHero wants. Exit code 0 when in step, 1 when there are changes.
+pub async fn rbac_diff(t: &Target, name: &str) -> anyhow::Result<ExitCode> {
+    use kubehero_agent::rbac::{plan, MANAGED_BY_KEY, MANAGED_BY_VALUE};
+    let want = t.api.expect(Method::GET, &format!("/api/v1/clusters/{name}/rbac"), &t.token, None).await?;
+    let desired: Vec<Value> = want["objects"].as_array().cloned().unwrap_or_default();
+    let mut current = Vec::new();
+    for (resource, kind) in
+        [("clusterroles", "ClusterRole"), ("clusterrolebindings", "ClusterRoleBinding"), ("rolebindings", "RoleBinding")]
+    {
+        let path = format!(
+            "/k8s/clusters/{name}/apis/rbac.authorization.k8s.io/v1/{resource}?labelSelector={MANAGED_BY_KEY}%3D{MANAGED_BY_VALUE}"
+        );
+        let listed = t.api.expect(Method::GET, &path, &t.token, None).await?;
+        for mut item in listed["items"].as_array().cloned().unwrap_or_default() {
+            item["kind"] = json!(kind);
+            current.push(item);
+        }
+    }
+    let steps = plan(&desired, &current);
+    if steps.is_empty() {
+        println!("cluster {name}: RBAC is in step with KubeHero ({} objects)", desired.len());
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("cluster {name}: RBAC sync would");
+    for s in &steps {
+        println!("  {}", s.describe());
+    }
+    Ok(ExitCode::from(1))
+}
+
 /// `kubehero cluster join-token NAME`: a new join token for a re-install.
 pub async fn join_token(t: &Target, name: &str, join_ttl: i64) -> anyhow::Result<ExitCode> {
     let body = json!({ "join_ttl_secs": join_ttl });

@@ -95,6 +95,17 @@ pub enum CliCommand {
     },
 }
 
+/// `kubehero cluster rbac …`.
+#[derive(Subcommand)]
+pub enum RbacAction {
+    /// Print the changes RBAC sync would make (create, update, recreate, delete), or that there are none.
+    Diff {
+        name: String,
+        #[command(flatten)]
+        target: ServerArg,
+    },
+}
+
 /// `kubehero cluster …` (through the API, with the stored credential).
 #[derive(Subcommand)]
 pub enum ClusterCommand {
@@ -131,6 +142,12 @@ pub enum ClusterCommand {
         name: String,
         #[command(flatten)]
         target: ServerArg,
+    },
+    /// What RBAC sync would change in the cluster: the objects KubeHero keeps there compared with what the
+    /// cluster holds now (read through the proxy, so it needs read access to RBAC objects there).
+    Rbac {
+        #[command(subcommand)]
+        action: RbacAction,
     },
     /// Revoke a cluster's agent certificates (all, or one by --serial); its tunnel closes at once (admin).
     Revoke {
@@ -252,6 +269,9 @@ async fn run_with(cmd: CliCommand, env: &dyn Env) -> anyhow::Result<ExitCode> {
             }
             ClusterCommand::JoinToken { name, join_ttl, target: a } => {
                 cluster::join_token(&target(&store, env_token, a.server.as_deref())?, &name, join_ttl).await
+            }
+            ClusterCommand::Rbac { action: RbacAction::Diff { name, target: a } } => {
+                cluster::rbac_diff(&target(&store, env_token, a.server.as_deref())?, &name).await
             }
             ClusterCommand::List(a) => cluster::list(&target(&store, env_token, a.server.as_deref())?).await,
             ClusterCommand::Remove { name, target: a } => {
