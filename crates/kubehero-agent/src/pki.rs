@@ -41,6 +41,19 @@ pub struct CertFacts {
     pub not_after: i64,
     /// `sha256:<hex>` of the SubjectPublicKeyInfo (what `--ca-hash` names for a CA).
     pub spki_hash: String,
+    /// A certificate for a cluster's API server calling the TokenReview webhook (URI SAN
+    /// `urn:kubehero:webhook:<cluster>`), not for its agent: it may not hold a tunnel or renew.
+    pub webhook: bool,
+}
+
+/// The URI SAN of an agent's certificate.
+pub fn agent_urn(cluster: &str) -> String {
+    format!("urn:kubehero:cluster:{cluster}")
+}
+
+/// The URI SAN of the certificate a cluster's API server presents to the TokenReview webhook.
+pub fn webhook_urn(cluster: &str) -> String {
+    format!("urn:kubehero:webhook:{cluster}")
 }
 
 /// Reads the facts of one DER certificate.
@@ -49,7 +62,17 @@ pub fn cert_facts(der: &[u8]) -> Result<CertFacts, PkiError> {
     let (_, cert) = x509_parser::certificate::X509Certificate::from_der(der).map_err(pki("reading a certificate"))?;
     let cn = cert.subject().iter_common_name().next().and_then(|c| c.as_str().ok()).map(str::to_string);
     let serial = cert.raw_serial().iter().map(|b| format!("{b:02x}")).collect();
+    let webhook = cn.as_deref().is_some_and(|cn| {
+        let urn = webhook_urn(cn);
+        cert.subject_alternative_name().ok().flatten().is_some_and(|san| {
+            san.value
+                .general_names
+                .iter()
+                .any(|n| matches!(n, x509_parser::extensions::GeneralName::URI(u) if *u == urn))
+        })
+    });
     Ok(CertFacts {
+        webhook,
         cn,
         serial,
         not_before: cert.validity().not_before.timestamp(),

@@ -95,7 +95,9 @@ pub fn plan(desired: &[Value], current: &[Value]) -> Vec<Step> {
         match current.iter().find(|c| key(c) == key(d)) {
             None => steps.push(Step::Create(d.clone())),
             Some(c) if content(c) == content(d) => {}
-            Some(c) if d["roleRef"] != Value::Null && c["roleRef"] != d["roleRef"] => steps.push(Step::Recreate(d.clone())),
+            Some(c) if d["roleRef"] != Value::Null && c["roleRef"] != d["roleRef"] => {
+                steps.push(Step::Recreate(d.clone()))
+            }
             Some(c) => {
                 let mut r = d.clone();
                 r["metadata"]["resourceVersion"] = c["metadata"]["resourceVersion"].clone();
@@ -128,9 +130,11 @@ fn paths(o: &Value) -> Option<(String, String)> {
 pub async fn current(up: &Upstream) -> Result<Vec<Value>, String> {
     let selector = format!("labelSelector={MANAGED_BY_KEY}%3D{MANAGED_BY_VALUE}");
     let mut all = Vec::new();
-    for (resource, kind) in
-        [("clusterroles", "ClusterRole"), ("clusterrolebindings", "ClusterRoleBinding"), ("rolebindings", "RoleBinding")]
-    {
+    for (resource, kind) in [
+        ("clusterroles", "ClusterRole"),
+        ("clusterrolebindings", "ClusterRoleBinding"),
+        ("rolebindings", "RoleBinding"),
+    ] {
         let path = format!("{RBAC}/{resource}?{selector}");
         let (status, body) = up.call_json(http::Method::GET, &path, None).await.map_err(|e| e.0)?;
         if status != 200 {
@@ -244,7 +248,9 @@ async fn run(up: &Upstream, step: &Step, report: &mut Report) -> Result<(), Stri
             match status {
                 200..=299 => report.created.push(name_of(o)),
                 // Not in the labelled list, yet there: someone else's object of that name.
-                409 => report.conflicts.push(format!("{} exists without {MANAGED_BY_KEY}={MANAGED_BY_VALUE}: left alone", name_of(o))),
+                409 => report
+                    .conflicts
+                    .push(format!("{} exists without {MANAGED_BY_KEY}={MANAGED_BY_VALUE}: left alone", name_of(o))),
                 _ => return Err(refused(status, &answer)),
             }
         }
@@ -279,7 +285,12 @@ mod tests {
         let described: Vec<String> = steps.iter().map(Step::describe).collect();
         assert_eq!(
             described,
-            ["update ClusterRole a", "create ClusterRole new", "recreate ClusterRoleBinding b", "delete ClusterRole gone"]
+            [
+                "update ClusterRole a",
+                "create ClusterRole new",
+                "recreate ClusterRoleBinding b",
+                "delete ClusterRole gone"
+            ]
         );
         let Step::Replace(r) = &steps[0] else { panic!() };
         assert_eq!(r["metadata"]["resourceVersion"], "7", "a replace carries the version it read");

@@ -85,14 +85,26 @@ impl Identity {
                 "invalid bearer token: the per-cluster token has expired; kubehero token mints a new one",
             ));
         }
-        let key = hex_32(&claims.s).ok_or_else(|| refused("invalid bearer token: not a per-cluster token"))?;
+        self.behind_login(&claims.s, claims.e).await
+    }
+
+    /// The person of the CLI login whose SHA-256 (hex) is `login_hash`, as of now: what a token minted from
+    /// that login (a per-cluster token, or a direct token's `sid`) stands for until `expires_at`. Refused when
+    /// the login was revoked or expired, or the person was deprovisioned.
+    pub async fn behind_login(
+        &self,
+        login_hash: &str,
+        expires_at: i64,
+    ) -> Result<(Principal, Arc<SessionRecord>), IdentityError> {
+        let now = self.clock.now();
+        let key = hex_32(login_hash).ok_or_else(|| refused("invalid bearer token: not a KubeHero cluster token"))?;
         let login = self
-            .lookup_digest(&key, &claims.s)
+            .lookup_digest(&key, login_hash)
             .await?
             .filter(|l| l.kind == SessionKind::CliToken && l.revoked_at.is_none() && now < l.expires_at)
             .ok_or_else(|| refused("invalid bearer token: the CLI login behind this token was revoked or expired"))?;
         let mut principal = self.admit(self.person(&login, AuthMethod::CliToken)).await?;
-        principal.expires_at = Some(claims.e.min(login.expires_at));
+        principal.expires_at = Some(expires_at.min(login.expires_at));
         Ok((principal, login))
     }
 }

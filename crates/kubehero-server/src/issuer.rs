@@ -211,6 +211,41 @@ impl Issuer {
         }))
     }
 
+    /// The claims of a token this issuer signed with a key it still publishes, whose `iss` is this issuer and
+    /// which is valid at `now` (30 s of clock skew allowed); why not otherwise.
+    pub fn verify(&self, token: &str, now: i64) -> Result<Value, String> {
+        let url = self.url.as_deref().ok_or("KubeHero's issuer is off")?;
+        let d = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(s).map_err(|_| "not a JWT");
+        let mut parts = token.split('.');
+        let (Some(h), Some(c), Some(sig), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+            return Err("not a JWT".into());
+        };
+        let header: Value = serde_json::from_slice(&d(h)?).map_err(|_| "not a JWT")?;
+        if header["alg"] != "ES256" {
+            return Err("not signed by KubeHero's issuer (alg)".into());
+        }
+        let jwks = self.jwks();
+        let jwk = jwks["keys"]
+            .as_array()
+            .and_then(|keys| keys.iter().find(|k| k["kid"] == header["kid"]))
+            .ok_or("not signed by a key KubeHero's issuer publishes")?;
+        let mut point = vec![4u8];
+        point.extend(d(jwk["x"].as_str().unwrap_or_default())?);
+        point.extend(d(jwk["y"].as_str().unwrap_or_default())?);
+        ring::signature::UnparsedPublicKey::new(&ring::signature::ECDSA_P256_SHA256_FIXED, point)
+            .verify(format!("{h}.{c}").as_bytes(), &d(sig)?)
+            .map_err(|_| "the signature does not verify")?;
+        let claims: Value = serde_json::from_slice(&d(c)?).map_err(|_| "the claims are not JSON")?;
+        if claims["iss"] != url {
+            return Err("issued by another issuer".into());
+        }
+        match (claims["exp"].as_i64(), claims["nbf"].as_i64().unwrap_or(0)) {
+            (Some(exp), nbf) if nbf <= now + 30 && now < exp + 30 => Ok(claims),
+            (Some(_), _) => Err("the token has expired or is not yet valid".into()),
+            (None, _) => Err("the token has no expiry".into()),
+        }
+    }
+
     /// A compact JWS of `claims` (which must hold `iss`, `aud`, `exp`) with the signing key.
     pub fn sign(&self, claims: &Value) -> Result<String, IssuerError> {
         let (kid, pair) =

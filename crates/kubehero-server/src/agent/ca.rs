@@ -141,6 +141,16 @@ impl Ca {
     /// `cluster`; only its public key is taken. CN = the cluster, URI SAN `urn:kubehero:cluster:<name>`,
     /// client-auth only, valid from a minute ago for `ttl` seconds, a random 128-bit serial.
     pub fn issue(&self, csr_pem: &str, cluster: &str, ttl: i64, now: i64) -> Result<Issued, IssueError> {
+        self.issue_for(csr_pem, cluster, &kubehero_agent::pki::agent_urn(cluster), ttl, now)
+    }
+
+    /// [`Ca::issue`] for the cluster's API server calling the TokenReview webhook: URI SAN
+    /// `urn:kubehero:webhook:<name>` (such a certificate cannot hold a tunnel or renew).
+    pub fn issue_webhook(&self, csr_pem: &str, cluster: &str, ttl: i64, now: i64) -> Result<Issued, IssueError> {
+        self.issue_for(csr_pem, cluster, &kubehero_agent::pki::webhook_urn(cluster), ttl, now)
+    }
+
+    fn issue_for(&self, csr_pem: &str, cluster: &str, uri: &str, ttl: i64, now: i64) -> Result<Issued, IssueError> {
         let mut csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)
             .map_err(|e| IssueError::BadCsr(format!("the CSR cannot be read or its signature is wrong: {e}")))?;
         let cn = csr.params.distinguished_name.get(&DnType::CommonName).map(dn_text);
@@ -158,9 +168,8 @@ impl Ca {
         let mut params = CertificateParams::default();
         params.distinguished_name = rcgen::DistinguishedName::new();
         params.distinguished_name.push(DnType::CommonName, cluster);
-        let uri = format!("urn:kubehero:cluster:{cluster}");
         params.subject_alt_names =
-            vec![SanType::URI(uri.try_into().map_err(|e| IssueError::Internal(format!("{e}")))?)];
+            vec![SanType::URI(uri.to_string().try_into().map_err(|e| IssueError::Internal(format!("{e}")))?)];
         params.not_before = unix(now - 60);
         params.not_after = unix(now + ttl);
         params.serial_number = Some(rcgen::SerialNumber::from_slice(&serial));

@@ -195,16 +195,19 @@ async fn connection(
     }
 }
 
-type Answer = hyper::Response<Full<Bytes>>;
+/// The TokenReview webhook of clusters that trust KubeHero directly (issue of `kubehero cluster add --webhook`).
+pub const TOKENREVIEW_PATH: &str = "/api/v1/tokenreview";
 
-fn answer(status: StatusCode, body: &impl serde::Serialize) -> Answer {
+pub(crate) type Answer = hyper::Response<Full<Bytes>>;
+
+pub(crate) fn answer(status: StatusCode, body: &impl serde::Serialize) -> Answer {
     let mut res = hyper::Response::new(Full::new(Bytes::from(serde_json::to_vec(body).unwrap_or_default())));
     *res.status_mut() = status;
     res.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
     res
 }
 
-fn error(status: StatusCode, code: &str, message: &str) -> Answer {
+pub(crate) fn error(status: StatusCode, code: &str, message: &str) -> Answer {
     answer(
         status,
         &proto::ErrorBody { error: proto::ErrorDetail { code: code.to_string(), message: message.to_string() } },
@@ -221,8 +224,11 @@ async fn route(
     let source = Some(addr.ip().to_string());
     match (req.method(), req.uri().path()) {
         (&Method::POST, proto::JOIN_PATH) => join(state, agents, source, req).await,
+        (&Method::POST, TOKENREVIEW_PATH) => {
+            crate::kube::tokenreview::review(state, agents, peer.map(|p| p.0), source, req).await
+        }
         (&Method::POST, proto::RENEW_PATH) | (&Method::GET, proto::TUNNEL_PATH) => {
-            let Some((peer, der)) = peer else {
+            let Some((peer, der)) = peer.filter(|(p, _)| !p.webhook) else {
                 return error(
                     StatusCode::UNAUTHORIZED,
                     "unauthenticated",
@@ -248,7 +254,7 @@ async fn route(
     }
 }
 
-async fn read_json<T: serde::de::DeserializeOwned>(req: hyper::Request<Incoming>) -> Result<T, Answer> {
+pub(crate) async fn read_json<T: serde::de::DeserializeOwned>(req: hyper::Request<Incoming>) -> Result<T, Answer> {
     let body = Limited::new(req.into_body(), MAX_BODY);
     let bytes = match tokio::time::timeout(HANDSHAKE_TIMEOUT, body.collect()).await {
         Ok(Ok(b)) => b.to_bytes(),

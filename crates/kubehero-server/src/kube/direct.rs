@@ -50,7 +50,16 @@ pub fn groups(s: &AppState, p: &Principal, cluster: &str, namespace: Option<&str
 }
 
 /// The claims of a direct token.
-pub fn claims(issuer: &str, audience: &str, p: &Principal, groups: &[String], now: i64, expires_at: i64) -> Value {
+/// `sid` is the SHA-256 of the CLI login it was minted from: the TokenReview webhook checks that login is still
+/// live.
+pub fn claims(
+    issuer: &str,
+    audience: &str,
+    p: &Principal,
+    groups: &[String],
+    sid: &str,
+    (now, expires_at): (i64, i64),
+) -> Value {
     let user = cluster_user(p.email.as_deref(), &p.sub);
     let mut jti = [0u8; 16];
     let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut jti);
@@ -61,6 +70,7 @@ pub fn claims(issuer: &str, audience: &str, p: &Principal, groups: &[String], no
         "username": user.strip_prefix(USERNAME_PREFIX).unwrap_or(&user),
         "groups": groups,
         "auth_method": p.auth_method.as_str(),
+        "sid": sid,
         "iat": now,
         "nbf": now - 30,
         "exp": expires_at,

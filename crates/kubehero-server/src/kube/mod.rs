@@ -21,6 +21,7 @@ use kubehero_core::{AuditActor, AuditTarget, Principal};
 pub mod direct;
 pub mod rbac;
 pub mod streams;
+pub mod tokenreview;
 
 /// Where the surface lives.
 pub const PREFIX: &str = "/k8s/clusters/";

@@ -101,7 +101,14 @@ pub fn rules(role: Role) -> Vec<Value> {
             r.push(rule(&[""], &["pods/exec", "pods/attach", "pods/portforward"], &["get", "create"]));
             r.push(rule(
                 &["apps"],
-                &["deployments", "deployments/scale", "statefulsets", "statefulsets/scale", "daemonsets", "replicasets"],
+                &[
+                    "deployments",
+                    "deployments/scale",
+                    "statefulsets",
+                    "statefulsets/scale",
+                    "daemonsets",
+                    "replicasets",
+                ],
                 &WRITE,
             ));
             r.push(rule(&["batch"], &["jobs", "cronjobs"], &WRITE));

@@ -352,6 +352,73 @@ pub async fn rbac(State(s): State<AppState>, Auth(p): Auth, Path(name): Path<Str
     Ok(axum::Json(serde_json::json!({ "generation": d.generation, "objects": d.objects, "last_apply": last })))
 }
 
+/// How long the certificate in a webhook kubeconfig lives (the API server does not renew it; revoke it with
+/// `kubehero cluster revoke --serial`, issue a new one with `kubehero cluster add NAME --webhook` again).
+const WEBHOOK_CERT_TTL: i64 = 365 * 86400;
+
+/// `POST /api/v1/clusters/{name}/webhook` — permission: `cluster.register`. A client certificate (recorded and
+/// revocable like an agent's, but good only for token reviews) and the webhook kubeconfig that lets the
+/// cluster's API server ask KubeHero who a token is, with the flags to pass it.
+pub async fn webhook(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    audited: Audited,
+    Path(name): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    use base64::Engine;
+    allow(&p, Action::ClusterRegister, Target::cluster(&name))?;
+    let cluster = s.store.get_cluster(&name).await?;
+    let audience = crate::kube::direct::audience(&cluster);
+    let internal = |e: String| ApiError::new(crate::error::Code::Internal, e);
+    let key = rcgen::KeyPair::generate().map_err(|e| internal(e.to_string()))?;
+    let mut params = rcgen::CertificateParams::default();
+    params.distinguished_name.push(rcgen::DnType::CommonName, name.as_str());
+    let csr = params.serialize_request(&key).and_then(|c| c.pem()).map_err(|e| internal(e.to_string()))?;
+    let now = s.clock.now();
+    let issued = s.agents.ca.issue_webhook(&csr, &name, WEBHOOK_CERT_TTL, now).map_err(|e| internal(e.to_string()))?;
+    let cert = kubehero_store::AgentCert {
+        serial: issued.serial.clone(),
+        cluster: name.clone(),
+        issued_at: now,
+        not_after: issued.not_after,
+        revoked_at: None,
+    };
+    let target = target_of("cluster", &name, Some(&name), None);
+    audited.apply_named(Change::IssueAgentCert(&cert), "cluster.webhook", &target, StatusCode::CREATED).await?;
+    let b64 = |t: &str| base64::engine::general_purpose::STANDARD.encode(t);
+    let server = format!("{}{}", agent_server(&s), crate::agent::listener::TOKENREVIEW_PATH);
+    let kubeconfig = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: kubehero\n  cluster:\n    server: {server}\n    \
+         certificate-authority-data: {}\nusers:\n- name: kube-apiserver\n  user:\n    client-certificate-data: {}\n    \
+         client-key-data: {}\ncontexts:\n- name: webhook\n  context:\n    cluster: kubehero\n    user: kube-apiserver\n\
+         current-context: webhook\n",
+        b64(&s.agents.ca.bundle_pem()),
+        b64(&issued.cert_pem),
+        b64(&key.serialize_pem()),
+    );
+    let file = "/etc/kubernetes/kubehero-webhook.kubeconfig";
+    let body = serde_json::json!({
+        "kubeconfig": kubeconfig,
+        "kubeconfig_file": file,
+        "flags": [
+            format!("--authentication-token-webhook-config-file={file}"),
+            "--authentication-token-webhook-version=v1",
+            "--authentication-token-webhook-cache-ttl=30s",
+            format!("--api-audiences=<its --service-account-issuer>,{audience}"),
+        ],
+        "serial": issued.serial,
+        "not_after": issued.not_after,
+        "note": format!("KubeHero's tokens for this cluster have the audience {audience:?}: add it to the API \
+                 server's --api-audiences (after its service-account issuer, which stays first) so its reviews ask \
+                 for it; a review for other audiences only (a TokenReview some workload makes for its own \
+                 audience) is refused. The API server caches each answer for \
+                 --authentication-token-webhook-cache-ttl (its default is 2 minutes): a revoked login or a \
+                 deprovisioned person keeps working directly for up to that long. 30s trades a few more reviews \
+                 for faster revocation."),
+    });
+    Ok((StatusCode::CREATED, Audited::done(target), axum::Json(body)))
+}
+
 pub async fn token(
     State(s): State<AppState>,
     Auth(p): Auth,
@@ -393,8 +460,14 @@ pub async fn token(
             )
         })?;
         let groups = crate::kube::direct::groups(&s, &p, &name, None);
-        let claims =
-            crate::kube::direct::claims(issuer, &crate::kube::direct::audience(&cluster), &p, &groups, now, expires_at);
+        let claims = crate::kube::direct::claims(
+            issuer,
+            &crate::kube::direct::audience(&cluster),
+            &p,
+            &groups,
+            &login.hash,
+            (now, expires_at),
+        );
         let jwt = s.issuer.sign(&claims).map_err(|e| ApiError::new(crate::error::Code::Unavailable, e.to_string()))?;
         (jwt, "cluster.direct_token")
     } else {

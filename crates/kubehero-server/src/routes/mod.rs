@@ -105,6 +105,12 @@ pub fn table() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
         r(Method::GET, "/api/v1/clusters/{name}/direct", Requires(ClusterGet), on(MethodFilter::GET, clusters::direct)),
         r(Method::GET, "/api/v1/clusters/{name}/rbac", Requires(ClusterGet), on(MethodFilter::GET, clusters::rbac)),
         r(
+            Method::POST,
+            "/api/v1/clusters/{name}/webhook",
+            Requires(ClusterRegister),
+            on(MethodFilter::POST, clusters::webhook),
+        ),
+        r(
             Method::GET,
             "/api/v1/clusters/{name}/certificates",
             Requires(ClusterGet),

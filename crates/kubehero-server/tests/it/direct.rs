@@ -105,6 +105,10 @@ async fn an_api_server_started_with_kubehero_as_its_oidc_issuer_takes_direct_tok
 
     let k = KubeApiServer::start_with(&oidc_flags(&ts, "lab", dir.path()).await).await.unwrap();
     k.kubehero_rbac().await.unwrap();
+    // Its agent keeps the kubehero:<role> ClusterRoles there (RBAC sync).
+    let kc = dir.path().join("sa.kubeconfig");
+    std::fs::write(&kc, k.service_account_kubeconfig("kubehero-system", "kubehero-agent").await.unwrap()).unwrap();
+    let _agent = crate::kube::connect_agent_registered(&ts, "lab", &kc, &dir.path().join("agent")).await;
     let dana = cli_login(&ts, "dana@example.com").await;
     bind(&ts, "dana@example.com", "viewer", "lab", None).await;
     bind(&ts, "dana@example.com", "viewer", "other", None).await;
@@ -163,4 +167,164 @@ async fn an_api_server_started_with_kubehero_as_its_oidc_issuer_takes_direct_tok
     let states: Vec<&str> =
         keys.body["items"].as_array().unwrap().iter().map(|k| k["state"].as_str().unwrap()).collect();
     assert_eq!(states, ["published", "signing"]);
+}
+
+/// `kubectl auth can-i` checks of the matrix, each with the answer of viewer, member, auditor, admin, owner and
+/// of a member of namespace `team-a` only ('Y'/'N'): the role taxonomy as the RBAC sync objects express it.
+const MATRIX: &[(&[&str], &str)] = &[
+    (&["get", "configmaps", "-n", "default"], "YYYYYN"),
+    (&["list", "secrets", "-n", "default"], "NNNYYN"),
+    (&["create", "deployments.apps", "-n", "default"], "NYNYYN"),
+    (&["delete", "pods", "-n", "default"], "NYNYYN"),
+    (&["create", "pods/exec", "-n", "default"], "NYNYYN"),
+    (&["create", "rolebindings.rbac.authorization.k8s.io", "-n", "default"], "NNNYYN"),
+    (&["create", "clusterrolebindings.rbac.authorization.k8s.io"], "NNNNYN"),
+    (&["list", "clusterroles.rbac.authorization.k8s.io"], "NNYYYN"),
+    (&["list", "events", "-n", "default"], "NNYYYN"),
+    (&["list", "nodes"], "YYYYYN"),
+    (&["create", "namespaces"], "NNNYYN"),
+    (&["create", "configmaps", "-n", "team-a"], "NYNYYY"),
+    (&["get", "secrets", "-n", "team-a"], "NNNYYN"),
+];
+const PEOPLE: [(&str, &str, Option<&str>); 6] = [
+    ("viewer@example.com", "viewer", None),
+    ("member@example.com", "member", None),
+    ("auditor@example.com", "auditor", None),
+    ("admin@example.com", "admin", None),
+    ("owner@example.com", "owner", None),
+    ("team-a@example.com", "member", Some("team-a")),
+];
+
+/// Runs the whole matrix through one door (`configs[i]`: person i's kubeconfig), a person's checks in parallel.
+async fn answers(door: &'static str, kubectl: &Kubectl, configs: &[std::path::PathBuf]) -> Vec<String> {
+    let mut rows = vec![String::new(); MATRIX.len()];
+    for config in configs {
+        let mut runs = tokio::task::JoinSet::new();
+        for (i, (check, _)) in MATRIX.iter().enumerate() {
+            let (kubectl, config) = (kubectl.clone(), config.clone());
+            runs.spawn(async move {
+                let mut args = vec!["auth", "can-i"];
+                args.extend_from_slice(check);
+                let (_, out, err) = kubectl.run(&config, &args, None).await;
+                let answer = match out.trim() {
+                    "yes" => 'Y',
+                    "no" => 'N',
+                    _ => panic!("{door}: kubectl --kubeconfig {} auth can-i {check:?}: {out}{err}", config.display()),
+                };
+                (i, answer)
+            });
+        }
+        let mut got = vec!['?'; MATRIX.len()];
+        while let Some(r) = runs.join_next().await {
+            let (i, a) = r.unwrap();
+            got[i] = a;
+        }
+        for (row, a) in rows.iter_mut().zip(got) {
+            row.push(a);
+        }
+    }
+    rows
+}
+
+/// The same people ask the same questions of three real kube-apiservers v1.20.2: one reached only through
+/// KubeHero's proxy, one that trusts KubeHero's OIDC issuer, one that asks KubeHero's TokenReview webhook. Each
+/// runs an agent with RBAC sync. The answers match the role taxonomy, and so each other.
+#[tokio::test]
+async fn the_proxy_the_issuer_and_the_webhook_give_each_role_the_same_rights() {
+    let bin = kubehero_testkit::kubectl::kubectl().expect("kubectl 1.30: run scripts/test (it fetches it)");
+    let dir = tempfile::tempdir().unwrap();
+    let (ts, ca) = issuer_server(dir.path(), &[]).await;
+    for c in ["lab-proxy", "lab-oidc", "lab-hook"] {
+        let r = ts.call(reqwest::Method::POST, "/api/v1/clusters", Some(ADMIN), Some(json!({"name": c}))).await;
+        assert_eq!(r.status, reqwest::StatusCode::CREATED, "{}", r.body);
+    }
+    let hook = ts.call(reqwest::Method::POST, "/api/v1/clusters/lab-hook/webhook", Some(ADMIN), None).await;
+    assert_eq!(hook.status, reqwest::StatusCode::CREATED, "{}", hook.body);
+    let hook_file = dir.path().join("webhook.kubeconfig");
+    std::fs::write(&hook_file, hook.body["kubeconfig"].as_str().unwrap()).unwrap();
+    let hook_flags: Vec<String> = hook.body["flags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            f.as_str()
+                .unwrap()
+                .replace(hook.body["kubeconfig_file"].as_str().unwrap(), hook_file.to_str().unwrap())
+                .replace("<its --service-account-issuer>", "https://kubernetes.default.svc")
+        })
+        .collect();
+    let oidc = oidc_flags(&ts, "lab-oidc", dir.path()).await;
+    let mut servers = Vec::new();
+    for (name, flags) in [("lab-proxy", vec![]), ("lab-oidc", oidc), ("lab-hook", hook_flags)] {
+        let k = KubeApiServer::start_with(&flags).await.unwrap();
+        k.kubehero_rbac().await.unwrap();
+        let http = reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(&k.ca_pem).unwrap())
+            .build()
+            .unwrap();
+        let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team-a"}});
+        let r = http
+            .post(format!("{}/api/v1/namespaces", k.url))
+            .bearer_auth(kubehero_testkit::kubeapi::ADMIN_TOKEN)
+            .json(&ns)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success());
+        let kc = dir.path().join(format!("{name}.sa.kubeconfig"));
+        std::fs::write(&kc, k.service_account_kubeconfig("kubehero-system", "kubehero-agent").await.unwrap()).unwrap();
+        let stop =
+            crate::kube::connect_agent_registered(&ts, name, &kc, &dir.path().join(format!("{name}.agent"))).await;
+        servers.push((name, k, stop));
+    }
+    let mut logins = Vec::new();
+    for (email, role, ns) in PEOPLE {
+        bind(&ts, email, role, "lab-*", ns).await;
+        logins.push(cli_login(&ts, email).await);
+    }
+    for (name, _, _) in &servers {
+        let r = crate::kube::rbac_applied(&ts, name).await;
+        assert!(r.conflicts.is_empty(), "{r:?}");
+    }
+
+    let kubectl = Kubectl { bin, home: dir.path().join("home") };
+    let write = |door: &str, i: usize, server: &str, ca: &[u8], token: &str| {
+        let p = dir.path().join(format!("{door}-{i}.kubeconfig"));
+        std::fs::write(&p, kubehero_testkit::kubectl::token_kubeconfig(server, ca, token)).unwrap();
+        p
+    };
+    // Through the proxy: the CLI login itself (any KubeHero credential works there).
+    let proxy_url = format!("{}/k8s/clusters/lab-proxy", ts.url);
+    let proxy: Vec<_> = logins.iter().enumerate().map(|(i, l)| write("proxy", i, &proxy_url, &ca, l)).collect();
+    // Straight to the API server that trusts the issuer: direct tokens.
+    let k_oidc = &servers[1].1;
+    let mut issuer = Vec::new();
+    for (i, l) in logins.iter().enumerate() {
+        issuer.push(write("oidc", i, &k_oidc.url, &k_oidc.ca_pem, &direct_token(&ts, l, "lab-oidc").await));
+    }
+    wait_for_oidc(&kubectl, &issuer[0]).await;
+    // Straight to the API server that asks the webhook: per-cluster tokens, and a direct token for one person.
+    let k_hook = &servers[2].1;
+    let mut webhook = Vec::new();
+    for (i, l) in logins.iter().enumerate() {
+        let token = if i == 0 {
+            direct_token(&ts, l, "lab-hook").await
+        } else {
+            let r = ts.call(reqwest::Method::POST, "/api/v1/clusters/lab-hook/token", Some(l), None).await;
+            r.body["token"].as_str().unwrap().to_string()
+        };
+        webhook.push(write("hook", i, &k_hook.url, &k_hook.ca_pem, &token));
+    }
+
+    let expected: Vec<String> = MATRIX.iter().map(|(_, a)| a.to_string()).collect();
+    for (door, configs) in [("proxy", &proxy), ("issuer", &issuer), ("webhook", &webhook)] {
+        let got = answers(door, &kubectl, configs).await;
+        for (i, (check, _)) in MATRIX.iter().enumerate() {
+            assert_eq!(got[i], expected[i], "{door}: auth can-i {check:?} (viewer member auditor admin owner team-a)");
+        }
+    }
+    assert!(MATRIX.len() * PEOPLE.len() >= 40);
+    // Every review the webhook answered is in the audit log.
+    let rows = ts.get("/api/v1/audit?action=k8s.tokenreview&limit=500", Some(OWNER)).await;
+    assert!(!rows.body["items"].as_array().unwrap().is_empty(), "{}", rows.body);
 }

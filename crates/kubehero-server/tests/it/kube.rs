@@ -36,7 +36,29 @@ pub(crate) async fn connect_agent(
         .call(reqwest::Method::POST, "/api/v1/clusters", Some(ADMIN), Some(json!({"name": cluster, "join": true})))
         .await;
     assert_eq!(r.status, reqwest::StatusCode::CREATED, "{}", r.body);
-    let join = r.body["join"].clone();
+    run_agent(ts, cluster, &r.body["join"], kubeconfig, state).await
+}
+
+/// [`connect_agent`] for a cluster registered already: a new join token, then the agent.
+pub(crate) async fn connect_agent_registered(
+    ts: &TestServer,
+    cluster: &str,
+    kubeconfig: &Path,
+    state: &Path,
+) -> tokio::sync::watch::Sender<bool> {
+    let path = format!("/api/v1/clusters/{cluster}/join-tokens");
+    let r = ts.call(reqwest::Method::POST, &path, Some(ADMIN), Some(json!({}))).await;
+    assert_eq!(r.status, reqwest::StatusCode::CREATED, "{}", r.body);
+    run_agent(ts, cluster, &r.body, kubeconfig, state).await
+}
+
+async fn run_agent(
+    ts: &TestServer,
+    cluster: &str,
+    join: &Value,
+    kubeconfig: &Path,
+    state: &Path,
+) -> tokio::sync::watch::Sender<bool> {
     let upstream = Arc::new(Upstream::from_kubeconfig(kubeconfig).unwrap());
     let agent_port = ts.server.as_ref().unwrap().agent_addr.unwrap().port();
     let cfg = AgentConfig {
@@ -77,6 +99,7 @@ pub(crate) async fn rbac_applied(ts: &TestServer, cluster: &str) -> kubehero_age
     }
 }
 
+#[derive(Clone)]
 pub(crate) struct Kubectl {
     pub(crate) bin: PathBuf,
     pub(crate) home: PathBuf,

@@ -158,6 +158,10 @@ async fn route_role_scope_matrix() {
         ("/api/v1/clusters/prod-eu/rbac".into(), None)
     })
     .await;
+    m.row(Method::POST, "/api/v1/clusters/{name}/webhook", "D D D D A A A D", |_, _| async {
+        ("/api/v1/clusters/prod-eu/webhook".into(), None)
+    })
+    .await;
     m.row(Method::GET, "/api/v1/clusters/{name}/certificates", "A A A A A A A A", |_, _| async {
         ("/api/v1/clusters/prod-eu/certificates".into(), None)
     })

@@ -69,6 +69,23 @@ pub async fn direct(t: &Target, name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `kubehero cluster add --webhook`: the webhook kubeconfig and flags for the cluster's API server.
+pub async fn webhook(t: &Target, name: &str) -> anyhow::Result<()> {
+    let got = t.api.expect(Method::POST, &format!("/api/v1/clusters/{name}/webhook"), &t.token, None).await?;
+    println!(
+        "\nFor KubeHero's TokenReview webhook, save this as {} on the API server's hosts (it holds a private \
+         key: 0600):\n\n{}",
+        text(&got["kubeconfig_file"]),
+        text(&got["kubeconfig"])
+    );
+    println!("and start kube-apiserver with:");
+    for f in got["flags"].as_array().into_iter().flatten() {
+        println!("  {}", text(f));
+    }
+    println!("\n{}", text(&got["note"]));
+    Ok(())
+}
+
 /// `kubehero cluster rbac diff NAME`: the steps that would bring the cluster's managed RBAC objects (read
 /// through the proxy) to what KubeHero wants. Exit code 0 when in step, 1 when there are changes.
 pub async fn rbac_diff(t: &Target, name: &str) -> anyhow::Result<ExitCode> {
@@ -76,9 +93,11 @@ pub async fn rbac_diff(t: &Target, name: &str) -> anyhow::Result<ExitCode> {
     let want = t.api.expect(Method::GET, &format!("/api/v1/clusters/{name}/rbac"), &t.token, None).await?;
     let desired: Vec<Value> = want["objects"].as_array().cloned().unwrap_or_default();
     let mut current = Vec::new();
-    for (resource, kind) in
-        [("clusterroles", "ClusterRole"), ("clusterrolebindings", "ClusterRoleBinding"), ("rolebindings", "RoleBinding")]
-    {
+    for (resource, kind) in [
+        ("clusterroles", "ClusterRole"),
+        ("clusterrolebindings", "ClusterRoleBinding"),
+        ("rolebindings", "RoleBinding"),
+    ] {
         let path = format!(
             "/k8s/clusters/{name}/apis/rbac.authorization.k8s.io/v1/{resource}?labelSelector={MANAGED_BY_KEY}%3D{MANAGED_BY_VALUE}"
         );

@@ -123,6 +123,10 @@ pub enum ClusterCommand {
         /// kube-apiserver --oidc-* flags and the AuthenticationConfiguration document (Kubernetes 1.30+).
         #[arg(long)]
         direct: bool,
+        /// Also print the webhook kubeconfig (with a client certificate for the cluster's API server) and the
+        /// flags that make the API server ask KubeHero's TokenReview webhook who a token is.
+        #[arg(long)]
+        webhook: bool,
         #[command(flatten)]
         target: ServerArg,
     },
@@ -259,11 +263,14 @@ async fn run_with(cmd: CliCommand, env: &dyn Env) -> anyhow::Result<ExitCode> {
             account::rotate(&store, &target(&store, None, a.server.as_deref())?).await
         }
         CliCommand::Cluster(c) => match c {
-            ClusterCommand::Add { name, api_server_url, join_ttl, direct, target: a } => {
+            ClusterCommand::Add { name, api_server_url, join_ttl, direct, webhook, target: a } => {
                 let t = target(&store, env_token, a.server.as_deref())?;
                 let code = cluster::add(&t, &name, api_server_url.as_deref(), join_ttl).await?;
                 if direct {
                     cluster::direct(&t, &name).await?;
+                }
+                if webhook {
+                    cluster::webhook(&t, &name).await?;
                 }
                 Ok(code)
             }
