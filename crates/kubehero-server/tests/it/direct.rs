@@ -328,3 +328,203 @@ async fn the_proxy_the_issuer_and_the_webhook_give_each_role_the_same_rights() {
     let rows = ts.get("/api/v1/audit?action=k8s.tokenreview&limit=500", Some(OWNER)).await;
     assert!(!rows.body["items"].as_array().unwrap().is_empty(), "{}", rows.body);
 }
+
+/// The webhook as an API server calls it, with the webhook kubeconfig's certificate: every bad input gets the
+/// right answer (a bad token is `authenticated: false`, never an HTTP error) and an audit row.
+#[tokio::test]
+async fn the_webhook_answers_bad_tokens_and_bad_callers_rightly_and_audits_each() {
+    use base64::Engine;
+    let dir = tempfile::tempdir().unwrap();
+    let (ts, _) = issuer_server(dir.path(), &[("KUBEHERO_SCIM_TOKEN", "scim-token-for-the-webhook-test-0123")]).await;
+    for c in ["lab", "other"] {
+        let r = ts.call(reqwest::Method::POST, "/api/v1/clusters", Some(ADMIN), Some(json!({"name": c}))).await;
+        assert_eq!(r.status, reqwest::StatusCode::CREATED, "{}", r.body);
+    }
+    let hook = ts.call(reqwest::Method::POST, "/api/v1/clusters/lab/webhook", Some(ADMIN), None).await;
+    let kc: Value = serde_yaml_ng::from_str(hook.body["kubeconfig"].as_str().unwrap()).unwrap();
+    let b64 = |v: &Value| base64::engine::general_purpose::STANDARD.decode(v.as_str().unwrap()).unwrap();
+    let user = &kc["users"][0]["user"];
+    let mut identity = b64(&user["client-certificate-data"]);
+    identity.extend(b64(&user["client-key-data"]));
+    let url = kc["clusters"][0]["cluster"]["server"].as_str().unwrap().to_string();
+    let ca = reqwest::Certificate::from_pem(&b64(&kc["clusters"][0]["cluster"]["certificate-authority-data"])).unwrap();
+    let client = |with_cert: bool| {
+        let mut b = reqwest::Client::builder().add_root_certificate(ca.clone()).tls_built_in_root_certs(false);
+        if with_cert {
+            b = b.identity(reqwest::Identity::from_pem(&identity).unwrap());
+        }
+        b.build().unwrap()
+    };
+    let apiserver = client(true);
+    let review = async |token: &str, audiences: Option<Vec<&str>>| -> Value {
+        let mut body =
+            json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": token}});
+        if let Some(a) = audiences {
+            body["spec"]["audiences"] = json!(a);
+        }
+        let r = apiserver.post(&url).json(&body).send().await.unwrap();
+        assert_eq!(r.status(), 200, "a review is answered, whatever the token");
+        r.json().await.unwrap()
+    };
+
+    let email = "dana@example.com";
+    bind(&ts, email, "viewer", "lab", None).await;
+    bind(&ts, email, "viewer", "other", None).await;
+    let login = cli_login(&ts, email).await;
+    let direct = direct_token(&ts, &login, "lab").await;
+    let ok = review(&direct, None).await;
+    assert_eq!(ok["status"]["authenticated"], true, "{ok}");
+    assert_eq!(ok["status"]["user"]["username"], "kubehero:dana@example.com");
+    assert!(ok["status"]["user"]["groups"].as_array().unwrap().contains(&json!("kubehero:role:viewer")));
+    // v1beta1 is answered in v1beta1; the audiences asked for are honoured.
+    let mut beta =
+        json!({"apiVersion": "authentication.k8s.io/v1beta1", "kind": "TokenReview", "spec": {"token": direct}});
+    let r: Value = apiserver.post(&url).json(&beta).send().await.unwrap().json().await.unwrap();
+    assert_eq!(
+        (r["apiVersion"].as_str(), r["status"]["authenticated"].as_bool()),
+        (Some("authentication.k8s.io/v1beta1"), Some(true))
+    );
+    let aud = review(&direct, Some(vec!["https://kubernetes.default.svc", "lab"])).await;
+    assert_eq!(aud["status"]["audiences"], json!(["lab"]));
+    let vault = review(&direct, Some(vec!["vault"])).await;
+    assert_eq!(vault["status"]["authenticated"], false, "a review for another audience: {vault}");
+
+    // Tokens of another cluster, garbage, an expired per-cluster token.
+    let for_other = direct_token(&ts, &login, "other").await;
+    let r = review(&for_other, None).await;
+    assert_eq!(r["status"]["authenticated"], false);
+    assert!(r["status"]["error"].as_str().unwrap().contains("audience"), "{r}");
+    let khx_other = ts.call(reqwest::Method::POST, "/api/v1/clusters/other/token", Some(&login), None).await;
+    let r = review(khx_other.body["token"].as_str().unwrap(), None).await;
+    assert!(r["status"]["error"].as_str().unwrap().contains("another cluster"), "{r}");
+    for junk in ["", "x", "a.b.c", "khx_", &"A".repeat(5000)] {
+        assert_eq!(review(junk, None).await["status"]["authenticated"], false, "{junk:.20}");
+    }
+    let mut parts: Vec<String> = direct.split('.').map(str::to_string).collect();
+    let mut claims: Value =
+        serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(&parts[1]).unwrap()).unwrap();
+    claims["exp"] = json!(1);
+    parts[1] = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(claims.to_string());
+    let r = review(&parts.join("."), None).await;
+    assert!(r["status"]["error"].as_str().unwrap().contains("signature"), "a changed token: {r}");
+
+    // The person is deprovisioned (SCIM active=false): her token is refused at the next review.
+    let scim = |method: reqwest::Method, path: String, body: Value| {
+        ts.http
+            .request(method, format!("{}/scim/v2{path}", ts.url))
+            .bearer_auth("scim-token-for-the-webhook-test-0123")
+            .header("content-type", "application/scim+json")
+            .json(&body)
+            .send()
+    };
+    let user = json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": email,
+        "emails": [{"primary": true, "value": email}], "active": true});
+    let created: Value = scim(reqwest::Method::POST, "/Users".into(), user).await.unwrap().json().await.unwrap();
+    let fresh_login = cli_login(&ts, email).await;
+    let fresh = direct_token(&ts, &fresh_login, "lab").await;
+    assert_eq!(review(&fresh, None).await["status"]["authenticated"], true);
+    let off = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": [{"op": "replace", "value": {"active": false}}]});
+    let r = scim(reqwest::Method::PATCH, format!("/Users/{}", created["id"].as_str().unwrap()), off).await.unwrap();
+    assert!(r.status().is_success());
+    assert_eq!(review(&fresh, None).await["status"]["authenticated"], false, "deprovisioned");
+
+    // A malformed review is a 400; a caller without a certificate a 401.
+    beta["kind"] = json!("SubjectAccessReview");
+    assert_eq!(apiserver.post(&url).json(&beta).send().await.unwrap().status(), 400);
+    assert_eq!(apiserver.post(&url).body("{not json").send().await.unwrap().status(), 400);
+    let r = client(false).post(&url).json(&json!({"kind": "TokenReview"})).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    // The webhook's certificate cannot hold a tunnel.
+    let tunnel = url.replace("/api/v1/tokenreview", "/agent/v1/tunnel");
+    assert_eq!(apiserver.get(&tunnel).send().await.unwrap().status(), 401);
+
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rows = ts.get("/api/v1/audit?action=k8s.tokenreview&limit=500", Some(OWNER)).await;
+    let items = rows.body["items"].as_array().unwrap();
+    let denied = items.iter().filter(|i| i["result"]["outcome"] == "denied").count();
+    let allowed = items.iter().filter(|i| i["result"]["outcome"] == "ok").count();
+    assert!(allowed >= 4 && denied >= 12, "{allowed} ok, {denied} denied: {}", rows.body);
+    assert!(items.iter().any(|i| i["actor"]["email"] == email), "a review names the person it found");
+}
+
+/// RBAC sync against a real API server: a KubeHero binding reaches the cluster within 5 s; a deleted managed
+/// ClusterRole and an edited managed RoleBinding are put back within 30 s; an unmanaged object with a similar
+/// name is never touched.
+#[tokio::test]
+async fn rbac_sync_applies_changes_and_puts_back_drift_but_leaves_other_objects_alone() {
+    let k = KubeApiServer::start().await.unwrap();
+    k.kubehero_rbac().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ts =
+        TestServer::start(&[("KUBEHERO_REQUIRE_AUTH", "true"), ("KUBEHERO_API_KEYS", &*api_keys_env())], None).await;
+    let http = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&k.ca_pem).unwrap())
+        .build()
+        .unwrap();
+    let admin = kubehero_testkit::kubeapi::ADMIN_TOKEN;
+    let rbac = format!("{}/apis/rbac.authorization.k8s.io/v1", k.url);
+    let get = async |path: &str| -> (u16, Value) {
+        let r = http.get(format!("{rbac}{path}")).bearer_auth(admin).send().await.unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or_default())
+    };
+    let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team-a"}});
+    http.post(format!("{}/api/v1/namespaces", k.url)).bearer_auth(admin).json(&ns).send().await.unwrap();
+    // Someone's own ClusterRole with a name like KubeHero's, without the label.
+    let theirs = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+        "metadata": {"name": "kubehero:viewer-extra"}, "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}]});
+    let r = http.post(format!("{rbac}/clusterroles")).bearer_auth(admin).json(&theirs).send().await.unwrap();
+    assert!(r.status().is_success());
+
+    let kc = dir.path().join("sa.kubeconfig");
+    std::fs::write(&kc, k.service_account_kubeconfig("kubehero-system", "kubehero-agent").await.unwrap()).unwrap();
+    let _agent = crate::kube::connect_agent(&ts, "lab", &kc, &dir.path().join("agent")).await;
+    assert_eq!(get("/clusterroles/kubehero:viewer").await.0, 200);
+
+    // A KubeHero change: a namespace-scoped binding becomes a RoleBinding in that namespace within 5 s.
+    let t0 = std::time::Instant::now();
+    bind(&ts, "dana@example.com", "member", "lab", Some("team-a")).await;
+    let path = "/namespaces/team-a/rolebindings/kubehero:role:member";
+    while get(path).await.0 != 200 {
+        assert!(t0.elapsed() < Duration::from_secs(5), "the RoleBinding did not appear within 5 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (_, rb) = get(path).await;
+    assert_eq!(rb["subjects"][0]["name"], "kubehero:role:member:ns:team-a");
+    assert_eq!(rb["metadata"]["labels"]["app.kubernetes.io/managed-by"], "kubehero");
+
+    // Drift: the viewer ClusterRole deleted, the RoleBinding's subject changed.
+    let r = http.delete(format!("{rbac}/clusterroles/kubehero:viewer")).bearer_auth(admin).send().await.unwrap();
+    assert!(r.status().is_success());
+    let mut edited = rb.clone();
+    edited["subjects"] = json!([{"kind": "Group", "apiGroup": "rbac.authorization.k8s.io", "name": "someone-else"}]);
+    let r = http.put(format!("{rbac}{path}")).bearer_auth(admin).json(&edited).send().await.unwrap();
+    assert!(r.status().is_success());
+    let t0 = std::time::Instant::now();
+    loop {
+        let viewer = get("/clusterroles/kubehero:viewer").await.0 == 200;
+        let subject = get(path).await.1["subjects"][0]["name"].clone();
+        if viewer && subject == "kubehero:role:member:ns:team-a" {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(30), "drift not put back within 30 s");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // Theirs is as it was.
+    let (status, still) = get("/clusterroles/kubehero:viewer-extra").await;
+    assert_eq!(status, 200);
+    assert_eq!(still["rules"], theirs["rules"]);
+    assert!(still["metadata"]["labels"].is_null());
+
+    // The binding removed: its RoleBinding goes.
+    let list = ts.get("/api/v1/role-bindings", Some(OWNER)).await;
+    let id = list.body["items"].as_array().unwrap().iter().find(|b| b["namespace"] == "team-a").unwrap()["id"].clone();
+    let r = ts
+        .call(reqwest::Method::DELETE, &format!("/api/v1/role-bindings/{}", id.as_str().unwrap()), Some(OWNER), None)
+        .await;
+    assert!(r.status.is_success(), "{}", r.body);
+    let t0 = std::time::Instant::now();
+    while get(path).await.0 != 404 {
+        assert!(t0.elapsed() < Duration::from_secs(5), "the RoleBinding was not deleted within 5 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
