@@ -57,12 +57,19 @@ pub struct Issuer {
     seal: Arc<kubehero_audit::HmacKeys>,
     lead: i64,
     loaded: RwLock<Loaded>,
+    /// Tokens whose signature was checked (by SHA-256), with their claims: an API server's replicas and cache
+    /// misses ask about the same token again; expiry and issuer are checked every time.
+    verified: parking_lot::Mutex<lru::LruCache<[u8; 32], (String, Value)>>,
 }
 
 impl std::fmt::Debug for Issuer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Issuer").field("url", &self.url).finish_non_exhaustive()
     }
+}
+
+fn verified_cache() -> parking_lot::Mutex<lru::LruCache<[u8; 32], (String, Value)>> {
+    parking_lot::Mutex::new(lru::LruCache::new(std::num::NonZeroUsize::MIN.saturating_add(4095)))
 }
 
 fn b64(bytes: &[u8]) -> String {
@@ -129,7 +136,7 @@ impl Issuer {
         now: i64,
     ) -> Result<Issuer, IssuerError> {
         let empty = Loaded { rows: String::new(), signer: None, keys: Vec::new(), jwks: json!({"keys": []}) };
-        let issuer = Issuer { url, seal, lead, loaded: RwLock::new(empty) };
+        let issuer = Issuer { url, seal, lead, loaded: RwLock::new(empty), verified: verified_cache() };
         if store.issuer_keys().await.map_err(|e| IssuerError(format!("reading issuer keys: {e}")))?.is_empty() {
             let first = new_key(&issuer.seal, now, Some(FIRST_KEY_ID))?;
             match store.insert_issuer_key(&first).await {
@@ -215,6 +222,34 @@ impl Issuer {
     /// which is valid at `now` (30 s of clock skew allowed); why not otherwise.
     pub fn verify(&self, token: &str, now: i64) -> Result<Value, String> {
         let url = self.url.as_deref().ok_or("KubeHero's issuer is off")?;
+        let digest: [u8; 32] =
+            ring::digest::digest(&ring::digest::SHA256, token.as_bytes()).as_ref().try_into().map_err(|_| "digest")?;
+        let cached = self.verified.lock().get(&digest).cloned();
+        let claims = match cached {
+            // Its key must still be published (a dropped key ends its tokens).
+            Some((kid, claims))
+                if self.jwks()["keys"].as_array().is_some_and(|k| k.iter().any(|k| k["kid"] == kid)) =>
+            {
+                claims
+            }
+            _ => {
+                let (kid, claims) = self.check_signature(token)?;
+                self.verified.lock().put(digest, (kid, claims.clone()));
+                claims
+            }
+        };
+        if claims["iss"] != url {
+            return Err("issued by another issuer".into());
+        }
+        match (claims["exp"].as_i64(), claims["nbf"].as_i64().unwrap_or(0)) {
+            (Some(exp), nbf) if nbf <= now + 30 && now < exp + 30 => Ok(claims),
+            (Some(_), _) => Err("the token has expired or is not yet valid".into()),
+            (None, _) => Err("the token has no expiry".into()),
+        }
+    }
+
+    /// The `kid` and claims of a token whose ES256 signature verifies with a published key.
+    fn check_signature(&self, token: &str) -> Result<(String, Value), String> {
         let d = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(s).map_err(|_| "not a JWT");
         let mut parts = token.split('.');
         let (Some(h), Some(c), Some(sig), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
@@ -236,14 +271,7 @@ impl Issuer {
             .verify(format!("{h}.{c}").as_bytes(), &d(sig)?)
             .map_err(|_| "the signature does not verify")?;
         let claims: Value = serde_json::from_slice(&d(c)?).map_err(|_| "the claims are not JSON")?;
-        if claims["iss"] != url {
-            return Err("issued by another issuer".into());
-        }
-        match (claims["exp"].as_i64(), claims["nbf"].as_i64().unwrap_or(0)) {
-            (Some(exp), nbf) if nbf <= now + 30 && now < exp + 30 => Ok(claims),
-            (Some(_), _) => Err("the token has expired or is not yet valid".into()),
-            (None, _) => Err("the token has no expiry".into()),
-        }
+        Ok((header["kid"].as_str().unwrap_or_default().to_string(), claims))
     }
 
     /// A compact JWS of `claims` (which must hold `iss`, `aud`, `exp`) with the signing key.
@@ -277,6 +305,7 @@ mod tests {
                 seal: Arc::new(kubehero_audit::HmacKeys::new(b"test-audit-hmac-key-0123456789abcdef", &[]).unwrap()),
                 lead: 0,
                 loaded: RwLock::new(Loaded { rows: String::new(), signer: None, keys: Vec::new(), jwks: json!({}) }),
+                verified: verified_cache(),
             };
             let pair = issuer.open(&key).unwrap();
             issuer.loaded.write().signer = Some((key.id.clone(), Arc::new(pair)));

@@ -29,7 +29,8 @@ pub struct Registry {
 
 #[derive(Default)]
 struct Snapshot {
-    clusters: HashSet<String>,
+    /// Registered clusters, each with the audience of its direct tokens.
+    clusters: std::collections::HashMap<String, String>,
     revoked: HashSet<String>,
     /// The reload that wrote this snapshot.
     from: u64,
@@ -41,16 +42,26 @@ impl Registry {
         let s = self.snapshot.read();
         match cluster {
             None => Some(Refusal::NoCluster),
-            Some(c) if !s.clusters.contains(c) => Some(Refusal::NotRegistered),
+            Some(c) if !s.clusters.contains_key(c) => Some(Refusal::NotRegistered),
             Some(_) if s.revoked.contains(serial) => Some(Refusal::Revoked),
             Some(_) => None,
         }
     }
 
+    /// The audience of a registered cluster's direct tokens.
+    pub fn audience(&self, cluster: &str) -> Option<String> {
+        self.snapshot.read().clusters.get(cluster).cloned()
+    }
+
     /// Re-reads clusters and revocations.
     pub async fn reload(&self, store: &dyn Store, now: i64) -> Result<(), kubehero_store::StoreError> {
         let from = self.reloads.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
-        let clusters = store.list_clusters().await?.into_iter().map(|c| c.name).collect();
+        let clusters = store
+            .list_clusters()
+            .await?
+            .into_iter()
+            .map(|c| (c.name.clone(), crate::kube::direct::audience(&c)))
+            .collect();
         let revoked = store.revoked_agent_serials(now).await?.into_iter().collect();
         let mut snapshot = self.snapshot.write();
         if from > snapshot.from {

@@ -89,7 +89,7 @@ pub async fn review(
         .as_array()
         .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
         .unwrap_or_default();
-    let status = match who(state, &cluster, token, &asked).await {
+    let status = match who(state, agents, &cluster, token, &asked).await {
         Ok((p, audience)) => {
             let groups = super::direct::groups(state, &p, &cluster, None);
             if !record(state, &cluster, Some(&p), 200, None, source).await {
@@ -120,9 +120,14 @@ pub async fn review(
 }
 
 /// Who `token` is on `cluster`, with the audience it was accepted for; why not otherwise.
-async fn who(state: &AppState, cluster: &str, token: &str, asked: &[String]) -> Result<(Principal, String), String> {
-    let registered = state.store.get_cluster(cluster).await.map_err(|e| e.to_string())?;
-    let audience = super::direct::audience(&registered);
+async fn who(
+    state: &AppState,
+    agents: &Agents,
+    cluster: &str,
+    token: &str,
+    asked: &[String],
+) -> Result<(Principal, String), String> {
+    let audience = agents.registry.audience(cluster).ok_or_else(|| format!("cluster {cluster} is not registered"))?;
     if !asked.is_empty() && !asked.contains(&audience) {
         return Err(format!("KubeHero's tokens for this cluster have the audience {audience:?}, not one asked for"));
     }
