@@ -276,6 +276,7 @@ async fn kubeconfig_and_token_give_kubectl_per_cluster_tokens_minted_once_for_ma
         .env_clear()
         .envs(&env)
         .env("KUBEHERO_LISTEN", format!("127.0.0.1:{port}"))
+        .env("KUBEHERO_PUBLIC_URL", format!("https://127.0.0.1:{port}"))
         .stderr(std::process::Stdio::inherit())
         .kill_on_drop(true)
         .spawn()
@@ -415,6 +416,45 @@ async fn kubeconfig_and_token_give_kubectl_per_cluster_tokens_minted_once_for_ma
     assert_eq!(r.status(), 401);
     let r = http.get(format!("{url}/k8s/clusters/lab/api")).bearer_auth(&khx).send().await.unwrap();
     assert_eq!(r.status(), 200);
+
+    // `kubehero token --direct`: a JWT of KubeHero's own issuer for the cluster's API server itself.
+    let out = Command::new(bin())
+        .args(["token", "--cluster", "lab", "--direct"])
+        .env_clear()
+        .envs(cli_env(&[]))
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let cred: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let jwt = cred["status"]["token"].as_str().unwrap();
+    let claims: Value = {
+        use base64::Engine;
+        let part = jwt.split('.').nth(1).unwrap();
+        serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(part).unwrap()).unwrap()
+    };
+    assert_eq!((claims["aud"].as_str(), claims["username"].as_str()), (Some("lab"), Some("dana@example.com")));
+    assert!(claims["groups"].as_array().unwrap().contains(&json!("kubehero:role:admin")), "{claims}");
+    // `kubehero kubeconfig --direct` needs the cluster's API server URL, and says so.
+    let out = Command::new(bin())
+        .args(["kubeconfig", "--direct", "--cluster", "lab", "-o"])
+        .arg(dir.path().join("direct.kubeconfig"))
+        .env_clear()
+        .envs(cli_env(&[]))
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("--api-server-url"));
+    // RBAC sync ran (the kubectl calls above relied on its roles): `kubehero cluster rbac diff` finds nothing to do.
+    let out = Command::new(bin())
+        .args(["cluster", "rbac", "diff", "lab"])
+        .env_clear()
+        .envs(cli_env(&[]))
+        .output()
+        .await
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && said.contains("in step"), "{said}{}", String::from_utf8_lossy(&out.stderr));
     // Without a CLI login and without a terminal, kubehero token says what to run and exits non-zero (a person at
     // a terminal would be signed in through the device flow on stderr).
     let fresh = dir.path().join("fresh-cli");
