@@ -66,6 +66,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting { name: "KUBEHERO_AGENT_CERT_TTL_SECS", help: "Lifetime of agent client certificates; agents renew at about two thirds of it.", default: "604800 (7 days)" },
     Setting { name: "KUBEHERO_CLUSTER_TOKEN_TTL_SECS", help: "Lifetime of the per-cluster access tokens `kubehero token` hands kubectl.", default: "600" },
     Setting { name: "KUBEHERO_ISSUER_KEY_LEAD_SECS", help: "How long a new signing key of KubeHero's own OIDC issuer is published (in its JWKS) before it signs, after `POST /api/v1/issuer-keys/rotate`; a replaced key stays published for a day.", default: "600" },
+    Setting { name: "KUBEHERO_ISSUER_RSA_KEYS", help: "Comma-separated RSA private key PEM files for RS256 direct tokens (clusters labelled kubehero.io/signing-alg=RS256); the first signs, the others stay published. Make one with `openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048`.", default: "unset: ES256 only" },
     Setting { name: "KUBEHERO_DATA_DIR", help: "Directory for the embedded SQLite database and local state.", default: "./kubehero-data" },
     Setting { name: "KUBEHERO_DATABASE_URL", help: "sqlite:PATH (embedded) or postgres://USER:PASSWORD@HOST:PORT/DB (several replicas).", default: "sqlite:<data dir>/kubehero.db" },
     Setting { name: "KUBEHERO_HEADER_TIMEOUT_SECS", help: "Seconds a client has to send a request's headers; the same bound closes idle keep-alive connections. Streaming responses (watches) are not cut by it.", default: "10" },
@@ -830,6 +831,8 @@ pub struct AgentSettings {
     pub cluster_token_ttl: i64,
     /// Seconds a new issuer key is published before it signs.
     pub issuer_key_lead: i64,
+    /// `KUBEHERO_ISSUER_RSA_KEYS`.
+    pub issuer_rsa_keys: Vec<PathBuf>,
 }
 
 impl AgentSettings {
@@ -873,6 +876,18 @@ impl AgentSettings {
             number(env, "KUBEHERO_CLUSTER_TOKEN_TTL_SECS", 600, 60..=86400, "use e.g. 600 (10 minutes)")? as i64;
         let issuer_key_lead =
             number(env, "KUBEHERO_ISSUER_KEY_LEAD_SECS", 600, 0..=86400, "use e.g. 600 (10 minutes)")? as i64;
-        Ok(AgentSettings { listen, server_names, ca_files, cert_ttl, cluster_token_ttl, issuer_key_lead })
+        let issuer_rsa_keys = env
+            .var("KUBEHERO_ISSUER_RSA_KEYS")
+            .map(|v| v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(PathBuf::from).collect())
+            .unwrap_or_default();
+        Ok(AgentSettings {
+            listen,
+            server_names,
+            ca_files,
+            cert_ttl,
+            cluster_token_ttl,
+            issuer_key_lead,
+            issuer_rsa_keys,
+        })
     }
 }

@@ -1,7 +1,8 @@
 //! KubeHero's own OIDC issuer: what lets a cluster's API server trust KubeHero directly
 //! (`--oidc-issuer-url`, or a JWT authenticator in `AuthenticationConfiguration`). The issuer is
 //! `KUBEHERO_PUBLIC_URL`; it publishes `/.well-known/openid-configuration` and its JWKS at `/openid/v1/jwks`,
-//! and signs the short-lived direct tokens of `kubehero token --direct` (ES256).
+//! and signs the short-lived direct tokens of `kubehero token --direct`: ES256 with its own keys, or RS256 (for
+//! API servers that take nothing else, e.g. managed ones) with operator-made keys from `KUBEHERO_ISSUER_RSA_KEYS`.
 //!
 //! Keys live in the store with their private half sealed (see [`crate::sealed`]), so every replica signs with
 //! the same key and publishes the same set. A rotation adds a key that is published at once and signs only
@@ -12,7 +13,7 @@
 use base64::Engine;
 use kubehero_store::{IssuerKey, Store, StoreError};
 use parking_lot::RwLock;
-use ring::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
+use ring::signature::{EcdsaKeyPair, KeyPair, RsaKeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
 use serde_json::{json, Value};
 use std::sync::Arc;
 
@@ -42,6 +43,37 @@ pub struct KeyState {
     pub state: &'static str,
 }
 
+/// An RS256 key from `KUBEHERO_ISSUER_RSA_KEYS` (ring signs RSA but cannot make RSA keys: the operator does).
+struct RsaKey {
+    kid: String,
+    pair: Arc<RsaKeyPair>,
+    jwk: Value,
+}
+
+/// Reads RSA private keys (PKCS#8 or PKCS#1 PEM); the first signs RS256 tokens, the rest stay published.
+fn load_rsa(files: &[std::path::PathBuf]) -> Result<Vec<RsaKey>, IssuerError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::PrivateKeyDer;
+    let mut keys = Vec::new();
+    for f in files {
+        let bad = |why: &str| IssuerError(format!("KUBEHERO_ISSUER_RSA_KEYS: {}: {why}", f.display()));
+        let der = PrivateKeyDer::from_pem_file(f).map_err(|e| bad(&e.to_string()))?;
+        let pair = match &der {
+            PrivateKeyDer::Pkcs8(k) => RsaKeyPair::from_pkcs8(k.secret_pkcs8_der()),
+            PrivateKeyDer::Pkcs1(k) => RsaKeyPair::from_der(k.secret_pkcs1_der()),
+            _ => return Err(bad("not an RSA private key")),
+        }
+        .map_err(|e| bad(&format!("not a usable RSA key ({e}); make one with `openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048`")))?;
+        let parts: ring::rsa::PublicKeyComponents<Vec<u8>> = pair.public().into();
+        let (n, e) = (b64(&parts.n), b64(&parts.e));
+        let thumbprint = format!(r#"{{"e":"{e}","kty":"RSA","n":"{n}"}}"#);
+        let kid = b64(ring::digest::digest(&ring::digest::SHA256, thumbprint.as_bytes()).as_ref());
+        let jwk = json!({"kty": "RSA", "n": n, "e": e, "kid": kid, "alg": "RS256", "use": "sig"});
+        keys.push(RsaKey { kid, pair: Arc::new(pair), jwk });
+    }
+    Ok(keys)
+}
+
 struct Loaded {
     /// The key rows' ids, to open the signing key again only when they change.
     rows: String,
@@ -57,6 +89,7 @@ pub struct Issuer {
     seal: Arc<kubehero_audit::HmacKeys>,
     lead: i64,
     loaded: RwLock<Loaded>,
+    rsa: Vec<RsaKey>,
     /// Tokens whose signature was checked (by SHA-256), with their claims: an API server's replicas and cache
     /// misses ask about the same token again; expiry and issuer are checked every time.
     verified: parking_lot::Mutex<lru::LruCache<[u8; 32], (String, Value)>>,
@@ -127,16 +160,18 @@ fn schedule(rows: &[IssuerKey], lead: i64, now: i64) -> Vec<KeyState> {
 }
 
 impl Issuer {
-    /// Loads the keys (making the first one on a fresh store). `url`: `KUBEHERO_PUBLIC_URL`.
+    /// Loads the keys (making the first one on a fresh store). `url`: `KUBEHERO_PUBLIC_URL`; `rsa`:
+    /// `KUBEHERO_ISSUER_RSA_KEYS`.
     pub async fn start(
         url: Option<String>,
         seal: Arc<kubehero_audit::HmacKeys>,
-        lead: i64,
+        (lead, rsa): (i64, &[std::path::PathBuf]),
         store: &dyn Store,
         now: i64,
     ) -> Result<Issuer, IssuerError> {
         let empty = Loaded { rows: String::new(), signer: None, keys: Vec::new(), jwks: json!({"keys": []}) };
-        let issuer = Issuer { url, seal, lead, loaded: RwLock::new(empty), verified: verified_cache() };
+        let rsa = load_rsa(rsa)?;
+        let issuer = Issuer { url, seal, lead, loaded: RwLock::new(empty), rsa, verified: verified_cache() };
         if store.issuer_keys().await.map_err(|e| IssuerError(format!("reading issuer keys: {e}")))?.is_empty() {
             let first = new_key(&issuer.seal, now, Some(FIRST_KEY_ID))?;
             match store.insert_issuer_key(&first).await {
@@ -174,6 +209,7 @@ impl Issuer {
             .zip(&keys)
             .filter(|(_, s)| s.state != "dropped")
             .filter_map(|(k, _)| serde_json::from_str(&k.public_jwk).ok())
+            .chain(self.rsa.iter().map(|k| k.jwk.clone()))
             .collect();
         *self.loaded.write() = Loaded { rows: stamp, signer, keys, jwks: json!({ "keys": jwks }) };
         Ok(())
@@ -213,7 +249,7 @@ impl Issuer {
             "jwks_uri": format!("{url}/openid/v1/jwks"),
             "response_types_supported": ["id_token"],
             "subject_types_supported": ["public"],
-            "id_token_signing_alg_values_supported": ["ES256"],
+            "id_token_signing_alg_values_supported": if self.rsa.is_empty() { json!(["ES256"]) } else { json!(["ES256", "RS256"]) },
             "claims_supported": ["iss", "sub", "aud", "exp", "iat", "nbf", "email", "username", "groups", "auth_method"],
         }))
     }
@@ -256,6 +292,21 @@ impl Issuer {
             return Err("not a JWT".into());
         };
         let header: Value = serde_json::from_slice(&d(h)?).map_err(|_| "not a JWT")?;
+        if header["alg"] == "RS256" {
+            let key = self
+                .rsa
+                .iter()
+                .find(|k| header["kid"] == k.kid.as_str())
+                .ok_or("not signed by a key KubeHero's issuer publishes")?;
+            ring::signature::UnparsedPublicKey::new(
+                &ring::signature::RSA_PKCS1_2048_8192_SHA256,
+                key.pair.public().as_ref(),
+            )
+            .verify(format!("{h}.{c}").as_bytes(), &d(sig)?)
+            .map_err(|_| "the signature does not verify")?;
+            let claims: Value = serde_json::from_slice(&d(c)?).map_err(|_| "the claims are not JSON")?;
+            return Ok((key.kid.clone(), claims));
+        }
         if header["alg"] != "ES256" {
             return Err("not signed by KubeHero's issuer (alg)".into());
         }
@@ -274,15 +325,29 @@ impl Issuer {
         Ok((header["kid"].as_str().unwrap_or_default().to_string(), claims))
     }
 
-    /// A compact JWS of `claims` (which must hold `iss`, `aud`, `exp`) with the signing key.
-    pub fn sign(&self, claims: &Value) -> Result<String, IssuerError> {
+    /// A compact JWS of `claims` (which must hold `iss`, `aud`, `exp`): `ES256` with the current signing key, or
+    /// `RS256` with the first key of `KUBEHERO_ISSUER_RSA_KEYS`.
+    pub fn sign(&self, claims: &Value, alg: &str) -> Result<String, IssuerError> {
+        let rng = ring::rand::SystemRandom::new();
+        let input = |kid: &str| {
+            let header = json!({"alg": alg, "typ": "JWT", "kid": kid});
+            format!("{}.{}", b64(header.to_string().as_bytes()), b64(claims.to_string().as_bytes()))
+        };
+        if alg == "RS256" {
+            let key = self.rsa.first().ok_or_else(|| {
+                IssuerError("RS256 needs an RSA key: set KUBEHERO_ISSUER_RSA_KEYS on the control plane".into())
+            })?;
+            let input = input(&key.kid);
+            let mut sig = vec![0u8; key.pair.public().modulus_len()];
+            key.pair
+                .sign(&ring::signature::RSA_PKCS1_SHA256, &rng, input.as_bytes(), &mut sig)
+                .map_err(|_| IssuerError("signing failed".into()))?;
+            return Ok(format!("{input}.{}", b64(&sig)));
+        }
         let (kid, pair) =
             self.loaded.read().signer.clone().ok_or_else(|| IssuerError("the issuer has no signing key".into()))?;
-        let header = json!({"alg": "ES256", "typ": "JWT", "kid": kid});
-        let input = format!("{}.{}", b64(header.to_string().as_bytes()), b64(claims.to_string().as_bytes()));
-        let sig = pair
-            .sign(&ring::rand::SystemRandom::new(), input.as_bytes())
-            .map_err(|_| IssuerError("signing failed".into()))?;
+        let input = input(&kid);
+        let sig = pair.sign(&rng, input.as_bytes()).map_err(|_| IssuerError("signing failed".into()))?;
         Ok(format!("{input}.{}", b64(sig.as_ref())))
     }
 }
@@ -305,11 +370,12 @@ mod tests {
                 seal: Arc::new(kubehero_audit::HmacKeys::new(b"test-audit-hmac-key-0123456789abcdef", &[]).unwrap()),
                 lead: 0,
                 loaded: RwLock::new(Loaded { rows: String::new(), signer: None, keys: Vec::new(), jwks: json!({}) }),
+                rsa: Vec::new(),
                 verified: verified_cache(),
             };
             let pair = issuer.open(&key).unwrap();
             issuer.loaded.write().signer = Some((key.id.clone(), Arc::new(pair)));
-            let jwt = issuer.sign(&json!({"a": 1})).unwrap();
+            let jwt = issuer.sign(&json!({"a": 1}), "ES256").unwrap();
             let jwk: Value = serde_json::from_str(&key.public_jwk).unwrap();
             let d = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(s).unwrap();
             let mut point = vec![4u8];

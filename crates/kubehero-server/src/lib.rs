@@ -62,6 +62,9 @@ pub enum StartError {
     /// The agent CA or listener could not be set up.
     #[error("agents: {0}")]
     Agents(String),
+    /// KubeHero's OIDC issuer keys could not be read or made.
+    #[error("issuer: {0}")]
+    Issuer(String),
     /// The data directory could not be created.
     #[error("cannot create the data directory {path}: {source}. Fix: set KUBEHERO_DATA_DIR to a writable directory")]
     DataDir { path: String, source: std::io::Error },
@@ -149,12 +152,12 @@ pub async fn build_state(
     let issuer = issuer::Issuer::start(
         config.public_url.clone(),
         keys.clone(),
-        config.agents.issuer_key_lead,
+        (config.agents.issuer_key_lead, &config.agents.issuer_rsa_keys),
         &*store,
         clock.now(),
     )
     .await
-    .map_err(|e| StartError::Agents(e.to_string()))?;
+    .map_err(|e| StartError::Issuer(e.to_string()))?;
     let audit = kubehero_audit::AuditLog::start_notifying(
         store.clone(),
         kubehero_audit::ChainSealer::new(keys),

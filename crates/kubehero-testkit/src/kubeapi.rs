@@ -240,6 +240,20 @@ impl KubeApiServer {
         Ok(())
     }
 
+    /// Creates a namespace, as the admin (an existing one is fine).
+    pub async fn create_namespace(&self, name: &str) -> anyhow::Result<()> {
+        let http = reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(&self.ca_pem)?)
+            .timeout(Duration::from_secs(10))
+            .build()?;
+        let ns = serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
+        let r = http.post(format!("{}/api/v1/namespaces", self.url)).bearer_auth(ADMIN_TOKEN).json(&ns).send().await?;
+        if !(r.status().is_success() || r.status() == 409) {
+            bail!("creating namespace {name}: {} {}", r.status(), r.text().await?);
+        }
+        Ok(())
+    }
+
     /// The directory holding the logs (`apiserver.err`, `etcd.err`) and data.
     pub fn dir(&self) -> &std::path::Path {
         self.dir.path()

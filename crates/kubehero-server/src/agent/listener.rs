@@ -236,12 +236,7 @@ async fn route(
                 );
             };
             let cluster = peer.cn.clone().unwrap_or_default();
-            // The handshake checked the certificate; a keep-alive connection may outlive a removal or revocation.
-            let refusal = agents
-                .registry
-                .refusal(peer.cn.as_deref(), &peer.serial)
-                .or_else(|| (peer.not_after <= state.clock.now()).then_some(Refusal::Expired));
-            if let Some(r) = refusal {
+            if let Some(r) = refusal(state, agents, &peer) {
                 return error(StatusCode::FORBIDDEN, r.code(), r.as_str());
             }
             if req.method() == Method::POST {
@@ -252,6 +247,15 @@ async fn route(
         }
         _ => error(StatusCode::NOT_FOUND, "not_found", "no such agent call"),
     }
+}
+
+/// Why a client certificate that passed the handshake may not be used now: a keep-alive connection may outlive
+/// a removal, a revocation or the certificate's expiry.
+pub(crate) fn refusal(state: &AppState, agents: &Agents, peer: &CertFacts) -> Option<Refusal> {
+    agents
+        .registry
+        .refusal(peer.cn.as_deref(), &peer.serial)
+        .or_else(|| (peer.not_after <= state.clock.now()).then_some(Refusal::Expired))
 }
 
 pub(crate) async fn read_json<T: serde::de::DeserializeOwned>(req: hyper::Request<Incoming>) -> Result<T, Answer> {

@@ -12,12 +12,22 @@ use std::collections::BTreeSet;
 
 /// The cluster label that sets its audience (default: the cluster's name).
 pub const AUDIENCE_LABEL: &str = "kubehero.io/audience";
+/// The cluster label that makes its direct tokens RS256 (default ES256).
+pub const SIGNING_ALG_LABEL: &str = "kubehero.io/signing-alg";
 /// The username prefix API servers are told to add (`--oidc-username-prefix`).
 pub const USERNAME_PREFIX: &str = "kubehero:";
 
 /// The audience of a cluster's direct tokens.
 pub fn audience(cluster: &kubehero_store::Cluster) -> String {
     cluster.labels.get(AUDIENCE_LABEL).cloned().unwrap_or_else(|| cluster.name.clone())
+}
+
+/// The JWS algorithm of a cluster's direct tokens: `RS256` when its label says so, else `ES256`.
+pub fn signing_alg(cluster: &kubehero_store::Cluster) -> &'static str {
+    match cluster.labels.get(SIGNING_ALG_LABEL).map(String::as_str) {
+        Some("RS256") => "RS256",
+        _ => "ES256",
+    }
 }
 
 /// The groups that say which roles `p` holds on `cluster`: `kubehero:role:<role>` for roles on the whole
@@ -85,7 +95,7 @@ pub fn claims(
 
 /// What to give a cluster's API server so it trusts KubeHero's tokens: the flags (any version) and the
 /// equivalent structured `AuthenticationConfiguration` (Kubernetes 1.30 and later).
-pub fn apiserver_settings(issuer: &str, audience: &str, ca_pem: Option<&str>) -> Value {
+pub fn apiserver_settings(issuer: &str, audience: &str, alg: &str, ca_pem: Option<&str>) -> Value {
     let ca_file = "/etc/kubernetes/kubehero-ca.crt";
     let mut flags = vec![
         format!("--oidc-issuer-url={issuer}"),
@@ -93,7 +103,7 @@ pub fn apiserver_settings(issuer: &str, audience: &str, ca_pem: Option<&str>) ->
         "--oidc-username-claim=username".to_string(),
         format!("--oidc-username-prefix={USERNAME_PREFIX}"),
         "--oidc-groups-claim=groups".to_string(),
-        "--oidc-signing-algs=ES256".to_string(),
+        format!("--oidc-signing-algs={alg}"),
     ];
     if ca_pem.is_some() {
         flags.push(format!("--oidc-ca-file={ca_file}"));

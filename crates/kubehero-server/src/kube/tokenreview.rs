@@ -9,7 +9,7 @@
 //! caller without a valid certificate, is. Every review is an audit row.
 
 use crate::agent::listener::{answer, error, read_json, Answer};
-use crate::agent::{agent_event, result, Agents, Refusal};
+use crate::agent::{agent_event, result, Agents};
 use crate::state::AppState;
 use http::StatusCode;
 use hyper::body::Incoming;
@@ -61,11 +61,7 @@ pub async fn review(
         return error(StatusCode::UNAUTHORIZED, "unauthenticated", msg);
     };
     let cluster = peer.cn.clone().unwrap_or_default();
-    let refusal = agents
-        .registry
-        .refusal(peer.cn.as_deref(), &peer.serial)
-        .or_else(|| (peer.not_after <= state.clock.now()).then_some(Refusal::Expired));
-    if let Some(r) = refusal {
+    if let Some(r) = crate::agent::listener::refusal(state, agents, &peer) {
         record(state, &cluster, None, 403, Some(r.code()), source).await;
         return error(StatusCode::FORBIDDEN, r.code(), r.as_str());
     }

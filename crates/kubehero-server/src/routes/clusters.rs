@@ -205,6 +205,16 @@ pub async fn register(
     if body.labels.len() > 64 || body.labels.iter().any(|(k, v)| k.is_empty() || k.len() > 63 || v.len() > 255) {
         return Err(ApiError::invalid("labels: at most 64, keys 1-63 characters, values at most 255"));
     }
+    match body.labels.get(crate::kube::direct::SIGNING_ALG_LABEL).map(String::as_str) {
+        None | Some("ES256") => {}
+        Some("RS256") if !s.agents.settings.issuer_rsa_keys.is_empty() => {}
+        Some("RS256") => {
+            return Err(ApiError::invalid(
+                "labels: kubehero.io/signing-alg=RS256 needs KUBEHERO_ISSUER_RSA_KEYS on the control plane",
+            ))
+        }
+        Some(_) => return Err(ApiError::invalid("labels: kubehero.io/signing-alg is ES256 or RS256")),
+    }
     let cluster = Cluster {
         name: name.into(),
         api_server_url: body.api_server_url,
@@ -339,7 +349,8 @@ pub async fn direct(
         )
     })?;
     let audience = crate::kube::direct::audience(&cluster);
-    Ok(axum::Json(crate::kube::direct::apiserver_settings(issuer, &audience, s.serving_ca_pem.as_deref())))
+    let alg = crate::kube::direct::signing_alg(&cluster);
+    Ok(axum::Json(crate::kube::direct::apiserver_settings(issuer, &audience, alg, s.serving_ca_pem.as_deref())))
 }
 
 /// `GET /api/v1/clusters/{name}/rbac` — permission: `cluster.get`. The RBAC objects RBAC sync keeps in the
@@ -468,7 +479,11 @@ pub async fn token(
             &login.hash,
             (now, expires_at),
         );
-        let jwt = s.issuer.sign(&claims).map_err(|e| ApiError::new(crate::error::Code::Unavailable, e.to_string()))?;
+        let alg = crate::kube::direct::signing_alg(&cluster);
+        let jwt = s
+            .issuer
+            .sign(&claims, alg)
+            .map_err(|e| ApiError::new(crate::error::Code::FailedPrecondition, e.to_string()))?;
         (jwt, "cluster.direct_token")
     } else {
         (s.identity.cluster_tokens.mint(&login.hash, &name, expires_at), "cluster.token")

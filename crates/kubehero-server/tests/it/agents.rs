@@ -327,15 +327,7 @@ async fn twenty_second_certificates_renew_under_load_expire_without_renewal_and_
     assert!(issued >= 3, "a join and at least two renewals in 35 s, got {issued}: {}", certs.body);
     // The watch from before the renewals still delivers.
     while events.try_recv().is_ok() {}
-    let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "after-renewals"}});
-    let r = admin
-        .post(format!("{}/api/v1/namespaces", k.url))
-        .bearer_auth(kubehero_testkit::kubeapi::ADMIN_TOKEN)
-        .json(&ns)
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success());
+    k.create_namespace("after-renewals").await.unwrap();
     let seen = tokio::time::timeout(Duration::from_secs(10), async {
         while let Some(e) = events.recv().await {
             if e.contains("after-renewals") {

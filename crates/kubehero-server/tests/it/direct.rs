@@ -1,4 +1,4 @@
-//! Clusters that trust KubeHero directly: a real kube-apiserver v1.20.2 started with `--oidc-issuer-url` =
+//! Clusters that trust KubeHero directly: real kube-apiservers v1.20.2 started with `--oidc-issuer-url` =
 //! KubeHero (over HTTPS, the flags `GET /api/v1/clusters/{name}/direct` prints), real kubectl with
 //! `kubehero token --direct` tokens straight to it.
 
@@ -92,18 +92,36 @@ fn jwt_part(jwt: &str, i: usize) -> Value {
 async fn an_api_server_started_with_kubehero_as_its_oidc_issuer_takes_direct_tokens_through_a_key_rotation() {
     let bin = kubehero_testkit::kubectl::kubectl().expect("kubectl 1.30: run scripts/test (it fetches it)");
     let dir = tempfile::tempdir().unwrap();
-    let (ts, _) = issuer_server(dir.path(), &[("KUBEHERO_ISSUER_KEY_LEAD_SECS", "1")]).await;
+    // An operator-made RSA key for RS256 tokens (ring cannot make RSA keys).
+    let rsa = dir.path().join("issuer-rsa.pem");
+    let made = std::process::Command::new("openssl")
+        .args(["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out"])
+        .arg(&rsa)
+        .output()
+        .unwrap();
+    assert!(made.status.success());
+    let env = [("KUBEHERO_ISSUER_KEY_LEAD_SECS", "1"), ("KUBEHERO_ISSUER_RSA_KEYS", rsa.to_str().unwrap())];
+    let (ts, _) = issuer_server(dir.path(), &env).await;
     for c in ["lab", "other"] {
         let r = ts.call(reqwest::Method::POST, "/api/v1/clusters", Some(ADMIN), Some(json!({"name": c}))).await;
         assert_eq!(r.status, reqwest::StatusCode::CREATED, "{}", r.body);
     }
+    // A cluster whose tokens are RS256, with the same audience as `lab` (so the same API server takes them).
+    let rs = json!({"name": "lab-rsa", "labels": {"kubehero.io/audience": "lab", "kubehero.io/signing-alg": "RS256"}});
+    let r = ts.call(reqwest::Method::POST, "/api/v1/clusters", Some(ADMIN), Some(rs)).await;
+    assert_eq!(r.status, reqwest::StatusCode::CREATED, "{}", r.body);
     // Discovery and the JWKS, as an API server reads them.
     let d = ts.get("/.well-known/openid-configuration", None).await;
     assert_eq!(d.body["issuer"], ts.url.as_str());
     let jwks = ts.get("/openid/v1/jwks", None).await;
-    assert_eq!(jwks.body["keys"].as_array().unwrap().len(), 1);
+    assert_eq!(jwks.body["keys"].as_array().unwrap().len(), 2, "the first ES256 key and the RSA key");
 
-    let k = KubeApiServer::start_with(&oidc_flags(&ts, "lab", dir.path()).await).await.unwrap();
+    let flags: Vec<String> = oidc_flags(&ts, "lab", dir.path())
+        .await
+        .into_iter()
+        .map(|f| if f == "--oidc-signing-algs=ES256" { "--oidc-signing-algs=ES256,RS256".into() } else { f })
+        .collect();
+    let k = KubeApiServer::start_with(&flags).await.unwrap();
     k.kubehero_rbac().await.unwrap();
     // Its agent keeps the kubehero:<role> ClusterRoles there (RBAC sync).
     let kc = dir.path().join("sa.kubeconfig");
@@ -138,6 +156,14 @@ async fn an_api_server_started_with_kubehero_as_its_oidc_issuer_takes_direct_tok
     let (ok, _, err) = kubectl.run(&direct, &["delete", "configmap", "x", "-n", "default"], None).await;
     assert!(!ok && err.contains("User \"kubehero:dana@example.com\""), "{err}");
 
+    // RS256, for API servers that take nothing else.
+    bind(&ts, "dana@example.com", "viewer", "lab-rsa", None).await;
+    let rs256 = direct_token(&ts, &dana, "lab-rsa").await;
+    assert_eq!(jwt_part(&rs256, 0)["alg"], "RS256");
+    assert_eq!(ts.get("/openid/v1/jwks", None).await.body["keys"].as_array().unwrap().len(), 2, "ES256 and RS256");
+    let (ok, _, err) = kubectl.run(&config("rs256", &rs256), &["get", "configmaps", "-n", "default"], None).await;
+    assert!(ok, "an RS256 token: {err}");
+
     // A token minted for another cluster's audience is refused by this one.
     let elsewhere = config("elsewhere", &direct_token(&ts, &dana, "other").await);
     let (ok, _, err) = kubectl.run(&elsewhere, &["get", "configmaps", "-n", "default"], None).await;
@@ -149,7 +175,7 @@ async fn an_api_server_started_with_kubehero_as_its_oidc_issuer_takes_direct_tok
     let r = ts.call(reqwest::Method::POST, "/api/v1/issuer-keys/rotate", Some(OWNER), None).await;
     assert_eq!(r.status, reqwest::StatusCode::CREATED, "{}", r.body);
     assert_eq!(r.body["state"], "staged");
-    assert_eq!(ts.get("/openid/v1/jwks", None).await.body["keys"].as_array().unwrap().len(), 2);
+    assert_eq!(ts.get("/openid/v1/jwks", None).await.body["keys"].as_array().unwrap().len(), 3);
     let mut fresh = direct_token(&ts, &dana, "lab").await;
     for _ in 0..50 {
         if jwt_part(&fresh, 0)["kid"] != old_kid {
@@ -258,19 +284,7 @@ async fn the_proxy_the_issuer_and_the_webhook_give_each_role_the_same_rights() {
     for (name, flags) in [("lab-proxy", vec![]), ("lab-oidc", oidc), ("lab-hook", hook_flags)] {
         let k = KubeApiServer::start_with(&flags).await.unwrap();
         k.kubehero_rbac().await.unwrap();
-        let http = reqwest::Client::builder()
-            .add_root_certificate(reqwest::Certificate::from_pem(&k.ca_pem).unwrap())
-            .build()
-            .unwrap();
-        let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team-a"}});
-        let r = http
-            .post(format!("{}/api/v1/namespaces", k.url))
-            .bearer_auth(kubehero_testkit::kubeapi::ADMIN_TOKEN)
-            .json(&ns)
-            .send()
-            .await
-            .unwrap();
-        assert!(r.status().is_success());
+        k.create_namespace("team-a").await.unwrap();
         let kc = dir.path().join(format!("{name}.sa.kubeconfig"));
         std::fs::write(&kc, k.service_account_kubeconfig("kubehero-system", "kubehero-agent").await.unwrap()).unwrap();
         let stop =
@@ -467,8 +481,7 @@ async fn rbac_sync_applies_changes_and_puts_back_drift_but_leaves_other_objects_
         let r = http.get(format!("{rbac}{path}")).bearer_auth(admin).send().await.unwrap();
         (r.status().as_u16(), r.json().await.unwrap_or_default())
     };
-    let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team-a"}});
-    http.post(format!("{}/api/v1/namespaces", k.url)).bearer_auth(admin).json(&ns).send().await.unwrap();
+    k.create_namespace("team-a").await.unwrap();
     // Someone's own ClusterRole with a name like KubeHero's, without the label.
     let theirs = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
         "metadata": {"name": "kubehero:viewer-extra"}, "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}]});

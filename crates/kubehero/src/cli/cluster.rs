@@ -40,8 +40,14 @@ fn print_join(j: &Value) {
 }
 
 /// `kubehero cluster add NAME`.
-pub async fn add(t: &Target, name: &str, api_server_url: Option<&str>, join_ttl: i64) -> anyhow::Result<ExitCode> {
-    let mut body = json!({ "name": name, "join": true, "join_ttl_secs": join_ttl });
+pub async fn add(
+    t: &Target,
+    name: &str,
+    api_server_url: Option<&str>,
+    join_ttl: i64,
+    labels: serde_json::Map<String, Value>,
+) -> anyhow::Result<ExitCode> {
+    let mut body = json!({ "name": name, "join": true, "join_ttl_secs": join_ttl, "labels": labels });
     if let Some(u) = api_server_url {
         body["api_server_url"] = json!(u);
     }

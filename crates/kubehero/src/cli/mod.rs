@@ -123,6 +123,13 @@ pub enum ClusterCommand {
         /// kube-apiserver --oidc-* flags and the AuthenticationConfiguration document (Kubernetes 1.30+).
         #[arg(long)]
         direct: bool,
+        /// The audience of the cluster's direct tokens (--oidc-client-id of its API server); default its name.
+        #[arg(long, value_name = "AUDIENCE")]
+        audience: Option<String>,
+        /// How direct tokens for the cluster are signed: ES256, or RS256 for API servers that take only RS256
+        /// (needs KUBEHERO_ISSUER_RSA_KEYS on the control plane).
+        #[arg(long, value_name = "ALG", value_parser = ["ES256", "RS256"])]
+        signing_alg: Option<String>,
         /// Also print the webhook kubeconfig (with a client certificate for the cluster's API server) and the
         /// flags that make the API server ask KubeHero's TokenReview webhook who a token is.
         #[arg(long)]
@@ -263,9 +270,25 @@ async fn run_with(cmd: CliCommand, env: &dyn Env) -> anyhow::Result<ExitCode> {
             account::rotate(&store, &target(&store, None, a.server.as_deref())?).await
         }
         CliCommand::Cluster(c) => match c {
-            ClusterCommand::Add { name, api_server_url, join_ttl, direct, webhook, target: a } => {
+            ClusterCommand::Add {
+                name,
+                api_server_url,
+                join_ttl,
+                direct,
+                audience,
+                signing_alg,
+                webhook,
+                target: a,
+            } => {
                 let t = target(&store, env_token, a.server.as_deref())?;
-                let code = cluster::add(&t, &name, api_server_url.as_deref(), join_ttl).await?;
+                let mut labels = serde_json::Map::new();
+                if let Some(a) = audience {
+                    labels.insert("kubehero.io/audience".into(), a.into());
+                }
+                if let Some(alg) = signing_alg {
+                    labels.insert("kubehero.io/signing-alg".into(), alg.into());
+                }
+                let code = cluster::add(&t, &name, api_server_url.as_deref(), join_ttl, labels).await?;
                 if direct {
                     cluster::direct(&t, &name).await?;
                 }
