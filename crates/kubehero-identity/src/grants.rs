@@ -6,7 +6,7 @@ use kubehero_core::{normalize_grants, Binding, BindingSubject, Grant, Role, Scop
 use kubehero_store::Store;
 use parking_lot::RwLock;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// The bindings in force, rebuilt whenever the database's bindings change on this replica and refreshed
@@ -19,10 +19,18 @@ pub struct BindingsCache {
     issuer_groups: HashMap<String, HashMap<String, Vec<Role>>>,
     /// Config file bindings (static).
     file_bindings: Vec<Binding>,
-    /// Database bindings (dynamic).
+    /// Database bindings as loaded, with their expiry.
+    db_rows: RwLock<Arc<Vec<TimedBinding>>>,
+    /// The database bindings in force: those not yet expired.
     db_bindings: RwLock<Arc<Vec<Binding>>>,
+    /// When the next of them expires (`i64::MAX`: none does); the set is recomputed on the first read after it.
+    next_expiry: AtomicI64,
+    clock: Arc<dyn crate::clock::Clock>,
     generation: AtomicU64,
 }
+
+/// A database binding and when it ends (`None`: when deleted).
+type TimedBinding = (Binding, Option<i64>);
 
 fn group_map(pairs: &[(String, Role)]) -> HashMap<String, Vec<Role>> {
     let mut m: HashMap<String, Vec<Role>> = HashMap::new();
@@ -48,13 +56,17 @@ impl BindingsCache {
         global: &[(String, Role)],
         issuers: &[(String, Vec<(String, Role)>)],
         file_bindings: Vec<Binding>,
+        clock: Arc<dyn crate::clock::Clock>,
     ) -> Self {
         BindingsCache {
             store,
             global_groups: group_map(global),
             issuer_groups: issuers.iter().map(|(iss, pairs)| (iss.clone(), group_map(pairs))).collect(),
             file_bindings,
+            db_rows: RwLock::new(Arc::new(Vec::new())),
             db_bindings: RwLock::new(Arc::new(Vec::new())),
+            next_expiry: AtomicI64::new(i64::MAX),
+            clock,
             generation: AtomicU64::new(0),
         }
     }
@@ -62,13 +74,53 @@ impl BindingsCache {
     /// Reloads the database bindings. Errors keep the previous set (and are logged by the caller).
     pub async fn reload(&self) -> Result<(), kubehero_store::StoreError> {
         let rows = self.store.list_bindings().await?;
-        let v: Vec<Binding> = rows.into_iter().map(|r| r.binding).collect();
-        let changed = **self.db_bindings.read() != v;
-        if changed {
-            *self.db_bindings.write() = Arc::new(v);
+        let v: Vec<TimedBinding> = rows.into_iter().map(|r| (r.binding, r.expires_at)).collect();
+        if **self.db_rows.read() != v {
+            *self.db_rows.write() = Arc::new(v);
+        }
+        self.recompute(self.clock.now());
+        Ok(())
+    }
+
+    /// The bindings in force at `now`; bumps the generation when they changed (a binding came or expired).
+    fn recompute(&self, now: i64) {
+        let rows = self.db_rows.read().clone();
+        let active: Vec<Binding> =
+            rows.iter().filter(|(_, e)| e.is_none_or(|e| e > now)).map(|(b, _)| b.clone()).collect();
+        let next = rows.iter().filter_map(|(_, e)| e.filter(|e| *e > now)).min().unwrap_or(i64::MAX);
+        self.next_expiry.store(next, Ordering::Release);
+        if **self.db_bindings.read() != active {
+            *self.db_bindings.write() = Arc::new(active);
             self.generation.fetch_add(1, Ordering::Release);
         }
-        Ok(())
+    }
+
+    /// The database bindings in force now (a time-bound one stops counting the moment it expires).
+    fn db(&self) -> Arc<Vec<Binding>> {
+        let now = self.clock.now();
+        if now >= self.next_expiry.load(Ordering::Acquire) {
+            self.recompute(now);
+        }
+        self.db_bindings.read().clone()
+    }
+
+    /// When the first time-bound database binding of `cluster` that applies to `p` ends, if one does: a direct
+    /// token for the cluster must not outlive it.
+    pub fn earliest_expiry(&self, p: &kubehero_core::Principal, cluster: &str) -> Option<i64> {
+        let now = self.clock.now();
+        let key = kubehero_core::subject_key(p.issuer.as_deref(), &p.sub);
+        self.db_rows
+            .read()
+            .iter()
+            .filter(|(b, e)| e.is_some_and(|e| e > now) && b.applies_to(&key, p.email.as_deref(), &p.groups))
+            .filter(|(b, _)| match &b.scope {
+                Scope::Global => true,
+                Scope::Cluster { cluster: g } | Scope::Namespace { cluster: g, .. } => {
+                    kubehero_core::glob::matches(g, cluster)
+                }
+            })
+            .filter_map(|(_, e)| *e)
+            .min()
     }
 
     /// Bumps whenever the effective bindings change; cached principals built under an older generation are
@@ -94,7 +146,7 @@ impl BindingsCache {
     /// The (role, namespace) pairs that namespace-scoped bindings (from the file and the database) grant in
     /// `cluster`, whoever they name: what RBAC sync binds in each namespace.
     pub fn namespace_roles(&self, cluster: &str) -> std::collections::BTreeSet<(Role, String)> {
-        let db = self.db_bindings.read().clone();
+        let db = self.db();
         self.file_bindings
             .iter()
             .chain(db.iter())
@@ -137,7 +189,7 @@ impl BindingsCache {
                 grants.extend(roles.iter().map(|r| Grant::global(*r)));
             }
         }
-        let db = self.db_bindings.read().clone();
+        let db = self.db();
         let key = kubehero_core::subject_key(id.issuer, id.sub);
         for b in self.file_bindings.iter().chain(db.iter()) {
             if b.applies_to(&key, id.email, id.groups) {
@@ -150,7 +202,7 @@ impl BindingsCache {
     /// Grants for an API key: its own role everywhere plus any user binding naming its id.
     pub fn grants_for_key(&self, key_id: &str, role: Role) -> Vec<Grant> {
         let mut grants = vec![Grant::global(role)];
-        let db = self.db_bindings.read().clone();
+        let db = self.db();
         for b in self.file_bindings.iter().chain(db.iter()) {
             if matches!(&b.subject, BindingSubject::User(u) if u == key_id) {
                 grants.push(Grant { role: b.role, scope: b.scope.clone() });
@@ -163,4 +215,59 @@ impl BindingsCache {
 /// Human-readable scope, for `whoami` and listings.
 pub fn scope_json(scope: &Scope) -> serde_json::Value {
     serde_json::json!({ "cluster": scope.cluster(), "namespace": scope.namespace() })
+}
+
+impl crate::Identity {
+    /// Deletes the database bindings whose time is up, each with a `role_binding.expire` audit row (they
+    /// already grant nothing from the moment they expire; this keeps the table and the listing honest). Returns
+    /// how many went.
+    pub async fn expire_bindings(&self) -> Result<usize, kubehero_store::StoreError> {
+        use kubehero_core::{AuditActor, AuditEvent, AuditOutcome, AuditResult, AuditTarget};
+        let now = self.clock.now();
+        let mut gone = 0;
+        for b in self.store.list_bindings().await? {
+            if b.expires_at.is_none_or(|e| e > now) {
+                continue;
+            }
+            let event = AuditEvent {
+                event_id: self.ids.next_id(),
+                time_ms: self.clock.now_ms(),
+                actor: AuditActor {
+                    sub: "kubehero".into(),
+                    issuer: None,
+                    email: None,
+                    groups: Vec::new(),
+                    kind: "system".into(),
+                    auth_method: "none".into(),
+                },
+                action: "role_binding.expire".into(),
+                target: AuditTarget {
+                    kind: Some("role_binding".into()),
+                    id: Some(b.id.clone()),
+                    cluster: b.binding.scope.cluster().map(str::to_string),
+                    namespace: b.binding.scope.namespace().map(str::to_string),
+                },
+                result: AuditResult {
+                    outcome: AuditOutcome::Ok,
+                    code: None,
+                    status: 200,
+                    repeated: None,
+                    duration_ms: None,
+                },
+                request_id: self.ids.next_id(),
+                source: None,
+                user_agent: None,
+            };
+            match self.apply(kubehero_store::Change::DeleteBinding(&b.id), event).await {
+                Ok(_) => gone += 1,
+                // Deleted meanwhile (by hand, or by another replica's sweep).
+                Err(kubehero_store::StoreError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if gone > 0 {
+            self.bindings.reload().await?;
+        }
+        Ok(gone)
+    }
 }

@@ -123,7 +123,8 @@ pub async fn build_state(
     qualify_legacy_subjects(&*store, config).await?;
     let issuer_maps: Vec<_> =
         config.issuers.iter().map(|i| (i.verifier.issuer.clone(), i.group_roles.clone())).collect();
-    let bindings = BindingsCache::new(store.clone(), &config.group_roles, &issuer_maps, config.bindings.clone());
+    let bindings =
+        BindingsCache::new(store.clone(), &config.group_roles, &issuer_maps, config.bindings.clone(), clock.clone());
     bindings.reload().await?;
     let (keys, generated) = audit::load_hmac_keys(config, true)?;
     audit::check_hmac_key_matches_chain(&*store, &keys).await?;
@@ -358,6 +359,11 @@ fn spawn_refresh(state: AppState, mut stop: watch::Receiver<bool>) {
                 _ = seen.tick() => state.agents.hub.touch(&state).await,
                 _ = minute.tick() => {
                     record_sampled(&state).await;
+                    match state.identity.expire_bindings().await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(bindings = n, "expired role bindings deleted"),
+                        Err(e) => tracing::warn!(error = %e, "deleting expired role bindings failed"),
+                    }
                     match state.store.purge_expired_devices(state.clock.now()).await {
                         Ok(0) => {}
                         Ok(n) => tracing::debug!(rows = n, "expired device authorizations swept"),

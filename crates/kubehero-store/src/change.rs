@@ -433,6 +433,7 @@ macro_rules! change_store {
                             .bind(b.binding.scope.namespace())
                             .bind(&b.created_by)
                             .bind(b.created_at)
+                            .bind(b.expires_at)
                             .execute(&mut *conn)
                             .await
                             .map_err(Self::err(format!(

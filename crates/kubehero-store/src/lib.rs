@@ -147,6 +147,9 @@ pub struct StoredBinding {
     pub binding: Binding,
     pub created_by: String,
     pub created_at: i64,
+    /// From then (Unix seconds) it grants nothing; `None`: until deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<i64>,
 }
 
 /// A managed API key. The key itself is never stored: only its SHA-256 (lowercase hex).

@@ -37,6 +37,7 @@ pub(crate) const SQLITE: &[Migration] = &[
     Migration { version: 7, name: "bounded_sign_in", sql: include_str!("migrations/sqlite/0007_bounded_sign_in.sql") },
     Migration { version: 8, name: "agents", sql: include_str!("migrations/sqlite/0008_agents.sql") },
     Migration { version: 9, name: "issuer", sql: include_str!("migrations/sqlite/0009_issuer.sql") },
+    Migration { version: 10, name: "binding_expiry", sql: include_str!("migrations/sqlite/0010_binding_expiry.sql") },
 ];
 
 /// PostgreSQL migrations, oldest first.
@@ -58,6 +59,7 @@ pub(crate) const POSTGRES: &[Migration] = &[
     },
     Migration { version: 8, name: "agents", sql: include_str!("migrations/postgres/0008_agents.sql") },
     Migration { version: 9, name: "issuer", sql: include_str!("migrations/postgres/0009_issuer.sql") },
+    Migration { version: 10, name: "binding_expiry", sql: include_str!("migrations/postgres/0010_binding_expiry.sql") },
 ];
 
 /// Key of the PostgreSQL advisory lock that serialises migrations across replicas ("KUBEHERO" in ASCII).

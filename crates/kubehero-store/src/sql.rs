@@ -93,13 +93,13 @@ pub(crate) fn transition_from_row(row: TransitionRow) -> Result<PolicyTransition
 
 // ---- role bindings ----------------------------------------------------------------------------------------
 
-pub(crate) type BindingRow = (String, String, String, String, Option<String>, Option<String>, String, i64);
+pub(crate) type BindingRow = (String, String, String, String, Option<String>, Option<String>, String, i64, Option<i64>);
 
 pub(crate) const LIST_BINDINGS: &str = "SELECT id, subject_kind, subject, role, cluster, namespace, created_by, \
-     created_at FROM role_bindings ORDER BY created_at, id";
+     created_at, expires_at FROM role_bindings ORDER BY created_at, id";
 pub(crate) const INSERT_BINDING: &str = "INSERT INTO role_bindings \
-     (id, subject_kind, subject, role, cluster, namespace, created_by, created_at) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+     (id, subject_kind, subject, role, cluster, namespace, created_by, created_at, expires_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
 pub(crate) const DELETE_BINDING: &str = "DELETE FROM role_bindings WHERE id = $1";
 
 /// `(kind, name)` of a subject as stored.
@@ -111,7 +111,7 @@ pub(crate) fn subject_parts(subject: &BindingSubject) -> (&'static str, &str) {
 }
 
 pub(crate) fn binding_from_row(row: BindingRow) -> Result<StoredBinding> {
-    let (id, kind, subject, role, cluster, namespace, created_by, created_at) = row;
+    let (id, kind, subject, role, cluster, namespace, created_by, created_at, expires_at) = row;
     let subject = match kind.as_str() {
         "group" => BindingSubject::Group(subject),
         "user" => BindingSubject::User(subject),
@@ -119,7 +119,7 @@ pub(crate) fn binding_from_row(row: BindingRow) -> Result<StoredBinding> {
     };
     let role = role_from_str(&role, || format!("role of binding {id:?}"))?;
     let binding = Binding { subject, role, scope: Scope::from_parts(cluster, namespace) };
-    Ok(StoredBinding { id, binding, created_by, created_at })
+    Ok(StoredBinding { id, binding, created_by, created_at, expires_at })
 }
 
 // ---- API keys ---------------------------------------------------------------------------------------------

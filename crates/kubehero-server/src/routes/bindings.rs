@@ -49,6 +49,10 @@ pub struct CreateBinding {
     cluster: Option<String>,
     #[serde(default)]
     namespace: Option<String>,
+    /// Unix seconds from which the binding grants nothing (it is then deleted with an audit row); absent: until
+    /// deleted.
+    #[serde(default)]
+    expires_at: Option<i64>,
 }
 
 /// `POST /api/v1/role-bindings` — permission: `role_binding.create` (owner).
@@ -69,12 +73,19 @@ pub async fn create(
         kubehero_core::check_user_name(u).map_err(ApiError::invalid)?;
     }
     let scope = validate_scope(b.cluster, b.namespace).map_err(ApiError::invalid)?;
+    let now = s.clock.now();
+    if let Some(at) = b.expires_at {
+        if at <= now || at > now + 366 * 86400 {
+            return Err(ApiError::invalid("expires_at: Unix seconds in the future, at most a year away"));
+        }
+    }
     let raw = kubehero_identity::credential::random_bytes(10)?;
     let stored = StoredBinding {
         id: format!("rb_{}", kubehero_audit::hex::encode(&raw)),
         binding: Binding { subject: b.subject, role: b.role, scope },
         created_by: p.subject_key(),
-        created_at: s.clock.now(),
+        created_at: now,
+        expires_at: b.expires_at,
     };
     let target = target_of("role_binding", &stored.id, None, None);
     audited.apply(Change::CreateBinding(&stored), Action::RoleBindingCreate, &target, StatusCode::CREATED).await?;

@@ -462,6 +462,12 @@ pub async fn token(
     }
     let now = s.clock.now();
     let expires_at = (now + s.agents.settings.cluster_token_ttl).min(login.expires_at);
+    // A direct token does not outlive a time-bound binding it carries: the API server cannot be told when that
+    // ends (a per-cluster token is checked at every use).
+    let expires_at = match q.direct {
+        true => expires_at.min(s.identity.bindings.earliest_expiry(&p, &name).unwrap_or(i64::MAX)),
+        false => expires_at,
+    };
     let (minted, action) = if q.direct {
         // A JWT of KubeHero's own issuer, for an API server that trusts it (or asks KubeHero by TokenReview).
         let issuer = s.issuer.url().ok_or_else(|| {

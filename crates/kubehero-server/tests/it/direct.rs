@@ -541,3 +541,74 @@ async fn rbac_sync_applies_changes_and_puts_back_drift_but_leaves_other_objects_
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A time-bound binding (what elevation and share links are made of): it grants through the proxy, through
+/// RBAC sync and in direct tokens until its moment, then nothing: the open watch it allowed is cut, the
+/// RoleBinding it implied is deleted, a direct token minted under it does not outlive it; the sweep deletes the
+/// row with an audit row.
+#[tokio::test]
+async fn a_time_bound_binding_ends_everywhere_at_its_moment() {
+    let bin = kubehero_testkit::kubectl::kubectl().expect("kubectl 1.30: run scripts/test (it fetches it)");
+    let dir = tempfile::tempdir().unwrap();
+    let (ts, ca) = issuer_server(dir.path(), &[]).await;
+    let k = KubeApiServer::start().await.unwrap();
+    k.kubehero_rbac().await.unwrap();
+    k.create_namespace("team-a").await.unwrap();
+    let kc = dir.path().join("sa.kubeconfig");
+    std::fs::write(&kc, k.service_account_kubeconfig("kubehero-system", "kubehero-agent").await.unwrap()).unwrap();
+    let _agent = crate::kube::connect_agent(&ts, "lab", &kc, &dir.path().join("agent")).await;
+    let state = &ts.server.as_ref().unwrap().state;
+
+    let until = crate::agents::now() + 6;
+    for (role, namespace) in [("viewer", None), ("member", Some("team-a"))] {
+        let body = json!({"subject": {"kind": "user", "name": "dana@example.com"}, "role": role, "cluster": "lab",
+            "namespace": namespace, "expires_at": until});
+        let r = ts.call(reqwest::Method::POST, "/api/v1/role-bindings", Some(OWNER), Some(body)).await;
+        assert_eq!(r.status, reqwest::StatusCode::CREATED, "{}", r.body);
+        assert_eq!(r.body["expires_at"], until);
+    }
+    let past = json!({"subject": {"kind": "user", "name": "x@example.com"}, "role": "viewer", "expires_at": 1});
+    assert_eq!(ts.call(reqwest::Method::POST, "/api/v1/role-bindings", Some(OWNER), Some(past)).await.status, 400);
+    let login = cli_login(&ts, "dana@example.com").await;
+    let direct = direct_token(&ts, &login, "lab").await;
+    assert!(jwt_part(&direct, 1)["exp"].as_i64().unwrap() <= until, "a direct token does not outlive the binding");
+    crate::kube::rbac_applied(&ts, "lab").await;
+    let rolebinding =
+        format!("{}/apis/rbac.authorization.k8s.io/v1/namespaces/team-a/rolebindings/kubehero:role:member", k.url);
+    let http = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&k.ca_pem).unwrap())
+        .build()
+        .unwrap();
+    let exists = async || {
+        let r = http.get(&rolebinding).bearer_auth(kubehero_testkit::kubeapi::ADMIN_TOKEN).send().await.unwrap();
+        r.status() == 200
+    };
+    assert!(exists().await, "RBAC sync made the RoleBinding of the namespace-scoped grant");
+
+    let kubectl = Kubectl { bin, home: dir.path().join("home") };
+    let config = dir.path().join("dana.kubeconfig");
+    let server = format!("{}/k8s/clusters/lab", ts.url);
+    std::fs::write(&config, kubehero_testkit::kubectl::token_kubeconfig(&server, &ca, &login)).unwrap();
+    let (ok, _, err) = kubectl.run(&config, &["create", "configmap", "during", "-n", "team-a"], None).await;
+    assert!(ok, "{err}");
+    let mut watch = crate::kube::open_watch(&kubectl, &config, &state.kube_streams).await;
+
+    // The moment passes: the watch is cut, requests are refused, the RoleBinding goes.
+    let left = until - crate::agents::now();
+    let took = crate::kube::exits_within(&mut watch, Duration::from_secs(u64::try_from(left).unwrap_or(0) + 4)).await;
+    assert!(crate::agents::now() >= until, "cut only at the binding's end (after {took:?})");
+    let (ok, _, err) = kubectl.run(&config, &["get", "configmaps", "-n", "team-a"], None).await;
+    assert!(!ok && err.contains("no KubeHero role"), "{err}");
+    let t0 = std::time::Instant::now();
+    while exists().await {
+        assert!(t0.elapsed() < Duration::from_secs(5), "the RoleBinding outlived its binding");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // The sweep deletes the rows, each with an audit row.
+    assert_eq!(state.identity.expire_bindings().await.unwrap(), 2);
+    let listed = ts.get("/api/v1/role-bindings", Some(OWNER)).await;
+    assert!(listed.body["items"].as_array().unwrap().iter().all(|b| b["expires_at"].is_null()), "{}", listed.body);
+    let rows = ts.get("/api/v1/audit?action=role_binding.expire", Some(OWNER)).await;
+    assert_eq!(rows.body["items"].as_array().unwrap().len(), 2, "{}", rows.body);
+}

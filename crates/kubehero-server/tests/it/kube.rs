@@ -439,7 +439,7 @@ fn watch_configmaps(kubectl: &Kubectl, kubeconfig: &Path) -> tokio::process::Chi
 }
 
 /// Starts a watch with `kubeconfig`, waits until it is open and running, and gives back the process.
-async fn open_watch(
+pub(crate) async fn open_watch(
     kubectl: &Kubectl,
     kubeconfig: &Path,
     streams: &kubehero_server::kube::streams::Streams,
@@ -463,7 +463,7 @@ async fn cut_within_2_5_s(w: &mut tokio::process::Child) {
 }
 
 /// Waits until the process exits; how long it took.
-async fn exits_within(child: &mut tokio::process::Child, limit: Duration) -> Duration {
+pub(crate) async fn exits_within(child: &mut tokio::process::Child, limit: Duration) -> Duration {
     let t0 = Instant::now();
     tokio::time::timeout(limit, child.wait()).await.expect("the watch was not closed in time").unwrap();
     t0.elapsed()

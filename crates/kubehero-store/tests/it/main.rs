@@ -108,6 +108,7 @@ async fn legacy_subjects(s: &dyn Store) {
         binding: Binding { subject: BindingSubject::User(name.into()), role: Role::Admin, scope: Scope::Global },
         created_by: "erin".to_string(),
         created_at: 5,
+        expires_at: None,
     };
     for (id, name) in
         [("lb1", "dave"), ("lb2", "dave@example.com"), ("lb3", "aaaa000000000002"), ("lb4", "https://x#eve")]
@@ -333,11 +334,13 @@ async fn bindings(s: &dyn Store) {
         binding: Binding { subject, role, scope },
         created_by: "erin".to_string(),
         created_at: 5,
+        expires_at: None,
     };
     let ns = Scope::Namespace { cluster: "prod-*".to_string(), namespace: "payments".to_string() };
     let b1 = b("b1", BindingSubject::Group("oncall".into()), Role::Admin, Scope::Cluster { cluster: "prod-*".into() });
     let b2 = b("b2", BindingSubject::User("carol@example.com".into()), Role::Member, ns.clone());
-    let b3 = b("b3", BindingSubject::Group("oncall".into()), Role::Viewer, Scope::Global);
+    let mut b3 = b("b3", BindingSubject::Group("oncall".into()), Role::Viewer, Scope::Global);
+    b3.expires_at = Some(900);
     for x in [&b1, &b2, &b3] {
         s.create_binding(x).await.unwrap();
     }
