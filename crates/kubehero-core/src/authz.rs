@@ -48,6 +48,10 @@ pub enum Action {
     SessionRevoke,
     /// Exchange one's CLI token for a new one.
     TokenRotate,
+    /// Ask for a role on a cluster for a while (time-bound elevation); list one's own requests.
+    AccessRequest,
+    /// Approve or deny an elevation request: admins and owners of the request's scope.
+    AccessDecide,
     /// SCIM discovery: `ServiceProviderConfig`, `ResourceTypes`, `Schemas`.
     ScimDiscover,
     /// SCIM reads of users (get, list, filter, search).
@@ -66,7 +70,7 @@ pub enum Action {
 
 impl Action {
     /// Every action, for exhaustive tests.
-    pub const ALL: [Action; 35] = [
+    pub const ALL: [Action; 37] = [
         Action::WhoAmI,
         Action::ClusterList,
         Action::ClusterGet,
@@ -91,6 +95,8 @@ impl Action {
         Action::SessionList,
         Action::SessionRevoke,
         Action::TokenRotate,
+        Action::AccessRequest,
+        Action::AccessDecide,
         Action::ScimDiscover,
         Action::ScimUserRead,
         Action::ScimUserCreate,
@@ -131,6 +137,8 @@ impl Action {
             Action::SessionList => "session.list",
             Action::SessionRevoke => "session.revoke",
             Action::TokenRotate => "token.rotate",
+            Action::AccessRequest => "access.request",
+            Action::AccessDecide => "access.decide",
             Action::ScimDiscover => "scim.discover",
             Action::ScimUserRead => "scim.user.read",
             Action::ScimUserCreate => "scim.user.create",
@@ -272,11 +280,14 @@ fn role_allows(role: Role, action: Action, target: Target<'_>) -> bool {
     let read =
         matches!(action, WhoAmI | ClusterList | ClusterGet | PolicyList | PolicyGet | RoleBindingList | ApiKeyList);
     // Everyone manages their own sign-ins, whatever their role.
-    let self_service = matches!(action, SessionList | TokenRotate) || (action == SessionRevoke && target.owned);
+    let self_service =
+        matches!(action, SessionList | TokenRotate | AccessRequest) || (action == SessionRevoke && target.owned);
     let own_write = matches!(action, PolicyCreate | ApiKeyCreate)
         || (matches!(action, PolicyUpdate | ApiKeyRevoke) && target.owned);
-    let cluster_admin =
-        matches!(action, ClusterRegister | ClusterDelete | PolicyArm | PolicyDisarm | PolicyUndo | PolicyUpdate);
+    let cluster_admin = matches!(
+        action,
+        ClusterRegister | ClusterDelete | PolicyArm | PolicyDisarm | PolicyUndo | PolicyUpdate | AccessDecide
+    );
     match role {
         Role::Viewer => read || self_service,
         Role::Auditor => read || self_service || matches!(action, AuditRead | SettingsRead),
@@ -291,12 +302,12 @@ fn needed_role(action: Action, target: Target<'_>) -> &'static str {
     use Action::*;
     match action {
         WhoAmI | ClusterList | ClusterGet | PolicyList | PolicyGet | RoleBindingList | ApiKeyList => "viewer",
-        SessionList | TokenRotate => "viewer",
+        SessionList | TokenRotate | AccessRequest => "viewer",
         SessionRevoke if target.owned => "viewer",
         PolicyCreate | ApiKeyCreate => "member",
         PolicyUpdate if target.owned => "member",
         ApiKeyRevoke if target.owned => "member",
-        ClusterRegister | ClusterDelete | PolicyArm | PolicyDisarm | PolicyUndo | PolicyUpdate => {
+        ClusterRegister | ClusterDelete | PolicyArm | PolicyDisarm | PolicyUndo | PolicyUpdate | AccessDecide => {
             "admin (within the target cluster's scope)"
         }
         AuditRead | SettingsRead => "auditor or owner",
@@ -322,8 +333,8 @@ mod tests {
         let p = with(vec![Grant::global(Role::Auditor)]);
         for a in Action::ALL {
             let d = authorize(&p, a, Target::cluster("prod").owned(true));
-            // Managing one's own sign-ins is the only write an auditor makes.
-            let self_service = matches!(a, Action::SessionRevoke | Action::TokenRotate);
+            // Managing one's own sign-ins, and asking for more access, are the only writes an auditor makes.
+            let self_service = matches!(a, Action::SessionRevoke | Action::TokenRotate | Action::AccessRequest);
             let expected = (!a.is_mutation() || self_service) && !a.is_provisioning();
             assert_eq!(d.is_allowed(), expected, "{a:?}");
         }

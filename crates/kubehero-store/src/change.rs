@@ -35,6 +35,18 @@ pub enum Change<'a> {
     IssueAgentCert(&'a AgentCert),
     /// A new agent CA (staged: trusted, handed to agents, not yet signing). `AlreadyExists` for a taken id.
     AddAgentCa(&'a AgentCa),
+    /// A new elevation request (pending).
+    CreateAccessRequest(&'a crate::AccessRequest),
+    /// Approves (with the time-bound binding it makes, in the same transaction) or denies a pending request:
+    /// `Conflict` if it was decided already (two approvals at once grant once), `NotFound` if there is none.
+    DecideAccessRequest {
+        id: &'a str,
+        approve: bool,
+        by: &'a str,
+        at: i64,
+        comment: Option<&'a str>,
+        binding: Option<&'a StoredBinding>,
+    },
     /// A new signing key of KubeHero's OIDC issuer (a rotation). `AlreadyExists` for a taken id.
     AddIssuerKey(&'a crate::agent::IssuerKey),
     /// A staged CA starts signing. `NotFound` unless it exists staged and not retired.
@@ -422,24 +434,45 @@ macro_rules! change_store {
                         Self::history_on(conn, &policy, action, Some(from), &spec, actor, at).await?;
                         return Ok(Changed::Policy(policy));
                     }
-                    Change::CreateBinding(b) => {
-                        let (kind, subject) = $crate::sql::subject_parts(&b.binding.subject);
-                        sqlx::query($crate::sql::INSERT_BINDING)
-                            .bind(&b.id)
-                            .bind(kind)
-                            .bind(subject)
-                            .bind(b.binding.role.as_str())
-                            .bind(b.binding.scope.cluster())
-                            .bind(b.binding.scope.namespace())
-                            .bind(&b.created_by)
-                            .bind(b.created_at)
-                            .bind(b.expires_at)
+                    Change::CreateBinding(b) => Self::insert_binding_on(conn, b).await?,
+                    Change::CreateAccessRequest(r) => {
+                        sqlx::query($crate::access::INSERT)
+                            .bind(&r.id)
+                            .bind(&r.requester)
+                            .bind(&r.requester_email)
+                            .bind(&r.cluster)
+                            .bind(&r.namespace)
+                            .bind(&r.role)
+                            .bind(r.duration_secs)
+                            .bind(&r.reason)
+                            .bind(r.created_at)
                             .execute(&mut *conn)
                             .await
-                            .map_err(Self::err(format!(
-                                "role binding {:?} (or the same {kind} {subject:?} → {} binding)",
-                                b.id, b.binding.role
-                            )))?;
+                            .map_err(Self::err(format!("access request {:?}", r.id)))?;
+                    }
+                    Change::DecideAccessRequest { id, approve, by, at, comment, binding } => {
+                        let done = sqlx::query($crate::access::DECIDE)
+                            .bind(id)
+                            .bind(if approve { "approved" } else { "denied" })
+                            .bind(by)
+                            .bind(at)
+                            .bind(comment)
+                            .bind(binding.map(|b| b.id.as_str()))
+                            .bind(binding.and_then(|b| b.expires_at))
+                            .execute(&mut *conn)
+                            .await
+                            .map_err(Self::err(format!("access request {id:?}")))?;
+                        if done.rows_affected() != 1 {
+                            let found: Option<$crate::access::RequestRow> = sqlx::query_as(&$crate::access::get_sql())
+                                .bind(id)
+                                .fetch_optional(&mut *conn)
+                                .await
+                                .map_err(Self::err(format!("access request {id:?}")))?;
+                            return Err($crate::access::undecidable(found.map($crate::access::from_row), id));
+                        }
+                        if let Some(b) = binding {
+                            Self::insert_binding_on(conn, b).await?;
+                        }
                     }
                     Change::DeleteBinding(id) => {
                         Self::delete_on(conn, $crate::sql::DELETE_BINDING, id, format!("role binding {id:?}")).await?
@@ -575,6 +608,27 @@ macro_rules! change_store {
                     .execute(&mut *conn)
                     .await
                     .map_err(Self::err(format!("agent CA {:?}", ca.id)))?;
+                Ok(())
+            }
+
+            async fn insert_binding_on(conn: &mut $conn, b: &$crate::StoredBinding) -> $crate::Result<()> {
+                let (kind, subject) = $crate::sql::subject_parts(&b.binding.subject);
+                sqlx::query($crate::sql::INSERT_BINDING)
+                    .bind(&b.id)
+                    .bind(kind)
+                    .bind(subject)
+                    .bind(b.binding.role.as_str())
+                    .bind(b.binding.scope.cluster())
+                    .bind(b.binding.scope.namespace())
+                    .bind(&b.created_by)
+                    .bind(b.created_at)
+                    .bind(b.expires_at)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(Self::err(format!(
+                        "role binding {:?} (or the same {kind} {subject:?} → {} binding)",
+                        b.id, b.binding.role
+                    )))?;
                 Ok(())
             }
 

@@ -7,6 +7,7 @@
 //! - secrets are never stored: API keys are kept as their SHA-256 only;
 //! - times are Unix seconds (`i64`), ids are strings chosen by the caller.
 
+mod access;
 mod agent;
 mod audit;
 mod change;
@@ -23,6 +24,7 @@ use kubehero_core::{AuditEvent, AuditOutcome, Binding, Checkpoint, Role, SealedR
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
+pub use access::{AccessRequest, AccessStore};
 pub use agent::{AgentCa, AgentCert, AgentStore, ClusterStatus, ConnectionState, IssuerKey, JoinToken};
 pub use change::{
     changed_api_key, changed_count, changed_deleted_group, changed_device, changed_group, changed_policy,
@@ -670,6 +672,7 @@ pub trait Store:
     + SubjectStore
     + ClusterStore
     + AgentStore
+    + AccessStore
     + PolicyStore
     + BindingStore
     + ApiKeyStore

@@ -38,6 +38,7 @@ pub(crate) const SQLITE: &[Migration] = &[
     Migration { version: 8, name: "agents", sql: include_str!("migrations/sqlite/0008_agents.sql") },
     Migration { version: 9, name: "issuer", sql: include_str!("migrations/sqlite/0009_issuer.sql") },
     Migration { version: 10, name: "binding_expiry", sql: include_str!("migrations/sqlite/0010_binding_expiry.sql") },
+    Migration { version: 11, name: "access_requests", sql: include_str!("migrations/sqlite/0011_access_requests.sql") },
 ];
 
 /// PostgreSQL migrations, oldest first.
@@ -60,6 +61,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
     Migration { version: 8, name: "agents", sql: include_str!("migrations/postgres/0008_agents.sql") },
     Migration { version: 9, name: "issuer", sql: include_str!("migrations/postgres/0009_issuer.sql") },
     Migration { version: 10, name: "binding_expiry", sql: include_str!("migrations/postgres/0010_binding_expiry.sql") },
+    Migration {
+        version: 11,
+        name: "access_requests",
+        sql: include_str!("migrations/postgres/0011_access_requests.sql"),
+    },
 ];
 
 /// Key of the PostgreSQL advisory lock that serialises migrations across replicas ("KUBEHERO" in ASCII).

@@ -312,6 +312,7 @@ crate::session::session_store!(SqliteStore);
 crate::change::change_store!(SqliteStore, sqlx::SqliteConnection);
 crate::device::device_store!(SqliteStore, sqlx::SqliteConnection, "");
 crate::agent::agent_store!(SqliteStore);
+crate::access::access_store!(SqliteStore);
 crate::directory::directory_store!(SqliteStore, sqlx::SqliteConnection, "", "");
 
 /// The file named by a `sqlite:` URL (`sqlite:PATH`, `sqlite://PATH`, with or without `?options`).

@@ -79,6 +79,8 @@ pub async fn create(
             return Err(ApiError::invalid("expires_at: Unix seconds in the future, at most a year away"));
         }
     }
+    // An expired binding of the same subject, role and scope (not yet swept) would block this one.
+    s.identity.expire_bindings().await?;
     let raw = kubehero_identity::credential::random_bytes(10)?;
     let stored = StoredBinding {
         id: format!("rb_{}", kubehero_audit::hex::encode(&raw)),

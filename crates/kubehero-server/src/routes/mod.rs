@@ -4,6 +4,7 @@
 //! declares. Each surface is a set of routes, an authenticator adapter over `kubehero-identity` and an error
 //! shape: the API's (`auth.rs`, `{"code","message","request_id"}`), SCIM's (`scim/`, RFC 7644 errors).
 
+mod access;
 mod agent_cas;
 mod api_keys;
 mod audit;
@@ -127,6 +128,20 @@ pub fn table() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
             "/api/v1/clusters/{name}",
             Requires(ClusterDelete),
             on(MethodFilter::DELETE, clusters::delete),
+        ),
+        r(Method::GET, "/api/v1/access-requests", Requires(AccessRequest), on(MethodFilter::GET, access::list)),
+        r(Method::POST, "/api/v1/access-requests", Requires(AccessRequest), on(MethodFilter::POST, access::create)),
+        r(
+            Method::POST,
+            "/api/v1/access-requests/{id}/approve",
+            Requires(AccessDecide),
+            on(MethodFilter::POST, access::approve),
+        ),
+        r(
+            Method::POST,
+            "/api/v1/access-requests/{id}/deny",
+            Requires(AccessDecide),
+            on(MethodFilter::POST, access::deny),
         ),
         r(Method::GET, "/api/v1/agent-cas", Requires(SettingsRead), on(MethodFilter::GET, agent_cas::list)),
         r(Method::POST, "/api/v1/agent-cas", Requires(SettingsWrite), on(MethodFilter::POST, agent_cas::stage)),

@@ -612,3 +612,126 @@ async fn a_time_bound_binding_ends_everywhere_at_its_moment() {
     let rows = ts.get("/api/v1/audit?action=role_binding.expire", Some(OWNER)).await;
     assert_eq!(rows.body["items"].as_array().unwrap().len(), 2, "{}", rows.body);
 }
+
+/// Time-bound elevation with real kubectl through the proxy and RBAC sync: a request, self-approval refused,
+/// approval by an admin, kubectl gains the role, expiry takes it away from the proxy and the synced RBAC;
+/// approving twice, or twice at once, grants once.
+#[tokio::test]
+async fn elevation_is_approved_by_another_admin_and_ends_on_its_own() {
+    let bin = kubehero_testkit::kubectl::kubectl().expect("kubectl 1.30: run scripts/test (it fetches it)");
+    let dir = tempfile::tempdir().unwrap();
+    let (ts, ca) = issuer_server(dir.path(), &[]).await;
+    let k = KubeApiServer::start().await.unwrap();
+    k.kubehero_rbac().await.unwrap();
+    k.create_namespace("team-a").await.unwrap();
+    let kc = dir.path().join("sa.kubeconfig");
+    std::fs::write(&kc, k.service_account_kubeconfig("kubehero-system", "kubehero-agent").await.unwrap()).unwrap();
+    let _agent = crate::kube::connect_agent(&ts, "lab", &kc, &dir.path().join("agent")).await;
+    bind(&ts, "dana@example.com", "viewer", "lab", None).await;
+    bind(&ts, "erin@example.com", "admin", "lab", None).await;
+    let (dana, erin) = (cli_login(&ts, "dana@example.com").await, cli_login(&ts, "erin@example.com").await);
+    let call = async |method: reqwest::Method, path: &str, who: &str, body: Option<Value>| {
+        ts.call(method, path, Some(who), body).await
+    };
+    let ask =
+        json!({"cluster": "lab", "namespace": "team-a", "role": "member", "duration_secs": 8, "reason": "INC-1234"});
+
+    // Bad input first: too long, no reason, an unknown cluster.
+    for bad in [
+        json!({"cluster": "lab", "role": "member", "duration_secs": 90_000, "reason": "x"}),
+        json!({"cluster": "lab", "role": "member", "duration_secs": 60, "reason": " "}),
+    ] {
+        assert_eq!(call(reqwest::Method::POST, "/api/v1/access-requests", &dana, Some(bad)).await.status, 400);
+    }
+    let nowhere = json!({"cluster": "nowhere", "role": "member", "duration_secs": 60, "reason": "x"});
+    assert_eq!(call(reqwest::Method::POST, "/api/v1/access-requests", &dana, Some(nowhere)).await.status, 404);
+
+    // An admin's own request cannot be approved by that admin.
+    let own = call(
+        reqwest::Method::POST,
+        "/api/v1/access-requests",
+        &erin,
+        Some(json!({"cluster": "lab", "role": "admin", "duration_secs": 60, "reason": "x"})),
+    )
+    .await;
+    let own_id = own.body["id"].as_str().unwrap().to_string();
+    let r =
+        call(reqwest::Method::POST, &format!("/api/v1/access-requests/{own_id}/approve"), &erin, Some(json!({}))).await;
+    assert_eq!(r.status, 403, "{}", r.body);
+
+    let kubectl = Kubectl { bin, home: dir.path().join("home") };
+    let config = dir.path().join("dana.kubeconfig");
+    let server = format!("{}/k8s/clusters/lab", ts.url);
+    std::fs::write(&config, kubehero_testkit::kubectl::token_kubeconfig(&server, &ca, &dana)).unwrap();
+    let create = async |name: &str| kubectl.run(&config, &["create", "configmap", name, "-n", "team-a"], None).await;
+    let (ok, _, err) = create("before").await;
+    assert!(!ok && err.contains("forbidden"), "a viewer cannot yet: {err}");
+
+    let r = call(reqwest::Method::POST, "/api/v1/access-requests", &dana, Some(ask.clone())).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let id = r.body["id"].as_str().unwrap().to_string();
+    let listed = call(reqwest::Method::GET, "/api/v1/access-requests", &erin, None).await;
+    let mine = listed.body["items"].as_array().unwrap().iter().find(|i| i["id"] == id.as_str()).unwrap().clone();
+    assert_eq!(mine["can_decide"], true, "{mine}");
+    let r = call(reqwest::Method::POST, &format!("/api/v1/access-requests/{id}/approve"), &dana, Some(json!({}))).await;
+    assert_eq!(r.status, 403, "the requester (a viewer) cannot approve: {}", r.body);
+    let r = call(
+        reqwest::Method::POST,
+        &format!("/api/v1/access-requests/{id}/approve"),
+        &erin,
+        Some(json!({"comment": "ok for INC-1234"})),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let until = r.body["expires_at"].as_i64().unwrap();
+    let again =
+        call(reqwest::Method::POST, &format!("/api/v1/access-requests/{id}/approve"), &erin, Some(json!({}))).await;
+    assert_eq!(again.status, 409, "decided once: {}", again.body);
+
+    // The role works through the proxy, and RBAC sync binds it in the namespace.
+    let (ok, _, err) = create("during").await;
+    assert!(ok, "{err}");
+    let rolebinding =
+        format!("{}/apis/rbac.authorization.k8s.io/v1/namespaces/team-a/rolebindings/kubehero:role:member", k.url);
+    let http = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&k.ca_pem).unwrap())
+        .build()
+        .unwrap();
+    let synced = async || {
+        http.get(&rolebinding).bearer_auth(kubehero_testkit::kubeapi::ADMIN_TOKEN).send().await.unwrap().status() == 200
+    };
+    let t0 = std::time::Instant::now();
+    while !synced().await {
+        assert!(t0.elapsed() < Duration::from_secs(5), "RBAC sync did not bind the elevation");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // It ends on its own: refused through the proxy, unbound in the cluster.
+    while crate::agents::now() < until {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (ok, _, err) = create("after").await;
+    assert!(!ok && err.contains("forbidden"), "{err}");
+    let t0 = std::time::Instant::now();
+    while synced().await {
+        assert!(t0.elapsed() < Duration::from_secs(5), "the elevation's RoleBinding outlived it");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Two approvals at once: one wins, one is told it was decided.
+    let r = call(reqwest::Method::POST, "/api/v1/access-requests", &dana, Some(ask)).await;
+    let id = r.body["id"].as_str().unwrap().to_string();
+    let path = format!("/api/v1/access-requests/{id}/approve");
+    let (a, b) = tokio::join!(
+        call(reqwest::Method::POST, &path, &erin, Some(json!({}))),
+        call(reqwest::Method::POST, &path, OWNER, Some(json!({})))
+    );
+    let mut codes = [a.status.as_u16(), b.status.as_u16()];
+    codes.sort();
+    assert_eq!(codes, [200, 409], "{} {}", a.body, b.body);
+    let bindings = ts.get("/api/v1/role-bindings", Some(OWNER)).await;
+    let elevated = bindings.body["items"].as_array().unwrap().iter().filter(|b| b["expires_at"].is_i64()).count();
+    assert_eq!(elevated, 1, "granted once");
+    let rows = ts.get("/api/v1/audit?action=access.approve", Some(OWNER)).await;
+    assert_eq!(rows.body["items"].as_array().unwrap().len(), 2, "{}", rows.body);
+}

@@ -298,6 +298,43 @@ async fn route_role_scope_matrix() {
     })
     .await;
 
+    m.row(Method::GET, "/api/v1/access-requests", "A A A A A A A A", |_, _| async {
+        ("/api/v1/access-requests".into(), None)
+    })
+    .await;
+    // API keys do not ask for access (people do): the request is authorized, then refused as not applicable.
+    m.row(Method::POST, "/api/v1/access-requests", "B B B B B B B B", |_, _| async {
+        let body = json!({"cluster": "prod-eu", "role": "viewer", "duration_secs": 600, "reason": "INC-1"});
+        ("/api/v1/access-requests".into(), Some(body))
+    })
+    .await;
+    for action in ["approve", "deny"] {
+        let template = format!("/api/v1/access-requests/{{id}}/{action}");
+        m.row(Method::POST, &template, "D D D D A A A A", |_, n| async move {
+            // A person's pending request in prod-eu/payments, straight into the store.
+            let request = kubehero_store::AccessRequest {
+                id: format!("ar_matrix_{action}_{n}"),
+                requester: format!("https://idp.example#dana{n}"),
+                requester_email: None,
+                cluster: "prod-eu".into(),
+                namespace: Some("payments".into()),
+                role: "member".into(),
+                duration_secs: 600,
+                reason: "INC-1".into(),
+                state: "pending".into(),
+                created_at: 1,
+                decided_by: None,
+                decided_at: None,
+                comment: None,
+                binding_id: None,
+                expires_at: None,
+            };
+            let store = &ts.server.as_ref().unwrap().state.store;
+            store.apply(kubehero_store::Change::CreateAccessRequest(&request), None).await.unwrap();
+            (format!("/api/v1/access-requests/{}/{action}", request.id), Some(json!({})))
+        })
+        .await;
+    }
     m.row(Method::GET, "/api/v1/agent-cas", "D D D A D A D D", |_, _| async { ("/api/v1/agent-cas".into(), None) })
         .await;
     m.row(Method::POST, "/api/v1/agent-cas", "D D D D D A D D", |_, _| async {

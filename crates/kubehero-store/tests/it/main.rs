@@ -91,6 +91,7 @@ async fn conformance(store: Arc<dyn Store>) {
     agents(&*store).await;
     policies(&*store).await;
     bindings(&*store).await;
+    access_requests(&*store).await;
     api_keys(&*store).await;
     settings(&*store).await;
     sessions(&*store).await;
@@ -352,6 +353,75 @@ async fn bindings(s: &dyn Store) {
     s.delete_binding("b1").await.unwrap();
     assert!(matches!(s.delete_binding("b1").await, Err(StoreError::NotFound(_))));
     assert_eq!(s.list_bindings().await.unwrap().len(), 2);
+}
+
+/// An approval and its binding commit together; a request is decided once.
+async fn access_requests(s: &dyn Store) {
+    let req = |id: &str| kubehero_store::AccessRequest {
+        id: id.into(),
+        requester: "https://idp#dana".into(),
+        requester_email: Some("dana@example.com".into()),
+        cluster: "prod-eu".into(),
+        namespace: Some("payments".into()),
+        role: "admin".into(),
+        duration_secs: 3600,
+        reason: "INC-1234".into(),
+        state: "pending".into(),
+        created_at: 10,
+        decided_by: None,
+        decided_at: None,
+        comment: None,
+        binding_id: None,
+        expires_at: None,
+    };
+    for id in ["ar1", "ar2"] {
+        s.apply(kubehero_store::Change::CreateAccessRequest(&req(id)), None).await.unwrap();
+    }
+    assert_eq!(s.get_access_request("ar1").await.unwrap(), req("ar1"));
+    let binding = StoredBinding {
+        id: "rb_elev".into(),
+        binding: Binding {
+            subject: BindingSubject::User("https://idp#dana".into()),
+            role: Role::Admin,
+            scope: Scope::Namespace { cluster: "prod-eu".into(), namespace: "payments".into() },
+        },
+        created_by: "https://idp#erin".into(),
+        created_at: 20,
+        expires_at: Some(3620),
+    };
+    let approve = |id, binding| kubehero_store::Change::DecideAccessRequest {
+        id,
+        approve: true,
+        by: "https://idp#erin",
+        at: 20,
+        comment: Some("ok"),
+        binding,
+    };
+    s.apply(approve("ar1", Some(&binding)), None).await.unwrap();
+    let got = s.get_access_request("ar1").await.unwrap();
+    assert_eq!(
+        (got.state.as_str(), got.binding_id.as_deref(), got.expires_at),
+        ("approved", Some("rb_elev"), Some(3620))
+    );
+    assert!(s.list_bindings().await.unwrap().iter().any(|b| b.id == "rb_elev" && b.expires_at == Some(3620)));
+    // Decided once: a second approval (another binding) changes nothing.
+    let again = StoredBinding { id: "rb_elev2".into(), ..binding.clone() };
+    assert!(matches!(s.apply(approve("ar1", Some(&again)), None).await, Err(StoreError::Conflict(_))));
+    assert!(!s.list_bindings().await.unwrap().iter().any(|b| b.id == "rb_elev2"));
+    let deny = kubehero_store::Change::DecideAccessRequest {
+        id: "ar2",
+        approve: false,
+        by: "x",
+        at: 30,
+        comment: None,
+        binding: None,
+    };
+    s.apply(deny, None).await.unwrap();
+    assert_eq!(s.get_access_request("ar2").await.unwrap().state, "denied");
+    assert!(matches!(s.get_access_request("nope").await, Err(StoreError::NotFound(_))));
+    let listed = s.list_access_requests().await.unwrap();
+    assert_eq!(listed.len(), 2);
+    s.delete_binding("rb_elev").await.unwrap();
 }
 
 async fn api_keys(s: &dyn Store) {

@@ -5,6 +5,7 @@
 //! written atomically; see [`credentials`]) or in `KUBEHERO_TOKEN`; no command prints a token and no error
 //! message contains one; a token is sent only to the server it was stored for.
 
+mod access;
 mod account;
 mod browser;
 mod client;
@@ -54,6 +55,10 @@ pub enum CliCommand {
     /// Register clusters and their agents, see their state, remove them.
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// Time-bound elevation: ask for a role on a cluster for a while; admins and owners of that scope approve or
+    /// deny; the role ends on its own.
+    #[command(subcommand)]
+    Access(AccessCommand),
     /// Print a per-cluster access token as kubectl's ExecCredential (the exec plugin `kubehero kubeconfig` sets
     /// up): minted from your CLI login for that cluster only, 10 minutes, cached (0600) until a minute before it
     /// expires; parallel kubectl processes cause one mint.
@@ -93,6 +98,46 @@ pub enum CliCommand {
         #[command(flatten)]
         target: ServerArg,
     },
+}
+
+/// `kubehero access …`.
+#[derive(Subcommand)]
+pub enum AccessCommand {
+    /// Ask for a role on a cluster (or one namespace) for a while; prints the request id for approvers.
+    Request {
+        #[arg(long, value_name = "NAME")]
+        cluster: String,
+        #[arg(long, value_name = "NAMESPACE")]
+        namespace: Option<String>,
+        #[arg(long, value_name = "ROLE")]
+        role: String,
+        /// How long, once approved (e.g. 30m, 2h; at most 24h).
+        #[arg(long = "for", value_name = "DURATION", value_parser = cluster::parse_duration)]
+        duration: i64,
+        /// Why: an incident or ticket, shown to approvers.
+        #[arg(long, value_name = "TEXT")]
+        reason: String,
+        #[command(flatten)]
+        target: ServerArg,
+    },
+    /// Approve a request (admins and owners of its scope; never your own).
+    Approve {
+        id: String,
+        #[arg(long, value_name = "TEXT")]
+        comment: Option<String>,
+        #[command(flatten)]
+        target: ServerArg,
+    },
+    /// Deny a request.
+    Deny {
+        id: String,
+        #[arg(long, value_name = "TEXT")]
+        comment: Option<String>,
+        #[command(flatten)]
+        target: ServerArg,
+    },
+    /// Your requests and those you may decide.
+    List(ServerArg),
 }
 
 /// `kubehero cluster rbac …`.
@@ -310,6 +355,19 @@ async fn run_with(cmd: CliCommand, env: &dyn Env) -> anyhow::Result<ExitCode> {
             ClusterCommand::Revoke { name, serial, target: a } => {
                 cluster::revoke(&target(&store, env_token, a.server.as_deref())?, &name, serial.as_deref()).await
             }
+        },
+        CliCommand::Access(c) => match c {
+            AccessCommand::Request { cluster, namespace, role, duration, reason, target: a } => {
+                let t = target(&store, env_token, a.server.as_deref())?;
+                access::request(&t, &cluster, namespace.as_deref(), &role, duration, &reason).await
+            }
+            AccessCommand::Approve { id, comment, target: a } => {
+                access::decide(&target(&store, env_token, a.server.as_deref())?, &id, "approve", comment).await
+            }
+            AccessCommand::Deny { id, comment, target: a } => {
+                access::decide(&target(&store, env_token, a.server.as_deref())?, &id, "deny", comment).await
+            }
+            AccessCommand::List(a) => access::list(&target(&store, env_token, a.server.as_deref())?).await,
         },
         CliCommand::Token { cluster, direct, target: a } => {
             let info = env.var("KUBERNETES_EXEC_INFO");
