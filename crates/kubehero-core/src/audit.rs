@@ -122,6 +122,13 @@ pub struct AuditResult {
     pub duration_ms: Option<u64>,
 }
 
+impl AuditResult {
+    /// A success with this HTTP status.
+    pub fn ok(status: u16) -> AuditResult {
+        AuditResult { outcome: AuditOutcome::Ok, code: None, status, repeated: None, duration_ms: None }
+    }
+}
+
 /// One event before it is sealed into the chain: everything except `seq`, `key_id` and the MAC.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditEvent {

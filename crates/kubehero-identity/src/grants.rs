@@ -222,7 +222,7 @@ impl crate::Identity {
     /// already grant nothing from the moment they expire; this keeps the table and the listing honest). Returns
     /// how many went.
     pub async fn expire_bindings(&self) -> Result<usize, kubehero_store::StoreError> {
-        use kubehero_core::{AuditActor, AuditEvent, AuditOutcome, AuditResult, AuditTarget};
+        use kubehero_core::{AuditActor, AuditEvent, AuditResult, AuditTarget};
         let now = self.clock.now();
         let mut gone = 0;
         for b in self.store.list_bindings().await? {
@@ -247,13 +247,7 @@ impl crate::Identity {
                     cluster: b.binding.scope.cluster().map(str::to_string),
                     namespace: b.binding.scope.namespace().map(str::to_string),
                 },
-                result: AuditResult {
-                    outcome: AuditOutcome::Ok,
-                    code: None,
-                    status: 200,
-                    repeated: None,
-                    duration_ms: None,
-                },
+                result: AuditResult::ok(200),
                 request_id: self.ids.next_id(),
                 source: None,
                 user_agent: None,

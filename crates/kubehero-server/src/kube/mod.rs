@@ -252,11 +252,8 @@ pub async fn proxy(State(s): State<AppState>, mut req: Request) -> Response {
                     action: "k8s.watch_end".into(),
                     target,
                     result: kubehero_core::AuditResult {
-                        outcome: kubehero_core::AuditOutcome::Ok,
-                        code: None,
-                        status: 200,
-                        repeated: None,
                         duration_ms: Some(u64::try_from(opened.elapsed().as_millis()).unwrap_or(u64::MAX)),
+                        ..kubehero_core::AuditResult::ok(200)
                     },
                     request_id: request_id.unwrap_or_else(|| s2.identity.ids.next_id()),
                     source: None,

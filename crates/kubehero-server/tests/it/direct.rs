@@ -542,6 +542,28 @@ async fn rbac_sync_applies_changes_and_puts_back_drift_but_leaves_other_objects_
     }
 }
 
+/// A real API server with namespace `team-a`, registered as `lab` with its agent connected and RBAC synced.
+async fn lab_with_agent(ts: &TestServer, dir: &Path) -> (KubeApiServer, tokio::sync::watch::Sender<bool>) {
+    let k = KubeApiServer::start().await.unwrap();
+    k.kubehero_rbac().await.unwrap();
+    k.create_namespace("team-a").await.unwrap();
+    let kc = dir.join("sa.kubeconfig");
+    std::fs::write(&kc, k.service_account_kubeconfig("kubehero-system", "kubehero-agent").await.unwrap()).unwrap();
+    let agent = crate::kube::connect_agent(ts, "lab", &kc, &dir.join("agent")).await;
+    (k, agent)
+}
+
+/// Whether RBAC sync's RoleBinding of `member` in `team-a` is in the cluster.
+async fn member_rolebinding_in_team_a(k: &KubeApiServer) -> bool {
+    let path = "/apis/rbac.authorization.k8s.io/v1/namespaces/team-a/rolebindings/kubehero:role:member";
+    let http = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&k.ca_pem).unwrap())
+        .build()
+        .unwrap();
+    let r = http.get(format!("{}{path}", k.url)).bearer_auth(kubehero_testkit::kubeapi::ADMIN_TOKEN).send().await;
+    r.unwrap().status() == 200
+}
+
 /// A time-bound binding (what elevation and share links are made of): it grants through the proxy, through
 /// RBAC sync and in direct tokens until its moment, then nothing: the open watch it allowed is cut, the
 /// RoleBinding it implied is deleted, a direct token minted under it does not outlive it; the sweep deletes the
@@ -551,12 +573,7 @@ async fn a_time_bound_binding_ends_everywhere_at_its_moment() {
     let bin = kubehero_testkit::kubectl::kubectl().expect("kubectl 1.30: run scripts/test (it fetches it)");
     let dir = tempfile::tempdir().unwrap();
     let (ts, ca) = issuer_server(dir.path(), &[]).await;
-    let k = KubeApiServer::start().await.unwrap();
-    k.kubehero_rbac().await.unwrap();
-    k.create_namespace("team-a").await.unwrap();
-    let kc = dir.path().join("sa.kubeconfig");
-    std::fs::write(&kc, k.service_account_kubeconfig("kubehero-system", "kubehero-agent").await.unwrap()).unwrap();
-    let _agent = crate::kube::connect_agent(&ts, "lab", &kc, &dir.path().join("agent")).await;
+    let (k, _agent) = lab_with_agent(&ts, dir.path()).await;
     let state = &ts.server.as_ref().unwrap().state;
 
     let until = crate::agents::now() + 6;
@@ -573,16 +590,7 @@ async fn a_time_bound_binding_ends_everywhere_at_its_moment() {
     let direct = direct_token(&ts, &login, "lab").await;
     assert!(jwt_part(&direct, 1)["exp"].as_i64().unwrap() <= until, "a direct token does not outlive the binding");
     crate::kube::rbac_applied(&ts, "lab").await;
-    let rolebinding =
-        format!("{}/apis/rbac.authorization.k8s.io/v1/namespaces/team-a/rolebindings/kubehero:role:member", k.url);
-    let http = reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(&k.ca_pem).unwrap())
-        .build()
-        .unwrap();
-    let exists = async || {
-        let r = http.get(&rolebinding).bearer_auth(kubehero_testkit::kubeapi::ADMIN_TOKEN).send().await.unwrap();
-        r.status() == 200
-    };
+    let exists = async || member_rolebinding_in_team_a(&k).await;
     assert!(exists().await, "RBAC sync made the RoleBinding of the namespace-scoped grant");
 
     let kubectl = Kubectl { bin, home: dir.path().join("home") };
@@ -621,12 +629,7 @@ async fn elevation_is_approved_by_another_admin_and_ends_on_its_own() {
     let bin = kubehero_testkit::kubectl::kubectl().expect("kubectl 1.30: run scripts/test (it fetches it)");
     let dir = tempfile::tempdir().unwrap();
     let (ts, ca) = issuer_server(dir.path(), &[]).await;
-    let k = KubeApiServer::start().await.unwrap();
-    k.kubehero_rbac().await.unwrap();
-    k.create_namespace("team-a").await.unwrap();
-    let kc = dir.path().join("sa.kubeconfig");
-    std::fs::write(&kc, k.service_account_kubeconfig("kubehero-system", "kubehero-agent").await.unwrap()).unwrap();
-    let _agent = crate::kube::connect_agent(&ts, "lab", &kc, &dir.path().join("agent")).await;
+    let (k, _agent) = lab_with_agent(&ts, dir.path()).await;
     bind(&ts, "dana@example.com", "viewer", "lab", None).await;
     bind(&ts, "erin@example.com", "admin", "lab", None).await;
     let (dana, erin) = (cli_login(&ts, "dana@example.com").await, cli_login(&ts, "erin@example.com").await);
@@ -691,15 +694,7 @@ async fn elevation_is_approved_by_another_admin_and_ends_on_its_own() {
     // The role works through the proxy, and RBAC sync binds it in the namespace.
     let (ok, _, err) = create("during").await;
     assert!(ok, "{err}");
-    let rolebinding =
-        format!("{}/apis/rbac.authorization.k8s.io/v1/namespaces/team-a/rolebindings/kubehero:role:member", k.url);
-    let http = reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(&k.ca_pem).unwrap())
-        .build()
-        .unwrap();
-    let synced = async || {
-        http.get(&rolebinding).bearer_auth(kubehero_testkit::kubeapi::ADMIN_TOKEN).send().await.unwrap().status() == 200
-    };
+    let synced = async || member_rolebinding_in_team_a(&k).await;
     let t0 = std::time::Instant::now();
     while !synced().await {
         assert!(t0.elapsed() < Duration::from_secs(5), "RBAC sync did not bind the elevation");
