@@ -236,6 +236,11 @@ impl Issuer {
         self.loaded.read().keys.clone()
     }
 
+    /// Whether a key with this `kid` is published.
+    fn publishes(&self, kid: &str) -> bool {
+        self.loaded.read().jwks["keys"].as_array().is_some_and(|keys| keys.iter().any(|k| k["kid"] == kid))
+    }
+
     /// The published keys (`{"keys": [...]}`).
     pub fn jwks(&self) -> Value {
         self.loaded.read().jwks.clone()
@@ -263,11 +268,7 @@ impl Issuer {
         let cached = self.verified.lock().get(&digest).cloned();
         let claims = match cached {
             // Its key must still be published (a dropped key ends its tokens).
-            Some((kid, claims))
-                if self.jwks()["keys"].as_array().is_some_and(|k| k.iter().any(|k| k["kid"] == kid)) =>
-            {
-                claims
-            }
+            Some((kid, claims)) if self.publishes(&kid) => claims,
             _ => {
                 let (kid, claims) = self.check_signature(token)?;
                 self.verified.lock().put(digest, (kid, claims.clone()));
