@@ -129,6 +129,13 @@ impl BindingsCache {
         self.generation.load(Ordering::Acquire)
     }
 
+    /// [`BindingsCache::generation`], after letting bindings whose time is up expire: what a caller that caches
+    /// on the generation (RBAC sync) compares.
+    pub fn current_generation(&self) -> u64 {
+        drop(self.db());
+        self.generation()
+    }
+
     /// The file's static bindings, for listing.
     pub fn file_bindings(&self) -> &[Binding] {
         &self.file_bindings

@@ -168,10 +168,11 @@ pub fn desired(s: &AppState, cluster: &str) -> Desired {
     Desired { generation, objects }
 }
 
-/// What was last pushed to each connected cluster: (tunnel id, generation, when), and the agent's report.
+/// What was last pushed to each connected cluster: (tunnel id, bindings generation, objects digest), and the
+/// agent's report.
 #[derive(Default)]
 pub struct Pushes {
-    last: Mutex<HashMap<String, (u64, String, i64)>>,
+    last: Mutex<HashMap<String, (u64, u64, String)>>,
     reports: Mutex<HashMap<String, (i64, Report)>>,
 }
 
@@ -185,14 +186,18 @@ impl Pushes {
 /// Pushes the objects to every cluster connected to this replica whose objects changed since its last push (or
 /// whose tunnel is new). Called every 2 s.
 pub async fn push_changed(s: &AppState) {
-    let now = s.clock.now();
+    // The objects change only with the bindings: a tunnel pushed to under this generation is skipped unseen.
+    let bindings = s.identity.bindings.current_generation();
     let mut due = Vec::new();
     for (cluster, tunnel) in s.agents.hub.connected() {
-        let d = desired(s, &cluster);
         let last = s.rbac_pushes.last.lock().get(&cluster).cloned();
-        let stale = last.is_none_or(|(t, g, _)| t != tunnel || g != d.generation);
-        if stale {
-            s.rbac_pushes.last.lock().insert(cluster.clone(), (tunnel, d.generation.clone(), now));
+        if last.as_ref().is_some_and(|(t, b, _)| *t == tunnel && *b == bindings) {
+            continue;
+        }
+        let d = desired(s, &cluster);
+        let unchanged = last.is_some_and(|(t, _, g)| t == tunnel && g == d.generation);
+        s.rbac_pushes.last.lock().insert(cluster.clone(), (tunnel, bindings, d.generation.clone()));
+        if !unchanged {
             due.push((cluster, d));
         }
     }
