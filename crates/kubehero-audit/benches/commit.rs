@@ -9,7 +9,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use kubehero_audit::{AuditLog, ChainSealer, HmacKeys};
-use kubehero_core::{AuditActor, AuditEvent, AuditOutcome, AuditResult, AuditTarget};
+use kubehero_core::{AuditActor, AuditEvent, AuditResult, AuditTarget};
 use kubehero_store::Store;
 use kubehero_testkit::postgres::TempPostgres;
 use std::sync::atomic::Ordering;
@@ -40,7 +40,7 @@ fn event(i: usize) -> AuditEvent {
             cluster: Some("prod".to_string()),
             namespace: Some("default".to_string()),
         },
-        result: AuditResult { outcome: AuditOutcome::Ok, code: None, status: 200, repeated: None, duration_ms: None },
+        result: AuditResult::ok(200),
         request_id: format!("req-{i}"),
         source: Some("10.0.0.7:51234".to_string()),
         user_agent: Some("kubehero-cli/0.1".to_string()),

@@ -7,7 +7,7 @@
 
 use kubehero_audit::forward::{format_rfc5424, run_with, ForwardOptions, ForwardStatus, SinkSpec};
 use kubehero_audit::{ChainSealer, HmacKeys};
-use kubehero_core::{AuditActor, AuditEvent, AuditOutcome, AuditResult, AuditTarget};
+use kubehero_core::{AuditActor, AuditEvent, AuditResult, AuditTarget};
 use kubehero_testkit::rsyslog::Rsyslog;
 use std::io::Write as _;
 use std::sync::Arc;
@@ -33,7 +33,7 @@ fn event(i: usize) -> AuditEvent {
             cluster: Some(format!("prod-{}", i % 3)),
             namespace: Some("default".into()),
         },
-        result: AuditResult { outcome: AuditOutcome::Ok, code: None, status: 200, repeated: None, duration_ms: None },
+        result: AuditResult::ok(200),
         request_id: format!("req-{i}"),
         source: Some("10.0.0.7:51234".into()),
         user_agent: Some("kubectl/v1.31".into()),

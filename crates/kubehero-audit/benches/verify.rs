@@ -9,7 +9,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use kubehero_audit::{verify_lines, verify_store, ChainSealer, ChainVerifier, HmacKeys, SigningKey};
-use kubehero_core::{AuditActor, AuditEvent, AuditOutcome, AuditResult, AuditTarget};
+use kubehero_core::{AuditActor, AuditEvent, AuditResult, AuditTarget};
 use kubehero_store::Store;
 use std::sync::Arc;
 use std::time::Instant;
@@ -38,7 +38,7 @@ fn event(i: usize) -> AuditEvent {
             cluster: Some(format!("prod-{}", i % 7)),
             namespace: Some("default".to_string()),
         },
-        result: AuditResult { outcome: AuditOutcome::Ok, code: None, status: 200, repeated: None, duration_ms: None },
+        result: AuditResult::ok(200),
         request_id: format!("01J{i:023}"),
         source: Some("10.0.0.7:51234".to_string()),
         user_agent: Some("kubehero-cli/0.1 (linux; amd64)".to_string()),

@@ -13,7 +13,7 @@
 //! every session. The rows are durable before the caller answers, like the call's own row.
 
 use crate::{Identity, IdentityError};
-use kubehero_core::{AuditActor, AuditEvent, AuditOutcome, AuditResult, AuditTarget, Principal};
+use kubehero_core::{AuditActor, AuditEvent, AuditResult, AuditTarget, Principal};
 use kubehero_store::{DirectoryGroup, DirectoryUser, SessionKind};
 use std::collections::BTreeSet;
 
@@ -80,13 +80,7 @@ impl Identity {
             actor: AuditActor::of(&Principal::provisioner()),
             action: action.to_string(),
             target: AuditTarget { kind: Some(kind.to_string()), id: Some(id.to_string()), ..Default::default() },
-            result: AuditResult {
-                outcome: AuditOutcome::Ok,
-                code: None,
-                status: 200,
-                repeated: None,
-                duration_ms: None,
-            },
+            result: AuditResult::ok(200),
             request_id: request_id.to_string(),
             source: None,
             user_agent: None,

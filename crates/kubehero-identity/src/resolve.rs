@@ -367,13 +367,7 @@ impl Identity {
                 id: Some(user.id.clone()),
                 ..Default::default()
             },
-            result: kubehero_core::AuditResult {
-                outcome: kubehero_core::AuditOutcome::Ok,
-                code: None,
-                status: 200,
-                repeated: None,
-                duration_ms: None,
-            },
+            result: kubehero_core::AuditResult::ok(200),
             request_id: self.ids.next_id(),
             source: None,
             user_agent: None,

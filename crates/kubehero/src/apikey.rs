@@ -104,7 +104,7 @@ async fn audited(
     action: &str,
     key_id: &str,
 ) -> anyhow::Result<kubehero_store::Changed> {
-    use kubehero_core::{AuditActor, AuditEvent, AuditOutcome, AuditResult, AuditTarget};
+    use kubehero_core::{AuditActor, AuditEvent, AuditResult, AuditTarget};
     let (keys, _) = kubehero_server::audit::load_hmac_keys(cfg, true)?;
     kubehero_server::audit::check_hmac_key_matches_chain(&**store, &keys).await?;
     let sealer = kubehero_audit::ChainSealer::new(std::sync::Arc::new(keys));
@@ -122,7 +122,7 @@ async fn audited(
         },
         action: action.to_string(),
         target: AuditTarget { kind: Some("api_key".into()), id: Some(key_id.to_string()), ..Default::default() },
-        result: AuditResult { outcome: AuditOutcome::Ok, code: None, status: 0, repeated: None, duration_ms: None },
+        result: AuditResult::ok(0),
         request_id: ids.next_id(),
         source: Some("local".into()),
         user_agent: Some(format!("kubehero-cli/{}", env!("CARGO_PKG_VERSION"))),

@@ -50,7 +50,7 @@ fn event(i: i64, time_ms: i64) -> AuditEvent {
                 duration_ms: None,
             }
         } else {
-            AuditResult { outcome: AuditOutcome::Ok, code: None, status: 200, repeated: None, duration_ms: None }
+            AuditResult::ok(200)
         },
         request_id: format!("req-{i}"),
         source: Some("127.0.0.1:4000".into()),

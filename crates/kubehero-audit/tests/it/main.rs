@@ -51,7 +51,7 @@ pub fn event(i: usize) -> AuditEvent {
                 duration_ms: None,
             }
         } else {
-            AuditResult { outcome: AuditOutcome::Ok, code: None, status: 200, repeated: None, duration_ms: None }
+            AuditResult::ok(200)
         },
         request_id: format!("req-{i}"),
         source: Some("10.0.0.7:51234".to_string()),

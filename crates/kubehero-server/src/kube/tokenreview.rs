@@ -86,8 +86,7 @@ pub async fn review(
         .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
         .unwrap_or_default();
     let status = match who(state, agents, &cluster, token, &asked).await {
-        Ok((p, audience)) => {
-            let groups = super::direct::groups(state, &p, &cluster, None);
+        Ok((p, audience, groups)) => {
             if !record(state, &cluster, Some(&p), 200, None, source).await {
                 return error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the audit log cannot be written");
             }
@@ -115,14 +114,15 @@ pub async fn review(
     answer(StatusCode::OK, &json!({ "apiVersion": version, "kind": "TokenReview", "status": status }))
 }
 
-/// Who `token` is on `cluster`, with the audience it was accepted for; why not otherwise.
+/// Who `token` is on `cluster`, with the audience it was accepted for and the groups the cluster sees; why not
+/// otherwise.
 async fn who(
     state: &AppState,
     agents: &Agents,
     cluster: &str,
     token: &str,
     asked: &[String],
-) -> Result<(Principal, String), String> {
+) -> Result<(Principal, String, Vec<String>), String> {
     let audience = agents.registry.audience(cluster).ok_or_else(|| format!("cluster {cluster} is not registered"))?;
     if !asked.is_empty() && !asked.contains(&audience) {
         return Err(format!("KubeHero's tokens for this cluster have the audience {audience:?}, not one asked for"));
@@ -141,8 +141,9 @@ async fn who(
     } else {
         return Err("not a KubeHero token for a cluster (kubehero token --direct, or a per-cluster token)".into());
     };
-    if super::direct::groups(state, &p, cluster, None).is_empty() {
+    let groups = super::direct::groups(state, &p, cluster, None);
+    if groups.is_empty() {
         return Err(format!("{} has no KubeHero role on cluster {cluster}", cluster_user(p.email.as_deref(), &p.sub)));
     }
-    Ok((p, audience))
+    Ok((p, audience, groups))
 }

@@ -69,7 +69,7 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
 
 /// The row a readiness check writes to find out whether a failing audit log takes rows again.
 fn probe(state: &AppState) -> kubehero_core::AuditEvent {
-    use kubehero_core::{AuditActor, AuditOutcome, AuditResult, AuditTarget};
+    use kubehero_core::{AuditActor, AuditResult, AuditTarget};
     let id = state.identity.ids.next_id();
     kubehero_core::AuditEvent {
         event_id: state.identity.ids.next_id(),
@@ -82,7 +82,7 @@ fn probe(state: &AppState) -> kubehero_core::AuditEvent {
         },
         action: "audit.probe".into(),
         target: AuditTarget { kind: Some("audit".into()), ..Default::default() },
-        result: AuditResult { outcome: AuditOutcome::Ok, code: None, status: 200, repeated: None, duration_ms: None },
+        result: AuditResult::ok(200),
         request_id: id,
         source: None,
         user_agent: None,

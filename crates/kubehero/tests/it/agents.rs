@@ -329,17 +329,21 @@ async fn kubeconfig_and_token_give_kubectl_per_cluster_tokens_minted_once_for_ma
         e.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         e
     };
+    // The kubehero CLI as the person runs it.
+    let cli =
+        async |args: &[&str]| Command::new(bin()).args(args).env_clear().envs(cli_env(&[])).output().await.unwrap();
     let kc = dir.path().join("kubeconfig");
-    let out = Command::new(bin())
-        .args(["kubeconfig", "--cluster", "lab", "-o"])
-        .arg(&kc)
-        .arg("--certificate-authority")
-        .arg(dir.path().join("ca.pem"))
-        .env_clear()
-        .envs(cli_env(&[]))
-        .output()
-        .await
-        .unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    let out = cli(&[
+        "kubeconfig",
+        "--cluster",
+        "lab",
+        "-o",
+        kc.to_str().unwrap(),
+        "--certificate-authority",
+        ca_file.to_str().unwrap(),
+    ])
+    .await;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let written = std::fs::read_to_string(&kc).unwrap();
     assert!(
@@ -403,8 +407,7 @@ async fn kubeconfig_and_token_give_kubectl_per_cluster_tokens_minted_once_for_ma
     assert_eq!(mints().await - before, 1, "20 parallel kubectl processes, one mint");
 
     // The token is refused on another cluster and by the rest of the API.
-    let token_out =
-        Command::new(bin()).args(["token", "--cluster", "lab"]).env_clear().envs(cli_env(&[])).output().await.unwrap();
+    let token_out = cli(&["token", "--cluster", "lab"]).await;
     let cred: Value = serde_json::from_slice(&token_out.stdout).unwrap();
     assert_eq!(cred["kind"], "ExecCredential");
     let khx = cred["status"]["token"].as_str().unwrap().to_string();
@@ -418,13 +421,7 @@ async fn kubeconfig_and_token_give_kubectl_per_cluster_tokens_minted_once_for_ma
     assert_eq!(r.status(), 200);
 
     // `kubehero token --direct`: a JWT of KubeHero's own issuer for the cluster's API server itself.
-    let out = Command::new(bin())
-        .args(["token", "--cluster", "lab", "--direct"])
-        .env_clear()
-        .envs(cli_env(&[]))
-        .output()
-        .await
-        .unwrap();
+    let out = cli(&["token", "--cluster", "lab", "--direct"]).await;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let cred: Value = serde_json::from_slice(&out.stdout).unwrap();
     let jwt = cred["status"]["token"].as_str().unwrap();
@@ -436,23 +433,11 @@ async fn kubeconfig_and_token_give_kubectl_per_cluster_tokens_minted_once_for_ma
     assert_eq!((claims["aud"].as_str(), claims["username"].as_str()), (Some("lab"), Some("dana@example.com")));
     assert!(claims["groups"].as_array().unwrap().contains(&json!("kubehero:role:admin")), "{claims}");
     // `kubehero kubeconfig --direct` needs the cluster's API server URL, and says so.
-    let out = Command::new(bin())
-        .args(["kubeconfig", "--direct", "--cluster", "lab", "-o"])
-        .arg(dir.path().join("direct.kubeconfig"))
-        .env_clear()
-        .envs(cli_env(&[]))
-        .output()
-        .await
-        .unwrap();
+    let direct_kc = dir.path().join("direct.kubeconfig");
+    let out = cli(&["kubeconfig", "--direct", "--cluster", "lab", "-o", direct_kc.to_str().unwrap()]).await;
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("--api-server-url"));
     // RBAC sync ran (the kubectl calls above relied on its roles): `kubehero cluster rbac diff` finds nothing to do.
-    let out = Command::new(bin())
-        .args(["cluster", "rbac", "diff", "lab"])
-        .env_clear()
-        .envs(cli_env(&[]))
-        .output()
-        .await
-        .unwrap();
+    let out = cli(&["cluster", "rbac", "diff", "lab"]).await;
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && said.contains("in step"), "{said}{}", String::from_utf8_lossy(&out.stderr));
     // Without a CLI login and without a terminal, kubehero token says what to run and exits non-zero (a person at
