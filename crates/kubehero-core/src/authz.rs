@@ -52,6 +52,21 @@ pub enum Action {
     AccessRequest,
     /// Approve or deny an elevation request: admins and owners of the request's scope.
     AccessDecide,
+    /// Make a share link for a cluster (or one namespace): anyone signed in, for a role no higher than their
+    /// own there (the handler checks that).
+    ShareCreate,
+    /// List share links: one's own, and (admins and owners) those of their scope.
+    ShareList,
+    /// Revoke a share link: its creator, or an admin or owner of its scope.
+    ShareRevoke,
+    /// Accept a share link (the link's token is the proof): anyone signed in.
+    ShareAccept,
+    /// Seal break-glass codes for a cluster: owners of it.
+    BreakglassCreate,
+    /// List break-glass codes and their uses: auditors and owners.
+    BreakglassList,
+    /// Acknowledge a break-glass use (ends its dashboard banner): owners of the cluster.
+    BreakglassAcknowledge,
     /// SCIM discovery: `ServiceProviderConfig`, `ResourceTypes`, `Schemas`.
     ScimDiscover,
     /// SCIM reads of users (get, list, filter, search).
@@ -70,7 +85,7 @@ pub enum Action {
 
 impl Action {
     /// Every action, for exhaustive tests.
-    pub const ALL: [Action; 37] = [
+    pub const ALL: [Action; 44] = [
         Action::WhoAmI,
         Action::ClusterList,
         Action::ClusterGet,
@@ -97,6 +112,13 @@ impl Action {
         Action::TokenRotate,
         Action::AccessRequest,
         Action::AccessDecide,
+        Action::ShareCreate,
+        Action::ShareList,
+        Action::ShareRevoke,
+        Action::ShareAccept,
+        Action::BreakglassCreate,
+        Action::BreakglassList,
+        Action::BreakglassAcknowledge,
         Action::ScimDiscover,
         Action::ScimUserRead,
         Action::ScimUserCreate,
@@ -139,6 +161,13 @@ impl Action {
             Action::TokenRotate => "token.rotate",
             Action::AccessRequest => "access.request",
             Action::AccessDecide => "access.decide",
+            Action::ShareCreate => "share.create",
+            Action::ShareList => "share.list",
+            Action::ShareRevoke => "share.revoke",
+            Action::ShareAccept => "share.accept",
+            Action::BreakglassCreate => "breakglass.create",
+            Action::BreakglassList => "breakglass.list",
+            Action::BreakglassAcknowledge => "breakglass.acknowledge",
             Action::ScimDiscover => "scim.discover",
             Action::ScimUserRead => "scim.user.read",
             Action::ScimUserCreate => "scim.user.create",
@@ -167,6 +196,8 @@ impl Action {
                 | Action::ApiKeyList
                 | Action::AuditRead
                 | Action::SessionList
+                | Action::ShareList
+                | Action::BreakglassList
                 | Action::ScimDiscover
                 | Action::ScimUserRead
                 | Action::ScimGroupRead
@@ -277,20 +308,29 @@ pub fn scope_covers(scope: &Scope, target: Target<'_>) -> bool {
 /// The permission table of seed 001's five roles.
 fn role_allows(role: Role, action: Action, target: Target<'_>) -> bool {
     use Action::*;
-    let read =
-        matches!(action, WhoAmI | ClusterList | ClusterGet | PolicyList | PolicyGet | RoleBindingList | ApiKeyList);
-    // Everyone manages their own sign-ins, whatever their role.
-    let self_service =
-        matches!(action, SessionList | TokenRotate | AccessRequest) || (action == SessionRevoke && target.owned);
+    let read = matches!(
+        action,
+        WhoAmI | ClusterList | ClusterGet | PolicyList | PolicyGet | RoleBindingList | ApiKeyList | ShareList
+    );
+    // Everyone manages their own sign-ins, asks for access and shares what they hold, whatever their role.
+    let self_service = matches!(action, SessionList | TokenRotate | AccessRequest | ShareCreate | ShareAccept)
+        || (matches!(action, SessionRevoke | ShareRevoke) && target.owned);
     let own_write = matches!(action, PolicyCreate | ApiKeyCreate)
         || (matches!(action, PolicyUpdate | ApiKeyRevoke) && target.owned);
     let cluster_admin = matches!(
         action,
-        ClusterRegister | ClusterDelete | PolicyArm | PolicyDisarm | PolicyUndo | PolicyUpdate | AccessDecide
+        ClusterRegister
+            | ClusterDelete
+            | PolicyArm
+            | PolicyDisarm
+            | PolicyUndo
+            | PolicyUpdate
+            | AccessDecide
+            | ShareRevoke
     );
     match role {
         Role::Viewer => read || self_service,
-        Role::Auditor => read || self_service || matches!(action, AuditRead | SettingsRead),
+        Role::Auditor => read || self_service || matches!(action, AuditRead | SettingsRead | BreakglassList),
         Role::Member => read || self_service || own_write,
         Role::Admin => read || self_service || own_write || cluster_admin,
         // Owners hold every permission: bindings, settings, anyone's API keys.
@@ -302,15 +342,15 @@ fn needed_role(action: Action, target: Target<'_>) -> &'static str {
     use Action::*;
     match action {
         WhoAmI | ClusterList | ClusterGet | PolicyList | PolicyGet | RoleBindingList | ApiKeyList => "viewer",
-        SessionList | TokenRotate | AccessRequest => "viewer",
-        SessionRevoke if target.owned => "viewer",
+        SessionList | TokenRotate | AccessRequest | ShareCreate | ShareAccept | ShareList => "viewer",
+        SessionRevoke | ShareRevoke if target.owned => "viewer",
         PolicyCreate | ApiKeyCreate => "member",
         PolicyUpdate if target.owned => "member",
         ApiKeyRevoke if target.owned => "member",
-        ClusterRegister | ClusterDelete | PolicyArm | PolicyDisarm | PolicyUndo | PolicyUpdate | AccessDecide => {
-            "admin (within the target cluster's scope)"
-        }
-        AuditRead | SettingsRead => "auditor or owner",
+        ClusterRegister | ClusterDelete | PolicyArm | PolicyDisarm | PolicyUndo | PolicyUpdate | AccessDecide
+        | ShareRevoke => "admin (within the target cluster's scope)",
+        AuditRead | SettingsRead | BreakglassList => "auditor or owner",
+        BreakglassCreate | BreakglassAcknowledge => "owner (of the target cluster)",
         RoleBindingCreate | RoleBindingDelete | SettingsWrite | ApiKeyRevoke | SessionRevoke => "owner",
         ScimDiscover | ScimUserRead | ScimUserCreate | ScimUserReplace | ScimUserPatch | ScimUserDelete
         | ScimGroupRead | ScimGroupCreate | ScimGroupReplace | ScimGroupPatch | ScimGroupDelete => {
@@ -334,7 +374,15 @@ mod tests {
         for a in Action::ALL {
             let d = authorize(&p, a, Target::cluster("prod").owned(true));
             // Managing one's own sign-ins, and asking for more access, are the only writes an auditor makes.
-            let self_service = matches!(a, Action::SessionRevoke | Action::TokenRotate | Action::AccessRequest);
+            let self_service = matches!(
+                a,
+                Action::SessionRevoke
+                    | Action::TokenRotate
+                    | Action::AccessRequest
+                    | Action::ShareCreate
+                    | Action::ShareAccept
+                    | Action::ShareRevoke
+            );
             let expected = (!a.is_mutation() || self_service) && !a.is_provisioning();
             assert_eq!(d.is_allowed(), expected, "{a:?}");
         }

@@ -229,36 +229,20 @@ impl crate::Identity {
     /// already grant nothing from the moment they expire; this keeps the table and the listing honest). Returns
     /// how many went.
     pub async fn expire_bindings(&self) -> Result<usize, kubehero_store::StoreError> {
-        use kubehero_core::{AuditActor, AuditEvent, AuditResult, AuditTarget};
+        use kubehero_core::AuditTarget;
         let now = self.clock.now();
         let mut gone = 0;
         for b in self.store.list_bindings().await? {
             if b.expires_at.is_none_or(|e| e > now) {
                 continue;
             }
-            let event = AuditEvent {
-                event_id: self.ids.next_id(),
-                time_ms: self.clock.now_ms(),
-                actor: AuditActor {
-                    sub: "kubehero".into(),
-                    issuer: None,
-                    email: None,
-                    groups: Vec::new(),
-                    kind: "system".into(),
-                    auth_method: "none".into(),
-                },
-                action: "role_binding.expire".into(),
-                target: AuditTarget {
-                    kind: Some("role_binding".into()),
-                    id: Some(b.id.clone()),
-                    cluster: b.binding.scope.cluster().map(str::to_string),
-                    namespace: b.binding.scope.namespace().map(str::to_string),
-                },
-                result: AuditResult::ok(200),
-                request_id: self.ids.next_id(),
-                source: None,
-                user_agent: None,
+            let target = AuditTarget {
+                kind: Some("role_binding".into()),
+                id: Some(b.id.clone()),
+                cluster: b.binding.scope.cluster().map(str::to_string),
+                namespace: b.binding.scope.namespace().map(str::to_string),
             };
+            let event = self.system_event("role_binding.expire", target);
             match self.apply(kubehero_store::Change::DeleteBinding(&b.id), event).await {
                 Ok(_) => gone += 1,
                 // Deleted meanwhile (by hand, or by another replica's sweep).
@@ -270,5 +254,53 @@ impl crate::Identity {
             self.bindings.reload().await?;
         }
         Ok(gone)
+    }
+
+    /// Records, once, the end of every share link whose time ran out (`share.expire`); its grants end on their
+    /// own at the same time (they are bindings with the share's `expires_at`). Gives back how many.
+    pub async fn expire_shares(&self) -> Result<usize, kubehero_store::StoreError> {
+        let now = self.clock.now();
+        let mut ended = 0;
+        for sh in self.store.list_shares().await? {
+            if sh.expired_at.is_some() || sh.revoked_at.is_some() || sh.expires_at > now {
+                continue;
+            }
+            let target = kubehero_core::AuditTarget {
+                kind: Some("share".into()),
+                id: Some(sh.id.clone()),
+                cluster: Some(sh.cluster.clone()),
+                namespace: sh.namespace.clone(),
+            };
+            let event = self.system_event("share.expire", target);
+            match self.apply(kubehero_store::Change::ExpireShare { id: &sh.id, at: now }, event).await {
+                Ok(_) => ended += 1,
+                // Recorded meanwhile by another replica's sweep.
+                Err(kubehero_store::StoreError::Conflict(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(ended)
+    }
+
+    /// A row written by KubeHero itself (a sweep), not on anyone's request.
+    fn system_event(&self, action: &str, target: kubehero_core::AuditTarget) -> kubehero_core::AuditEvent {
+        kubehero_core::AuditEvent {
+            event_id: self.ids.next_id(),
+            time_ms: self.clock.now_ms(),
+            actor: kubehero_core::AuditActor {
+                sub: "kubehero".into(),
+                issuer: None,
+                email: None,
+                groups: Vec::new(),
+                kind: "system".into(),
+                auth_method: "none".into(),
+            },
+            action: action.into(),
+            target,
+            result: kubehero_core::AuditResult::ok(200),
+            request_id: self.ids.next_id(),
+            source: None,
+            user_agent: None,
+        }
     }
 }

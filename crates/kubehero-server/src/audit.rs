@@ -212,6 +212,36 @@ impl RequestContext {
         };
         s.identity.apply(change, event).await
     }
+
+    /// Writes the row of `action` by `actor` on `target` with `result`, durably, for an answer that changes
+    /// nothing but must be on record before it is sent (a refused share link or break-glass code, an opened
+    /// share). The caller marks its response [`RecordedWithChange`].
+    pub async fn record(
+        &self,
+        actor: &AuditActor,
+        action: &str,
+        target: &AuditTarget,
+        result: AuditResult,
+    ) -> Result<(), ApiError> {
+        let s = &self.state;
+        let event = AuditEvent {
+            event_id: s.identity.ids.next_id(),
+            time_ms: s.clock.now_ms(),
+            actor: actor.clone(),
+            action: action.to_string(),
+            target: target.clone(),
+            result,
+            request_id: self.request_id.clone(),
+            source: self.facts.source.map(|a| a.to_string()),
+            user_agent: self.facts.user_agent.clone(),
+        };
+        s.identity.record(event, Durability::Durable).await.map_err(ApiError::from)
+    }
+
+    /// The client's address, when known.
+    pub fn source(&self) -> Option<std::net::IpAddr> {
+        self.facts.source
+    }
 }
 
 impl Audited {

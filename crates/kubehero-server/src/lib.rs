@@ -216,6 +216,7 @@ pub async fn build_state(
         trusted_proxies: config.trusted_proxies.clone(),
         sampler: Default::default(),
         device_codes: throttle::PerSource::new(10, Duration::from_secs(30)),
+        breakglass_attempts: throttle::PerSource::new(5, Duration::from_secs(12)),
         agents: Arc::new(agents),
         issuer: Arc::new(issuer),
         rbac_pushes: Arc::default(),
@@ -363,6 +364,9 @@ fn spawn_refresh(state: AppState, mut stop: watch::Receiver<bool>) {
                         Ok(0) => {}
                         Ok(n) => tracing::info!(bindings = n, "expired role bindings deleted"),
                         Err(e) => tracing::warn!(error = %e, "deleting expired role bindings failed"),
+                    }
+                    if let Err(e) = state.identity.expire_shares().await {
+                        tracing::warn!(error = %e, "recording expired share links failed");
                     }
                     match state.store.purge_expired_devices(state.clock.now()).await {
                         Ok(0) => {}

@@ -516,7 +516,7 @@ pub fn urlencode(s: &str) -> String {
     out
 }
 
-fn page(title: &str, body: &str) -> String {
+pub(crate) fn page(title: &str, body: &str) -> String {
     format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{} · KubeHero</title>\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
@@ -541,8 +541,9 @@ pub async fn home(State(s): State<AppState>, headers: HeaderMap) -> ApiResult<Re
         .scoped_grants()
         .map(|g| format!("{} in {}", g.role, esc(&serde_json::to_string(&g.scope).unwrap_or_default())))
         .collect();
+    let banner = crate::routes::breakglass::banner(&s, &principal, session.csrf.as_deref().unwrap_or_default()).await;
     let body = format!(
-        "<h1>Signed in to KubeHero</h1>\
+        "{banner}<h1>Signed in to KubeHero</h1>\
          <p id=\"who\">You are <strong>{sub}</strong>{email}.</p>\
          <p id=\"role\">Role: <strong>{role}</strong> (holds: {roles}{scoped})</p>\
          <p id=\"groups\">Groups: {groups}</p>\

@@ -59,6 +59,8 @@ pub struct Metrics {
     connection_limit_reached: Counter,
     audit_forward_lag: Family<SinkLabels, Gauge>,
     session_renewals: Counter,
+    breakglass_uses: Family<ClusterLabels, Counter>,
+    breakglass_unacknowledged: Gauge,
     /// Agents, tunnels and their certificates.
     pub agents: AgentMetrics,
 }
@@ -188,10 +190,24 @@ impl Metrics {
             "Store writes made to slide sessions and CLI tokens (at most one a minute per credential)",
             session_renewals.clone(),
         );
+        let breakglass_uses = Family::<ClusterLabels, Counter>::default();
+        registry.register(
+            "breakglass_uses",
+            "Break-glass codes used through this replica, by cluster",
+            breakglass_uses.clone(),
+        );
+        let breakglass_unacknowledged = Gauge::default();
+        registry.register(
+            "breakglass_unacknowledged",
+            "Break-glass uses (on any replica) no owner has acknowledged yet",
+            breakglass_unacknowledged.clone(),
+        );
         let agents = AgentMetrics::default();
         agents.register(&mut registry);
         Metrics {
             agents,
+            breakglass_uses,
+            breakglass_unacknowledged,
             session_renewals,
             registry,
             authentications,
@@ -313,5 +329,17 @@ impl kubehero_identity::Observer for Metrics {
 impl AuthnObserver for Metrics {
     fn jwks_fetch(&self, issuer: &str, outcome: FetchOutcome) {
         self.jwks_fetches.get_or_create(&FetchLabels { issuer: issuer.to_string(), outcome: outcome.as_str() }).inc();
+    }
+}
+
+impl Metrics {
+    /// A break-glass code was used here.
+    pub fn breakglass_used(&self, cluster: &str) {
+        self.breakglass_uses.get_or_create(&ClusterLabels { cluster: cluster.to_string() }).inc();
+    }
+
+    /// How many uses wait for an owner's acknowledgement (read from the store at each scrape).
+    pub fn breakglass_unacknowledged(&self, n: usize) {
+        self.breakglass_unacknowledged.set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 }

@@ -60,4 +60,7 @@ pub struct Shared {
     pub issuer: Arc<crate::issuer::Issuer>,
     /// Device codes per client address (10 at once, then one every 30 s).
     pub device_codes: crate::throttle::PerSource,
+    /// Break-glass code attempts per client address (each code is 160 random bits; this keeps guessing loud
+    /// and slow anyway).
+    pub breakglass_attempts: crate::throttle::PerSource,
 }

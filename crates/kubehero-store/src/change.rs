@@ -47,6 +47,50 @@ pub enum Change<'a> {
         comment: Option<&'a str>,
         binding: Option<&'a StoredBinding>,
     },
+    /// A new share link.
+    CreateShare(&'a crate::Share),
+    /// One use of an open share by the subject of `binding`: the use, the binding (which ends with the share)
+    /// and its grant row commit together. `Conflict` says why a share cannot be used (`revoked`, `expired`,
+    /// `used_up`), `AlreadyExists` that the person holds that binding already.
+    AcceptShare {
+        share_id: &'a str,
+        binding: &'a StoredBinding,
+        at: i64,
+    },
+    /// Ends a share and deletes every binding made from it; gives back how many. `Conflict` if it was revoked.
+    RevokeShare {
+        id: &'a str,
+        by: &'a str,
+        at: i64,
+    },
+    /// Records that a share's time ran out, once (`Conflict` when it already was).
+    ExpireShare {
+        id: &'a str,
+        at: i64,
+    },
+    /// New break-glass codes.
+    CreateBreakglassCodes(&'a [crate::BreakglassCode]),
+    /// Uses a code once: the owner binding and the CLI token it gives commit with the use. `Conflict` for a
+    /// used or revoked code (two uses at once: one wins).
+    UseBreakglass {
+        id: &'a str,
+        at: i64,
+        reason: &'a str,
+        from: Option<&'a str>,
+        binding: &'a StoredBinding,
+        session: &'a SessionRecord,
+    },
+    /// An owner has seen a use (its banner ends). `Conflict` unless it was used and not yet acknowledged.
+    AcknowledgeBreakglass {
+        id: &'a str,
+        by: &'a str,
+        at: i64,
+    },
+    /// An unused code can no longer be used. `Conflict` if it was used or revoked.
+    RevokeBreakglass {
+        id: &'a str,
+        at: i64,
+    },
     /// A new signing key of KubeHero's OIDC issuer (a rotation). `AlreadyExists` for a taken id.
     AddIssuerKey(&'a crate::agent::IssuerKey),
     /// A staged CA starts signing. `NotFound` unless it exists staged and not retired.
@@ -474,6 +518,108 @@ macro_rules! change_store {
                             Self::insert_binding_on(conn, b).await?;
                         }
                     }
+                    Change::CreateShare(share) => {
+                        sqlx::query($crate::shares::INSERT_SHARE)
+                            .bind(&share.id)
+                            .bind(&share.token_hash)
+                            .bind(&share.cluster)
+                            .bind(&share.namespace)
+                            .bind(&share.role)
+                            .bind(&share.created_by)
+                            .bind(&share.created_by_email)
+                            .bind(share.created_at)
+                            .bind(share.expires_at)
+                            .bind(share.max_uses)
+                            .bind($crate::sql::to_json(&share.recipients)?)
+                            .execute(&mut *conn)
+                            .await
+                            .map_err(Self::err(format!("share {:?}", share.id)))?;
+                    }
+                    Change::AcceptShare { share_id, binding, at } => {
+                        Self::share_update_on(conn, $crate::shares::USE_SHARE, share_id, at, None).await?;
+                        Self::insert_binding_on(conn, binding).await?;
+                        let subject = $crate::sql::subject_parts(&binding.binding.subject).1;
+                        sqlx::query($crate::shares::INSERT_SHARE_GRANT)
+                            .bind(share_id)
+                            .bind(&binding.id)
+                            .bind(subject)
+                            .bind(at)
+                            .execute(&mut *conn)
+                            .await
+                            .map_err(Self::err(format!("grant of share {share_id:?}")))?;
+                    }
+                    Change::RevokeShare { id, by, at } => {
+                        Self::share_update_on(conn, $crate::shares::REVOKE_SHARE, id, at, Some(by)).await?;
+                        let done = sqlx::query($crate::shares::DELETE_SHARE_BINDINGS)
+                            .bind(id)
+                            .execute(&mut *conn)
+                            .await
+                            .map_err(Self::err(format!("bindings of share {id:?}")))?;
+                        return Ok(Changed::Count(done.rows_affected()));
+                    }
+                    Change::ExpireShare { id, at } => {
+                        let done = sqlx::query($crate::shares::EXPIRE_SHARE)
+                            .bind(id)
+                            .bind(at)
+                            .execute(&mut *conn)
+                            .await
+                            .map_err(Self::err(format!("share {id:?}")))?;
+                        if done.rows_affected() != 1 {
+                            return Err($crate::StoreError::Conflict(format!(
+                                "share {id:?} was already recorded as expired"
+                            )));
+                        }
+                    }
+                    Change::CreateBreakglassCodes(codes) => {
+                        for c in codes {
+                            sqlx::query($crate::shares::INSERT_CODE)
+                                .bind(&c.id)
+                                .bind(&c.code_hash)
+                                .bind(&c.cluster)
+                                .bind(c.ttl_secs)
+                                .bind(&c.created_by)
+                                .bind(c.created_at)
+                                .execute(&mut *conn)
+                                .await
+                                // Never name the hash: it identifies the secret.
+                                .map_err(Self::err(format!("break-glass code {:?}", c.id)))?;
+                        }
+                    }
+                    Change::UseBreakglass { id, at, reason, from, binding, session } => {
+                        let done = sqlx::query($crate::shares::USE_CODE)
+                            .bind(id)
+                            .bind(at)
+                            .bind(reason)
+                            .bind(from)
+                            .bind(&binding.id)
+                            .bind(&session.id)
+                            .bind(binding.expires_at)
+                            .execute(&mut *conn)
+                            .await
+                            .map_err(Self::err(format!("break-glass code {id:?}")))?;
+                        Self::code_changed_on(conn, done.rows_affected(), id).await?;
+                        Self::insert_binding_on(conn, binding).await?;
+                        Self::insert_session_on(conn, session).await?;
+                    }
+                    Change::AcknowledgeBreakglass { id, by, at } => {
+                        let done = sqlx::query($crate::shares::ACKNOWLEDGE_CODE)
+                            .bind(id)
+                            .bind(at)
+                            .bind(by)
+                            .execute(&mut *conn)
+                            .await
+                            .map_err(Self::err(format!("break-glass code {id:?}")))?;
+                        Self::code_changed_on(conn, done.rows_affected(), id).await?;
+                    }
+                    Change::RevokeBreakglass { id, at } => {
+                        let done = sqlx::query($crate::shares::REVOKE_CODE)
+                            .bind(id)
+                            .bind(at)
+                            .execute(&mut *conn)
+                            .await
+                            .map_err(Self::err(format!("break-glass code {id:?}")))?;
+                        Self::code_changed_on(conn, done.rows_affected(), id).await?;
+                    }
                     Change::DeleteBinding(id) => {
                         Self::delete_on(conn, $crate::sql::DELETE_BINDING, id, format!("role binding {id:?}")).await?
                     }
@@ -573,6 +719,45 @@ macro_rules! change_store {
                     .await
                     .map_err(Self::err(format!("session {id:?}")))?;
                 $crate::session::session_from_row(row)
+            }
+
+            /// Uses or revokes a share (`$1` id, `$2` at, `$3` by when given); when the conditional update matched
+            /// nothing, says why from the share's state.
+            async fn share_update_on(
+                conn: &mut $conn,
+                sql: &'static str,
+                id: &str,
+                at: i64,
+                by: Option<&str>,
+            ) -> $crate::Result<()> {
+                let mut q = sqlx::query(sql).bind(id).bind(at);
+                if let Some(by) = by {
+                    q = q.bind(by);
+                }
+                let done = q.execute(&mut *conn).await.map_err(Self::err(format!("share {id:?}")))?;
+                if done.rows_affected() == 1 {
+                    return Ok(());
+                }
+                let row: Option<$crate::shares::ShareRow> = sqlx::query_as(&$crate::shares::get_share_sql("id"))
+                    .bind(id)
+                    .fetch_optional(&mut *conn)
+                    .await
+                    .map_err(Self::err(format!("share {id:?}")))?;
+                let found = row.map($crate::shares::share_from_row).transpose()?;
+                Err($crate::shares::share_refusal(found, id, at))
+            }
+
+            /// `Ok` when a break-glass code's conditional update matched its row; else why not.
+            async fn code_changed_on(conn: &mut $conn, rows: u64, id: &str) -> $crate::Result<()> {
+                if rows == 1 {
+                    return Ok(());
+                }
+                let row: Option<$crate::shares::CodeRow> = sqlx::query_as(&$crate::shares::find_code_sql("id"))
+                    .bind(id)
+                    .fetch_optional(&mut *conn)
+                    .await
+                    .map_err(Self::err(format!("break-glass code {id:?}")))?;
+                Err($crate::shares::code_refusal(row.map($crate::shares::code_from_row), id))
             }
 
             /// Runs a `DELETE … WHERE key = $1`; `NotFound(what)` when no row matched.

@@ -16,6 +16,7 @@ mod directory;
 mod migrate;
 mod postgres;
 mod session;
+mod shares;
 mod sql;
 mod sqlite;
 
@@ -31,6 +32,7 @@ pub use change::{
     changed_session, changed_user, Change, ChangeStore, Changed, WithRows,
 };
 pub use postgres::PostgresStore;
+pub use shares::{BreakglassCode, Share, ShareGrant, ShareStore};
 pub use sqlite::SqliteStore;
 
 /// Errors from the store. Each maps to exactly one API error code in the server.
@@ -673,6 +675,7 @@ pub trait Store:
     + ClusterStore
     + AgentStore
     + AccessStore
+    + ShareStore
     + PolicyStore
     + BindingStore
     + ApiKeyStore

@@ -39,6 +39,11 @@ pub(crate) const SQLITE: &[Migration] = &[
     Migration { version: 9, name: "issuer", sql: include_str!("migrations/sqlite/0009_issuer.sql") },
     Migration { version: 10, name: "binding_expiry", sql: include_str!("migrations/sqlite/0010_binding_expiry.sql") },
     Migration { version: 11, name: "access_requests", sql: include_str!("migrations/sqlite/0011_access_requests.sql") },
+    Migration {
+        version: 12,
+        name: "shares_breakglass",
+        sql: include_str!("migrations/sqlite/0012_shares_breakglass.sql"),
+    },
 ];
 
 /// PostgreSQL migrations, oldest first.
@@ -65,6 +70,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 11,
         name: "access_requests",
         sql: include_str!("migrations/postgres/0011_access_requests.sql"),
+    },
+    Migration {
+        version: 12,
+        name: "shares_breakglass",
+        sql: include_str!("migrations/postgres/0012_shares_breakglass.sql"),
     },
 ];
 

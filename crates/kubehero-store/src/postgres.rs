@@ -122,4 +122,5 @@ crate::change::change_store!(PostgresStore, sqlx::PgConnection);
 crate::device::device_store!(PostgresStore, sqlx::PgConnection, " FOR UPDATE");
 crate::agent::agent_store!(PostgresStore);
 crate::access::access_store!(PostgresStore);
+crate::shares::share_store!(PostgresStore);
 crate::directory::directory_store!(PostgresStore, sqlx::PgConnection, " FOR UPDATE", " FOR SHARE");

@@ -4,7 +4,7 @@
 //! One message per row (RFC 5424 §6):
 //! `<PRI>1 TIMESTAMP HOSTNAME kubehero PROCID AUDIT [kubehero@32473 seq=… event_id=… key_id=… mac=… action=…
 //! actor=… outcome=…] <export line JSON>`. PRI is facility authpriv (10) × 8 + severity notice (5) for `ok`,
-//! warning (4) for `denied` and `error` (§6.2.1). TIMESTAMP is the event's time (§6.2.3). SD-PARAM values
+//! warning (4) for `denied` and `error`, alert (1) for a `breakglass.use` (§6.2.1). TIMESTAMP is the event's time (§6.2.3). SD-PARAM values
 //! escape `"`, `\` and `]` (§6.3.3). The MSG is the row's export line, so a SIEM can verify the MAC.
 //!
 //! Delivery: TCP and TLS keep one connection, write each batch with one `write_all` and flush. Syslog has no
@@ -24,6 +24,8 @@ use tokio::net::{TcpStream, UdpSocket};
 
 /// RFC 5424 §6.2.1: facility 10, security/authorization messages (private).
 const FACILITY_AUTHPRIV: u8 = 10;
+/// A break-glass use: someone took emergency owner access.
+const SEVERITY_ALERT: u8 = 1;
 const SEVERITY_WARNING: u8 = 4;
 const SEVERITY_NOTICE: u8 = 5;
 /// The SD-ID: `name@<private enterprise number>` (RFC 5424 §7.2.2).
@@ -248,7 +250,9 @@ fn push_param(out: &mut Vec<u8>, name: &str, v: &str) {
 pub(crate) fn write_rfc5424(out: &mut Vec<u8>, row: &StoredAuditRow, hostname: &str, procid: u32) {
     let fields = RowFields::of(row);
     let outcome = fields.as_ref().map_or(AuditOutcome::Error, |f| f.result.outcome);
+    let breakglass = fields.as_ref().is_some_and(|f| f.action == "breakglass.use");
     let severity = match outcome {
+        AuditOutcome::Ok if breakglass => SEVERITY_ALERT,
         AuditOutcome::Ok => SEVERITY_NOTICE,
         AuditOutcome::Denied | AuditOutcome::Error => SEVERITY_WARNING,
     };

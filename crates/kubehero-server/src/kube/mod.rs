@@ -19,6 +19,7 @@ use kubehero_core::kube::{cluster_user, RequestInfo};
 use kubehero_core::{AuditActor, AuditTarget, Principal};
 
 pub mod direct;
+pub mod kubeconfig;
 pub mod rbac;
 pub mod streams;
 pub mod tokenreview;

@@ -97,6 +97,10 @@ pub async fn metrics(State(state): State<AppState>, headers: axum::http::HeaderM
     for sink in state.forward.snapshot() {
         state.metrics.audit_forward_lag(&sink.name, sink.lag_rows);
     }
+    // Unreachable store: the gauge keeps its last value (`/readyz` says the store is down).
+    if let Ok(used) = super::breakglass::unacknowledged(&state).await {
+        state.metrics.breakglass_unacknowledged(used.len());
+    }
     let openmetrics = headers
         .get_all(header::ACCEPT)
         .iter()

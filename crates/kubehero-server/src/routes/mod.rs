@@ -9,12 +9,14 @@ mod agent_cas;
 mod api_keys;
 mod audit;
 mod bindings;
+pub(crate) mod breakglass;
 mod clusters;
 mod health;
 mod issuer;
 mod policies;
 mod sessions;
 mod settings;
+mod shares;
 mod whoami;
 
 use crate::auth::authenticate_request;
@@ -143,6 +145,47 @@ pub fn table() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
             Requires(AccessDecide),
             on(MethodFilter::POST, access::deny),
         ),
+        r(Method::GET, "/api/v1/clusters/{name}/shares", Requires(ShareList), on(MethodFilter::GET, shares::list)),
+        r(
+            Method::POST,
+            "/api/v1/clusters/{name}/shares",
+            Requires(ShareCreate),
+            on(MethodFilter::POST, shares::create),
+        ),
+        r(
+            Method::DELETE,
+            "/api/v1/clusters/{name}/shares/{id}",
+            Requires(ShareRevoke),
+            on(MethodFilter::DELETE, shares::revoke),
+        ),
+        r(Method::POST, "/api/v1/shares/accept", Requires(ShareAccept), on(MethodFilter::POST, shares::accept_api)),
+        r(Method::GET, "/share/{token}", SignIn, on(MethodFilter::GET, shares::open)),
+        r(Method::POST, "/share/{token}", SignIn, on(MethodFilter::POST, shares::accept_form)),
+        r(Method::GET, "/share/{token}/kubeconfig", SignIn, on(MethodFilter::GET, shares::kubeconfig)),
+        r(
+            Method::POST,
+            "/api/v1/clusters/{name}/breakglass",
+            Requires(BreakglassCreate),
+            on(MethodFilter::POST, breakglass::create),
+        ),
+        r(Method::GET, "/api/v1/breakglass", Requires(BreakglassList), on(MethodFilter::GET, breakglass::list)),
+        r(
+            Method::DELETE,
+            "/api/v1/breakglass/{id}",
+            Requires(BreakglassCreate),
+            on(MethodFilter::DELETE, breakglass::revoke),
+        ),
+        r(
+            Method::POST,
+            "/api/v1/breakglass/{id}/acknowledge",
+            Requires(BreakglassAcknowledge),
+            on(MethodFilter::POST, breakglass::acknowledge),
+        ),
+        // The code is the credential: no sign-in (it is for when sign-in does not work).
+        r(Method::POST, "/api/v1/breakglass/use", SignIn, on(MethodFilter::POST, breakglass::use_api)),
+        r(Method::GET, "/breakglass", SignIn, on(MethodFilter::GET, breakglass::form)),
+        r(Method::POST, "/breakglass", SignIn, on(MethodFilter::POST, breakglass::use_form)),
+        r(Method::POST, "/breakglass/acknowledge", SignIn, on(MethodFilter::POST, breakglass::acknowledge_form)),
         r(Method::GET, "/api/v1/agent-cas", Requires(SettingsRead), on(MethodFilter::GET, agent_cas::list)),
         r(Method::POST, "/api/v1/agent-cas", Requires(SettingsWrite), on(MethodFilter::POST, agent_cas::stage)),
         r(

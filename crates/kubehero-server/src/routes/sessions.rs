@@ -82,6 +82,9 @@ pub async fn rotate(
         .and_then(|v| v.split_once(' ').map(|(_, t)| t.trim()))
         .unwrap_or_default();
     let (_, old) = s.identity.cli_token(token).await?;
+    if old.sub.starts_with(super::breakglass::SUBJECT_PREFIX) {
+        return Err(ApiError::invalid("a break-glass token cannot be rotated: it ends with its emergency access"));
+    }
     let now = s.clock.now();
     let (secret, new) = crate::device::new_cli_token(
         &old.sub,

@@ -121,6 +121,54 @@ async fn armed(ts: &TestServer, cluster: &str, ns: Option<&str>, n: usize) -> St
     id
 }
 
+/// A break-glass code of prod-eu straight into the store, used when `used`; gives back its id.
+async fn breakglass_code(ts: &TestServer, n: usize, used: bool) -> String {
+    let code = kubehero_store::BreakglassCode {
+        id: format!("bg_matrix_{n}"),
+        code_hash: format!("{n:064x}"),
+        cluster: "prod-eu".into(),
+        ttl_secs: 600,
+        created_by: "https://idp.example#erin".into(),
+        created_at: 1,
+        revoked_at: None,
+        used_at: None,
+        reason: None,
+        used_from: None,
+        binding_id: None,
+        session_id: None,
+        expires_at: None,
+        acknowledged_at: None,
+        acknowledged_by: None,
+    };
+    let store = &ts.state().store;
+    store.apply(kubehero_store::Change::CreateBreakglassCodes(std::slice::from_ref(&code)), None).await.unwrap();
+    if used {
+        let sub = format!("breakglass:{}", code.id);
+        let binding = kubehero_store::StoredBinding {
+            id: format!("rb_matrix_bg_{n}"),
+            binding: kubehero_core::Binding {
+                subject: kubehero_core::BindingSubject::User(sub.clone()),
+                role: kubehero_core::Role::Owner,
+                scope: kubehero_core::Scope::Cluster { cluster: "prod-eu".into() },
+            },
+            created_by: sub.clone(),
+            created_at: 1,
+            expires_at: Some(2),
+        };
+        let (_, session) = kubehero_server::device::new_cli_token(&sub, None, Vec::new(), None, 1, None).unwrap();
+        let use_it = kubehero_store::Change::UseBreakglass {
+            id: &code.id,
+            at: 1,
+            reason: "INC-1",
+            from: None,
+            binding: &binding,
+            session: &session,
+        };
+        store.apply(use_it, None).await.unwrap();
+    }
+    code.id
+}
+
 #[tokio::test]
 async fn route_role_scope_matrix() {
     let ts = matrix_server().await;
@@ -335,6 +383,58 @@ async fn route_role_scope_matrix() {
         })
         .await;
     }
+    m.row(Method::GET, "/api/v1/clusters/{name}/shares", "A A A A A A A A", |_, _| async {
+        ("/api/v1/clusters/prod-eu/shares".into(), None)
+    })
+    .await;
+    // People share what they hold (these principals are API keys): authorized, then refused as not applicable.
+    m.row(Method::POST, "/api/v1/clusters/{name}/shares", "B B B B B B B B", |_, _| async {
+        ("/api/v1/clusters/prod-eu/shares".into(), Some(json!({"role": "viewer", "expires_in_secs": 600})))
+    })
+    .await;
+    m.row(Method::POST, "/api/v1/shares/accept", "B B B B B B B B", |_, _| async {
+        ("/api/v1/shares/accept".into(), Some(json!({"token": "khs_x"})))
+    })
+    .await;
+    m.row(Method::DELETE, "/api/v1/clusters/{name}/shares/{id}", "D D D D A A A A", |_, n| async move {
+        // A person's share of prod-eu/payments, straight into the store.
+        let share = kubehero_store::Share {
+            id: format!("sh_matrix_{n}"),
+            token_hash: format!("{n:064x}"),
+            cluster: "prod-eu".into(),
+            namespace: Some("payments".into()),
+            role: "viewer".into(),
+            created_by: format!("https://idp.example#dana{n}"),
+            created_by_email: None,
+            created_at: 1,
+            expires_at: i64::MAX / 2,
+            max_uses: None,
+            uses: 0,
+            recipients: Vec::new(),
+            revoked_at: None,
+            revoked_by: None,
+            expired_at: None,
+        };
+        ts.state().store.apply(kubehero_store::Change::CreateShare(&share), None).await.unwrap();
+        (format!("/api/v1/clusters/prod-eu/shares/{}", share.id), None)
+    })
+    .await;
+    m.row(Method::POST, "/api/v1/clusters/{name}/breakglass", "D D D D D A D D", |_, _| async {
+        ("/api/v1/clusters/prod-eu/breakglass".into(), Some(json!({"count": 1})))
+    })
+    .await;
+    m.row(Method::GET, "/api/v1/breakglass", "D D D A D A D D", |_, _| async { ("/api/v1/breakglass".into(), None) })
+        .await;
+    m.row(Method::DELETE, "/api/v1/breakglass/{id}", "D D D D D A D D", |_, n| async move {
+        let id = breakglass_code(ts, n, false).await;
+        (format!("/api/v1/breakglass/{id}"), None)
+    })
+    .await;
+    m.row(Method::POST, "/api/v1/breakglass/{id}/acknowledge", "D D D D D A D D", |_, n| async move {
+        let id = breakglass_code(ts, n, true).await;
+        (format!("/api/v1/breakglass/{id}/acknowledge"), Some(json!({})))
+    })
+    .await;
     m.row(Method::GET, "/api/v1/agent-cas", "D D D A D A D D", |_, _| async { ("/api/v1/agent-cas".into(), None) })
         .await;
     m.row(Method::POST, "/api/v1/agent-cas", "D D D D D A D D", |_, _| async {
@@ -422,10 +522,21 @@ async fn every_route_declares_and_enforces_its_permission() {
                 // answer with data: they redirect to /login, or (sign-in not configured here) say so.
                 let sign_in = ["/", "/login", "/api/auth/callback", "/api/auth/logout", "/device", "/cli/authorize"];
                 let device = ["/api/auth/device/code", "/api/auth/device/token", "/api/auth/cli/token"];
-                assert!(sign_in.contains(&spec.path) || device.contains(&spec.path), "{}", spec.path);
-                let r = ts.call(method, &path, None, Some(json!({ "device_code": "x" }))).await;
-                let ok = [StatusCode::SEE_OTHER, StatusCode::NOT_FOUND, StatusCode::BAD_REQUEST];
-                assert!(ok.contains(&r.status), "{path}: {}", r.status);
+                let share = ["/share/{token}", "/share/{token}/kubeconfig"];
+                let breakglass = ["/breakglass", "/api/v1/breakglass/use", "/breakglass/acknowledge"];
+                let known = [&sign_in[..], &device, &share, &breakglass].concat();
+                assert!(known.contains(&spec.path), "{}", spec.path);
+                let path = path.replace("{token}", "khs_x");
+                let r = ts.call(method.clone(), &path, None, Some(json!({ "device_code": "x" }))).await;
+                if spec.path == "/breakglass" && method == Method::GET {
+                    // The break-glass form is for when sign-in does not work: it holds nothing but the form.
+                    assert_eq!(r.status, StatusCode::OK, "{path}");
+                    continue;
+                }
+                // Break-glass with no code: refused as unauthenticated.
+                let ok =
+                    [StatusCode::SEE_OTHER, StatusCode::NOT_FOUND, StatusCode::BAD_REQUEST, StatusCode::UNAUTHORIZED];
+                assert!(ok.contains(&r.status), "{method} {path}: {}", r.status);
             }
             Permission::Requires(action) => {
                 assert!(spec.path.starts_with("/api/v1/"), "{}", spec.path);

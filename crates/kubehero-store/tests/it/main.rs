@@ -92,11 +92,13 @@ async fn conformance(store: Arc<dyn Store>) {
     policies(&*store).await;
     bindings(&*store).await;
     access_requests(&*store).await;
+    shares(store.clone()).await;
     api_keys(&*store).await;
     settings(&*store).await;
     sessions(&*store).await;
     devices(&*store).await;
     concurrent_device_consume(store.clone()).await;
+    breakglass(store.clone()).await;
     directory(&*store).await;
     legacy_subjects(&*store).await;
 }
@@ -422,6 +424,162 @@ async fn access_requests(s: &dyn Store) {
     let listed = s.list_access_requests().await.unwrap();
     assert_eq!(listed.len(), 2);
     s.delete_binding("rb_elev").await.unwrap();
+}
+
+fn dana_binding(id: &str, expires_at: Option<i64>) -> StoredBinding {
+    StoredBinding {
+        id: id.into(),
+        binding: Binding {
+            subject: BindingSubject::User(format!("https://idp#{id}")),
+            role: Role::Viewer,
+            scope: Scope::Cluster { cluster: "prod-eu".into() },
+        },
+        created_by: "https://idp#erin".into(),
+        created_at: 20,
+        expires_at,
+    }
+}
+
+/// A share is used at most `max_uses` times however many accept at once; revoking deletes its grants.
+async fn shares(store: Arc<dyn Store>) {
+    let share = kubehero_store::Share {
+        id: "sh1".into(),
+        token_hash: "a".repeat(64),
+        cluster: "prod-eu".into(),
+        namespace: None,
+        role: "viewer".into(),
+        created_by: "https://idp#erin".into(),
+        created_by_email: Some("erin@example.com".into()),
+        created_at: 10,
+        expires_at: 1000,
+        max_uses: Some(2),
+        uses: 0,
+        recipients: vec!["dana@example.com".into(), "group:contractors".into()],
+        revoked_at: None,
+        revoked_by: None,
+        expired_at: None,
+    };
+    store.apply(kubehero_store::Change::CreateShare(&share), None).await.unwrap();
+    assert_eq!(store.find_share_by_hash(&"a".repeat(64)).await.unwrap(), Some(share.clone()));
+    assert_eq!(store.find_share_by_hash(&"b".repeat(64)).await.unwrap(), None);
+    // Eight people accept at once: two win, the rest are told it is used up; no binding is made for them.
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let s = store.clone();
+            tokio::spawn(async move {
+                let b = dana_binding(&format!("rb_sh{i}"), Some(1000));
+                s.apply(kubehero_store::Change::AcceptShare { share_id: "sh1", binding: &b, at: 20 }, None).await
+            })
+        })
+        .collect();
+    let mut ok = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => ok += 1,
+            Err(StoreError::Conflict(m)) => assert!(m.contains("used_up"), "{m}"),
+            Err(e) => panic!("unexpected error: {e}"),
+        }
+    }
+    assert_eq!(ok, 2);
+    assert_eq!(store.get_share("sh1").await.unwrap().uses, 2);
+    let grants = store.list_share_grants().await.unwrap();
+    assert_eq!(grants.len(), 2);
+    let held = |s: Vec<StoredBinding>| s.iter().filter(|b| b.id.starts_with("rb_sh")).count();
+    assert_eq!(held(store.list_bindings().await.unwrap()), 2);
+    // Revoking ends the share and deletes both grants in one change; a second revocation is a conflict.
+    let revoke = kubehero_store::Change::RevokeShare { id: "sh1", by: "https://idp#erin", at: 30 };
+    let (changed, _) = store.apply(revoke, None).await.unwrap();
+    assert_eq!(kubehero_store::changed_count(changed).unwrap(), 2);
+    assert_eq!(held(store.list_bindings().await.unwrap()), 0);
+    assert!(matches!(store.apply(revoke, None).await, Err(StoreError::Conflict(m)) if m.contains("revoked")));
+    let b = dana_binding("rb_late", Some(1000));
+    let late = kubehero_store::Change::AcceptShare { share_id: "sh1", binding: &b, at: 40 };
+    assert!(matches!(store.apply(late, None).await, Err(StoreError::Conflict(m)) if m.contains("revoked")));
+    let unknown = kubehero_store::Change::AcceptShare { share_id: "nope", binding: &b, at: 40 };
+    assert!(matches!(store.apply(unknown, None).await, Err(StoreError::NotFound(_))));
+    // An expired share refuses, and its end is recorded once.
+    let old = kubehero_store::Share { id: "sh2".into(), token_hash: "c".repeat(64), expires_at: 15, ..share };
+    store.apply(kubehero_store::Change::CreateShare(&old), None).await.unwrap();
+    let late = kubehero_store::Change::AcceptShare { share_id: "sh2", binding: &b, at: 40 };
+    assert!(matches!(store.apply(late, None).await, Err(StoreError::Conflict(m)) if m.contains("expired")));
+    let expire = kubehero_store::Change::ExpireShare { id: "sh2", at: 40 };
+    store.apply(expire, None).await.unwrap();
+    assert!(matches!(store.apply(expire, None).await, Err(StoreError::Conflict(_))));
+    assert_eq!(store.get_share("sh2").await.unwrap().expired_at, Some(40));
+    assert_eq!(store.list_shares().await.unwrap().len(), 2);
+}
+
+/// A code is used once however many use it at once, and its binding and CLI token commit with the use.
+async fn breakglass(store: Arc<dyn Store>) {
+    let code = |id: &str| kubehero_store::BreakglassCode {
+        id: id.into(),
+        code_hash: format!("{id}{}", "f".repeat(64 - id.len())),
+        cluster: "prod-eu".into(),
+        ttl_secs: 3600,
+        created_by: "https://idp#erin".into(),
+        created_at: 10,
+        revoked_at: None,
+        used_at: None,
+        reason: None,
+        used_from: None,
+        binding_id: None,
+        session_id: None,
+        expires_at: None,
+        acknowledged_at: None,
+        acknowledged_by: None,
+    };
+    let codes = [code("bg1"), code("bg2")];
+    store.apply(kubehero_store::Change::CreateBreakglassCodes(&codes), None).await.unwrap();
+    let found = store.find_breakglass_by_hash(&codes[0].code_hash).await.unwrap();
+    assert_eq!(found, Some(codes[0].clone()));
+    let tasks: Vec<_> = (0..6)
+        .map(|i| {
+            let s = store.clone();
+            tokio::spawn(async move {
+                let b = dana_binding(&format!("rb_bg{i}"), Some(3620));
+                let t = session(&format!("bgs{i}"), SessionKind::CliToken, &format!("breakglass:bg1:{i}"), 20);
+                let use_it = kubehero_store::Change::UseBreakglass {
+                    id: "bg1",
+                    at: 20,
+                    reason: "INC-9",
+                    from: Some("10.0.0.1"),
+                    binding: &b,
+                    session: &t,
+                };
+                s.apply(use_it, None).await
+            })
+        })
+        .collect();
+    let mut ok = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => ok += 1,
+            Err(StoreError::Conflict(m)) => assert!(m.contains("already used"), "{m}"),
+            Err(e) => panic!("unexpected error: {e}"),
+        }
+    }
+    assert_eq!(ok, 1);
+    let used = store.list_breakglass().await.unwrap().into_iter().find(|c| c.id == "bg1").unwrap();
+    assert_eq!((used.used_at, used.reason.as_deref(), used.expires_at), (Some(20), Some("INC-9"), Some(3620)));
+    let binding = used.binding_id.clone().unwrap();
+    assert!(store.list_bindings().await.unwrap().iter().any(|b| b.id == binding));
+    let token = session(used.session_id.as_deref().unwrap(), SessionKind::CliToken, "x", 0);
+    assert!(store.find_session_by_hash(&token.hash).await.unwrap().is_some(), "the CLI token of the use");
+    // Acknowledged once; an unused code cannot be acknowledged; revoked only while unused.
+    let ack = |id| kubehero_store::Change::AcknowledgeBreakglass { id, by: "https://idp#erin", at: 30 };
+    store.apply(ack("bg1"), None).await.unwrap();
+    assert!(matches!(store.apply(ack("bg1"), None).await, Err(StoreError::Conflict(m)) if m.contains("acknowledged")));
+    assert!(matches!(store.apply(ack("bg2"), None).await, Err(StoreError::Conflict(m)) if m.contains("not used")));
+    let revoke = |id| kubehero_store::Change::RevokeBreakglass { id, at: 40 };
+    assert!(matches!(store.apply(revoke("bg1"), None).await, Err(StoreError::Conflict(_))));
+    store.apply(revoke("bg2"), None).await.unwrap();
+    let b = dana_binding("rb_bg_late", Some(3620));
+    let t = session("bgslate", SessionKind::CliToken, "breakglass:bg2", 20);
+    let late =
+        kubehero_store::Change::UseBreakglass { id: "bg2", at: 50, reason: "x", from: None, binding: &b, session: &t };
+    assert!(matches!(store.apply(late, None).await, Err(StoreError::Conflict(m)) if m.contains("revoked")));
+    assert!(matches!(store.apply(revoke("nope"), None).await, Err(StoreError::NotFound(_))));
+    store.delete_binding(&binding).await.unwrap();
 }
 
 async fn api_keys(s: &dyn Store) {

@@ -150,7 +150,6 @@ pub async fn kubeconfig(
         _ => json!({ "apiVersion": "v1", "kind": "Config", "preferences": {} }),
     };
     for name in &names {
-        let ctx = format!("kubehero-{name}");
         let server = if a.direct {
             let entry = items.iter().find(|c| c["name"].as_str() == Some(name));
             match entry.and_then(|c| c["api_server_url"].as_str()) {
@@ -164,31 +163,18 @@ pub async fn kubeconfig(
         } else {
             format!("{}/k8s/clusters/{name}", t.api.server)
         };
-        let mut cluster = json!({ "server": server });
-        if let Some(ca) = &ca {
-            cluster["certificate-authority-data"] = json!(ca);
+        let entry = kubehero_server::kube::kubeconfig::Entry {
+            control_plane: &t.api.server,
+            cluster: name,
+            server: &server,
+            ca_data: ca.as_deref(),
+            exec_api: &a.exec_api,
+            command: &exe,
+            direct: a.direct,
+        };
+        for (key, value) in ["clusters", "users", "contexts"].into_iter().zip(entry.entries()) {
+            upsert(&mut doc, key, value);
         }
-        let exec = json!({
-            "apiVersion": a.exec_api,
-            "command": exe,
-            "args": if a.direct {
-                json!(["token", "--server", t.api.server, "--cluster", name, "--direct"])
-            } else {
-                json!(["token", "--server", t.api.server, "--cluster", name])
-            },
-            "interactiveMode": "IfAvailable",
-            "provideClusterInfo": true,
-            "installHint": "kubehero is KubeHero's CLI: install it, then run `kubehero login`",
-        });
-        let mut exec = exec;
-        if a.exec_api.ends_with("v1beta1") {
-            if let Some(o) = exec.as_object_mut() {
-                o.remove("interactiveMode");
-            }
-        }
-        upsert(&mut doc, "clusters", json!({ "name": ctx, "cluster": cluster }));
-        upsert(&mut doc, "users", json!({ "name": ctx, "user": { "exec": exec } }));
-        upsert(&mut doc, "contexts", json!({ "name": ctx, "context": { "cluster": ctx, "user": ctx } }));
     }
     if doc["current-context"].as_str().is_none_or(str::is_empty) {
         doc["current-context"] = json!(format!("kubehero-{}", names[0]));
