@@ -15,6 +15,7 @@ use std::time::Duration;
 use tokio::process::Command;
 
 const SIGNIN_MJS: &str = include_str!("../browser/signin.mjs");
+const SHARE_MJS: &str = include_str!("../browser/share.mjs");
 const PACKAGE_JSON: &str = include_str!("../browser/package.json");
 
 /// The whole browser run (launch, sign-in, reload, sign-out) must finish within this.
@@ -67,44 +68,7 @@ pub struct BrowserReport {
 /// IdP's end-session page and waits for the sign-in page again. Screenshots (and the step log `signin.log`)
 /// go to `artefacts`.
 pub async fn sign_in_and_out(kubehero_url: &str, login: &str, artefacts: &Path) -> anyhow::Result<BrowserReport> {
-    let chromium = chromium()?;
-    let dir = browser_dir();
-    if !dir.join("node_modules/playwright-core/package.json").exists() {
-        bail!(
-            "the npm playwright-core is not installed in {}: run scripts/test (or `npm install` there)",
-            dir.display()
-        );
-    }
-    std::fs::create_dir_all(artefacts).with_context(|| format!("creating {}", artefacts.display()))?;
-    let artefacts = std::fs::canonicalize(artefacts)?;
-    write_if_changed(&dir.join("package.json"), PACKAGE_JSON)?;
-    let script = dir.join("signin.mjs");
-    write_if_changed(&script, SIGNIN_MJS)?;
-
-    let child = Command::new("node")
-        .arg(&script)
-        .env("KUBEHERO_URL", kubehero_url)
-        .env("LOGIN", login)
-        .env("ARTEFACTS", &artefacts)
-        .env("CHROMIUM", &chromium)
-        .current_dir(&dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .context("starting node signin.mjs")?;
-    let out = tokio::time::timeout(RUN_LIMIT, child.wait_with_output())
-        .await
-        .map_err(|_| anyhow!("the browser run did not finish within {} s", RUN_LIMIT.as_secs()))??;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    // The step log is kept next to the screenshots.
-    let _ = std::fs::write(artefacts.join("signin.log"), format!("{stdout}\n{stderr}"));
-    let Some(line) = stdout.lines().find_map(|l| l.strip_prefix("RESULT ")) else {
-        bail!("the browser run failed ({}):\n{stdout}\n{stderr}", out.status);
-    };
-    let v: serde_json::Value = serde_json::from_str(line).with_context(|| format!("parsing {line}"))?;
+    let v = run("signin.mjs", SIGNIN_MJS, &[("KUBEHERO_URL", kubehero_url), ("LOGIN", login)], artefacts).await?;
     let s = |k: &str| -> anyhow::Result<String> {
         v[k].as_str().map(str::to_string).ok_or_else(|| anyhow!("no {k} in the browser's result {v}"))
     };
@@ -121,4 +85,69 @@ pub async fn sign_in_and_out(kubehero_url: &str, login: &str, artefacts: &Path) 
             .filter_map(|p| p.as_str().map(PathBuf::from))
             .collect(),
     })
+}
+
+/// What the browser saw at a share link.
+#[derive(Debug, Clone)]
+pub struct ShareReport {
+    /// Why the page refused the link (`not_recipient`, `expired`, …), or `None` when it was accepted.
+    pub refused: Option<String>,
+    /// The page's fields (`cluster`, `role`, `scope`, `expires`, `shared_by`, `cli`) before accepting.
+    pub shown: serde_json::Value,
+    /// The downloaded kubeconfig.
+    pub kubeconfig: String,
+}
+
+/// Opens a share link as `login`, who is not signed in: through the IdP's devInteractions login and back to
+/// the link, then accepts it and downloads the kubeconfig (or reports why the page refused it). The
+/// screenshot and download go to `artefacts`.
+pub async fn open_share(link: &str, login: &str, artefacts: &Path) -> anyhow::Result<ShareReport> {
+    let v = run("share.mjs", SHARE_MJS, &[("LINK", link), ("LOGIN", login)], artefacts).await?;
+    Ok(ShareReport {
+        refused: v["refused"].as_str().map(str::to_string),
+        shown: v["shown"].clone(),
+        kubeconfig: v["kubeconfig"].as_str().unwrap_or_default().to_string(),
+    })
+}
+
+/// Runs one of the browser scripts with `env` and gives back its `RESULT` JSON; its step log is kept in
+/// `artefacts/<script>.log`.
+async fn run(name: &str, source: &str, env: &[(&str, &str)], artefacts: &Path) -> anyhow::Result<serde_json::Value> {
+    let chromium = chromium()?;
+    let dir = browser_dir();
+    if !dir.join("node_modules/playwright-core/package.json").exists() {
+        bail!(
+            "the npm playwright-core is not installed in {}: run scripts/test (or `npm install` there)",
+            dir.display()
+        );
+    }
+    std::fs::create_dir_all(artefacts).with_context(|| format!("creating {}", artefacts.display()))?;
+    let artefacts = std::fs::canonicalize(artefacts)?;
+    write_if_changed(&dir.join("package.json"), PACKAGE_JSON)?;
+    let script = dir.join(name);
+    write_if_changed(&script, source)?;
+    let mut cmd = Command::new("node");
+    cmd.arg(&script).env("ARTEFACTS", &artefacts).env("CHROMIUM", &chromium);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let child = cmd
+        .current_dir(&dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting node {name}"))?;
+    let out = tokio::time::timeout(RUN_LIMIT, child.wait_with_output())
+        .await
+        .map_err(|_| anyhow!("the browser run did not finish within {} s", RUN_LIMIT.as_secs()))??;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let _ =
+        std::fs::write(artefacts.join(format!("{}.log", name.trim_end_matches(".mjs"))), format!("{stdout}\n{stderr}"));
+    let Some(line) = stdout.lines().find_map(|l| l.strip_prefix("RESULT ")) else {
+        bail!("the browser run failed ({}):\n{stdout}\n{stderr}", out.status);
+    };
+    serde_json::from_str(line).with_context(|| format!("parsing {line}"))
 }

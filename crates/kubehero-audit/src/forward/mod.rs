@@ -138,6 +138,9 @@ fn now_unix() -> i64 {
 }
 
 /// Sleeps `d`, returning early (true) when `stop` fires or was already set.
+/// The row an object sink delivers without waiting for a fuller object (the canonical body's spelling).
+const ALERT_ACTION: &str = "\"action\":\"breakglass.use\"";
+
 async fn sleep_or_stop(d: Duration, stop: &mut watch::Receiver<bool>) -> bool {
     if *stop.borrow() {
         return true;
@@ -210,9 +213,11 @@ async fn sink_loop(
             }
             continue;
         }
-        // Object sinks wait a little for a fuller object when the log is quiet.
+        // Object sinks wait a little for a fuller object when the log is quiet; never with an alert to deliver
+        // (a break-glass use reaches every sink at once).
+        let alert = rows.iter().any(|r| r.body.contains(ALERT_ACTION));
         if let Some((want, linger)) = sink.linger() {
-            if !opts.once && rows.len() < want && !linger.is_zero() {
+            if !opts.once && !alert && rows.len() < want && !linger.is_zero() {
                 let since = *lingering.get_or_insert_with(Instant::now);
                 if since.elapsed() < linger {
                     tokio::select! {

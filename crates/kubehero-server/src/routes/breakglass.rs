@@ -28,7 +28,7 @@ pub const CODE_PREFIX: &str = "khb_";
 /// `kubehero:breakglass:<code id>`).
 pub const SUBJECT_PREFIX: &str = "breakglass:";
 const MAX_CODES: usize = 10;
-const MIN_TTL: i64 = 60;
+const MIN_TTL: i64 = 120;
 const MAX_TTL: i64 = 86_400;
 
 #[derive(Debug, Deserialize)]
@@ -37,7 +37,7 @@ pub struct CreateCodes {
     /// How many codes: 1 to 10 (default 3).
     #[serde(default)]
     count: Option<usize>,
-    /// How long a use gives `owner`: 60 s to 24 h (default 1 h).
+    /// How long a use gives `owner`: 120 s to 24 h (default 1 h).
     #[serde(default)]
     ttl_secs: Option<i64>,
 }
@@ -318,6 +318,8 @@ fn page(status: StatusCode, body: &str) -> Response {
     h.insert(axum::http::header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    // A refusal is a page for a person, not the API's JSON error.
+    r.extensions_mut().insert(crate::middleware::ForeignErrorBody);
     r
 }
 

@@ -34,7 +34,7 @@ const MAX_USES: i64 = 1_000;
 /// The most recipients one share names.
 const MAX_RECIPIENTS: usize = 100;
 /// A share link's token starts with this.
-pub const TOKEN_PREFIX: &str = "khs_";
+pub const TOKEN_PREFIX: &str = "khl_";
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -464,6 +464,8 @@ fn page(status: StatusCode, title: &str, body: &str) -> Response {
     r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
     r.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r.headers_mut().insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    // A refusal is a page for a person, not the API's JSON error.
+    r.extensions_mut().insert(crate::middleware::ForeignErrorBody);
     r
 }
 

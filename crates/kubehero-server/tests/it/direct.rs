@@ -543,7 +543,7 @@ async fn rbac_sync_applies_changes_and_puts_back_drift_but_leaves_other_objects_
 }
 
 /// A real API server with namespace `team-a`, registered as `lab` with its agent connected and RBAC synced.
-async fn lab_with_agent(ts: &TestServer, dir: &Path) -> (KubeApiServer, tokio::sync::watch::Sender<bool>) {
+pub(crate) async fn lab_with_agent(ts: &TestServer, dir: &Path) -> (KubeApiServer, tokio::sync::watch::Sender<bool>) {
     let k = KubeApiServer::start().await.unwrap();
     k.kubehero_rbac().await.unwrap();
     k.create_namespace("team-a").await.unwrap();
@@ -554,7 +554,7 @@ async fn lab_with_agent(ts: &TestServer, dir: &Path) -> (KubeApiServer, tokio::s
 }
 
 /// Whether RBAC sync's RoleBinding of `member` in `team-a` is in the cluster.
-async fn member_rolebinding_in_team_a(k: &KubeApiServer) -> bool {
+pub(crate) async fn member_rolebinding_in_team_a(k: &KubeApiServer) -> bool {
     let path = "/apis/rbac.authorization.k8s.io/v1/namespaces/team-a/rolebindings/kubehero:role:member";
     let http = reqwest::Client::builder()
         .add_root_certificate(reqwest::Certificate::from_pem(&k.ca_pem).unwrap())

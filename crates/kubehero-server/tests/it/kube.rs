@@ -422,13 +422,13 @@ async fn spdy_and_websocket_upgrades_pass_byte_for_byte_through_the_control_plan
 
 /// Starts `kubectl get configmaps -w` with `kubeconfig`; the child and whether it is still running is checked by
 /// the caller.
-fn watch_configmaps(kubectl: &Kubectl, kubeconfig: &Path) -> tokio::process::Child {
+fn watch_configmaps(kubectl: &Kubectl, kubeconfig: &Path, namespace: &str) -> tokio::process::Child {
     tokio::process::Command::new(&kubectl.bin)
         .arg("--kubeconfig")
         .arg(kubeconfig)
         .arg("--cache-dir")
         .arg(kubectl.home.join("cache"))
-        .args(["get", "configmaps", "-n", "default", "-w", "-o", "name"])
+        .args(["get", "configmaps", "-n", namespace, "-w", "-o", "name"])
         .env_clear()
         .env("HOME", &kubectl.home)
         .stdout(std::process::Stdio::null())
@@ -444,8 +444,18 @@ pub(crate) async fn open_watch(
     kubeconfig: &Path,
     streams: &kubehero_server::kube::streams::Streams,
 ) -> tokio::process::Child {
+    open_watch_in(kubectl, kubeconfig, streams, "default").await
+}
+
+/// [`open_watch`] of the configmaps of `namespace`.
+pub(crate) async fn open_watch_in(
+    kubectl: &Kubectl,
+    kubeconfig: &Path,
+    streams: &kubehero_server::kube::streams::Streams,
+    namespace: &str,
+) -> tokio::process::Child {
     let before = streams.len();
-    let mut w = watch_configmaps(kubectl, kubeconfig);
+    let mut w = watch_configmaps(kubectl, kubeconfig, namespace);
     let t0 = Instant::now();
     while streams.len() <= before {
         assert!(t0.elapsed() < Duration::from_secs(20), "the watch never opened");

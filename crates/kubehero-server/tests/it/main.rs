@@ -13,4 +13,5 @@ mod kube;
 mod login;
 mod routes;
 mod scim;
+mod shares;
 mod support;

@@ -393,7 +393,7 @@ async fn route_role_scope_matrix() {
     })
     .await;
     m.row(Method::POST, "/api/v1/shares/accept", "B B B B B B B B", |_, _| async {
-        ("/api/v1/shares/accept".into(), Some(json!({"token": "khs_x"})))
+        ("/api/v1/shares/accept".into(), Some(json!({"token": "khl_x"})))
     })
     .await;
     m.row(Method::DELETE, "/api/v1/clusters/{name}/shares/{id}", "D D D D A A A A", |_, n| async move {
@@ -526,7 +526,7 @@ async fn every_route_declares_and_enforces_its_permission() {
                 let breakglass = ["/breakglass", "/api/v1/breakglass/use", "/breakglass/acknowledge"];
                 let known = [&sign_in[..], &device, &share, &breakglass].concat();
                 assert!(known.contains(&spec.path), "{}", spec.path);
-                let path = path.replace("{token}", "khs_x");
+                let path = path.replace("{token}", "khl_x");
                 let r = ts.call(method.clone(), &path, None, Some(json!({ "device_code": "x" }))).await;
                 if spec.path == "/breakglass" && method == Method::GET {
                     // The break-glass form is for when sign-in does not work: it holds nothing but the form.

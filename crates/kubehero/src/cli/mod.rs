@@ -7,6 +7,7 @@
 
 mod access;
 mod account;
+mod breakglass;
 mod browser;
 mod client;
 mod cluster;
@@ -14,6 +15,7 @@ mod credentials;
 mod device;
 mod kube;
 mod login;
+mod share;
 
 use anyhow::bail;
 use clap::{Args, Subcommand};
@@ -59,6 +61,14 @@ pub enum CliCommand {
     /// deny; the role ends on its own.
     #[command(subcommand)]
     Access(AccessCommand),
+    /// Share links: give a role you hold on a cluster to whoever accepts the link (or only to named people and
+    /// groups), until it expires; revoke ends every grant made from it.
+    #[command(subcommand)]
+    Share(ShareCommand),
+    /// Break-glass: one-time emergency codes, sealed in advance by an owner, that give owner on a cluster for a
+    /// while with the IdP down. Every use alerts the audit sinks and shows a banner until acknowledged.
+    #[command(subcommand)]
+    Breakglass(BreakglassCommand),
     /// Print a per-cluster access token as kubectl's ExecCredential (the exec plugin `kubehero kubeconfig` sets
     /// up): minted from your CLI login for that cluster only, 10 minutes, cached (0600) until a minute before it
     /// expires; parallel kubectl processes cause one mint.
@@ -95,6 +105,96 @@ pub enum CliCommand {
         /// `kubehero token --direct`, for clusters that trust KubeHero's issuer or TokenReview webhook.
         #[arg(long)]
         direct: bool,
+        /// Accept a share link (https://<server>/share/khl_…) and add the context of the cluster it shares. You
+        /// must be logged in to that server.
+        #[arg(long, value_name = "LINK", conflicts_with_all = ["clusters", "all", "direct"])]
+        share: Option<String>,
+        #[command(flatten)]
+        target: ServerArg,
+    },
+}
+
+/// `kubehero share …`.
+#[derive(Subcommand)]
+pub enum ShareCommand {
+    /// Make a share link for a cluster (or one namespace) for a role no higher than yours there; prints the link
+    /// once.
+    Create {
+        name: String,
+        #[arg(long, value_name = "ROLE", default_value = "viewer")]
+        role: String,
+        /// How long the link, and every grant made from it, lasts (e.g. 30m, 24h, 7d; at most 30d).
+        #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = cluster::parse_duration)]
+        expires: i64,
+        /// How many people may accept it (default: any number).
+        #[arg(long, value_name = "N")]
+        max_uses: Option<i64>,
+        /// Who may accept it: emails and group:<name>, comma-separated (default: anyone who signs in).
+        #[arg(long, value_name = "LIST", value_delimiter = ',')]
+        to: Vec<String>,
+        #[arg(long, value_name = "NAMESPACE")]
+        namespace: Option<String>,
+        #[command(flatten)]
+        target: ServerArg,
+    },
+    /// Your share links of a cluster (admins and owners: everyone's), with who accepted them.
+    List {
+        name: String,
+        #[command(flatten)]
+        target: ServerArg,
+    },
+    /// Revoke a share link: every grant made from it ends at once (open kubectl streams are cut).
+    Revoke {
+        name: String,
+        id: String,
+        #[command(flatten)]
+        target: ServerArg,
+    },
+}
+
+/// `kubehero breakglass …`.
+#[derive(Subcommand)]
+pub enum BreakglassCommand {
+    /// Seal one-time codes for a cluster (owners); prints them once.
+    Create {
+        #[arg(long, value_name = "NAME")]
+        cluster: String,
+        #[arg(long, default_value_t = 3)]
+        count: usize,
+        /// How long a use gives owner (e.g. 30m, 1h; at most 24h).
+        #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = cluster::parse_duration)]
+        ttl: i64,
+        #[command(flatten)]
+        target: ServerArg,
+    },
+    /// Use a code: no login, works with the IdP down. Stores the owner token it gives as this machine's
+    /// credential for the server and writes the cluster's kubeconfig context.
+    Use {
+        code: String,
+        /// Why: required, kept in the audit log and shown on the dashboard banner.
+        #[arg(long, value_name = "TEXT")]
+        reason: String,
+        /// The KubeHero server URL.
+        #[arg(long, value_name = "URL", env = "KUBEHERO_SERVER")]
+        server: String,
+        /// Where to write the context (default: $KUBECONFIG, else ~/.kube/config).
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        out: Option<std::path::PathBuf>,
+        /// The control plane's CA (PEM), when its certificate is not publicly trusted.
+        #[arg(long, value_name = "FILE")]
+        certificate_authority: Option<std::path::PathBuf>,
+    },
+    /// Every code and its use (auditors and owners).
+    List(ServerArg),
+    /// Acknowledge a use (owners of its cluster): its dashboard banner ends.
+    Ack {
+        id: String,
+        #[command(flatten)]
+        target: ServerArg,
+    },
+    /// Revoke an unused code (owners of its cluster).
+    Revoke {
+        id: String,
         #[command(flatten)]
         target: ServerArg,
     },
@@ -369,6 +469,43 @@ async fn run_with(cmd: CliCommand, env: &dyn Env) -> anyhow::Result<ExitCode> {
             }
             AccessCommand::List(a) => access::list(&target(&store, env_token, a.server.as_deref())?).await,
         },
+        CliCommand::Share(c) => match c {
+            ShareCommand::Create { name, role, expires, max_uses, to, namespace, target: a } => {
+                let t = target(&store, env_token, a.server.as_deref())?;
+                share::create(&t, &name, share::NewShare { role, expires, max_uses, to, namespace }).await
+            }
+            ShareCommand::List { name, target: a } => {
+                share::list(&target(&store, env_token, a.server.as_deref())?, &name).await
+            }
+            ShareCommand::Revoke { name, id, target: a } => {
+                share::revoke(&target(&store, env_token, a.server.as_deref())?, &name, &id).await
+            }
+        },
+        CliCommand::Breakglass(c) => match c {
+            BreakglassCommand::Create { cluster, count, ttl, target: a } => {
+                breakglass::create(&target(&store, env_token, a.server.as_deref())?, &cluster, count, ttl).await
+            }
+            BreakglassCommand::Use { code, reason, server, out, certificate_authority } => {
+                let api = Api::new(&normalize_server(&server)?)?;
+                let cluster = breakglass::use_code(&store, &api, &code, &reason).await?;
+                let t = target(&store, None, Some(&server))?;
+                let args = kube::KubeconfigArgs {
+                    clusters: vec![cluster],
+                    out,
+                    exec_api: "client.authentication.k8s.io/v1".into(),
+                    ca_file: certificate_authority,
+                    direct: false,
+                };
+                kube::kubeconfig(&t, args, env).await
+            }
+            BreakglassCommand::List(a) => breakglass::list(&target(&store, env_token, a.server.as_deref())?).await,
+            BreakglassCommand::Ack { id, target: a } => {
+                breakglass::act(&target(&store, env_token, a.server.as_deref())?, &id, true).await
+            }
+            BreakglassCommand::Revoke { id, target: a } => {
+                breakglass::act(&target(&store, env_token, a.server.as_deref())?, &id, false).await
+            }
+        },
         CliCommand::Token { cluster, direct, target: a } => {
             let info = env.var("KUBERNETES_EXEC_INFO");
             // kubectl says whether a person is there to sign in (`spec.interactive`); so must the terminal.
@@ -391,8 +528,16 @@ async fn run_with(cmd: CliCommand, env: &dyn Env) -> anyhow::Result<ExitCode> {
                 Err(e) => Err(e),
             }
         }
-        CliCommand::Kubeconfig { clusters, all: _, out, exec_api, certificate_authority, direct, target: a } => {
-            let t = target(&store, env_token, a.server.as_deref())?;
+        CliCommand::Kubeconfig { clusters, all: _, out, exec_api, certificate_authority, direct, share, target: a } => {
+            let (t, clusters) = match share {
+                Some(link) => {
+                    let server = a.server.map_or_else(|| share::server_of(&link), Ok)?;
+                    let t = target(&store, env_token, Some(&server))?;
+                    let cluster = share::accept(&t, &link).await?;
+                    (t, vec![cluster])
+                }
+                None => (target(&store, env_token, a.server.as_deref())?, clusters),
+            };
             let args = kube::KubeconfigArgs {
                 clusters,
                 out,
