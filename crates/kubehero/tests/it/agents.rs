@@ -252,26 +252,35 @@ fn tls(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf, Vec<u8
     (c, k, cert.pem().into_bytes())
 }
 
-/// `kubehero kubeconfig` + `kubehero token` as kubectl's exec plugin, with the real binaries, a real kubectl and a
-/// real kube-apiserver: contexts that work, per-cluster tokens refused everywhere else, and 20 kubectl processes
-/// started at once causing one mint.
-#[tokio::test]
-async fn kubeconfig_and_token_give_kubectl_per_cluster_tokens_minted_once_for_many() {
-    let Some(kubectl) = kubehero_testkit::kubectl::kubectl() else { panic!("kubectl 1.30: run scripts/test") };
+/// An owner's static API key of [`tls_lab`].
+const OWNER: &str = "owner-key-0123456789abcdef";
+
+/// `kubehero serve` over TLS (its certificate written to `<dir>/ca.pem`) with the group `ops` mapped to admin,
+/// and a real kube-apiserver registered as `lab` with the real `kubehero agent` connected.
+struct Lab {
+    url: String,
+    http: reqwest::Client,
+    db: String,
+    _serve: Child,
+    _agent: Child,
+    _k: kubehero_testkit::kubeapi::KubeApiServer,
+}
+
+async fn tls_lab(dir: &std::path::Path) -> Lab {
     let k = kubehero_testkit::kubeapi::KubeApiServer::start().await.unwrap();
     k.kubehero_rbac().await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let db = format!("sqlite:{}", dir.path().join("kubehero.db").display());
-    let (cert, key, ca) = tls(dir.path());
-    std::fs::write(dir.path().join("ca.pem"), &ca).unwrap();
-    let mut env = base_env(dir.path(), &db);
+    let db = format!("sqlite:{}", dir.join("kubehero.db").display());
+    let (cert, key, ca) = tls(dir);
+    std::fs::write(dir.join("ca.pem"), &ca).unwrap();
+    let mut env = base_env(dir, &db);
     let agent_port = kubehero_testkit::oidc::free_port().unwrap();
     env.insert("KUBEHERO_AGENT_LISTEN".into(), format!("127.0.0.1:{agent_port}"));
     env.insert("KUBEHERO_TLS_CERT".into(), cert.display().to_string());
     env.insert("KUBEHERO_TLS_KEY".into(), key.display().to_string());
     env.insert("KUBEHERO_GROUP_ROLES".into(), "ops=admin".into());
+    env.insert("KUBEHERO_API_KEYS".into(), format!("{ADMIN}:admin,{OWNER}:owner"));
     let port = kubehero_testkit::oidc::free_port().unwrap();
-    let child = Command::new(bin())
+    let serve = Command::new(bin())
         .arg("serve")
         .env_clear()
         .envs(&env)
@@ -285,36 +294,45 @@ async fn kubeconfig_and_token_give_kubectl_per_cluster_tokens_minted_once_for_ma
     let http =
         reqwest::Client::builder().add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap()).build().unwrap();
     until("serve", Duration::from_secs(30), async || http.get(format!("{url}/healthz")).send().await.is_ok()).await;
+    let r = http.post(format!("{url}/api/v1/clusters")).bearer_auth(ADMIN).json(&json!({"name": "lab", "join": true}));
+    let added: Value = r.send().await.unwrap().json().await.unwrap();
+    let kubeconfig = dir.join("sa.kubeconfig");
+    std::fs::write(&kubeconfig, k.service_account_kubeconfig("kubehero-system", "kubehero-agent").await.unwrap())
+        .unwrap();
+    let agent =
+        agent(&format!("https://127.0.0.1:{agent_port}"), "lab", &added["join"], &kubeconfig, &dir.join("agent"));
+    Lab { url, http, db, _serve: serve, _agent: agent, _k: k }
+}
+
+/// A CLI login of a person, as `kubehero login` would have stored it: its token and record.
+async fn person_login(db: &str, name: &str, groups: &[&str]) -> (String, kubehero_store::SessionRecord) {
+    let store = kubehero_store::open(db).await.unwrap();
+    let groups = groups.iter().map(|g| g.to_string()).collect();
+    let (login, rec) =
+        kubehero_server::device::new_cli_token(name, Some(format!("{name}@example.com")), groups, None, now(), None)
+            .unwrap();
+    store.create_session(&rec).await.unwrap();
+    (login, rec)
+}
+
+/// `kubehero kubeconfig` + `kubehero token` as kubectl's exec plugin, with the real binaries, a real kubectl and a
+/// real kube-apiserver: contexts that work, per-cluster tokens refused everywhere else, and 20 kubectl processes
+/// started at once causing one mint.
+#[tokio::test]
+async fn kubeconfig_and_token_give_kubectl_per_cluster_tokens_minted_once_for_many() {
+    let Some(kubectl) = kubehero_testkit::kubectl::kubectl() else { panic!("kubectl 1.30: run scripts/test") };
+    let dir = tempfile::tempdir().unwrap();
+    let lab = tls_lab(dir.path()).await;
+    let (url, http, db) = (lab.url.clone(), lab.http.clone(), lab.db.clone());
     let post = async |path: &str, body: Value| {
         let r = http.post(format!("{url}{path}")).bearer_auth(ADMIN).json(&body).send().await.unwrap();
         (r.status().as_u16(), r.json::<Value>().await.unwrap_or(Value::Null))
     };
-    let (status, added) = post("/api/v1/clusters", json!({"name": "lab", "join": true})).await;
-    assert_eq!(status, 201, "{added}");
     post("/api/v1/clusters", json!({"name": "other"})).await;
-    let kubeconfig = dir.path().join("sa.kubeconfig");
-    std::fs::write(&kubeconfig, k.service_account_kubeconfig("kubehero-system", "kubehero-agent").await.unwrap())
-        .unwrap();
-    let _agent = agent(
-        &format!("https://127.0.0.1:{agent_port}"),
-        "lab",
-        &added["join"],
-        &kubeconfig,
-        &dir.path().join("agent"),
-    );
 
-    // A CLI login of a person in the `ops` group (admin), as `kubehero login` would have stored it.
+    // A CLI login of a person in the `ops` group (admin).
     let store = kubehero_store::open(&db).await.unwrap();
-    let (login, rec) = kubehero_server::device::new_cli_token(
-        "dana",
-        Some("dana@example.com".into()),
-        vec!["ops".into()],
-        None,
-        now(),
-        None,
-    )
-    .unwrap();
-    store.create_session(&rec).await.unwrap();
+    let (login, rec) = person_login(&db, "dana", &["ops"]).await;
     let config_dir = dir.path().join("cli");
     let home = dir.path().join("home");
     let cli_env = |extra: &[(&str, &str)]| {
@@ -473,5 +491,129 @@ async fn kubeconfig_and_token_give_kubectl_per_cluster_tokens_minted_once_for_ma
         assert!(t0.elapsed() < Duration::from_secs(10), "the revoked login's token still works");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    drop(child);
+    drop(lab);
+}
+
+/// Share links and break-glass from the real CLI, with kubectl running `kubehero token` as its exec plugin:
+/// `share create` prints a link, `kubeconfig --share` accepts it and writes a context that works with the
+/// shared role only, `share list` shows who accepted, `share revoke` ends it; `breakglass create` seals codes,
+/// `breakglass use` (no login) gives owner on the cluster once and writes the context, `breakglass ack` ends the
+/// banner.
+#[tokio::test]
+async fn share_links_and_break_glass_from_the_cli() {
+    let Some(kubectl) = kubehero_testkit::kubectl::kubectl() else { panic!("kubectl 1.30: run scripts/test") };
+    let dir = tempfile::tempdir().unwrap();
+    let lab = tls_lab(dir.path()).await;
+    let (carol, _) = person_login(&lab.db, "carol", &["ops"]).await;
+    let (bob, _) = person_login(&lab.db, "bob", &[]).await;
+    let ca = dir.path().join("ca.pem");
+    // The kubehero CLI (and kubectl, which runs it) as one person: their token, config dir and HOME.
+    let env_of = |token: Option<&str>, who: &str| {
+        let mut e = vec![
+            ("KUBEHERO_CONFIG_DIR".to_string(), dir.path().join(who).join("cli").display().to_string()),
+            ("HOME".to_string(), dir.path().join(who).display().to_string()),
+            ("SSL_CERT_FILE".to_string(), ca.display().to_string()),
+        ];
+        if let Some(t) = token {
+            e.push(("KUBEHERO_TOKEN".to_string(), t.to_string()));
+            e.push(("KUBEHERO_SERVER".to_string(), lab.url.clone()));
+        }
+        e
+    };
+    let cli = async |env: &[(String, String)], args: &[&str]| {
+        let out = Command::new(bin()).args(args).env_clear().envs(env.iter().cloned()).output().await.unwrap();
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        (out.status.success(), text(&out.stdout), text(&out.stderr))
+    };
+    let kubectl_as = async |env: &[(String, String)], kc: &std::path::Path, args: &[&str]| {
+        let out = Command::new(&kubectl)
+            .args(args)
+            .arg("--kubeconfig")
+            .arg(kc)
+            .arg("--request-timeout=30s")
+            .env_clear()
+            .envs(env.iter().cloned())
+            .output()
+            .await
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (carol_env, bob_env) = (env_of(Some(&carol), "carol"), env_of(Some(&bob), "bob"));
+
+    // Carol (admin) shares viewer on lab with bob; owner is more than she holds.
+    let (ok, _, err) = cli(&carol_env, &["share", "create", "lab", "--role", "owner", "--expires", "1h"]).await;
+    assert!(!ok && err.contains("only a role you hold"), "{err}");
+    let (ok, out, err) =
+        cli(&carol_env, &["share", "create", "lab", "--role", "viewer", "--expires", "1h", "--to", "bob@example.com"])
+            .await;
+    assert!(ok, "{err}");
+    let link = out.split_whitespace().find(|w| w.contains("/share/khl_")).unwrap().to_string();
+
+    // Bob: `kubehero kubeconfig --share LINK`, then kubectl through `kubehero token`.
+    let kc = dir.path().join("bob.kubeconfig");
+    let (ok, out, err) = cli(
+        &bob_env,
+        &["kubeconfig", "--share", &link, "-o", kc.to_str().unwrap(), "--certificate-authority", ca.to_str().unwrap()],
+    )
+    .await;
+    assert!(ok && out.contains("Accepted: viewer on lab, shared by carol@example.com"), "{out}{err}");
+    let t0 = Instant::now();
+    loop {
+        let (ok, _, err) = kubectl_as(&bob_env, &kc, &["get", "configmaps", "-n", "default"]).await;
+        if ok {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(30), "bob's shared viewer never worked: {err}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let (ok, _, err) = kubectl_as(&bob_env, &kc, &["create", "configmap", "nope", "-n", "default"]).await;
+    assert!(!ok && err.contains("forbidden"), "viewer only: {err}");
+    let (ok, out, _) = cli(&carol_env, &["share", "list", "lab"]).await;
+    let row = out.lines().find(|l| l.starts_with("sh_")).unwrap_or_default().to_string();
+    assert!(ok && row.contains("open") && row.contains("bob"), "{out}");
+    let id = row.split_whitespace().next().unwrap().to_string();
+    let (ok, out, err) = cli(&carol_env, &["share", "revoke", "lab", &id]).await;
+    assert!(ok && out.contains("1 grant(s)"), "{out}{err}");
+    let (ok, _, err) = kubectl_as(&bob_env, &kc, &["get", "configmaps", "-n", "default"]).await;
+    assert!(!ok && err.contains("no KubeHero role"), "{err}");
+    let (ok, _, err) = cli(&bob_env, &["kubeconfig", "--share", &link, "-o", kc.to_str().unwrap()]).await;
+    assert!(!ok && err.contains("revoked"), "{err}");
+
+    // Break-glass: an owner seals two codes; someone with no login uses one.
+    let owner_env = env_of(Some(OWNER), "owner");
+    let (ok, out, err) =
+        cli(&owner_env, &["breakglass", "create", "--cluster", "lab", "--count", "2", "--ttl", "10m"]).await;
+    assert!(ok, "{err}");
+    let codes: Vec<String> = out.split_whitespace().filter(|w| w.starts_with("khb_")).map(str::to_string).collect();
+    assert_eq!(codes.len(), 2, "{out}");
+    let oncall_env = env_of(None, "oncall");
+    let kc = dir.path().join("oncall.kubeconfig");
+    let use_args = [
+        "breakglass",
+        "use",
+        &codes[0],
+        "--reason",
+        "INC-7: IdP down",
+        "--server",
+        &lab.url,
+        "-o",
+        kc.to_str().unwrap(),
+        "--certificate-authority",
+        ca.to_str().unwrap(),
+    ];
+    let (ok, out, err) = cli(&oncall_env, &use_args).await;
+    assert!(ok && err.contains("BREAK-GLASS: owner on cluster lab"), "{out}{err}");
+    let (ok, out, err) = kubectl_as(&oncall_env, &kc, &["auth", "can-i", "*", "*", "--all-namespaces"]).await;
+    assert!(ok && out.trim() == "yes", "{out}{err}");
+    let (ok, _, err) = cli(&oncall_env, &use_args).await;
+    assert!(!ok && err.contains("already used"), "{err}");
+    let (ok, out, _) = cli(&owner_env, &["breakglass", "list"]).await;
+    let used = out.lines().find(|l| l.contains(" used ")).unwrap_or_default().to_string();
+    assert!(ok && used.contains("INC-7"), "{out}");
+    let (ok, out, err) = cli(&owner_env, &["breakglass", "ack", used.split_whitespace().next().unwrap()]).await;
+    assert!(ok && out.contains("Acknowledged"), "{out}{err}");
 }
