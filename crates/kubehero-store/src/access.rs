@@ -26,6 +26,9 @@ pub struct AccessRequest {
     /// The binding an approval made, and when it ends.
     pub binding_id: Option<String>,
     pub expires_at: Option<i64>,
+    /// Who gave the first of two approvals (a policy that wants two), while the request waits for the second.
+    #[serde(default)]
+    pub first_approver: Option<String>,
 }
 
 /// Reading requests (writes are [`crate::Change`]s).
@@ -53,10 +56,11 @@ pub(crate) type RequestRow = (
     Option<String>,
     Option<String>,
     Option<i64>,
+    Option<String>,
 );
 
 const COLS: &str = "id, requester, requester_email, cluster, namespace, role, duration_secs, reason, state, \
-     created_at, decided_by, decided_at, comment, binding_id, expires_at";
+     created_at, decided_by, decided_at, comment, binding_id, expires_at, first_approver";
 
 pub(crate) fn list_sql() -> String {
     format!("SELECT {COLS} FROM access_requests ORDER BY created_at DESC, id")
@@ -68,6 +72,9 @@ pub(crate) fn get_sql() -> String {
 
 pub(crate) const INSERT: &str = "INSERT INTO access_requests (id, requester, requester_email, cluster, namespace, \
      role, duration_secs, reason, state, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', $9)";
+/// `$1` id, `$2` by: the first of two approvals of a pending request that has none yet.
+pub(crate) const FIRST_APPROVAL: &str =
+    "UPDATE access_requests SET first_approver = $2 WHERE id = $1 AND state = 'pending' AND first_approver IS NULL";
 /// `$1` id, `$2` state, `$3` by, `$4` at, `$5` comment, `$6` binding id, `$7` expires at: only a pending request.
 pub(crate) const DECIDE: &str = "UPDATE access_requests SET state = $2, decided_by = $3, decided_at = $4, \
      comment = $5, binding_id = $6, expires_at = $7 WHERE id = $1 AND state = 'pending'";
@@ -89,6 +96,7 @@ pub(crate) fn from_row(r: RequestRow) -> AccessRequest {
         comment,
         binding_id,
         expires_at,
+        first_approver,
     ) = r;
     AccessRequest {
         id,
@@ -106,6 +114,7 @@ pub(crate) fn from_row(r: RequestRow) -> AccessRequest {
         comment,
         binding_id,
         expires_at,
+        first_approver,
     }
 }
 
@@ -113,6 +122,9 @@ pub(crate) fn from_row(r: RequestRow) -> AccessRequest {
 pub(crate) fn undecidable(found: Option<AccessRequest>, id: &str) -> StoreError {
     match found {
         None => StoreError::NotFound(format!("access request {id:?}")),
+        Some(r) if r.state == "pending" => {
+            StoreError::Conflict(format!("access request {id:?} has its first approval already"))
+        }
         Some(r) => StoreError::Conflict(format!("access request {id:?} was already {}", r.state)),
     }
 }

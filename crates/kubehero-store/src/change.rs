@@ -91,6 +91,12 @@ pub enum Change<'a> {
         id: &'a str,
         at: i64,
     },
+    /// The first of two approvals (a policy that wants two): recorded, nothing granted. `Conflict` unless the
+    /// request is pending with no first approval yet.
+    FirstApproval {
+        id: &'a str,
+        by: &'a str,
+    },
     /// A new signing key of KubeHero's OIDC issuer (a rotation). `AlreadyExists` for a taken id.
     AddIssuerKey(&'a crate::agent::IssuerKey),
     /// A staged CA starts signing. `NotFound` unless it exists staged and not retired.
@@ -494,6 +500,17 @@ macro_rules! change_store {
                             .await
                             .map_err(Self::err(format!("access request {:?}", r.id)))?;
                     }
+                    Change::FirstApproval { id, by } => {
+                        let done = sqlx::query($crate::access::FIRST_APPROVAL)
+                            .bind(id)
+                            .bind(by)
+                            .execute(&mut *conn)
+                            .await
+                            .map_err(Self::err(format!("access request {id:?}")))?;
+                        if done.rows_affected() != 1 {
+                            return Err(Self::undecidable_on(conn, id).await?);
+                        }
+                    }
                     Change::DecideAccessRequest { id, approve, by, at, comment, binding } => {
                         let done = sqlx::query($crate::access::DECIDE)
                             .bind(id)
@@ -507,12 +524,7 @@ macro_rules! change_store {
                             .await
                             .map_err(Self::err(format!("access request {id:?}")))?;
                         if done.rows_affected() != 1 {
-                            let found: Option<$crate::access::RequestRow> = sqlx::query_as(&$crate::access::get_sql())
-                                .bind(id)
-                                .fetch_optional(&mut *conn)
-                                .await
-                                .map_err(Self::err(format!("access request {id:?}")))?;
-                            return Err($crate::access::undecidable(found.map($crate::access::from_row), id));
+                            return Err(Self::undecidable_on(conn, id).await?);
                         }
                         if let Some(b) = binding {
                             Self::insert_binding_on(conn, b).await?;
@@ -719,6 +731,16 @@ macro_rules! change_store {
                     .await
                     .map_err(Self::err(format!("session {id:?}")))?;
                 $crate::session::session_from_row(row)
+            }
+
+            /// Why a decision did not apply to access request `id`.
+            async fn undecidable_on(conn: &mut $conn, id: &str) -> $crate::Result<$crate::StoreError> {
+                let found: Option<$crate::access::RequestRow> = sqlx::query_as(&$crate::access::get_sql())
+                    .bind(id)
+                    .fetch_optional(&mut *conn)
+                    .await
+                    .map_err(Self::err(format!("access request {id:?}")))?;
+                Ok($crate::access::undecidable(found.map($crate::access::from_row), id))
             }
 
             /// Uses or revokes a share (`$1` id, `$2` at, `$3` by when given); when the conditional update matched

@@ -3,6 +3,9 @@
 //! approves or denies. Approval is a role binding that ends on its own (`expires_at`): from then on the role is
 //! gone from the proxy (and the streams it allowed), from per-cluster and direct tokens and from RBAC sync.
 //! Every step is a durable audit row (`access.request`, `access.approve`, `access.deny`; `role_binding.expire`).
+//!
+//! An owner may set access policies (the settings document `access`): for clusters matching a glob, the longest
+//! elevation, which of the scope's admins and owners may approve, and whether two different approvers must.
 
 use super::Json;
 use crate::audit::{target_of, Audited};
@@ -14,7 +17,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use kubehero_core::{Action, Binding, BindingSubject, Principal, PrincipalKind, Role, Scope, Target};
 use kubehero_store::{AccessRequest, Change, StoredBinding};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 /// The longest elevation.
@@ -39,6 +42,75 @@ pub struct RequestAccess {
 pub struct Decide {
     #[serde(default)]
     comment: Option<String>,
+}
+
+/// The settings document `access` (`PUT /api/v1/settings/access`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessPolicies {
+    /// The first policy whose `clusters` matches a request's cluster applies.
+    #[serde(default)]
+    pub policies: Vec<AccessPolicy>,
+}
+
+/// How elevation works on some clusters.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessPolicy {
+    /// A cluster name or glob (`prod-*`).
+    pub clusters: String,
+    /// The longest elevation there (at most 24 h).
+    #[serde(default)]
+    pub max_duration_secs: Option<i64>,
+    /// Which of the scope's admins and owners may approve: emails and `group:<name>`; empty: all of them.
+    #[serde(default)]
+    pub approvers: Vec<String>,
+    /// How many different people must approve: 1 (default) or 2.
+    #[serde(default = "one")]
+    pub approvals: u8,
+}
+
+fn one() -> u8 {
+    1
+}
+
+impl AccessPolicies {
+    /// Checks a document an owner writes; the error says what is wrong.
+    pub fn parse(v: &serde_json::Value) -> Result<AccessPolicies, String> {
+        let p: AccessPolicies = serde_json::from_value(v.clone()).map_err(|e| format!("the access policies: {e}"))?;
+        for (i, x) in p.policies.iter().enumerate() {
+            if x.clusters.is_empty() || x.clusters.len() > 253 {
+                return Err(format!("policies[{i}].clusters: a cluster name or glob"));
+            }
+            if x.max_duration_secs.is_some_and(|m| !(MIN_SECS..=MAX_SECS).contains(&m)) {
+                return Err(format!("policies[{i}].max_duration_secs: between {MIN_SECS} and {MAX_SECS}"));
+            }
+            if !(1..=2).contains(&x.approvals) {
+                return Err(format!("policies[{i}].approvals: 1 or 2"));
+            }
+            if x.approvers.iter().any(|a| a.is_empty() || a.len() > 256) {
+                return Err(format!("policies[{i}].approvers: emails and group:<name>"));
+            }
+        }
+        Ok(p)
+    }
+}
+
+/// The policy for `cluster`, if an owner set one.
+async fn policy_for(s: &AppState, cluster: &str) -> ApiResult<Option<AccessPolicy>> {
+    let Some(v) = s.store.get_setting("access").await? else {
+        return Ok(None);
+    };
+    let all = AccessPolicies::parse(&v).map_err(|e| ApiError::new(Code::Internal, e))?;
+    Ok(all.policies.into_iter().find(|x| kubehero_core::glob::matches(&x.clusters, cluster)))
+}
+
+/// Whether `p` is among `names` (emails and `group:<name>`).
+fn named(p: &Principal, names: &[String]) -> bool {
+    names.iter().any(|n| match n.strip_prefix("group:") {
+        Some(g) => p.groups.iter().any(|mine| mine == g),
+        None => p.email.as_deref().is_some_and(|e| e.eq_ignore_ascii_case(n)),
+    })
 }
 
 fn target(r: &AccessRequest) -> Target<'_> {
@@ -67,6 +139,14 @@ pub async fn create(
     }
     crate::config::validate_scope(Some(b.cluster.clone()), b.namespace.clone()).map_err(ApiError::invalid)?;
     s.store.get_cluster(&b.cluster).await?;
+    if let Some(max) = policy_for(&s, &b.cluster).await?.and_then(|x| x.max_duration_secs) {
+        if b.duration_secs > max {
+            return Err(ApiError::invalid(format!(
+                "duration_secs: the access policy of cluster {} allows at most {max} s",
+                b.cluster
+            )));
+        }
+    }
     let raw = kubehero_identity::credential::random_bytes(10)?;
     let request = AccessRequest {
         id: format!("ar_{}", kubehero_audit::hex::encode(&raw)),
@@ -84,6 +164,7 @@ pub async fn create(
         comment: None,
         binding_id: None,
         expires_at: None,
+        first_approver: None,
     };
     let t = target_of("access_request", &request.id, Some(&request.cluster), request.namespace.as_deref());
     audited.apply_named(Change::CreateAccessRequest(&request), "access.request", &t, StatusCode::CREATED).await?;
@@ -169,6 +250,40 @@ async fn decide(
     if comment.is_some_and(|c| c.len() > 500 || c.chars().any(char::is_control)) {
         return Err(ApiError::invalid("comment: at most 500 printable characters"));
     }
+    let by = p.subject_key();
+    let t = target_of("access_request", &id, Some(&r.cluster), r.namespace.as_deref());
+    let policy = if approve { policy_for(&s, &r.cluster).await? } else { None };
+    if let Some(x) = &policy {
+        if !x.approvers.is_empty() && !named(&p, &x.approvers) {
+            return Err(ApiError::new(
+                Code::PermissionDenied,
+                format!("the access policy of cluster {} names who may approve, and you are not among them", r.cluster),
+            ));
+        }
+    }
+    if policy.as_ref().is_some_and(|x| x.approvals == 2) {
+        let mut first = r.first_approver.clone();
+        if first.is_none() {
+            let change = Change::FirstApproval { id: &id, by: &by };
+            match audited.apply_named(change, "access.approve", &t, StatusCode::OK).await {
+                Ok(_) => {
+                    let now_pending = s.store.get_access_request(&id).await?;
+                    return Ok((StatusCode::OK, Audited::done(t), axum::Json(now_pending)));
+                }
+                // Another approver was first meanwhile (or it was decided): read it again.
+                Err(kubehero_store::StoreError::Conflict(_)) => {
+                    first = s.store.get_access_request(&id).await?.first_approver;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if first.as_deref() == Some(by.as_str()) {
+            return Err(ApiError::new(
+                Code::FailedPrecondition,
+                "you gave the first approval; the access policy wants a second approver",
+            ));
+        }
+    }
     // An expired binding of the same person, role and scope (not yet swept) would block the new one.
     s.identity.expire_bindings().await?;
     let now = s.clock.now();
@@ -185,7 +300,6 @@ async fn decide(
         created_at: now,
         expires_at: Some(now + r.duration_secs),
     };
-    let by = p.subject_key();
     let change = Change::DecideAccessRequest {
         id: &id,
         approve,
@@ -195,8 +309,21 @@ async fn decide(
         binding: approve.then_some(&binding),
     };
     let action = if approve { "access.approve" } else { "access.deny" };
-    let t = target_of("access_request", &id, Some(&r.cluster), r.namespace.as_deref());
-    audited.apply_named(change, action, &t, StatusCode::OK).await?;
+    match audited.apply_named(change, action, &t, StatusCode::OK).await {
+        Ok(_) => {}
+        Err(kubehero_store::StoreError::AlreadyExists(_)) => {
+            return Err(ApiError::new(
+                Code::FailedPrecondition,
+                format!(
+                    "{} already holds {} there through a role binding; it must end (or be deleted) before another \
+                     is granted",
+                    r.requester_email.as_deref().unwrap_or(&r.requester),
+                    r.role
+                ),
+            ))
+        }
+        Err(e) => return Err(e.into()),
+    }
     if approve {
         if let Err(e) = s.identity.bindings.reload().await {
             tracing::warn!(error = %e, "reloading role bindings after an approval failed; the periodic reload will");

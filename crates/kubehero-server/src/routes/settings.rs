@@ -1,4 +1,4 @@
-//! IdP and integration settings: named JSON documents. Owners write them; owners and auditors read them,
+//! IdP, integration and access-policy settings: named JSON documents. Owners write them; owners and auditors read them,
 //! with every secret-looking field redacted on the way out.
 
 use super::Json;
@@ -13,7 +13,7 @@ use kubehero_store::Change;
 use serde_json::{json, Value};
 
 /// The settings documents that exist.
-pub const KEYS: &[&str] = &["idp", "integrations"];
+pub const KEYS: &[&str] = &["idp", "integrations", "access"];
 
 fn check_key(key: &str) -> ApiResult<()> {
     if KEYS.contains(&key) {
@@ -68,6 +68,9 @@ pub async fn put(
     check_key(&key)?;
     if !v.is_object() {
         return Err(ApiError::invalid("settings must be a JSON object"));
+    }
+    if key == "access" {
+        super::access::AccessPolicies::parse(&v).map_err(ApiError::invalid)?;
     }
     let target = target_of("setting", &key, None, None);
     let change = Change::PutSetting { key: &key, value: &v, at: s.clock.now() };

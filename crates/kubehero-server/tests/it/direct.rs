@@ -730,3 +730,76 @@ async fn elevation_is_approved_by_another_admin_and_ends_on_its_own() {
     let rows = ts.get("/api/v1/audit?action=access.approve", Some(OWNER)).await;
     assert_eq!(rows.body["items"].as_array().unwrap().len(), 2, "{}", rows.body);
 }
+
+/// An owner's access policy for clusters `la*`: at most an hour, only erin and gina approve, and two of them
+/// must; the first approval grants nothing, the same person cannot give both, and two at once grant once.
+#[tokio::test]
+async fn an_access_policy_limits_duration_names_approvers_and_wants_two() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ts, _) = issuer_server(dir.path(), &[]).await;
+    let r = ts.call(reqwest::Method::POST, "/api/v1/clusters", Some(ADMIN), Some(json!({"name": "lab"}))).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    for who in ["erin", "frank", "gina"] {
+        bind(&ts, &format!("{who}@example.com"), "admin", "lab", None).await;
+    }
+    let [dana, erin, frank, gina] = [
+        cli_login(&ts, "dana@example.com").await,
+        cli_login(&ts, "erin@example.com").await,
+        cli_login(&ts, "frank@example.com").await,
+        cli_login(&ts, "gina@example.com").await,
+    ];
+    let put = async |doc: Value| ts.call(reqwest::Method::PUT, "/api/v1/settings/access", Some(OWNER), Some(doc)).await;
+    for bad in [
+        json!({"policies": [{"clusters": "lab", "approvals": 3}]}),
+        json!({"policies": [{"clusters": "lab", "max_duration_secs": 0}]}),
+        json!({"policies": [{"clusters": "lab", "surprise": true}]}),
+        json!({"rules": []}),
+    ] {
+        let r = put(bad.clone()).await;
+        assert_eq!(r.status, 400, "{bad}: {}", r.body);
+    }
+    let policy = json!({"policies": [{"clusters": "la*", "max_duration_secs": 3600,
+        "approvers": ["erin@example.com", "gina@example.com"], "approvals": 2}]});
+    assert_eq!(put(policy).await.status, 200);
+    let ask = async |secs: i64, role: &str| {
+        let body = json!({"cluster": "lab", "role": role, "duration_secs": secs, "reason": "INC-77"});
+        ts.call(reqwest::Method::POST, "/api/v1/access-requests", Some(&dana), Some(body)).await
+    };
+    let r = ask(7200, "member").await;
+    assert!(r.status == 400 && r.body["message"].as_str().unwrap().contains("at most 3600"), "{}", r.body);
+    let id = ask(600, "member").await.body["id"].as_str().unwrap().to_string();
+    let approve = async |who: &str, id: &str| {
+        let path = format!("/api/v1/access-requests/{id}/approve");
+        ts.call(reqwest::Method::POST, &path, Some(who), Some(json!({}))).await
+    };
+    let r = approve(&frank, &id).await;
+    assert_eq!(r.status, 403, "frank is an admin the policy does not name: {}", r.body);
+    let r = approve(&erin, &id).await;
+    assert_eq!((r.status.as_u16(), r.body["state"].as_str()), (200, Some("pending")), "{}", r.body);
+    assert_eq!(r.body["first_approver"], "erin@example.com");
+    let r = approve(&erin, &id).await;
+    assert_eq!(r.status, 409, "not twice by one person: {}", r.body);
+    let r = approve(&gina, &id).await;
+    assert_eq!((r.status.as_u16(), r.body["state"].as_str()), (200, Some("approved")), "{}", r.body);
+    let holds = async |id: &str| {
+        let got = ts.get("/api/v1/access-requests", Some(&dana)).await;
+        let r = got.body["items"].as_array().unwrap().iter().find(|r| r["id"] == id).unwrap().clone();
+        r
+    };
+    assert!(holds(&id).await["binding_id"].is_string());
+
+    // A second grant of a role dana holds until then is refused with why.
+    let id = ask(600, "member").await.body["id"].as_str().unwrap().to_string();
+    approve(&erin, &id).await;
+    let r = approve(&gina, &id).await;
+    assert!(r.status == 409 && r.body["message"].as_str().unwrap().contains("already holds member"), "{}", r.body);
+
+    // Two approvers at once: whoever is first is the first approval, the other grants; one binding.
+    let id = ask(600, "viewer").await.body["id"].as_str().unwrap().to_string();
+    let (a, b) = tokio::join!(approve(&erin, &id), approve(&gina, &id));
+    assert!(a.status == 200 && b.status == 200, "{} {}", a.body, b.body);
+    assert_eq!(holds(&id).await["state"], "approved");
+    let bindings = ts.get("/api/v1/role-bindings", Some(OWNER)).await;
+    let timed = bindings.body["items"].as_array().unwrap().iter().filter(|b| b["expires_at"].is_i64()).count();
+    assert_eq!(timed, 2, "one binding per approved request: {}", bindings.body);
+}

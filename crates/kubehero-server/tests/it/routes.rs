@@ -376,6 +376,7 @@ async fn route_role_scope_matrix() {
                 comment: None,
                 binding_id: None,
                 expires_at: None,
+                first_approver: None,
             };
             let store = &ts.server.as_ref().unwrap().state.store;
             store.apply(kubehero_store::Change::CreateAccessRequest(&request), None).await.unwrap();

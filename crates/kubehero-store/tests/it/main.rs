@@ -375,6 +375,7 @@ async fn access_requests(s: &dyn Store) {
         comment: None,
         binding_id: None,
         expires_at: None,
+        first_approver: None,
     };
     for id in ["ar1", "ar2"] {
         s.apply(kubehero_store::Change::CreateAccessRequest(&req(id)), None).await.unwrap();
@@ -421,8 +422,18 @@ async fn access_requests(s: &dyn Store) {
     s.apply(deny, None).await.unwrap();
     assert_eq!(s.get_access_request("ar2").await.unwrap().state, "denied");
     assert!(matches!(s.get_access_request("nope").await, Err(StoreError::NotFound(_))));
+    // Two approvals: the first is recorded once and grants nothing; the decision then grants.
+    s.apply(kubehero_store::Change::CreateAccessRequest(&req("ar3")), None).await.unwrap();
+    let first = |by| kubehero_store::Change::FirstApproval { id: "ar3", by };
+    s.apply(first("https://idp#erin"), None).await.unwrap();
+    assert_eq!(s.get_access_request("ar3").await.unwrap().first_approver.as_deref(), Some("https://idp#erin"));
+    let again = s.apply(first("https://idp#gina"), None).await;
+    assert!(matches!(again, Err(StoreError::Conflict(m)) if m.contains("first approval")));
+    assert_eq!(s.get_access_request("ar3").await.unwrap().state, "pending");
+    assert!(matches!(s.apply(kubehero_store::Change::FirstApproval { id: "ar2", by: "x" }, None).await,
+        Err(StoreError::Conflict(m)) if m.contains("denied")));
     let listed = s.list_access_requests().await.unwrap();
-    assert_eq!(listed.len(), 2);
+    assert_eq!(listed.len(), 3);
     s.delete_binding("rb_elev").await.unwrap();
 }
 

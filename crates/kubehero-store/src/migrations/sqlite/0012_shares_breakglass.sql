@@ -1,4 +1,4 @@
--- KubeHero schema v12: share links and break-glass codes. Times are Unix seconds; secrets are stored as their
+-- KubeHero schema v12: share links, break-glass codes, and the first of two approvals of an elevation request. Times are Unix seconds; secrets are stored as their
 -- SHA-256 only (token_hash, code_hash).
 
 -- A link that gives whoever accepts it (or only the named recipients) a role on a cluster, or one namespace
@@ -51,3 +51,6 @@ CREATE TABLE breakglass_codes (
     acknowledged_by TEXT
 );
 CREATE INDEX breakglass_codes_cluster ON breakglass_codes (cluster, created_at);
+
+-- A request whose cluster's access policy wants two approvals keeps its first approver here while pending.
+ALTER TABLE access_requests ADD COLUMN first_approver TEXT;
