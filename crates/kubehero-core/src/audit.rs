@@ -127,6 +127,17 @@ impl AuditResult {
     pub fn ok(status: u16) -> AuditResult {
         AuditResult { outcome: AuditOutcome::Ok, code: None, status, repeated: None, duration_ms: None }
     }
+
+    /// A refusal with this reason (`code`) and HTTP status.
+    pub fn denied(code: &str, status: u16) -> AuditResult {
+        AuditResult {
+            outcome: AuditOutcome::Denied,
+            code: Some(code.to_string()),
+            status,
+            repeated: None,
+            duration_ms: None,
+        }
+    }
 }
 
 /// One event before it is sealed into the chain: everything except `seq`, `key_id` and the MAC.

@@ -166,6 +166,29 @@ impl BindingsCache {
             .collect()
     }
 
+    /// The group mappings (global, and those of `issuer`) that name one of `groups`: (group, role).
+    pub fn group_roles(&self, issuer: Option<&str>, groups: &[String]) -> Vec<(String, Role)> {
+        let per_issuer = issuer.and_then(|i| self.issuer_groups.get(i));
+        let mut out = Vec::new();
+        for g in groups {
+            for map in [Some(&self.global_groups), per_issuer].into_iter().flatten() {
+                out.extend(map.get(g).into_iter().flatten().map(|r| (g.clone(), *r)));
+            }
+        }
+        out
+    }
+
+    /// Every group mapping: (group, role, the issuer it is limited to).
+    pub fn group_mappings(&self) -> Vec<(String, Role, Option<String>)> {
+        let mut out: Vec<_> =
+            self.global_groups.iter().flat_map(|(g, rs)| rs.iter().map(move |r| (g.clone(), *r, None))).collect();
+        for (iss, map) in &self.issuer_groups {
+            out.extend(map.iter().flat_map(|(g, rs)| rs.iter().map(move |r| (g.clone(), *r, Some(iss.clone())))));
+        }
+        out.sort();
+        out
+    }
+
     /// The grants that group mappings and bindings give a principal, without the global `viewer` every
     /// principal holds by default: what reaching a cluster's Kubernetes API needs (a person with no binding for
     /// a cluster cannot reach it, though they may see it listed).

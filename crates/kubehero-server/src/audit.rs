@@ -198,24 +198,13 @@ impl RequestContext {
         target: &AuditTarget,
         status: axum::http::StatusCode,
     ) -> Result<kubehero_store::Changed, kubehero_store::StoreError> {
-        let s = &self.state;
-        let event = AuditEvent {
-            event_id: s.identity.ids.next_id(),
-            time_ms: s.clock.now_ms(),
-            actor: actor.clone(),
-            action: action.to_string(),
-            target: target.clone(),
-            result: AuditResult::ok(status.as_u16()),
-            request_id: self.request_id.clone(),
-            source: self.facts.source.map(|a| a.to_string()),
-            user_agent: self.facts.user_agent.clone(),
-        };
-        s.identity.apply(change, event).await
+        let event = self.event(actor, action, target, AuditResult::ok(status.as_u16()));
+        self.state.identity.apply(change, event).await
     }
 
     /// Writes the row of `action` by `actor` on `target` with `result`, durably, for an answer that changes
-    /// nothing but must be on record before it is sent (a refused share link or break-glass code, an opened
-    /// share). The caller marks its response [`RecordedWithChange`].
+    /// nothing but must be on record before it is sent (a refused share link or break-glass code). The caller
+    /// marks its response [`RecordedWithChange`].
     pub async fn record(
         &self,
         actor: &AuditActor,
@@ -223,10 +212,15 @@ impl RequestContext {
         target: &AuditTarget,
         result: AuditResult,
     ) -> Result<(), ApiError> {
-        let s = &self.state;
-        let event = AuditEvent {
-            event_id: s.identity.ids.next_id(),
-            time_ms: s.clock.now_ms(),
+        let event = self.event(actor, action, target, result);
+        self.state.identity.record(event, Durability::Durable).await.map_err(ApiError::from)
+    }
+
+    /// The row of `action` by `actor` on `target` with `result`, for this request.
+    fn event(&self, actor: &AuditActor, action: &str, target: &AuditTarget, result: AuditResult) -> AuditEvent {
+        AuditEvent {
+            event_id: self.state.identity.ids.next_id(),
+            time_ms: self.state.clock.now_ms(),
             actor: actor.clone(),
             action: action.to_string(),
             target: target.clone(),
@@ -234,8 +228,7 @@ impl RequestContext {
             request_id: self.request_id.clone(),
             source: self.facts.source.map(|a| a.to_string()),
             user_agent: self.facts.user_agent.clone(),
-        };
-        s.identity.record(event, Durability::Durable).await.map_err(ApiError::from)
+        }
     }
 
     /// The client's address, when known.

@@ -23,6 +23,7 @@ pub mod sealed;
 pub mod state;
 pub mod throttle;
 mod tls;
+pub mod ui;
 
 use crate::config::ServerConfig;
 use crate::metrics::Metrics;

@@ -520,9 +520,7 @@ pub(crate) fn page(title: &str, body: &str) -> String {
     format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{} · KubeHero</title>\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <style>body{{font-family:system-ui,sans-serif;max-width:44rem;margin:3rem auto;padding:0 1rem;color:#1d2330}}\
-         code,pre{{background:#f1f3f7;padding:.1rem .3rem;border-radius:4px}}pre{{padding:.8rem;overflow:auto}}\
-         button{{padding:.4rem 1rem}}</style></head><body>{body}</body></html>",
+         <link rel=\"stylesheet\" href=\"/ui/app.css\"></head><body><main id=\"main\">{body}</main></body></html>",
         esc(title)
     )
 }
@@ -541,16 +539,15 @@ pub async fn home(State(s): State<AppState>, headers: HeaderMap) -> ApiResult<Re
         .scoped_grants()
         .map(|g| format!("{} in {}", g.role, esc(&serde_json::to_string(&g.scope).unwrap_or_default())))
         .collect();
-    let banner = crate::routes::breakglass::banner(&s, &principal, session.csrf.as_deref().unwrap_or_default()).await;
     let body = format!(
-        "{banner}<h1>Signed in to KubeHero</h1>\
-         <p id=\"who\">You are <strong>{sub}</strong>{email}.</p>\
+        "<p id=\"who\">You are <strong>{sub}</strong>{email}.</p>\
          <p id=\"role\">Role: <strong>{role}</strong> (holds: {roles}{scoped})</p>\
          <p id=\"groups\">Groups: {groups}</p>\
+         <div class=\"cards\"><section><h2><a href=\"/ui/clusters\">Clusters</a></h2><p>Every cluster and its state, \
+         kubeconfigs, share links.</p></section><section><h2><a href=\"/ui/access\">Access</a></h2><p>What you hold and \
+         why, requests to approve, asking for more.</p></section></div>\
          <h2>Install the CLI</h2>\
-         <pre>cargo install --git &lt;this repository&gt; kubehero\nkubehero login --server {url}</pre>\
-         <form method=\"post\" action=\"/api/auth/logout\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
-         <button type=\"submit\" id=\"logout\">Sign out</button></form>",
+         <pre>cargo install --git &lt;this repository&gt; kubehero\nkubehero login --server {url}</pre>",
         sub = esc(&principal.sub),
         email = principal.email.as_deref().map(|e| format!(" ({})", esc(e))).unwrap_or_default(),
         role = esc(principal.display_role().as_str()),
@@ -558,7 +555,6 @@ pub async fn home(State(s): State<AppState>, headers: HeaderMap) -> ApiResult<Re
         scoped = if scoped.is_empty() { String::new() } else { format!("; scoped: {}", scoped.join(", ")) },
         groups = esc(&principal.groups.join(", ")),
         url = esc(&s.login.as_ref().map(|l| l.client.public_url.clone()).unwrap_or_default()),
-        csrf = esc(session.csrf.as_deref().unwrap_or_default()),
     );
-    Ok(html(StatusCode::OK, page("Signed in", &body)))
+    crate::ui::page(&s, &principal, &session, crate::ui::Section::Home, "Signed in to KubeHero", &body).await
 }

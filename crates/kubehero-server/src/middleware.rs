@@ -115,6 +115,7 @@ pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next
         }
         res = rendered;
     }
+    crate::ui::harden(&mut res);
     state.metrics.http_request(&method, &route, res.status().as_u16());
     if let Ok(v) = HeaderValue::from_str(&id) {
         res.headers_mut().insert(X_REQUEST_ID.clone(), v);

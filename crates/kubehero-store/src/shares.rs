@@ -81,6 +81,29 @@ pub struct BreakglassCode {
     pub acknowledged_by: Option<String>,
 }
 
+impl BreakglassCode {
+    /// A new, unused code of `cluster` (`code_hash`: the code's SHA-256).
+    pub fn sealed(id: String, code_hash: String, cluster: &str, ttl_secs: i64, created_by: String, at: i64) -> Self {
+        BreakglassCode {
+            id,
+            code_hash,
+            cluster: cluster.to_string(),
+            ttl_secs,
+            created_by,
+            created_at: at,
+            revoked_at: None,
+            used_at: None,
+            reason: None,
+            used_from: None,
+            binding_id: None,
+            session_id: None,
+            expires_at: None,
+            acknowledged_at: None,
+            acknowledged_by: None,
+        }
+    }
+}
+
 /// Reading shares and break-glass codes (writes are [`crate::Change`]s).
 #[async_trait::async_trait]
 pub trait ShareStore: Send + Sync {

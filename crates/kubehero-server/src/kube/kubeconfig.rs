@@ -70,3 +70,22 @@ impl Entry<'_> {
         })
     }
 }
+
+/// The kubeconfig the dashboard hands out for `cluster`: through the proxy of the control plane at `base`,
+/// trusting `ca_pem` (the control plane's certificate, when it is not publicly trusted), `kubehero token` for
+/// credentials.
+pub fn document_for(base: &str, cluster: &str, ca_pem: Option<&str>) -> Value {
+    use base64::Engine as _;
+    let ca = ca_pem.map(|pem| base64::engine::general_purpose::STANDARD.encode(pem));
+    let server = format!("{base}/k8s/clusters/{cluster}");
+    Entry {
+        control_plane: base,
+        cluster,
+        server: &server,
+        ca_data: ca.as_deref(),
+        exec_api: "client.authentication.k8s.io/v1",
+        command: "kubehero",
+        direct: false,
+    }
+    .document()
+}

@@ -193,7 +193,7 @@ pub async fn list(State(s): State<AppState>, Auth(p): Auth) -> ApiResult<impl In
 }
 
 /// Whether `p` may decide `r`: admin or owner of its scope, and holding the asked role (or owner) there.
-fn may_grant(p: &Principal, r: &AccessRequest) -> bool {
+pub(crate) fn may_grant(p: &Principal, r: &AccessRequest) -> bool {
     let asked = r.role.parse::<Role>().ok();
     kubehero_core::authorize(p, Action::AccessDecide, target(r)).is_allowed()
         && p.grants.iter().any(|g| {

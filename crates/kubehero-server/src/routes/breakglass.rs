@@ -17,7 +17,7 @@ use axum::http::header::CACHE_CONTROL;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
-use kubehero_core::{Action, AuditActor, AuditOutcome, AuditResult, Binding, BindingSubject, Role, Scope, Target};
+use kubehero_core::{Action, AuditActor, AuditResult, Binding, BindingSubject, Role, Scope, Target};
 use kubehero_store::{BreakglassCode, Change, StoredBinding};
 use serde::Deserialize;
 use serde_json::json;
@@ -80,23 +80,8 @@ pub async fn create(
         let random = kubehero_identity::credential::random_bytes(20)?;
         let secret = format!("{CODE_PREFIX}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random));
         let id = format!("bg_{}", kubehero_audit::hex::encode(&kubehero_identity::credential::random_bytes(8)?));
-        codes.push(BreakglassCode {
-            id: id.clone(),
-            code_hash: kubehero_authn::sha256_hex(&secret),
-            cluster: name.clone(),
-            ttl_secs: ttl,
-            created_by: p.subject_key(),
-            created_at: now,
-            revoked_at: None,
-            used_at: None,
-            reason: None,
-            used_from: None,
-            binding_id: None,
-            session_id: None,
-            expires_at: None,
-            acknowledged_at: None,
-            acknowledged_by: None,
-        });
+        let hash = kubehero_authn::sha256_hex(&secret);
+        codes.push(BreakglassCode::sealed(id.clone(), hash, &name, ttl, p.subject_key(), now));
         secrets.push(json!({ "id": id, "code": secret }));
     }
     let t = target_of("cluster", &name, Some(&name), None);
@@ -208,13 +193,7 @@ fn refusal(kind: &str) -> ApiError {
 /// them; a refusal is a durable `breakglass.refuse` row (with its reason as the code).
 async fn use_code(s: &AppState, ctx: &RequestContext, code: &str, reason: &str) -> ApiResult<Result<Used, ApiError>> {
     let refused = |why: &'static str, c: Option<&BreakglassCode>| {
-        let result = AuditResult {
-            outcome: AuditOutcome::Denied,
-            code: Some(why.to_string()),
-            status: refusal(why).code.status().as_u16(),
-            repeated: None,
-            duration_ms: None,
-        };
+        let result = AuditResult::denied(why, refusal(why).code.status().as_u16());
         let t = c.map(code_target).unwrap_or_default();
         async move {
             ctx.record(&AuditActor::unauthenticated("breakglass"), "breakglass.refuse", &t, result).await?;

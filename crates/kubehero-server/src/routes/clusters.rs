@@ -24,17 +24,17 @@ const STALE_SECS: i64 = 90;
 #[derive(Debug, Serialize)]
 pub struct ClusterView {
     #[serde(flatten)]
-    cluster: Option<Cluster>,
-    name: String,
+    pub cluster: Option<Cluster>,
+    pub name: String,
     /// `pending` (never connected), `connected`, `disconnected`, `removed`.
-    state: &'static str,
+    pub state: &'static str,
     /// When the state began (Unix seconds); absent while pending.
-    since: Option<i64>,
-    last_seen: Option<i64>,
-    agent_version: Option<String>,
-    kubernetes_version: Option<String>,
+    pub since: Option<i64>,
+    pub last_seen: Option<i64>,
+    pub agent_version: Option<String>,
+    pub kubernetes_version: Option<String>,
     /// Not-after of the certificate of the last connected agent (Unix seconds).
-    cert_not_after: Option<i64>,
+    pub cert_not_after: Option<i64>,
 }
 
 fn view(cluster: Option<Cluster>, name: String, status: Option<ClusterStatus>, now: i64) -> ClusterView {
@@ -76,8 +76,13 @@ async fn statuses(s: &AppState) -> ApiResult<HashMap<String, ClusterStatus>> {
 /// removed ones.
 pub async fn list(State(s): State<AppState>, Auth(p): Auth) -> ApiResult<impl IntoResponse> {
     allow(&p, Action::ClusterList, Target::NONE)?;
+    Ok(axum::Json(serde_json::json!({ "items": all(&s).await? })))
+}
+
+/// Every registered cluster with its state, then removed ones.
+pub(crate) async fn all(s: &AppState) -> ApiResult<Vec<ClusterView>> {
     let now = s.clock.now();
-    let mut status = statuses(&s).await?;
+    let mut status = statuses(s).await?;
     let mut items: Vec<ClusterView> = Vec::new();
     for c in s.store.list_clusters().await? {
         let st = status.remove(&c.name);
@@ -88,15 +93,20 @@ pub async fn list(State(s): State<AppState>, Auth(p): Auth) -> ApiResult<impl In
         status.into_values().filter(|st| st.state == ConnectionState::Removed).collect();
     removed.sort_by(|a, b| a.cluster.cmp(&b.cluster));
     items.extend(removed.into_iter().map(|st| view(None, st.cluster.clone(), Some(st), now)));
-    Ok(axum::Json(serde_json::json!({ "items": items })))
+    Ok(items)
 }
 
 /// `GET /api/v1/clusters/{name}` — permission: `cluster.get` (viewer).
 pub async fn get(State(s): State<AppState>, Auth(p): Auth, Path(name): Path<String>) -> ApiResult<impl IntoResponse> {
     allow(&p, Action::ClusterGet, Target::cluster(&name))?;
+    Ok(axum::Json(one(&s, name).await?))
+}
+
+/// One registered cluster with its state; `NotFound` if it is not registered.
+pub(crate) async fn one(s: &AppState, name: String) -> ApiResult<ClusterView> {
     let cluster = s.store.get_cluster(&name).await?;
-    let st = statuses(&s).await?.remove(&name);
-    Ok(axum::Json(view(Some(cluster), name, st, s.clock.now())))
+    let st = statuses(s).await?.remove(&name);
+    Ok(view(Some(cluster), name, st, s.clock.now()))
 }
 
 #[derive(Debug, Deserialize)]

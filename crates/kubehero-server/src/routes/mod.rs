@@ -4,19 +4,19 @@
 //! declares. Each surface is a set of routes, an authenticator adapter over `kubehero-identity` and an error
 //! shape: the API's (`auth.rs`, `{"code","message","request_id"}`), SCIM's (`scim/`, RFC 7644 errors).
 
-mod access;
+pub(crate) mod access;
 mod agent_cas;
 mod api_keys;
 mod audit;
 mod bindings;
 pub(crate) mod breakglass;
-mod clusters;
+pub(crate) mod clusters;
 mod health;
 mod issuer;
 mod policies;
 mod sessions;
 mod settings;
-mod shares;
+pub(crate) mod shares;
 mod whoami;
 
 use crate::auth::authenticate_request;
@@ -80,6 +80,17 @@ pub fn table() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
         r(Method::GET, "/metrics", Public, on(MethodFilter::GET, health::metrics)),
         r(Method::GET, "/", SignIn, on(MethodFilter::GET, crate::login::home)),
         r(Method::GET, "/login", SignIn, on(MethodFilter::GET, crate::login::login)),
+        r(Method::GET, "/ui/app.css", Public, on(MethodFilter::GET, crate::ui::css)),
+        r(Method::GET, "/ui/app.js", Public, on(MethodFilter::GET, crate::ui::js)),
+        r(Method::GET, "/ui/clusters", SignIn, on(MethodFilter::GET, crate::ui::clusters::list)),
+        r(Method::GET, "/ui/clusters/{name}", SignIn, on(MethodFilter::GET, crate::ui::clusters::detail)),
+        r(
+            Method::GET,
+            "/ui/clusters/{name}/kubeconfig",
+            SignIn,
+            on(MethodFilter::GET, crate::ui::clusters::kubeconfig),
+        ),
+        r(Method::GET, "/ui/access", SignIn, on(MethodFilter::GET, crate::ui::access::page_of_access)),
         r(Method::GET, "/api/auth/callback", SignIn, on(MethodFilter::GET, crate::login::callback)),
         r(Method::POST, "/api/auth/logout", SignIn, on(MethodFilter::POST, crate::login::logout)),
         r(Method::POST, "/api/auth/device/code", SignIn, on(MethodFilter::POST, crate::device::code)),

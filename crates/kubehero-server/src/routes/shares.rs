@@ -19,8 +19,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use kubehero_core::{
-    Action, AuditActor, AuditOutcome, AuditResult, AuditTarget, Binding, BindingSubject, Principal, PrincipalKind,
-    Role, Scope, Target,
+    Action, AuditActor, AuditResult, AuditTarget, Binding, BindingSubject, Principal, PrincipalKind, Role, Scope,
+    Target,
 };
 use kubehero_store::{Change, Share, StoredBinding};
 use serde::Deserialize;
@@ -184,7 +184,8 @@ fn listed(s: &AppState, p: &Principal, sh: &Share, grants: &[kubehero_store::Sha
     v
 }
 
-fn may_revoke(p: &Principal, sh: &Share) -> bool {
+/// Whether `p` may revoke (and so sees) `sh`: its creator, or an admin or owner of its scope.
+pub(crate) fn may_revoke(p: &Principal, sh: &Share) -> bool {
     let owned = sh.created_by == p.subject_key();
     kubehero_core::authorize(p, Action::ShareRevoke, target(sh).owned(owned)).is_allowed()
 }
@@ -302,25 +303,25 @@ fn token_of(link: &str) -> &str {
     t.rsplit('/').next().unwrap_or(t)
 }
 
-/// The share a token names, and whether `p` may accept it now.
-async fn check(s: &AppState, p: &Principal, token: &str) -> ApiResult<(Option<Share>, Option<Refusal>)> {
+/// The share a token names if `p` may accept it now; else why not (with the share, when there is one).
+async fn check(s: &AppState, p: &Principal, token: &str) -> ApiResult<Result<Share, (Option<Share>, Refusal)>> {
     let token = token_of(token);
     if !token.starts_with(TOKEN_PREFIX) || token.len() > 128 {
-        return Ok((None, Some(Refusal::Unknown)));
+        return Ok(Err((None, Refusal::Unknown)));
     }
     let Some(sh) = s.store.find_share_by_hash(&kubehero_authn::sha256_hex(token)).await? else {
-        return Ok((None, Some(Refusal::Unknown)));
+        return Ok(Err((None, Refusal::Unknown)));
     };
     let refusal = if let Some(why) = sh.closed(s.clock.now()) {
-        Some(Refusal::of_closed(why))
+        Refusal::of_closed(why)
     } else if sh.created_by == p.subject_key() {
-        Some(Refusal::OwnLink)
+        Refusal::OwnLink
     } else if !is_recipient(&sh, p) {
-        Some(Refusal::NotRecipient)
+        Refusal::NotRecipient
     } else {
-        None
+        return Ok(Ok(sh));
     };
-    Ok((Some(sh), refusal))
+    Ok(Err((Some(sh), refusal)))
 }
 
 fn is_recipient(sh: &Share, p: &Principal) -> bool {
@@ -336,13 +337,7 @@ fn is_recipient(sh: &Share, p: &Principal) -> bool {
 
 /// Records a refusal, durably.
 async fn refuse(ctx: &RequestContext, p: &Principal, sh: Option<&Share>, why: Refusal) -> ApiResult<Refusal> {
-    let result = AuditResult {
-        outcome: AuditOutcome::Denied,
-        code: Some(why.reason().to_string()),
-        status: why.status().as_u16(),
-        repeated: None,
-        duration_ms: None,
-    };
+    let result = AuditResult::denied(why.reason(), why.status().as_u16());
     let t = sh.map(audit_target).unwrap_or_default();
     ctx.record(&AuditActor::of(p), "share.refuse", &t, result).await?;
     Ok(why)
@@ -365,13 +360,12 @@ async fn accept(
     if p.kind != PrincipalKind::Person {
         return Err(ApiError::invalid("only people accept share links"));
     }
-    let (sh, refusal) = check(s, p, token).await?;
-    if let Some(why) = refusal {
-        let e = refuse(ctx, p, sh.as_ref(), why).await?;
-        return Ok(Err((sh, e)));
-    }
-    let Some(sh) = sh else {
-        return Err(ApiError::new(Code::Internal, "a share was found and lost"));
+    let sh = match check(s, p, token).await? {
+        Ok(sh) => sh,
+        Err((sh, why)) => {
+            let why = refuse(ctx, p, sh.as_ref(), why).await?;
+            return Ok(Err((sh, why)));
+        }
     };
     if accepted(s, p, &sh).await?.is_some() {
         return Ok(Ok((sh, false)));
@@ -528,6 +522,24 @@ fn here(token: &str) -> String {
     format!("/share/{}", urlencode(token))
 }
 
+/// For the pages: the signed-in person, their session and the share they may accept; or the answer to give
+/// instead (the sign-in that comes back here, or the recorded refusal).
+async fn gate(
+    s: &AppState,
+    ctx: &RequestContext,
+    headers: &HeaderMap,
+    token: &str,
+) -> ApiResult<Result<(Principal, std::sync::Arc<kubehero_store::SessionRecord>, Share), Response>> {
+    let (p, session) = match signed_in(s, headers, &here(token)).await {
+        Ok(x) => x,
+        Err(redirect) => return Ok(Err(redirect)),
+    };
+    match check(s, &p, token).await? {
+        Ok(sh) => Ok(Ok((p, session, sh))),
+        Err((sh, why)) => Ok(Err(refused_page(refuse(ctx, &p, sh.as_ref(), why).await?))),
+    }
+}
+
 /// `GET /share/{token}`: signs the person in (coming back here), then shows what the link gives, with the
 /// button that accepts it and the CLI line; or why it gives nothing.
 pub async fn open(
@@ -536,15 +548,9 @@ pub async fn open(
     ctx: RequestContext,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let (p, session) = match signed_in(&s, &headers, &here(&token)).await {
+    let (p, session, sh) = match gate(&s, &ctx, &headers, &token).await? {
         Ok(x) => x,
-        Err(redirect) => return Ok(redirect),
-    };
-    let (sh, refusal) = check(&s, &p, &token).await?;
-    let sh = match (sh, refusal) {
-        (sh, Some(why)) => return Ok(refused_page(refuse(&ctx, &p, sh.as_ref(), why).await?)),
-        (Some(sh), None) => sh,
-        (None, None) => return Err(ApiError::new(Code::Internal, "a share was found and lost")),
+        Err(answer) => return Ok(answer),
     };
     let cli = link(&s, &token).map(|l| format!("kubehero kubeconfig --share {l}")).unwrap_or_default();
     let action = match accepted(&s, &p, &sh).await? {
@@ -625,15 +631,9 @@ pub async fn kubeconfig(
     ctx: RequestContext,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let (p, _) = match signed_in(&s, &headers, &here(&token)).await {
+    let (p, _, sh) = match gate(&s, &ctx, &headers, &token).await? {
         Ok(x) => x,
-        Err(redirect) => return Ok(redirect),
-    };
-    let (sh, refusal) = check(&s, &p, &token).await?;
-    let sh = match (sh, refusal) {
-        (sh, Some(why)) => return Ok(refused_page(refuse(&ctx, &p, sh.as_ref(), why).await?)),
-        (Some(sh), None) => sh,
-        (None, None) => return Err(ApiError::new(Code::Internal, "a share was found and lost")),
+        Err(answer) => return Ok(answer),
     };
     if accepted(&s, &p, &sh).await?.is_none() {
         let mut r = StatusCode::SEE_OTHER.into_response();
@@ -642,19 +642,9 @@ pub async fn kubeconfig(
         return Ok(r);
     }
     let base = s.public_url.as_deref().unwrap_or_default().trim_end_matches('/').to_string();
-    let ca = s.serving_ca_pem.as_deref().map(|pem| base64::engine::general_purpose::STANDARD.encode(pem));
-    let server = format!("{base}/k8s/clusters/{}", sh.cluster);
-    let entry = crate::kube::kubeconfig::Entry {
-        control_plane: &base,
-        cluster: &sh.cluster,
-        server: &server,
-        ca_data: ca.as_deref(),
-        exec_api: "client.authentication.k8s.io/v1",
-        command: "kubehero",
-        direct: false,
-    };
+    let doc = crate::kube::kubeconfig::document_for(&base, &sh.cluster, s.serving_ca_pem.as_deref());
     // JSON is YAML: kubectl reads it as any kubeconfig, and `kubectl config view --flatten` merges it.
-    let yaml = serde_json::to_string_pretty(&entry.document())
+    let yaml = serde_json::to_string_pretty(&doc)
         .map_err(|e| ApiError::new(Code::Internal, format!("writing the kubeconfig: {e}")))?;
     let mut r = (StatusCode::OK, yaml).into_response();
     r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/yaml"));

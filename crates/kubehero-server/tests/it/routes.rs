@@ -123,23 +123,8 @@ async fn armed(ts: &TestServer, cluster: &str, ns: Option<&str>, n: usize) -> St
 
 /// A break-glass code of prod-eu straight into the store, used when `used`; gives back its id.
 async fn breakglass_code(ts: &TestServer, n: usize, used: bool) -> String {
-    let code = kubehero_store::BreakglassCode {
-        id: format!("bg_matrix_{n}"),
-        code_hash: format!("{n:064x}"),
-        cluster: "prod-eu".into(),
-        ttl_secs: 600,
-        created_by: "https://idp.example#erin".into(),
-        created_at: 1,
-        revoked_at: None,
-        used_at: None,
-        reason: None,
-        used_from: None,
-        binding_id: None,
-        session_id: None,
-        expires_at: None,
-        acknowledged_at: None,
-        acknowledged_by: None,
-    };
+    let hash = format!("{n:064x}");
+    let code = kubehero_store::BreakglassCode::sealed(format!("bg_matrix_{n}"), hash, "prod-eu", 600, "erin".into(), 1);
     let store = &ts.state().store;
     store.apply(kubehero_store::Change::CreateBreakglassCodes(std::slice::from_ref(&code)), None).await.unwrap();
     if used {
@@ -510,7 +495,7 @@ async fn every_route_declares_and_enforces_its_permission() {
         let method = Method::from_bytes(spec.method.as_str().as_bytes()).unwrap();
         match spec.permission {
             Permission::Public => {
-                let public = ["/healthz", "/readyz", "/metrics", "/api/v1/openapi.json"];
+                let public = ["/healthz", "/readyz", "/metrics", "/api/v1/openapi.json", "/ui/app.css", "/ui/app.js"];
                 let issuer = ["/.well-known/openid-configuration", "/openid/v1/jwks"];
                 assert!(public.contains(&spec.path) || issuer.contains(&spec.path), "{} is public", spec.path);
                 let r = ts.call(method, &path, None, None).await;
@@ -525,7 +510,8 @@ async fn every_route_declares_and_enforces_its_permission() {
                 let device = ["/api/auth/device/code", "/api/auth/device/token", "/api/auth/cli/token"];
                 let share = ["/share/{token}", "/share/{token}/kubeconfig"];
                 let breakglass = ["/breakglass", "/api/v1/breakglass/use", "/breakglass/acknowledge"];
-                let known = [&sign_in[..], &device, &share, &breakglass].concat();
+                let dashboard = ["/ui/clusters", "/ui/clusters/{name}", "/ui/clusters/{name}/kubeconfig", "/ui/access"];
+                let known = [&sign_in[..], &device, &share, &breakglass, &dashboard].concat();
                 assert!(known.contains(&spec.path), "{}", spec.path);
                 let path = path.replace("{token}", "khl_x");
                 let r = ts.call(method.clone(), &path, None, Some(json!({ "device_code": "x" }))).await;

@@ -522,22 +522,9 @@ async fn shares(store: Arc<dyn Store>) {
 
 /// A code is used once however many use it at once, and its binding and CLI token commit with the use.
 async fn breakglass(store: Arc<dyn Store>) {
-    let code = |id: &str| kubehero_store::BreakglassCode {
-        id: id.into(),
-        code_hash: format!("{id}{}", "f".repeat(64 - id.len())),
-        cluster: "prod-eu".into(),
-        ttl_secs: 3600,
-        created_by: "https://idp#erin".into(),
-        created_at: 10,
-        revoked_at: None,
-        used_at: None,
-        reason: None,
-        used_from: None,
-        binding_id: None,
-        session_id: None,
-        expires_at: None,
-        acknowledged_at: None,
-        acknowledged_by: None,
+    let code = |id: &str| {
+        let hash = format!("{id}{}", "f".repeat(64 - id.len()));
+        kubehero_store::BreakglassCode::sealed(id.into(), hash, "prod-eu", 3600, "https://idp#erin".into(), 10)
     };
     let codes = [code("bg1"), code("bg2")];
     store.apply(kubehero_store::Change::CreateBreakglassCodes(&codes), None).await.unwrap();
