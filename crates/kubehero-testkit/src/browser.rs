@@ -3,7 +3,8 @@
 //! `oidc-provider`'s devInteractions pages, reloads, signs out and reports where it ended up.
 //!
 //! Both are installed by `scripts/test`: `chromium` with apt, `playwright-core` (pinned to 1.65.1, no browser
-//! download) into `$KUBEHERO_PEERS_DIR/browser`; this module only checks they are there and says how to
+//! download) and `axe-core` (4.14.1, the accessibility checks of `dashboard.mjs`) into
+//! `$KUBEHERO_PEERS_DIR/browser`; this module only checks they are there and says how to
 //! install them when they are not.
 
 use crate::oidc::peers_dir;
@@ -16,9 +17,10 @@ use tokio::process::Command;
 
 const SIGNIN_MJS: &str = include_str!("../browser/signin.mjs");
 const SHARE_MJS: &str = include_str!("../browser/share.mjs");
+const DASHBOARD_MJS: &str = include_str!("../browser/dashboard.mjs");
 const PACKAGE_JSON: &str = include_str!("../browser/package.json");
 
-/// The whole browser run (launch, sign-in, reload, sign-out) must finish within this.
+/// A sign-in or share-link run (launch, sign-in, a few pages) must finish within this.
 const RUN_LIMIT: Duration = Duration::from_secs(60);
 
 /// The directory holding `node_modules/playwright-core`.
@@ -68,7 +70,8 @@ pub struct BrowserReport {
 /// IdP's end-session page and waits for the sign-in page again. Screenshots (and the step log `signin.log`)
 /// go to `artefacts`.
 pub async fn sign_in_and_out(kubehero_url: &str, login: &str, artefacts: &Path) -> anyhow::Result<BrowserReport> {
-    let v = run("signin.mjs", SIGNIN_MJS, &[("KUBEHERO_URL", kubehero_url), ("LOGIN", login)], artefacts).await?;
+    let env = [("KUBEHERO_URL", kubehero_url), ("LOGIN", login)];
+    let v = run("signin.mjs", SIGNIN_MJS, &env, artefacts, RUN_LIMIT).await?;
     let s = |k: &str| -> anyhow::Result<String> {
         v[k].as_str().map(str::to_string).ok_or_else(|| anyhow!("no {k} in the browser's result {v}"))
     };
@@ -102,7 +105,7 @@ pub struct ShareReport {
 /// the link, then accepts it and downloads the kubeconfig (or reports why the page refused it). The
 /// screenshot and download go to `artefacts`.
 pub async fn open_share(link: &str, login: &str, artefacts: &Path) -> anyhow::Result<ShareReport> {
-    let v = run("share.mjs", SHARE_MJS, &[("LINK", link), ("LOGIN", login)], artefacts).await?;
+    let v = run("share.mjs", SHARE_MJS, &[("LINK", link), ("LOGIN", login)], artefacts, RUN_LIMIT).await?;
     Ok(ShareReport {
         refused: v["refused"].as_str().map(str::to_string),
         shown: v["shown"].clone(),
@@ -110,9 +113,45 @@ pub async fn open_share(link: &str, login: &str, artefacts: &Path) -> anyhow::Re
     })
 }
 
+/// Who and what the dashboard run uses.
+pub struct DashboardRun<'a> {
+    pub url: &'a str,
+    /// Signs in as an admin, and as a viewer.
+    pub admin: &'a str,
+    pub viewer: &'a str,
+    /// The cluster the admin adds.
+    pub cluster: &'a str,
+    /// Where the script writes `join.txt` (the join command the page showed) for the test to start the agent.
+    pub handshake: &'a Path,
+    /// Where the screenshots go.
+    pub shots: &'a Path,
+    pub artefacts: &'a Path,
+}
+
+/// Runs `dashboard.mjs` (see its header: flows by clicking as an admin and a viewer, axe-core on every page,
+/// screenshots) and gives back its result.
+pub async fn dashboard(d: &DashboardRun<'_>) -> anyhow::Result<serde_json::Value> {
+    let (handshake, shots) = (d.handshake.to_string_lossy(), d.shots.to_string_lossy());
+    let env = [
+        ("KUBEHERO_URL", d.url),
+        ("ADMIN", d.admin),
+        ("VIEWER", d.viewer),
+        ("CLUSTER", d.cluster),
+        ("HANDSHAKE", &*handshake),
+        ("SHOTS", &*shots),
+    ];
+    run("dashboard.mjs", DASHBOARD_MJS, &env, d.artefacts, Duration::from_secs(180)).await
+}
+
 /// Runs one of the browser scripts with `env` and gives back its `RESULT` JSON; its step log is kept in
 /// `artefacts/<script>.log`.
-async fn run(name: &str, source: &str, env: &[(&str, &str)], artefacts: &Path) -> anyhow::Result<serde_json::Value> {
+async fn run(
+    name: &str,
+    source: &str,
+    env: &[(&str, &str)],
+    artefacts: &Path,
+    limit: Duration,
+) -> anyhow::Result<serde_json::Value> {
     let chromium = chromium()?;
     let dir = browser_dir();
     if !dir.join("node_modules/playwright-core/package.json").exists() {
@@ -139,9 +178,9 @@ async fn run(name: &str, source: &str, env: &[(&str, &str)], artefacts: &Path) -
         .kill_on_drop(true)
         .spawn()
         .with_context(|| format!("starting node {name}"))?;
-    let out = tokio::time::timeout(RUN_LIMIT, child.wait_with_output())
+    let out = tokio::time::timeout(limit, child.wait_with_output())
         .await
-        .map_err(|_| anyhow!("the browser run did not finish within {} s", RUN_LIMIT.as_secs()))??;
+        .map_err(|_| anyhow!("the browser run did not finish within {} s", limit.as_secs()))??;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     let _ =

@@ -113,7 +113,8 @@ pub async fn page(
     let html = format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title} · KubeHero</title>\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <meta name=\"csrf-token\" content=\"{csrf}\"><link rel=\"stylesheet\" href=\"/ui/app.css\">\
+         <meta name=\"csrf-token\" content=\"{csrf}\"><link rel=\"icon\" href=\"data:,\">\
+         <link rel=\"stylesheet\" href=\"/ui/app.css\">\
          <script src=\"/ui/app.js\" defer></script></head><body><a class=\"skip\" href=\"#main\">Skip to content</a>\
          <header><nav aria-label=\"Main\"><a class=\"brand\" href=\"/\">KubeHero</a><ul>{nav}</ul>\
          <span class=\"me\">{me} · {role}</span><form method=\"post\" action=\"/api/auth/logout\">\

@@ -52,7 +52,7 @@ pub(crate) async fn connect_agent_registered(
     run_agent(ts, cluster, &r.body, kubeconfig, state).await
 }
 
-async fn run_agent(
+pub(crate) async fn run_agent(
     ts: &TestServer,
     cluster: &str,
     join: &Value,

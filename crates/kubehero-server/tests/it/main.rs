@@ -15,3 +15,4 @@ mod routes;
 mod scim;
 mod shares;
 mod support;
+mod ui;

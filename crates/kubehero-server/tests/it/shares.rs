@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 /// A control plane over HTTPS (kubectl sends credentials only there) with browser sign-in through `idp`, the
 /// test API keys and `extra`; and its certificate (self-signed: its own CA).
-async fn access_server(dir: &Path, extra: &[(&str, &str)]) -> (TestServer, OidcProvider, Vec<u8>) {
+pub(crate) async fn access_server(dir: &Path, extra: &[(&str, &str)]) -> (TestServer, OidcProvider, Vec<u8>) {
     let (cert, key, ca) = crate::kube::tls_files(dir);
     let port = free_port().unwrap();
     let base = format!("https://127.0.0.1:{port}");
