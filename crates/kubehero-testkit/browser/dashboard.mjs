@@ -1,14 +1,17 @@
 // Drives the KubeHero dashboard in headless Chromium as two people signed in through the npm oidc-provider's
-// devInteractions pages: ADMIN (an admin) and VIEWER (a viewer). Flows, by clicking:
+// devInteractions pages: ADMIN (an admin), VIEWER (a viewer) and OWNER (an owner, who reads the audit log). Flows,
+// by clicking:
 //   1. the admin adds cluster CLUSTER and reads the join command (written to HANDSHAKE/join.txt for the test,
 //      which starts the agent), then watches the cluster's row turn "connected" without reloading;
 //   2. the viewer sees no write controls on the Clusters page and asks for member on CLUSTER;
-//   3. the admin approves it on the Access page; 4. the viewer's Access page shows the role and its source.
+//   3. the admin approves it on the Access page; 4. the viewer's Access page shows the role and its source;
+//   5. the admin creates an API key (shown once) and revokes it; 6. drafts a policy, has a stale edit refused,
+//      arms it and sees it in the history; 7. the owner filters the audit log and exports it.
 // Then every page for both: console errors, failed requests, axe-core violations; screenshots of the admin's pages
 // (light and dark, 1440 and 360 px wide) into SHOTS; and a forged write from the viewer's page. Prints one
 // `RESULT {json}` line; exits non-zero (with `ERROR …`) on failure.
 //
-// env: KUBEHERO_URL, ADMIN, VIEWER, CLUSTER, HANDSHAKE, SHOTS, ARTEFACTS, CHROMIUM.
+// env: KUBEHERO_URL, ADMIN, VIEWER, OWNER, CLUSTER, HANDSHAKE, SHOTS, ARTEFACTS, CHROMIUM.
 import { chromium } from 'playwright-core';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -22,9 +25,9 @@ const STEP = 20000;
 const log = (...a) => console.log('step:', ...a);
 
 const watchdog = setTimeout(() => {
-  console.log('ERROR the browser run took longer than 170 s');
+  console.log('ERROR the browser run took longer than 230 s');
   process.exit(3);
-}, 170000);
+}, 230000);
 
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
@@ -99,6 +102,7 @@ async function shots(page, name) {
 
 let admin;
 let viewer;
+let owner;
 try {
   fs.mkdirSync(process.env.SHOTS, { recursive: true });
   admin = await signIn(process.env.ADMIN);
@@ -141,19 +145,84 @@ try {
   const mine = await viewer.textContent('#my-access');
   const granted = mine.includes('member') && mine.includes('elevation') && mine.includes(cluster);
 
+  // 5. An API key: shown once, then revoked.
+  await admin.goto(kubehero + '/ui/credentials');
+  await admin.fill('#key-name', 'ci-from-the-dashboard');
+  await admin.selectOption('#key-role', 'viewer');
+  await admin.click('#create-key button[type=submit]');
+  const key = (await admin.textContent('#create-key-out pre[data-field="key"]')).trim();
+  await admin.reload();
+  const keyRow = admin.locator('#api-keys tr', { hasText: 'ci-from-the-dashboard' });
+  const keyShownAgain = (await admin.content()).includes(key);
+  await Promise.all([admin.waitForEvent('load'), keyRow.locator('button', { hasText: 'Revoke' }).click()]);
+  const keyRevoked = (await admin.locator('#api-keys tr', { hasText: 'ci-from-the-dashboard' }).textContent()).includes('revoked');
+  log('api key', key.slice(0, 4), keyRevoked);
+
+  // 6. A policy: drafted, a stale edit refused, armed; its history shows it.
+  await admin.goto(kubehero + '/ui/policies');
+  await admin.fill('#draft-name', 'no-exec');
+  await admin.selectOption('#draft-cluster', cluster);
+  await admin.fill('#draft-spec', '{"deny": ["exec"]}');
+  await Promise.all([admin.waitForEvent('load'), admin.click('#draft button[type=submit]')]);
+  await Promise.all([admin.waitForEvent('load'), admin.click('#policies a:text("no-exec")')]);
+  const policyUrl = admin.url();
+  // Someone else saves the draft meanwhile (the same API, another tab): this page's edit is now stale.
+  await admin.evaluate(async () => {
+    const id = location.pathname.split('/').pop();
+    const csrf = document.querySelector('meta[name="csrf-token"]').content;
+    await fetch('/api/v1/policies/' + id, {
+      method: 'PUT',
+      headers: { 'content-type': 'application/json', 'x-csrf-token': csrf },
+      body: JSON.stringify({ name: 'no-exec', spec: { deny: ['exec', 'attach'] }, version: 1 }),
+    });
+  });
+  await admin.fill('#edit-spec', '{"deny": []}');
+  recording = false; // the refusal (409) is the point here
+  await admin.click('#edit button[type=submit]');
+  await admin.waitForFunction(() => document.querySelector('#edit [data-out]').classList.contains('error'));
+  const stale = await admin.textContent('#edit [data-out]');
+  recording = true;
+  await admin.reload();
+  await Promise.all([admin.waitForEvent('load'), admin.click('#arm')]);
+  const armed = (await admin.textContent('#state')).trim();
+  const history = await admin.textContent('#history');
+  log('policy', armed);
+
+  // 7. An owner reads the audit log filtered to the approval, and exports it (an admin is told it is not theirs).
+  owner = await signIn(process.env.OWNER);
+  await owner.goto(kubehero + '/ui/audit');
+  await owner.fill('#audit-filter input[name=action]', 'access.approve');
+  await Promise.all([owner.waitForEvent('load'), owner.click('#audit-filter button[type=submit]')]);
+  const auditRows = await owner.locator('#audit tbody tr').count();
+  const [exported] = await Promise.all([owner.waitForEvent('download'), owner.click('#export')]);
+  const exportFile = path.join(process.env.ARTEFACTS, 'audit-export.jsonl');
+  await exported.saveAs(exportFile);
+  const exportLines = fs.readFileSync(exportFile, 'utf8').split('\n').filter(Boolean);
+  log('audit', auditRows, exportLines.length);
+
   // Every page, for both people.
   const pages = [];
   const adminPages = [['home', '/'], ['clusters', '/ui/clusters'], ['cluster', `/ui/clusters/${cluster}`],
-    ['access', '/ui/access']];
+    ['access', '/ui/access'], ['policies', '/ui/policies'], ['policy', new URL(policyUrl).pathname],
+    ['credentials', '/ui/credentials']];
   const screenshots = [];
   for (const [name, p] of adminPages) {
     pages.push(await check(admin, process.env.ADMIN, p));
     screenshots.push(...(await shots(admin, name)));
   }
-  for (const p of ['/', '/ui/clusters', `/ui/clusters/${cluster}`, '/ui/access']) {
+  pages.push(await check(owner, process.env.OWNER, '/ui/audit'));
+  screenshots.push(...(await shots(owner, 'audit')));
+  for (const p of ['/', '/ui/clusters', `/ui/clusters/${cluster}`, '/ui/access', '/ui/policies',
+    new URL(policyUrl).pathname, '/ui/audit', '/ui/credentials']) {
     pages.push(await check(viewer, process.env.VIEWER, p));
   }
+  await viewer.goto(kubehero + `/ui/clusters/${cluster}`);
   const viewerRemove = await viewer.locator('#remove').count();
+  await viewer.goto(kubehero + new URL(policyUrl).pathname);
+  const viewerPolicyActions = await viewer.locator('#actions').count();
+  await viewer.goto(kubehero + '/ui/audit');
+  const viewerAudit = { hidden: await viewer.locator('#audit-hidden').count(),
+    nav: await viewer.locator('header a[href="/ui/audit"]').count() };
 
   // A forged write from the viewer's page: refused.
   recording = false;
@@ -169,11 +238,14 @@ try {
   console.log('RESULT ' + JSON.stringify({
     join_command: command, viewer_add_form: viewerAddForm, viewer_says_hidden: viewerSaysHidden, asked,
     approved_rows_left: left, granted, viewer_remove_form: viewerRemove, forged_status: forged, pages,
+    key_prefix: key.slice(0, 4), key_shown_again: keyShownAgain, key_revoked: keyRevoked, stale, armed, history,
+    audit_rows: auditRows, export_lines: exportLines, viewer_policy_actions: viewerPolicyActions,
+    viewer_audit: viewerAudit,
     problems, screenshots,
   }));
 } catch (e) {
   let where = '';
-  for (const [name, page] of [['admin', admin], ['viewer', viewer]]) {
+  for (const [name, page] of [['admin', admin], ['viewer', viewer], ['owner', owner]]) {
     if (!page) continue;
     try {
       where += ` (${name} at ${page.url()}: ${(await page.content()).slice(0, 1500)})`;

@@ -116,9 +116,10 @@ pub async fn open_share(link: &str, login: &str, artefacts: &Path) -> anyhow::Re
 /// Who and what the dashboard run uses.
 pub struct DashboardRun<'a> {
     pub url: &'a str,
-    /// Signs in as an admin, and as a viewer.
+    /// Signs in as an admin, a viewer and an owner.
     pub admin: &'a str,
     pub viewer: &'a str,
+    pub owner: &'a str,
     /// The cluster the admin adds.
     pub cluster: &'a str,
     /// Where the script writes `join.txt` (the join command the page showed) for the test to start the agent.
@@ -136,11 +137,12 @@ pub async fn dashboard(d: &DashboardRun<'_>) -> anyhow::Result<serde_json::Value
         ("KUBEHERO_URL", d.url),
         ("ADMIN", d.admin),
         ("VIEWER", d.viewer),
+        ("OWNER", d.owner),
         ("CLUSTER", d.cluster),
         ("HANDSHAKE", &*handshake),
         ("SHOTS", &*shots),
     ];
-    run("dashboard.mjs", DASHBOARD_MJS, &env, d.artefacts, Duration::from_secs(180)).await
+    run("dashboard.mjs", DASHBOARD_MJS, &env, d.artefacts, Duration::from_secs(240)).await
 }
 
 /// Runs one of the browser scripts with `env` and gives back its `RESULT` JSON; its step log is kept in

@@ -13,22 +13,22 @@ use serde_json::{json, Value};
 const DEFAULT_LIMIT: i64 = 100;
 const MAX_LIMIT: i64 = 1000;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Params {
     /// RFC 3339 time or Unix milliseconds; inclusive.
-    since: Option<String>,
+    pub(crate) since: Option<String>,
     /// RFC 3339 time or Unix milliseconds; exclusive.
-    until: Option<String>,
+    pub(crate) until: Option<String>,
     /// `actor.sub`.
-    actor: Option<String>,
-    action: Option<String>,
+    pub(crate) actor: Option<String>,
+    pub(crate) action: Option<String>,
     /// `ok`, `denied` or `error`.
-    result: Option<String>,
-    cluster: Option<String>,
+    pub(crate) result: Option<String>,
+    pub(crate) cluster: Option<String>,
     /// `next_cursor` of the previous page.
-    cursor: Option<String>,
-    limit: Option<i64>,
+    pub(crate) cursor: Option<String>,
+    pub(crate) limit: Option<i64>,
 }
 
 fn time_ms(name: &str, v: &str) -> ApiResult<i64> {
@@ -40,15 +40,17 @@ fn time_ms(name: &str, v: &str) -> ApiResult<i64> {
         .map_err(|_| ApiError::invalid(format!("{name} must be an RFC 3339 time or Unix milliseconds")))
 }
 
-/// `GET /api/v1/audit` — permission: `audit.read` (auditor, owner).
-pub async fn list(State(s): State<AppState>, Auth(p): Auth, Query(q): Query<Params>) -> ApiResult<impl IntoResponse> {
-    allow(&p, Action::AuditRead, Target::NONE)?;
-    // Rows of reads that were not waited for are committed first, so a reader sees every request answered
-    // before this one.
+/// Commits the rows of reads that were not waited for, so a reader sees every request answered before theirs.
+pub(crate) async fn flushed(s: &AppState) -> ApiResult<()> {
     s.identity.audit.flush().await.map_err(|e| {
         tracing::error!(error = %e, "the audit log could not be brought up to date for a read");
         ApiError::new(crate::error::Code::Unavailable, "the audit log cannot be read right now; retry later")
     })?;
+    Ok(())
+}
+
+/// The store query the filters ask for.
+pub(crate) fn query_of(q: Params) -> ApiResult<AuditQuery> {
     let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
     if !(1..=MAX_LIMIT).contains(&limit) {
         return Err(ApiError::invalid(format!("limit must be between 1 and {MAX_LIMIT}")));
@@ -61,7 +63,7 @@ pub async fn list(State(s): State<AppState>, Auth(p): Auth, Query(q): Query<Para
         None => None,
         Some(c) => Some(c.parse::<i64>().ok().filter(|n| *n > 0).ok_or_else(|| ApiError::invalid("bad cursor"))?),
     };
-    let query = AuditQuery {
+    Ok(AuditQuery {
         since_ms: q.since.as_deref().map(|v| time_ms("since", v)).transpose()?,
         until_ms: q.until.as_deref().map(|v| time_ms("until", v)).transpose()?,
         actor: q.actor,
@@ -70,7 +72,15 @@ pub async fn list(State(s): State<AppState>, Auth(p): Auth, Query(q): Query<Para
         cluster: q.cluster,
         before_seq,
         limit,
-    };
+    })
+}
+
+/// `GET /api/v1/audit` — permission: `audit.read` (auditor, owner).
+pub async fn list(State(s): State<AppState>, Auth(p): Auth, Query(q): Query<Params>) -> ApiResult<impl IntoResponse> {
+    allow(&p, Action::AuditRead, Target::NONE)?;
+    flushed(&s).await?;
+    let query = query_of(q)?;
+    let limit = query.limit;
     let rows = s.store.query_audit(&query).await?;
     let next_cursor = (rows.len() as i64 == limit).then(|| rows.last().map(|r| r.seq.to_string())).flatten();
     let items: Vec<Value> = rows

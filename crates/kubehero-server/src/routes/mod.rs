@@ -7,7 +7,7 @@
 pub(crate) mod access;
 mod agent_cas;
 mod api_keys;
-mod audit;
+pub(crate) mod audit;
 mod bindings;
 pub(crate) mod breakglass;
 pub(crate) mod clusters;
@@ -91,6 +91,11 @@ pub fn table() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
             on(MethodFilter::GET, crate::ui::clusters::kubeconfig),
         ),
         r(Method::GET, "/ui/access", SignIn, on(MethodFilter::GET, crate::ui::access::page_of_access)),
+        r(Method::GET, "/ui/policies", SignIn, on(MethodFilter::GET, crate::ui::policies::list)),
+        r(Method::GET, "/ui/policies/{id}", SignIn, on(MethodFilter::GET, crate::ui::policies::detail)),
+        r(Method::GET, "/ui/audit", SignIn, on(MethodFilter::GET, crate::ui::audit::page_of_audit)),
+        r(Method::GET, "/ui/audit/export", SignIn, on(MethodFilter::GET, crate::ui::audit::export)),
+        r(Method::GET, "/ui/credentials", SignIn, on(MethodFilter::GET, crate::ui::credentials::page_of_credentials)),
         r(Method::GET, "/api/auth/callback", SignIn, on(MethodFilter::GET, crate::login::callback)),
         r(Method::POST, "/api/auth/logout", SignIn, on(MethodFilter::POST, crate::login::logout)),
         r(Method::POST, "/api/auth/device/code", SignIn, on(MethodFilter::POST, crate::device::code)),

@@ -33,6 +33,7 @@ function bodyOf(form) {
     else if (el.dataset.type === 'number') v = Number(v);
     else if (el.dataset.type === 'bool') v = v === 'true';
     else if (el.dataset.type === 'list') v = v.split(',').map((s) => s.trim()).filter(Boolean);
+    else if (el.dataset.type === 'json') v = JSON.parse(v);
     put(body, el.name, v);
   }
   return body;
@@ -56,7 +57,12 @@ async function send(form) {
   const init = { method, credentials: 'same-origin', headers: { 'x-csrf-token': csrf() } };
   if (method !== 'GET' && method !== 'DELETE') {
     init.headers['content-type'] = 'application/json';
-    init.body = JSON.stringify(bodyOf(form));
+    try {
+      init.body = JSON.stringify(bodyOf(form));
+    } catch (e) {
+      say('Not valid JSON: ' + e.message, true);
+      return;
+    }
   }
   say('Working…', false);
   let r;
@@ -69,7 +75,9 @@ async function send(form) {
   if (r.status === 401) return signInAgain();
   const answer = await r.json().catch(() => ({}));
   if (!r.ok) {
-    say(answer.message || 'Refused (' + r.status + ').', true);
+    const stale = r.status === 409 && /version|changed/.test(answer.message || '');
+    say(stale ? 'Someone changed this since you opened it: reload the page and apply your edit again. (' +
+      answer.message + ')' : answer.message || 'Refused (' + r.status + ').', true);
     return;
   }
   if (form.dataset.show) {

@@ -6,7 +6,10 @@
 //! answer carries a strict Content-Security-Policy (no inline script or style) and refuses framing.
 
 pub mod access;
+pub mod audit;
 pub mod clusters;
+pub mod credentials;
+pub mod policies;
 
 use crate::error::ApiResult;
 use crate::login::{esc, read_cookie, urlencode, SESSION_COOKIE};
@@ -84,12 +87,18 @@ pub enum Section {
     Home,
     Clusters,
     Access,
+    Policies,
+    Audit,
+    Credentials,
 }
 
-const NAV: [(Section, &str, &str); 3] = [
+const NAV: [(Section, &str, &str); 6] = [
     (Section::Home, "/", "Home"),
     (Section::Clusters, "/ui/clusters", "Clusters"),
     (Section::Access, "/ui/access", "Access"),
+    (Section::Policies, "/ui/policies", "Policies"),
+    (Section::Audit, "/ui/audit", "Audit"),
+    (Section::Credentials, "/ui/credentials", "Credentials"),
 ];
 
 /// A whole dashboard page: the navigation, who is signed in (with sign-out), the break-glass banner, `body`.
@@ -103,8 +112,12 @@ pub async fn page(
 ) -> ApiResult<Response> {
     let csrf = session.csrf.as_deref().unwrap_or_default();
     let banner = crate::routes::breakglass::banner(s, p, csrf).await;
+    let audits =
+        kubehero_core::authorize(p, kubehero_core::Action::AuditRead, kubehero_core::Target::NONE).is_allowed();
     let nav: String = NAV
         .iter()
+        // The audit log is for auditors and owners: others do not get the link (the page says why).
+        .filter(|(sec, _, _)| *sec != Section::Audit || audits)
         .map(|(sec, href, label)| {
             let current = if *sec == section { " aria-current=\"page\"" } else { "" };
             format!("<li><a href=\"{href}\"{current}>{label}</a></li>")

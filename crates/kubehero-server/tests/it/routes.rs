@@ -510,7 +510,17 @@ async fn every_route_declares_and_enforces_its_permission() {
                 let device = ["/api/auth/device/code", "/api/auth/device/token", "/api/auth/cli/token"];
                 let share = ["/share/{token}", "/share/{token}/kubeconfig"];
                 let breakglass = ["/breakglass", "/api/v1/breakglass/use", "/breakglass/acknowledge"];
-                let dashboard = ["/ui/clusters", "/ui/clusters/{name}", "/ui/clusters/{name}/kubeconfig", "/ui/access"];
+                let dashboard = [
+                    "/ui/clusters",
+                    "/ui/clusters/{name}",
+                    "/ui/clusters/{name}/kubeconfig",
+                    "/ui/access",
+                    "/ui/policies",
+                    "/ui/policies/{id}",
+                    "/ui/audit",
+                    "/ui/audit/export",
+                    "/ui/credentials",
+                ];
                 let known = [&sign_in[..], &device, &share, &breakglass, &dashboard].concat();
                 assert!(known.contains(&spec.path), "{}", spec.path);
                 let path = path.replace("{token}", "khl_x");

@@ -47,6 +47,7 @@ async fn the_dashboard_works_for_an_admin_and_a_viewer_in_a_real_browser() {
             url: &url,
             admin: "alice",
             viewer: "bob",
+            owner: "erin",
             cluster: "edge-ui",
             handshake: &hs,
             shots: &sh,
@@ -77,6 +78,23 @@ async fn the_dashboard_works_for_an_admin_and_a_viewer_in_a_real_browser() {
     assert_eq!((r["asked"].as_bool(), r["approved_rows_left"].as_u64()), (Some(true), Some(0)), "{r}");
     assert_eq!(r["granted"], true, "the viewer's Access page shows member from the elevation: {r}");
     assert_eq!(r["forged_status"], 403, "a write without the session's CSRF token is refused");
+    // An API key: shown once (not on the page again), then revoked.
+    assert_eq!((r["key_prefix"].as_str(), r["key_shown_again"].as_bool()), (Some("khk_"), Some(false)), "{r}");
+    assert_eq!(r["key_revoked"], true);
+    // A policy: a stale edit is refused with what to do; armed; the history shows it.
+    assert!(r["stale"].as_str().unwrap().contains("Someone changed this"), "{r}");
+    assert_eq!(r["armed"], "armed");
+    assert!(r["history"].as_str().unwrap().contains("arm"), "{r}");
+    // The audit log filtered to the approval, and exported.
+    assert_eq!(r["audit_rows"], 1, "{r}");
+    let lines = r["export_lines"].as_array().unwrap();
+    assert_eq!(lines.len(), 1, "{r}");
+    let exported: Value = serde_json::from_str(lines[0].as_str().unwrap()).unwrap();
+    assert_eq!(exported["action"], "access.approve");
+    assert!(exported["mac"].as_str().is_some_and(|m| m.len() == 64), "each line carries its MAC");
+    // A viewer: no policy actions, no audit log (and no link to it).
+    assert_eq!(r["viewer_policy_actions"], 0);
+    assert_eq!(r["viewer_audit"], json!({"hidden": 1, "nav": 0}));
     // No console error or failed request on any of KubeHero's pages.
     let ours: Vec<&Value> = r["problems"]
         .as_array()
@@ -87,7 +105,7 @@ async fn the_dashboard_works_for_an_admin_and_a_viewer_in_a_real_browser() {
     assert!(ours.is_empty(), "{ours:?}");
     // axe-core: no serious or critical violation on any page, for either person.
     let pages = r["pages"].as_array().unwrap();
-    assert_eq!(pages.len(), 8);
+    assert_eq!(pages.len(), 16, "8 pages as the viewer, 7 as the admin, the audit page as the owner");
     let bad: Vec<&Value> = pages
         .iter()
         .flat_map(|p| p["violations"].as_array().unwrap().iter())
@@ -96,12 +114,18 @@ async fn the_dashboard_works_for_an_admin_and_a_viewer_in_a_real_browser() {
     assert!(bad.is_empty(), "{bad:?}");
     // Every admin page, light and dark, wide and narrow.
     let files = r["screenshots"].as_array().unwrap();
-    assert_eq!(files.len(), 16);
+    assert_eq!(files.len(), 32);
     for f in files {
         let png = std::fs::read(f.as_str().unwrap()).unwrap();
         assert!(png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 2000, "{f}");
     }
-    // The approval is an audit row like any other.
-    let rows = ts.get("/api/v1/audit?action=access.approve", Some(crate::support::OWNER)).await;
-    assert_eq!(rows.body["items"].as_array().unwrap().len(), 1, "{}", rows.body);
+    // The approval, the key and the policy are audit rows like any other; reading and exporting the log too.
+    for (action, n) in [("access.approve", 1), ("api_key.create", 1), ("api_key.revoke", 1), ("policy.arm", 1)] {
+        let rows = ts.get(&format!("/api/v1/audit?action={action}"), Some(crate::support::OWNER)).await;
+        assert_eq!(rows.body["items"].as_array().unwrap().len(), n, "{action}: {}", rows.body);
+    }
+    for action in ["audit.read", "audit.export"] {
+        let rows = ts.get(&format!("/api/v1/audit?action={action}"), Some(crate::support::OWNER)).await;
+        assert!(!rows.body["items"].as_array().unwrap().is_empty(), "{action}");
+    }
 }
