@@ -6,7 +6,8 @@
 //   2. the viewer sees no write controls on the Clusters page and asks for member on CLUSTER;
 //   3. the admin approves it on the Access page; 4. the viewer's Access page shows the role and its source;
 //   5. the admin creates an API key (shown once) and revokes it; 6. drafts a policy, has a stale edit refused,
-//      arms it and sees it in the history; 7. the owner filters the audit log and exports it.
+//      arms it and sees it in the history; 7. the owner filters the audit log and exports it; 8. the owner adds a
+//      role binding with the editor and deletes it.
 // Then every page for both: console errors, failed requests, axe-core violations; screenshots of the admin's pages
 // (light and dark, 1440 and 360 px wide) into SHOTS; and a forged write from the viewer's page. Prints one
 // `RESULT {json}` line; exits non-zero (with `ERROR …`) on failure.
@@ -200,6 +201,19 @@ try {
   const exportLines = fs.readFileSync(exportFile, 'utf8').split('\n').filter(Boolean);
   log('audit', auditRows, exportLines.length);
 
+  // 8. The owner adds a role binding with the editor and deletes it again.
+  await owner.goto(kubehero + '/ui/bindings');
+  await owner.selectOption('#b-kind', 'group');
+  await owner.fill('#b-name', 'contractors');
+  await owner.selectOption('#b-role', 'viewer');
+  await owner.fill('#b-cluster', cluster);
+  await Promise.all([owner.waitForEvent('load'), owner.click('#add-binding button[type=submit]')]);
+  const bindingRow = owner.locator('#bindings tr', { hasText: 'group contractors' });
+  const bindingAdded = await bindingRow.count();
+  await Promise.all([owner.waitForEvent('load'), bindingRow.locator('button', { hasText: 'Delete' }).click()]);
+  const bindingLeft = await owner.locator('#bindings tr', { hasText: 'group contractors' }).count();
+  log('binding', bindingAdded, bindingLeft);
+
   // Every page, for both people.
   const pages = [];
   const adminPages = [['home', '/'], ['clusters', '/ui/clusters'], ['cluster', `/ui/clusters/${cluster}`],
@@ -210,10 +224,13 @@ try {
     pages.push(await check(admin, process.env.ADMIN, p));
     screenshots.push(...(await shots(admin, name)));
   }
-  pages.push(await check(owner, process.env.OWNER, '/ui/audit'));
-  screenshots.push(...(await shots(owner, 'audit')));
+  for (const [name, p] of [['audit', '/ui/audit'], ['bindings', '/ui/bindings'], ['people', '/ui/people'],
+    ['settings', '/ui/settings']]) {
+    pages.push(await check(owner, process.env.OWNER, p));
+    screenshots.push(...(await shots(owner, name)));
+  }
   for (const p of ['/', '/ui/clusters', `/ui/clusters/${cluster}`, '/ui/access', '/ui/policies',
-    new URL(policyUrl).pathname, '/ui/audit', '/ui/credentials']) {
+    new URL(policyUrl).pathname, '/ui/audit', '/ui/credentials', '/ui/bindings', '/ui/people', '/ui/settings']) {
     pages.push(await check(viewer, process.env.VIEWER, p));
   }
   await viewer.goto(kubehero + `/ui/clusters/${cluster}`);
@@ -223,6 +240,11 @@ try {
   await viewer.goto(kubehero + '/ui/audit');
   const viewerAudit = { hidden: await viewer.locator('#audit-hidden').count(),
     nav: await viewer.locator('header a[href="/ui/audit"]').count() };
+  await viewer.goto(kubehero + '/ui/people');
+  const viewerPeople = { hidden: await viewer.locator('#hidden').count(),
+    nav: await viewer.locator('header a[href="/ui/people"], header a[href="/ui/settings"]').count() };
+  await viewer.goto(kubehero + '/ui/bindings');
+  const viewerBindingForm = await viewer.locator('#add-binding').count();
 
   // A forged write from the viewer's page: refused.
   recording = false;
@@ -240,7 +262,8 @@ try {
     approved_rows_left: left, granted, viewer_remove_form: viewerRemove, forged_status: forged, pages,
     key_prefix: key.slice(0, 4), key_shown_again: keyShownAgain, key_revoked: keyRevoked, stale, armed, history,
     audit_rows: auditRows, export_lines: exportLines, viewer_policy_actions: viewerPolicyActions,
-    viewer_audit: viewerAudit,
+    viewer_audit: viewerAudit, viewer_people: viewerPeople, viewer_binding_form: viewerBindingForm,
+    binding_added: bindingAdded, binding_left: bindingLeft,
     problems, screenshots,
   }));
 } catch (e) {

@@ -15,7 +15,7 @@ mod health;
 mod issuer;
 mod policies;
 mod sessions;
-mod settings;
+pub(crate) mod settings;
 pub(crate) mod shares;
 mod whoami;
 
@@ -96,6 +96,9 @@ pub fn table() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
         r(Method::GET, "/ui/audit", SignIn, on(MethodFilter::GET, crate::ui::audit::page_of_audit)),
         r(Method::GET, "/ui/audit/export", SignIn, on(MethodFilter::GET, crate::ui::audit::export)),
         r(Method::GET, "/ui/credentials", SignIn, on(MethodFilter::GET, crate::ui::credentials::page_of_credentials)),
+        r(Method::GET, "/ui/people", SignIn, on(MethodFilter::GET, crate::ui::directory::people)),
+        r(Method::GET, "/ui/bindings", SignIn, on(MethodFilter::GET, crate::ui::directory::bindings)),
+        r(Method::GET, "/ui/settings", SignIn, on(MethodFilter::GET, crate::ui::directory::settings)),
         r(Method::GET, "/api/auth/callback", SignIn, on(MethodFilter::GET, crate::login::callback)),
         r(Method::POST, "/api/auth/logout", SignIn, on(MethodFilter::POST, crate::login::logout)),
         r(Method::POST, "/api/auth/device/code", SignIn, on(MethodFilter::POST, crate::device::code)),

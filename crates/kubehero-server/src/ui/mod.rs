@@ -9,6 +9,7 @@ pub mod access;
 pub mod audit;
 pub mod clusters;
 pub mod credentials;
+pub mod directory;
 pub mod policies;
 
 use crate::error::ApiResult;
@@ -90,15 +91,21 @@ pub enum Section {
     Policies,
     Audit,
     Credentials,
+    People,
+    Bindings,
+    Settings,
 }
 
-const NAV: [(Section, &str, &str); 6] = [
+const NAV: [(Section, &str, &str); 9] = [
     (Section::Home, "/", "Home"),
     (Section::Clusters, "/ui/clusters", "Clusters"),
     (Section::Access, "/ui/access", "Access"),
     (Section::Policies, "/ui/policies", "Policies"),
     (Section::Audit, "/ui/audit", "Audit"),
     (Section::Credentials, "/ui/credentials", "Credentials"),
+    (Section::Bindings, "/ui/bindings", "Role bindings"),
+    (Section::People, "/ui/people", "People"),
+    (Section::Settings, "/ui/settings", "Settings"),
 ];
 
 /// A whole dashboard page: the navigation, who is signed in (with sign-out), the break-glass banner, `body`.
@@ -112,12 +119,17 @@ pub async fn page(
 ) -> ApiResult<Response> {
     let csrf = session.csrf.as_deref().unwrap_or_default();
     let banner = crate::routes::breakglass::banner(s, p, csrf).await;
-    let audits =
-        kubehero_core::authorize(p, kubehero_core::Action::AuditRead, kubehero_core::Target::NONE).is_allowed();
+    let may = |a| kubehero_core::authorize(p, a, kubehero_core::Target::NONE).is_allowed();
+    let (audits, settings) = (may(kubehero_core::Action::AuditRead), may(kubehero_core::Action::SettingsRead));
     let nav: String = NAV
         .iter()
-        // The audit log is for auditors and owners: others do not get the link (the page says why).
-        .filter(|(sec, _, _)| *sec != Section::Audit || audits)
+        // The audit log, people and settings are for auditors and owners: others do not get the links (the pages
+        // say why).
+        .filter(|(sec, _, _)| match sec {
+            Section::Audit => audits,
+            Section::People | Section::Settings => settings,
+            _ => true,
+        })
         .map(|(sec, href, label)| {
             let current = if *sec == section { " aria-current=\"page\"" } else { "" };
             format!("<li><a href=\"{href}\"{current}>{label}</a></li>")

@@ -520,6 +520,9 @@ async fn every_route_declares_and_enforces_its_permission() {
                     "/ui/audit",
                     "/ui/audit/export",
                     "/ui/credentials",
+                    "/ui/people",
+                    "/ui/bindings",
+                    "/ui/settings",
                 ];
                 let known = [&sign_in[..], &device, &share, &breakglass, &dashboard].concat();
                 assert!(known.contains(&spec.path), "{}", spec.path);

@@ -95,6 +95,10 @@ async fn the_dashboard_works_for_an_admin_and_a_viewer_in_a_real_browser() {
     // A viewer: no policy actions, no audit log (and no link to it).
     assert_eq!(r["viewer_policy_actions"], 0);
     assert_eq!(r["viewer_audit"], json!({"hidden": 1, "nav": 0}));
+    // People and settings are for owners and auditors; the bindings editor for owners.
+    assert_eq!(r["viewer_people"], json!({"hidden": 1, "nav": 0}));
+    assert_eq!(r["viewer_binding_form"], 0);
+    assert_eq!((r["binding_added"].as_u64(), r["binding_left"].as_u64()), (Some(1), Some(0)), "{r}");
     // No console error or failed request on any of KubeHero's pages.
     let ours: Vec<&Value> = r["problems"]
         .as_array()
@@ -105,7 +109,7 @@ async fn the_dashboard_works_for_an_admin_and_a_viewer_in_a_real_browser() {
     assert!(ours.is_empty(), "{ours:?}");
     // axe-core: no serious or critical violation on any page, for either person.
     let pages = r["pages"].as_array().unwrap();
-    assert_eq!(pages.len(), 16, "8 pages as the viewer, 7 as the admin, the audit page as the owner");
+    assert_eq!(pages.len(), 22, "11 pages as the viewer, 7 as the admin, 4 as the owner");
     let bad: Vec<&Value> = pages
         .iter()
         .flat_map(|p| p["violations"].as_array().unwrap().iter())
@@ -114,13 +118,21 @@ async fn the_dashboard_works_for_an_admin_and_a_viewer_in_a_real_browser() {
     assert!(bad.is_empty(), "{bad:?}");
     // Every admin page, light and dark, wide and narrow.
     let files = r["screenshots"].as_array().unwrap();
-    assert_eq!(files.len(), 32);
+    assert_eq!(files.len(), 44, "11 pages, light and dark, wide and narrow");
     for f in files {
         let png = std::fs::read(f.as_str().unwrap()).unwrap();
         assert!(png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 2000, "{f}");
     }
     // The approval, the key and the policy are audit rows like any other; reading and exporting the log too.
-    for (action, n) in [("access.approve", 1), ("api_key.create", 1), ("api_key.revoke", 1), ("policy.arm", 1)] {
+    let acts = [
+        ("access.approve", 1),
+        ("api_key.create", 1),
+        ("api_key.revoke", 1),
+        ("policy.arm", 1),
+        ("role_binding.create", 1),
+        ("role_binding.delete", 1),
+    ];
+    for (action, n) in acts {
         let rows = ts.get(&format!("/api/v1/audit?action={action}"), Some(crate::support::OWNER)).await;
         assert_eq!(rows.body["items"].as_array().unwrap().len(), n, "{action}: {}", rows.body);
     }
