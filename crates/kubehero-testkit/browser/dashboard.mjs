@@ -201,6 +201,20 @@ try {
   const exportLines = fs.readFileSync(exportFile, 'utf8').split('\n').filter(Boolean);
   log('audit', auditRows, exportLines.length);
 
+  // The live tail: the owner ticks "Live"; a request the admin makes shows up without a reload.
+  await owner.goto(kubehero + '/ui/audit');
+  await owner.check('#live');
+  await owner.waitForTimeout(500);
+  await admin.evaluate(async () => fetch('/api/v1/whoami'));
+  await owner.waitForFunction(() => document.querySelector('#audit tbody').textContent.includes('whoami'), null,
+    { timeout: 20000 });
+  const tailed = true;
+  recording = false; // closing the event stream aborts its request
+  await owner.uncheck('#live');
+  await owner.waitForTimeout(300);
+  recording = true;
+  log('live tail');
+
   // 8. The owner adds a role binding with the editor and deletes it again.
   await owner.goto(kubehero + '/ui/bindings');
   await owner.selectOption('#b-kind', 'group');
@@ -246,13 +260,55 @@ try {
   await viewer.goto(kubehero + '/ui/bindings');
   const viewerBindingForm = await viewer.locator('#add-binding').count();
 
-  // A forged write from the viewer's page: refused.
+  // A session that ends mid-form: the page sends the person to sign in and back to the same page.
+  await viewer.goto(kubehero + '/ui/access');
+  recording = false; // the 401 is the point here
+  await viewer.context().clearCookies({ name: 'kh_session' });
+  await viewer.fill('#ask-reason', 'INC-43');
+  const visited = [];
+  // Every navigation the browser makes (redirects included): /login must be one of them.
+  const onNav = (r) => {
+    if (r.isNavigationRequest()) visited.push(r.url());
+  };
+  viewer.on('request', onNav);
+  await viewer.click('#ask button[type=submit]');
+  const signedInAgain = () => visited.some((v) => v.startsWith(kubehero + '/login'));
+  const deadline = Date.now() + STEP;
+  while (Date.now() < deadline && !(viewer.url() === kubehero + '/ui/access' && signedInAgain())) {
+    // The IdP may ask again (login, consent) before sending the person back.
+    if (!viewer.url().startsWith(kubehero + '/')) {
+      if (await viewer.locator('input[name=login]').count()) {
+        await viewer.fill('input[name=login]', process.env.VIEWER);
+        await viewer.fill('input[name=password]', 'any-password');
+        await viewer.click('button[type=submit]').catch(() => {});
+      } else if (await viewer.locator('button[type=submit]').count()) {
+        await viewer.click('button[type=submit]').catch(() => {});
+      }
+    }
+    await viewer.waitForTimeout(200);
+  }
+  viewer.off('request', onNav);
+  await viewer.waitForSelector('#my-access');
+  const backAfterExpiry = viewer.url() === kubehero + '/ui/access' && signedInAgain();
+  recording = true;
+  log('back after the session ended', backAfterExpiry);
+
+  // A forged write from the viewer's page, and an admin's form posted by the viewer: refused.
   recording = false;
   const forged = await viewer.evaluate(async () => {
     const r = await fetch('/api/v1/clusters', {
       method: 'POST',
       headers: { 'content-type': 'application/json', 'x-csrf-token': 'forged' },
       body: JSON.stringify({ name: 'forged' }),
+    });
+    return r.status;
+  });
+  const viewerAdminPost = await viewer.evaluate(async () => {
+    const csrf = document.querySelector('meta[name="csrf-token"]').content;
+    const r = await fetch('/api/v1/clusters', {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'x-csrf-token': csrf },
+      body: JSON.stringify({ name: 'by-a-viewer' }),
     });
     return r.status;
   });
@@ -263,7 +319,8 @@ try {
     key_prefix: key.slice(0, 4), key_shown_again: keyShownAgain, key_revoked: keyRevoked, stale, armed, history,
     audit_rows: auditRows, export_lines: exportLines, viewer_policy_actions: viewerPolicyActions,
     viewer_audit: viewerAudit, viewer_people: viewerPeople, viewer_binding_form: viewerBindingForm,
-    binding_added: bindingAdded, binding_left: bindingLeft,
+    binding_added: bindingAdded, binding_left: bindingLeft, tailed, back_after_expiry: backAfterExpiry,
+    viewer_admin_post: viewerAdminPost,
     problems, screenshots,
   }));
 } catch (e) {

@@ -95,6 +95,7 @@ pub fn table() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
         r(Method::GET, "/ui/policies/{id}", SignIn, on(MethodFilter::GET, crate::ui::policies::detail)),
         r(Method::GET, "/ui/audit", SignIn, on(MethodFilter::GET, crate::ui::audit::page_of_audit)),
         r(Method::GET, "/ui/audit/export", SignIn, on(MethodFilter::GET, crate::ui::audit::export)),
+        r(Method::GET, "/ui/audit/tail", SignIn, on(MethodFilter::GET, crate::ui::audit::tail)),
         r(Method::GET, "/ui/credentials", SignIn, on(MethodFilter::GET, crate::ui::credentials::page_of_credentials)),
         r(Method::GET, "/ui/people", SignIn, on(MethodFilter::GET, crate::ui::directory::people)),
         r(Method::GET, "/ui/bindings", SignIn, on(MethodFilter::GET, crate::ui::directory::bindings)),

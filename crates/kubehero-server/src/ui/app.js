@@ -166,3 +166,24 @@ for (const input of document.querySelectorAll('input[data-filter]')) {
     }
   });
 }
+
+// The audit log's live tail: server-sent events of new rows, closed while the tab is hidden or the box unticked.
+for (const box of document.querySelectorAll('input[data-tail]')) {
+  const body = document.querySelector('#audit tbody');
+  let source = null;
+  const stop = () => {
+    if (source) source.close();
+    source = null;
+  };
+  const start = () => {
+    if (source || !box.checked || document.hidden || !body) return;
+    source = new EventSource(box.dataset.tail);
+    source.addEventListener('row', (e) => {
+      const t = document.createElement('tbody');
+      t.innerHTML = e.data;
+      if (t.firstElementChild) body.prepend(t.firstElementChild);
+    });
+  };
+  box.addEventListener('change', () => (box.checked ? start() : stop()));
+  document.addEventListener('visibilitychange', () => (document.hidden ? stop() : start()));
+}

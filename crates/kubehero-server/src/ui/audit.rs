@@ -143,14 +143,72 @@ pub async fn page_of_audit(
         &html_rows,
         "No rows match.",
     );
+    let live = format!(
+        "<p><label class=\"inline\"><input type=\"checkbox\" id=\"live\" data-tail=\"/ui/audit/tail?{qs}\"> Live: add \
+         new rows as they are written (paused while this tab is hidden)</label></p>",
+        qs = esc(&qs)
+    );
     let body = format!(
-        "<p id=\"chain\">The chain's head is row {head}; {checkpoint}. <code>kubehero audit verify</code> checks \
+        "{live}<p id=\"chain\">The chain's head is row {head}; {checkpoint}. <code>kubehero audit verify</code> checks \
          every row against its MAC and the checkpoints.</p>{form}\
          <p><a id=\"export\" href=\"/ui/audit/export?{qs}\" download=\"kubehero-audit.jsonl\">Export these rows \
          (JSONL)</a></p>{table}{older}",
         qs = esc(&qs)
     );
     let mut r = page(&s, &p, &session, Section::Audit, "Audit", &body).await?;
+    r.extensions_mut().insert(Recorded { action: "audit.read", actor: AuditActor::of(&p), plain_read: false });
+    Ok(r)
+}
+
+/// Whether a row's record matches the filters (the live tail filters in memory what the store's query filters in
+/// SQL; time filters do not apply to a tail).
+fn matches(v: &serde_json::Value, f: &Params) -> bool {
+    let is = |ptr: &str, want: &Option<String>| {
+        want.as_deref().is_none_or(|w| v.pointer(ptr).and_then(|x| x.as_str()) == Some(w))
+    };
+    is("/actor/sub", &f.actor)
+        && is("/action", &f.action)
+        && is("/result/outcome", &f.result)
+        && is("/target/cluster", &f.cluster)
+}
+
+/// `GET /ui/audit/tail`: the rows committed from now on that match the filters, as server-sent events (one
+/// `row` event each, its data the table row's HTML), until the page closes it. Opening a tail is one durable
+/// `audit.read` row, however long it runs.
+pub async fn tail(State(s): State<AppState>, headers: HeaderMap, Query(q): Query<Params>) -> ApiResult<Response> {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    let (p, _) = match signed_in(&s, &headers, "/ui/audit").await {
+        Ok(x) => x,
+        Err(r) => return Ok(r),
+    };
+    crate::auth::allow(&p, Action::AuditRead, Target::NONE)?;
+    let f = filters(&q);
+    let (head, _) = s.store.audit_head().await?;
+    let state = s.clone();
+    let stream = futures_util::stream::unfold((head, Vec::<Event>::new()), move |(mut after, mut ready)| {
+        let (s, f) = (state.clone(), f.clone());
+        async move {
+            loop {
+                if let Some(e) = ready.pop() {
+                    return Some((Ok::<_, std::convert::Infallible>(e), (after, ready)));
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                // The store is unreachable for now: keep the stream and look again (the page shows nothing new).
+                let Ok(rows) = s.store.audit_rows(after, 200).await else { continue };
+                for r in &rows {
+                    after = after.max(r.seq);
+                    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap_or_default();
+                    if matches(&v, &f) {
+                        ready.push(Event::default().event("row").data(row_html(&r.body, &r.mac, r.seq)));
+                    }
+                }
+                // Oldest first on the page: `pop` takes from the end.
+                ready.reverse();
+            }
+        }
+    });
+    let mut r = Sse::new(stream).keep_alive(KeepAlive::default()).into_response();
+    r.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r.extensions_mut().insert(Recorded { action: "audit.read", actor: AuditActor::of(&p), plain_read: false });
     Ok(r)
 }

@@ -519,6 +519,7 @@ async fn every_route_declares_and_enforces_its_permission() {
                     "/ui/policies/{id}",
                     "/ui/audit",
                     "/ui/audit/export",
+                    "/ui/audit/tail",
                     "/ui/credentials",
                     "/ui/people",
                     "/ui/bindings",

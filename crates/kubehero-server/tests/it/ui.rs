@@ -78,6 +78,9 @@ async fn the_dashboard_works_for_an_admin_and_a_viewer_in_a_real_browser() {
     assert_eq!((r["asked"].as_bool(), r["approved_rows_left"].as_u64()), (Some(true), Some(0)), "{r}");
     assert_eq!(r["granted"], true, "the viewer's Access page shows member from the elevation: {r}");
     assert_eq!(r["forged_status"], 403, "a write without the session's CSRF token is refused");
+    assert_eq!(r["viewer_admin_post"], 403, "an admin's form posted by a viewer (with a good CSRF token) is refused");
+    assert_eq!(r["back_after_expiry"], true, "a session that ended mid-form signs in again and comes back");
+    assert_eq!(r["tailed"], true, "the live tail showed a new row");
     // An API key: shown once (not on the page again), then revoked.
     assert_eq!((r["key_prefix"].as_str(), r["key_shown_again"].as_bool()), (Some("khk_"), Some(false)), "{r}");
     assert_eq!(r["key_revoked"], true);
