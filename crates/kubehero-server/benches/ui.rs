@@ -99,10 +99,7 @@ fn main() {
         for chunk in (0..ROWS).collect::<Vec<_>>().chunks(5_000) {
             state.identity.audit.record_all(chunk.iter().map(|i| event(*i)).collect()).await.unwrap();
         }
-        println!(
-            "seeded {CLUSTERS} clusters and {ROWS} audit rows in {:.1} s",
-            seeding.elapsed().as_secs_f64()
-        );
+        println!("seeded {CLUSTERS} clusters and {ROWS} audit rows in {:.1} s", seeding.elapsed().as_secs_f64());
 
         // An owner's dashboard session, as the sign-in would have made it.
         let who = kubehero_identity::SignedIn {
@@ -152,7 +149,10 @@ fn main() {
             results.push((p, time(p).await));
         }
         let base_p50 = (results[0].1).0;
-        println!("\n{:<52} {:>9} {:>9} {:>10}", "page (1,000 clusters, 100,000 audit rows)", "p50 ms", "p99 ms", "p50 ratio");
+        println!(
+            "\n{:<52} {:>9} {:>9} {:>10}",
+            "page (1,000 clusters, 100,000 audit rows)", "p50 ms", "p99 ms", "p50 ratio"
+        );
         for (p, (p50, p99)) in &results {
             println!("{p:<52} {:>9.2} {:>9.2} {:>9.2}×", ms(*p50), ms(*p99), ms(*p50) / ms(base_p50));
         }
