@@ -62,7 +62,7 @@ fn main() {
             store.create_cluster(&c).await.unwrap();
             let status = ClusterStatus {
                 cluster: name,
-                state: if i % 10 == 0 { ConnectionState::Disconnected } else { ConnectionState::Connected },
+                state: if i.is_multiple_of(10) { ConnectionState::Disconnected } else { ConnectionState::Connected },
                 since: at - 3600,
                 last_seen: Some(at),
                 agent_version: Some("0.1.0".into()),
@@ -84,7 +84,7 @@ fn main() {
                 auth_method: "cli_token".into(),
                 ..Default::default()
             },
-            action: if i % 7 == 0 { "k8s.create".into() } else { "k8s.get".into() },
+            action: if i.is_multiple_of(7) { "k8s.create".into() } else { "k8s.get".into() },
             target: AuditTarget {
                 kind: Some("configmaps".into()),
                 id: Some(format!("cm-{i}")),
