@@ -12,31 +12,20 @@
 // (light and dark, 1440 and 360 px wide) into SHOTS; and a forged write from the viewer's page. Prints one
 // `RESULT {json}` line; exits non-zero (with `ERROR …`) on failure.
 //
-// env: KUBEHERO_URL, ADMIN, VIEWER, OWNER, CLUSTER, HANDSHAKE, SHOTS, ARTEFACTS, CHROMIUM.
-import { chromium } from 'playwright-core';
+// env: KUBEHERO_URL, ADMIN, VIEWER, OWNER, EXTRA (more logins whose pages are checked), CLUSTER, HANDSHAKE, SHOTS,
+// ARTEFACTS, CHROMIUM.
 import fs from 'node:fs';
 import path from 'node:path';
 import { createRequire } from 'node:module';
+import { idpLogin, launch, log, watchdog } from './common.mjs';
 
 const require = createRequire(import.meta.url);
 const axeSource = fs.readFileSync(require.resolve('axe-core/axe.min.js'), 'utf8');
 const kubehero = process.env.KUBEHERO_URL.replace(/\/$/, '');
 const cluster = process.env.CLUSTER;
 const STEP = 20000;
-const log = (...a) => console.log('step:', ...a);
-
-const watchdog = setTimeout(() => {
-  console.log('ERROR the browser run took longer than 230 s');
-  process.exit(3);
-}, 230000);
-
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  headless: true,
-  timeout: STEP,
-  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-         '--disable-component-update', '--disable-sync', '--disable-dev-shm-usage'],
-});
+const stopWatch = watchdog(230);
+const browser = await launch(STEP);
 
 // Console errors and failed requests per person, with the page they happened on (until the forged write, whose
 // refusal the browser reports as an error).
@@ -57,17 +46,8 @@ async function signIn(login) {
   page.on('response', (r) => {
     if (recording && r.status() >= 400) problems.push({ login, url: r.url(), status: r.status() });
   });
-  const isIdp = (u) => !u.startsWith(kubehero + '/');
   await page.goto(kubehero + '/');
-  await page.waitForURL((u) => isIdp(u.href) && u.pathname.startsWith('/interaction/'));
-  const loginUrl = page.url();
-  await page.fill('input[name=login]', login);
-  await page.fill('input[name=password]', 'any-password');
-  await Promise.all([page.waitForURL((u) => u.href !== loginUrl), page.click('button[type=submit]')]);
-  if (isIdp(page.url())) {
-    await page.waitForSelector('button[type=submit]');
-    await Promise.all([page.waitForURL((u) => !isIdp(u.href)), page.click('button[type=submit]')]);
-  }
+  await idpLogin(page, kubehero, login);
   await page.waitForSelector('#who strong');
   log('signed in', login);
   return page;
@@ -248,6 +228,15 @@ try {
     pages.push(await check(viewer, process.env.VIEWER, p));
   }
   await viewer.goto(kubehero + `/ui/clusters/${cluster}`);
+  // Every page as each other role too (EXTRA: more logins, e.g. an auditor and a member).
+  for (const login of (process.env.EXTRA || '').split(',').filter(Boolean)) {
+    const other = await signIn(login);
+    for (const p of ['/', '/ui/clusters', `/ui/clusters/${cluster}`, '/ui/access', '/ui/policies',
+      new URL(policyUrl).pathname, '/ui/audit', '/ui/credentials', '/ui/bindings', '/ui/people', '/ui/settings']) {
+      pages.push(await check(other, login, p));
+    }
+    await other.context().close();
+  }
   const viewerRemove = await viewer.locator('#remove').count();
   await viewer.goto(kubehero + new URL(policyUrl).pathname);
   const viewerPolicyActions = await viewer.locator('#actions').count();
@@ -336,5 +325,5 @@ try {
   process.exitCode = 1;
 } finally {
   await browser.close().catch(() => {});
-  clearTimeout(watchdog);
+  clearTimeout(stopWatch);
 }

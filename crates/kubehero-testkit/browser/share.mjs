@@ -4,29 +4,17 @@
 // the link, reports why instead. Prints one `RESULT {json}` line; exits non-zero (with `ERROR …`) on failure.
 //
 // env: LINK, LOGIN, ARTEFACTS (directory for share-<login>.png and the download), CHROMIUM (executable).
-import { chromium } from 'playwright-core';
 import fs from 'node:fs';
 import path from 'node:path';
+import { idpLogin, launch, log, watchdog } from './common.mjs';
 
 const link = process.env.LINK;
 const login = process.env.LOGIN;
 const artefacts = process.env.ARTEFACTS;
 const kubehero = new URL(link).origin;
 const STEP = 15000;
-const log = (...a) => console.log('step:', ...a);
-
-const watchdog = setTimeout(() => {
-  console.log('ERROR the browser run took longer than 55 s');
-  process.exit(3);
-}, 55000);
-
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  headless: true,
-  timeout: STEP,
-  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-         '--disable-component-update', '--disable-sync', '--disable-dev-shm-usage'],
-});
+const stopWatch = watchdog(55);
+const browser = await launch(STEP);
 let page;
 const text = async (sel) => ((await page.locator(sel).count()) ? (await page.textContent(sel)).trim() : null);
 try {
@@ -37,25 +25,10 @@ try {
   context.setDefaultTimeout(STEP);
   context.setDefaultNavigationTimeout(STEP);
   page = await context.newPage();
-  const isIdp = (u) => !u.startsWith(kubehero + '/');
-  const onLink = (u) => u.href === link;
-
-  // 1. The link → KubeHero /login → the IdP's login interaction.
+  // 1. The link → KubeHero /login → the IdP's login and consent → back at the link (the sign-in's return path).
   log('goto', link);
   await page.goto(link);
-  await page.waitForURL((u) => isIdp(u.href) && u.pathname.startsWith('/interaction/'));
-  await page.waitForSelector('input[name=login]');
-  const loginUrl = page.url();
-
-  // 2. devInteractions login, then consent; the sign-in's return path is the link itself.
-  await page.fill('input[name=login]', login);
-  await page.fill('input[name=password]', 'any-password');
-  await Promise.all([page.waitForURL((u) => u.href !== loginUrl), page.click('button[type=submit]')]);
-  if (isIdp(page.url())) {
-    await page.waitForSelector('button[type=submit]');
-    await Promise.all([page.waitForURL(onLink), page.click('button[type=submit]')]);
-  }
-  await page.waitForURL(onLink);
+  await idpLogin(page, kubehero, login, (u) => u.href === link);
   await page.waitForLoadState('load');
   log('back at the link', page.url());
   const shot = path.join(artefacts, `share-${login}.png`);
@@ -89,5 +62,5 @@ try {
   process.exitCode = 1;
 } finally {
   await browser.close().catch(() => {});
-  clearTimeout(watchdog);
+  clearTimeout(stopWatch);
 }

@@ -3,28 +3,15 @@
 // on the sign-in page again. Prints one `RESULT {json}` line; exits non-zero (with `ERROR …`) on failure.
 //
 // env: KUBEHERO_URL, LOGIN, ARTEFACTS (directory for login.png / landing.png), CHROMIUM (executable).
-import { chromium } from 'playwright-core';
 import path from 'node:path';
+import { launch, log, watchdog } from './common.mjs';
 
 const kubehero = process.env.KUBEHERO_URL.replace(/\/$/, '');
 const login = process.env.LOGIN;
 const artefacts = process.env.ARTEFACTS;
 const STEP = 15000;
-const log = (...a) => console.log('step:', ...a);
-
-// Hard cap on the whole run, whatever hangs.
-const watchdog = setTimeout(() => {
-  console.log('ERROR the browser run took longer than 55 s');
-  process.exit(3);
-}, 55000);
-
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  headless: true,
-  timeout: STEP,
-  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-         '--disable-component-update', '--disable-sync', '--disable-dev-shm-usage'],
-});
+const stopWatch = watchdog(55);
+const browser = await launch(STEP);
 let page;
 try {
   const context = await browser.newContext({ viewport: { width: 1024, height: 700 } });
@@ -103,5 +90,5 @@ try {
   process.exitCode = 1;
 } finally {
   await browser.close().catch(() => {});
-  clearTimeout(watchdog);
+  clearTimeout(stopWatch);
 }

@@ -15,6 +15,7 @@ use std::process::Stdio;
 use std::time::Duration;
 use tokio::process::Command;
 
+const COMMON_MJS: &str = include_str!("../browser/common.mjs");
 const SIGNIN_MJS: &str = include_str!("../browser/signin.mjs");
 const SHARE_MJS: &str = include_str!("../browser/share.mjs");
 const DASHBOARD_MJS: &str = include_str!("../browser/dashboard.mjs");
@@ -120,6 +121,8 @@ pub struct DashboardRun<'a> {
     pub admin: &'a str,
     pub viewer: &'a str,
     pub owner: &'a str,
+    /// More people (comma-separated logins) whose every page is checked: the other roles.
+    pub extra: &'a str,
     /// The cluster the admin adds.
     pub cluster: &'a str,
     /// Where the script writes `join.txt` (the join command the page showed) for the test to start the agent.
@@ -138,6 +141,7 @@ pub async fn dashboard(d: &DashboardRun<'_>) -> anyhow::Result<serde_json::Value
         ("ADMIN", d.admin),
         ("VIEWER", d.viewer),
         ("OWNER", d.owner),
+        ("EXTRA", d.extra),
         ("CLUSTER", d.cluster),
         ("HANDSHAKE", &*handshake),
         ("SHOTS", &*shots),
@@ -165,6 +169,7 @@ async fn run(
     std::fs::create_dir_all(artefacts).with_context(|| format!("creating {}", artefacts.display()))?;
     let artefacts = std::fs::canonicalize(artefacts)?;
     write_if_changed(&dir.join("package.json"), PACKAGE_JSON)?;
+    write_if_changed(&dir.join("common.mjs"), COMMON_MJS)?;
     let script = dir.join(name);
     write_if_changed(&script, source)?;
     let mut cmd = Command::new("node");
