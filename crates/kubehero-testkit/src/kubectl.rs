@@ -22,3 +22,8 @@ pub fn token_kubeconfig(server: &str, ca_pem: &[u8], token: &str) -> String {
          contexts:\n- {{name: kh, context: {{cluster: kh, user: kh}}}}\ncurrent-context: kh\n"
     )
 }
+
+/// helm 3.17.1, from the same npm package as kubectl 1.30 (`$KUBEHERO_PEERS_DIR/helm/layer/helm/helm`).
+pub fn helm() -> Option<PathBuf> {
+    Some(peers_dir().join("helm/layer/helm/helm")).filter(|p| p.is_file())
+}

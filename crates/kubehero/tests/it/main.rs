@@ -6,5 +6,6 @@ mod agents;
 mod cli;
 mod crash;
 mod faults;
+mod helm;
 mod login_cli;
 mod support;
