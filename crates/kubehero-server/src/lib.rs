@@ -12,6 +12,7 @@ pub mod device;
 pub mod error;
 pub mod issuer;
 pub mod kube;
+pub mod lease;
 pub mod listener;
 pub mod login;
 pub mod metrics;
@@ -104,6 +105,8 @@ impl RunningServer {
         for t in self.background {
             let _ = t.await;
         }
+        // Another replica takes over at once rather than when the lease expires.
+        self.state.lease.release(&self.state).await;
     }
 
     /// A handle that triggers shutdown.
@@ -218,6 +221,7 @@ pub async fn build_state(
         sampler: Default::default(),
         device_codes: throttle::PerSource::new(10, Duration::from_secs(30)),
         breakglass_attempts: throttle::PerSource::new(5, Duration::from_secs(12)),
+        lease: Default::default(),
         agents: Arc::new(agents),
         issuer: Arc::new(issuer),
         rbac_pushes: Arc::default(),
@@ -302,25 +306,26 @@ pub async fn start_with(
     let (background_stop, background_rx) = watch::channel(false);
     spawn_refresh(state.clone(), rx.clone());
     kube::streams::spawn_rechecks(state.clone(), rx.clone());
-    let mut background = vec![tokio::spawn(kubehero_audit::writer::run_checkpoints(
-        state.store.clone(),
-        signing,
-        config.audit_checkpoint_every,
-        background_rx.clone(),
-    ))];
+    // Checkpoints and forwarding run on the replica holding the lease (and move with it).
+    tokio::spawn(lease::keep(state.clone(), background_rx.clone()));
+    let (store, every) = (state.store.clone(), config.audit_checkpoint_every);
+    let mut background =
+        vec![tokio::spawn(lease::while_held(state.lease.subscribe(), background_rx.clone(), move |stop| {
+            kubehero_audit::writer::run_checkpoints(store.clone(), signing.clone(), every, stop)
+        }))];
     if !config.audit_forward.is_empty() {
-        let forward = kubehero_audit::forward::run_with(
-            state.store.clone(),
-            config.audit_forward.clone(),
-            config.audit_forward_options.clone(),
-            state.forward.clone(),
-            background_rx,
-        );
-        background.push(tokio::spawn(async move {
-            if let Err(e) = forward.await {
-                tracing::error!(error = %e, "audit forwarding stopped");
+        let (store, sinks, options) =
+            (state.store.clone(), config.audit_forward.clone(), config.audit_forward_options.clone());
+        let status = state.forward.clone();
+        background.push(tokio::spawn(lease::while_held(state.lease.subscribe(), background_rx, move |stop| {
+            let forward =
+                kubehero_audit::forward::run_with(store.clone(), sinks.clone(), options.clone(), status.clone(), stop);
+            async move {
+                if let Err(e) = forward.await {
+                    tracing::error!(error = %e, "audit forwarding stopped");
+                }
             }
-        }));
+        })));
     }
     if let Some((l, bound)) = agent_listener {
         let _ = state.agents.bound.set(bound);
@@ -361,6 +366,10 @@ fn spawn_refresh(state: AppState, mut stop: watch::Receiver<bool>) {
                 _ = seen.tick() => state.agents.hub.touch(&state).await,
                 _ = minute.tick() => {
                     record_sampled(&state).await;
+                    // The sweeps run on one replica: the lease holder.
+                    if !state.lease.held() {
+                        continue;
+                    }
                     match state.identity.expire_bindings().await {
                         Ok(0) => {}
                         Ok(n) => tracing::info!(bindings = n, "expired role bindings deleted"),

@@ -61,6 +61,7 @@ pub struct Metrics {
     session_renewals: Counter,
     breakglass_uses: Family<ClusterLabels, Counter>,
     breakglass_unacknowledged: Gauge,
+    lease_held: Gauge,
     /// Agents, tunnels and their certificates.
     pub agents: AgentMetrics,
 }
@@ -202,10 +203,17 @@ impl Metrics {
             "Break-glass uses (on any replica) no owner has acknowledged yet",
             breakglass_unacknowledged.clone(),
         );
+        let lease_held = Gauge::default();
+        registry.register(
+            "lease_held",
+            "1 on the replica that holds the singleton lease (checkpoints, audit forwarding, expiry sweeps), else 0",
+            lease_held.clone(),
+        );
         let agents = AgentMetrics::default();
         agents.register(&mut registry);
         Metrics {
             agents,
+            lease_held,
             breakglass_uses,
             breakglass_unacknowledged,
             session_renewals,
@@ -336,6 +344,11 @@ impl Metrics {
     /// A break-glass code was used here.
     pub fn breakglass_used(&self, cluster: &str) {
         self.breakglass_uses.get_or_create(&ClusterLabels { cluster: cluster.to_string() }).inc();
+    }
+
+    /// Whether this replica holds the singleton lease.
+    pub fn lease_held(&self, held: bool) {
+        self.lease_held.set(i64::from(held));
     }
 
     /// How many uses wait for an owner's acknowledgement (read from the store at each scrape).

@@ -63,4 +63,6 @@ pub struct Shared {
     /// Break-glass code attempts per client address (each code is 160 random bits; this keeps guessing loud
     /// and slow anyway).
     pub breakglass_attempts: crate::throttle::PerSource,
+    /// Whether this replica does the once-only work (checkpoints, forwarding, sweeps).
+    pub lease: crate::lease::Lease,
 }

@@ -13,6 +13,7 @@ mod audit;
 mod change;
 mod device;
 mod directory;
+mod lease;
 mod migrate;
 mod postgres;
 mod session;
@@ -31,6 +32,7 @@ pub use change::{
     changed_api_key, changed_count, changed_deleted_group, changed_device, changed_group, changed_policy,
     changed_session, changed_user, Change, ChangeStore, Changed, WithRows,
 };
+pub use lease::LeaseStore;
 pub use postgres::PostgresStore;
 pub use shares::{BreakglassCode, Share, ShareGrant, ShareStore};
 pub use sqlite::SqliteStore;
@@ -676,6 +678,7 @@ pub trait Store:
     + AgentStore
     + AccessStore
     + ShareStore
+    + LeaseStore
     + PolicyStore
     + BindingStore
     + ApiKeyStore

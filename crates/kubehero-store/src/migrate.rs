@@ -44,6 +44,7 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "shares_breakglass",
         sql: include_str!("migrations/sqlite/0012_shares_breakglass.sql"),
     },
+    Migration { version: 13, name: "leases", sql: include_str!("migrations/sqlite/0013_leases.sql") },
 ];
 
 /// PostgreSQL migrations, oldest first.
@@ -76,6 +77,7 @@ pub(crate) const POSTGRES: &[Migration] = &[
         name: "shares_breakglass",
         sql: include_str!("migrations/postgres/0012_shares_breakglass.sql"),
     },
+    Migration { version: 13, name: "leases", sql: include_str!("migrations/postgres/0013_leases.sql") },
 ];
 
 /// Key of the PostgreSQL advisory lock that serialises migrations across replicas ("KUBEHERO" in ASCII).

@@ -123,4 +123,5 @@ crate::device::device_store!(PostgresStore, sqlx::PgConnection, " FOR UPDATE");
 crate::agent::agent_store!(PostgresStore);
 crate::access::access_store!(PostgresStore);
 crate::shares::share_store!(PostgresStore);
+crate::lease::lease_store!(PostgresStore);
 crate::directory::directory_store!(PostgresStore, sqlx::PgConnection, " FOR UPDATE", " FOR SHARE");

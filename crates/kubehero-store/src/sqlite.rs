@@ -314,6 +314,7 @@ crate::device::device_store!(SqliteStore, sqlx::SqliteConnection, "");
 crate::agent::agent_store!(SqliteStore);
 crate::access::access_store!(SqliteStore);
 crate::shares::share_store!(SqliteStore);
+crate::lease::lease_store!(SqliteStore);
 crate::directory::directory_store!(SqliteStore, sqlx::SqliteConnection, "", "");
 
 /// The file named by a `sqlite:` URL (`sqlite:PATH`, `sqlite://PATH`, with or without `?options`).

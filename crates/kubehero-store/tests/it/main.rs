@@ -93,6 +93,7 @@ async fn conformance(store: Arc<dyn Store>) {
     bindings(&*store).await;
     access_requests(&*store).await;
     shares(store.clone()).await;
+    leases(&*store).await;
     api_keys(&*store).await;
     settings(&*store).await;
     sessions(&*store).await;
@@ -449,6 +450,21 @@ fn dana_binding(id: &str, expires_at: Option<i64>) -> StoredBinding {
         created_at: 20,
         expires_at,
     }
+}
+
+/// A lease is held by one holder until it expires or is given up.
+async fn leases(s: &dyn Store) {
+    assert!(s.acquire_lease("singleton", "a", 1_000, 16_000).await.unwrap());
+    assert!(!s.acquire_lease("singleton", "b", 2_000, 17_000).await.unwrap(), "held by a");
+    assert!(s.acquire_lease("singleton", "a", 5_000, 20_000).await.unwrap(), "a renews");
+    assert!(!s.acquire_lease("singleton", "b", 19_999, 35_000).await.unwrap(), "not expired yet");
+    assert!(s.acquire_lease("singleton", "b", 20_001, 35_000).await.unwrap(), "expired: b takes it");
+    assert!(!s.acquire_lease("singleton", "a", 21_000, 36_000).await.unwrap());
+    s.release_lease("singleton", "a").await.unwrap();
+    assert!(!s.acquire_lease("singleton", "a", 21_000, 36_000).await.unwrap(), "only its holder gives it up");
+    s.release_lease("singleton", "b").await.unwrap();
+    assert!(s.acquire_lease("singleton", "a", 21_000, 36_000).await.unwrap(), "given up: free at once");
+    assert!(s.acquire_lease("other", "b", 21_000, 36_000).await.unwrap(), "leases are independent");
 }
 
 /// A share is used at most `max_uses` times however many accept at once; revoking deletes its grants.

@@ -104,3 +104,80 @@ async fn two_processes_on_one_postgres_write_one_chain() {
     assert_eq!(code, 1, "{out}");
     assert!(out.starts_with(&format!("chain broken at seq {first_whoami}: modified")), "{out}");
 }
+
+/// Whether the replica at `url` says it holds the singleton lease.
+async fn holds_lease(url: &str) -> bool {
+    let text = reqwest::get(format!("{url}/metrics")).await.unwrap().text().await.unwrap();
+    text.lines().any(|l| l == "kubehero_lease_held 1")
+}
+
+/// Once-only work with two replicas on one PostgreSQL: exactly one holds the lease (and forwards the audit log
+/// to a real rsyslog, and signs checkpoints); `kill -9` of that one moves the lease to the other within 25 s,
+/// which goes on forwarding from where the dead one stopped: every row reaches the sink.
+#[tokio::test]
+async fn the_lease_moves_when_its_replica_dies_and_forwarding_goes_on() {
+    let pg = kubehero_testkit::postgres::TempPostgres::start().await.unwrap();
+    let syslog = kubehero_testkit::rsyslog::Rsyslog::start().await.unwrap();
+    let shared = tempfile::tempdir().unwrap();
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let key = shared.path().join("signing.pk8").display().to_string();
+    let sink = format!("tcp://127.0.0.1:{}", syslog.port);
+    let env = |dir: &std::path::Path| {
+        let mut e = base_env(dir, &pg.url);
+        e.insert("KUBEHERO_AUDIT_SIGNING_KEY".into(), key.clone());
+        e.insert("KUBEHERO_AUDIT_FORWARD".into(), sink.clone());
+        e
+    };
+    let (env_a, env_b) = (env(a_dir.path()), env(b_dir.path()));
+    let (a, b) = tokio::join!(Serve::start(&env_a), Serve::start(&env_b));
+    let t0 = std::time::Instant::now();
+    let (holder, other) = loop {
+        let (ha, hb) = (holds_lease(&a.url).await, holds_lease(&b.url).await);
+        assert!(!(ha && hb), "both replicas hold the lease");
+        if ha {
+            break (a, b);
+        }
+        if hb {
+            break (b, a);
+        }
+        assert!(t0.elapsed() < Duration::from_secs(20), "nobody took the lease");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let http = reqwest::Client::new();
+    let whoami = async |url: &str| {
+        let r = http.get(format!("{url}/api/v1/whoami")).bearer_auth(ADMIN).send().await.unwrap();
+        r.headers()["x-request-id"].to_str().unwrap().to_string()
+    };
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        ids.push(whoami(&holder.url).await);
+        ids.push(whoami(&other.url).await);
+    }
+    let delivered = |ids: &[String]| {
+        let ids = ids.to_vec();
+        move |m: &[serde_json::Value]| {
+            let text = serde_json::to_string(m).unwrap();
+            ids.iter().all(|id| text.contains(id.as_str()))
+        }
+    };
+    syslog.wait_for(Duration::from_secs(20), delivered(&ids)).await.unwrap();
+    assert!(delivered(&ids)(&syslog.messages().unwrap()), "the holder forwards both replicas' rows");
+    assert!(!holds_lease(&other.url).await);
+
+    // The holder dies: the other takes the lease and forwards what was written since.
+    holder.kill9().await;
+    let died = std::time::Instant::now();
+    let mut after = Vec::new();
+    for _ in 0..5 {
+        after.push(whoami(&other.url).await);
+    }
+    while !holds_lease(&other.url).await {
+        assert!(died.elapsed() < Duration::from_secs(25), "the lease did not move within 25 s");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let took = died.elapsed();
+    syslog.wait_for(Duration::from_secs(20), delivered(&after)).await.unwrap();
+    assert!(delivered(&after)(&syslog.messages().unwrap()), "forwarding went on after the move");
+    eprintln!("the lease moved {took:?} after the holder's kill -9");
+    other.terminate().await;
+}
