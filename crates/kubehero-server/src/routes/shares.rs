@@ -11,7 +11,7 @@ use super::Json;
 use crate::audit::{target_of, Audited, Recorded, RecordedWithChange, RequestContext};
 use crate::auth::{allow, Auth};
 use crate::error::{ApiError, ApiResult, Code};
-use crate::login::{esc, read_cookie, urlencode, SESSION_COOKIE};
+use crate::login::{esc, urlencode};
 use crate::state::AppState;
 use axum::extract::{Path, State};
 use axum::http::header::{CACHE_CONTROL, CONTENT_DISPOSITION, CONTENT_TYPE, LOCATION};
@@ -463,25 +463,6 @@ fn page(status: StatusCode, title: &str, body: &str) -> Response {
     r
 }
 
-/// The signed-in person and their session, or the redirect that signs them in and comes back to `here`.
-async fn signed_in(
-    s: &AppState,
-    headers: &HeaderMap,
-    here: &str,
-) -> Result<(Principal, std::sync::Arc<kubehero_store::SessionRecord>), Response> {
-    let session = match read_cookie(headers, SESSION_COOKIE) {
-        Some(secret) => s.identity.session(secret).await.ok(),
-        None => None,
-    };
-    session.ok_or_else(|| {
-        let mut r = StatusCode::SEE_OTHER.into_response();
-        let to = format!("/login?return_to={}", urlencode(here));
-        r.headers_mut().insert(LOCATION, HeaderValue::from_str(&to).unwrap_or(HeaderValue::from_static("/login")));
-        r.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        r
-    })
-}
-
 fn refused_page(why: Refusal) -> Response {
     let body = format!(
         "<h1>Share link refused</h1><p id=\"refused\" data-reason=\"{}\">{}</p><p><a href=\"/\">Go to \
@@ -530,7 +511,7 @@ async fn gate(
     headers: &HeaderMap,
     token: &str,
 ) -> ApiResult<Result<(Principal, std::sync::Arc<kubehero_store::SessionRecord>, Share), Response>> {
-    let (p, session) = match signed_in(s, headers, &here(token)).await {
+    let (p, session) = match crate::ui::signed_in(s, headers, &here(token)).await {
         Ok(x) => x,
         Err(redirect) => return Ok(Err(redirect)),
     };
@@ -591,7 +572,7 @@ pub async fn accept_form(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> ApiResult<Response> {
-    let (p, session) = match signed_in(&s, &headers, &here(&token)).await {
+    let (p, session) = match crate::ui::signed_in(&s, &headers, &here(&token)).await {
         Ok(x) => x,
         Err(redirect) => return Ok(redirect),
     };

@@ -1,26 +1,14 @@
 //! The Access page: my access (cluster × role, and where each comes from), elevation requests to decide, my
 //! requests and the form to ask, and the share links I made.
 
-use super::{page, signed_in, table, when, Section};
+use super::{cells, page, scope_text, signed_in, table, when, Section};
 use crate::error::ApiResult;
 use crate::login::esc;
 use crate::state::AppState;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
-use kubehero_core::{Principal, Scope};
-
-fn scope_text(scope: &Scope) -> String {
-    match scope {
-        Scope::Global => "every cluster".into(),
-        Scope::Cluster { cluster } => format!("cluster {cluster}"),
-        Scope::Namespace { cluster, namespace } => format!("namespace {namespace} of {cluster}"),
-    }
-}
-
-fn cells(row: &[String]) -> String {
-    format!("<tr>{}</tr>", row.iter().map(|c| format!("<td>{}</td>", esc(c))).collect::<String>())
-}
+use kubehero_core::Principal;
 
 /// What `p` holds and where each comes from: group mappings, then bindings (made by hand, from a share, an
 /// elevation or break-glass), with their end.

@@ -1,7 +1,7 @@
 //! The Clusters pages: every cluster with its live state; one cluster's details, who can reach it and how,
 //! its kubeconfig, its share links and (admins) its removal.
 
-use super::{page, signed_in, table, when, Section};
+use super::{cells, page, scope_text, signed_in, table, when, Section};
 use crate::error::{ApiError, ApiResult, Code};
 use crate::login::esc;
 use crate::routes::clusters::ClusterView;
@@ -100,14 +100,6 @@ pub(crate) async fn sources(s: &AppState) -> ApiResult<std::collections::HashMap
     Ok(from)
 }
 
-fn scope_text(scope: &Scope) -> String {
-    match scope {
-        Scope::Global => "every cluster".into(),
-        Scope::Cluster { cluster } => format!("cluster {cluster}"),
-        Scope::Namespace { cluster, namespace } => format!("namespace {namespace} of {cluster}"),
-    }
-}
-
 /// Who reaches `cluster`: group mappings (every cluster), then file and database bindings whose scope covers it.
 async fn reach(s: &AppState, cluster: &str) -> ApiResult<Vec<String>> {
     let covers = |scope: &Scope| match scope {
@@ -142,10 +134,7 @@ async fn reach(s: &AppState, cluster: &str) -> ApiResult<Vec<String>> {
             source.into(),
         ]);
     }
-    Ok(rows
-        .into_iter()
-        .map(|cells| format!("<tr>{}</tr>", cells.iter().map(|c| format!("<td>{}</td>", esc(c))).collect::<String>()))
-        .collect())
+    Ok(rows.into_iter().map(|row| cells(&row)).collect())
 }
 
 /// `GET /ui/clusters/{name}`: details, who can reach it, kubeconfig, share links, removal.

@@ -2,32 +2,20 @@
 //! owners and auditors (personal data, the IdP and integration set-up); role bindings are listed to everyone
 //! and edited by owners. Secrets are never displayed.
 
-use super::{page, signed_in, table, when, Section};
+use super::{cells, page, scope_text, signed_in, table, when, Section};
 use crate::error::ApiResult;
 use crate::login::esc;
 use crate::state::AppState;
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
-use kubehero_core::{Action, Grant, Principal, Scope, Target};
+use kubehero_core::{Action, Grant, Principal, Target};
 use kubehero_identity::grants::Facts;
 use kubehero_store::{GroupSelect, UserSelect};
 use serde::Deserialize;
 use std::collections::HashMap;
 
 const PEOPLE_PAGE: i64 = 100;
-
-fn cells(row: &[String]) -> String {
-    format!("<tr>{}</tr>", row.iter().map(|c| format!("<td>{}</td>", esc(c))).collect::<String>())
-}
-
-fn scope_text(scope: &Scope) -> String {
-    match scope {
-        Scope::Global => "every cluster".into(),
-        Scope::Cluster { cluster } => format!("cluster {cluster}"),
-        Scope::Namespace { cluster, namespace } => format!("namespace {namespace} of {cluster}"),
-    }
-}
 
 fn grants_text(grants: &[Grant]) -> String {
     grants.iter().map(|g| format!("{} ({})", g.role, scope_text(&g.scope))).collect::<Vec<_>>().join(", ")

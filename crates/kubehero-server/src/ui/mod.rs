@@ -163,6 +163,20 @@ pub fn html_response(status: StatusCode, html: String) -> Response {
     r
 }
 
+/// Where a grant or binding applies, in words.
+pub fn scope_text(scope: &kubehero_core::Scope) -> String {
+    match scope {
+        kubehero_core::Scope::Global => "every cluster".into(),
+        kubehero_core::Scope::Cluster { cluster } => format!("cluster {cluster}"),
+        kubehero_core::Scope::Namespace { cluster, namespace } => format!("namespace {namespace} of {cluster}"),
+    }
+}
+
+/// A table row of escaped text cells.
+pub fn cells(row: &[String]) -> String {
+    format!("<tr>{}</tr>", row.iter().map(|c| format!("<td>{}</td>", esc(c))).collect::<String>())
+}
+
 /// Unix seconds as RFC 3339, or `—`.
 pub fn when(t: Option<i64>) -> String {
     t.map_or_else(|| "—".to_string(), crate::routes::rfc3339)
