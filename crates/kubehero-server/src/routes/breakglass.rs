@@ -151,15 +151,26 @@ pub async fn acknowledge(
     State(s): State<AppState>,
     Path(id): Path<String>,
     Auth(p): Auth,
-    audited: Audited,
+    ctx: RequestContext,
 ) -> ApiResult<impl IntoResponse> {
-    let c = find(&s, &id).await?;
-    allow(&p, Action::BreakglassAcknowledge, Target::cluster(&c.cluster))?;
-    let t = code_target(&c);
-    let by = p.subject_key();
-    let change = Change::AcknowledgeBreakglass { id: &id, by: &by, at: s.clock.now() };
-    audited.apply_named(change, "breakglass.acknowledge", &t, StatusCode::OK).await?;
+    let t = acknowledge_as(&s, &p, &ctx, &id).await?;
     Ok((StatusCode::OK, Audited::done(t), axum::Json(json!({ "id": id, "acknowledged": true }))))
+}
+
+/// Acknowledges the use of code `id` as `p` (an owner of its cluster), with its durable row: the API's and
+/// the banner's button.
+async fn acknowledge_as(
+    s: &AppState,
+    p: &kubehero_core::Principal,
+    ctx: &RequestContext,
+    id: &str,
+) -> ApiResult<kubehero_core::AuditTarget> {
+    let c = find(s, id).await?;
+    allow(p, Action::BreakglassAcknowledge, Target::cluster(&c.cluster))?;
+    let (t, by) = (code_target(&c), p.subject_key());
+    let change = Change::AcknowledgeBreakglass { id, by: &by, at: s.clock.now() };
+    ctx.apply(&AuditActor::of(p), change, "breakglass.acknowledge", &t, StatusCode::OK).await?;
+    Ok(t)
 }
 
 /// The codes used and not yet acknowledged, newest first (the dashboard's banner).
@@ -398,11 +409,7 @@ pub async fn acknowledge_form(
     if !crate::auth::csrf_matches(session.csrf.as_deref(), form.get("csrf").map(String::as_str)) {
         return Err(ApiError::denied("missing or wrong CSRF token"));
     }
-    let c = find(&s, form.get("id").map(String::as_str).unwrap_or_default()).await?;
-    allow(&p, Action::BreakglassAcknowledge, Target::cluster(&c.cluster))?;
-    let by = p.subject_key();
-    let change = Change::AcknowledgeBreakglass { id: &c.id, by: &by, at: s.clock.now() };
-    ctx.apply(&AuditActor::of(&p), change, "breakglass.acknowledge", &code_target(&c), StatusCode::SEE_OTHER).await?;
+    acknowledge_as(&s, &p, &ctx, form.get("id").map(String::as_str).unwrap_or_default()).await?;
     let mut r = StatusCode::SEE_OTHER.into_response();
     r.headers_mut().insert(axum::http::header::LOCATION, HeaderValue::from_static("/"));
     r.extensions_mut().insert(RecordedWithChange);
