@@ -215,7 +215,11 @@ pub async fn run(
                     renewer.abort();
                     return Ok(());
                 }
-                if up.elapsed() > Duration::from_secs(60) {
+                // A tunnel that stood for a while ended (its replica went away, or the network broke): the next
+                // attempt comes within the first step (0-4 s), so the agent is back on another replica well
+                // within 30 s. One that ends at once keeps growing the wait, so a broken control plane is not
+                // hammered.
+                if up.elapsed() > Duration::from_secs(5) {
                     backoff.reset();
                 }
             }

@@ -68,6 +68,7 @@ fn main() {
                 agent_version: Some("0.1.0".into()),
                 kubernetes_version: Some("v1.30.4".into()),
                 cert_not_after: Some(at + 7 * 86_400),
+                replica: None,
             };
             store.put_cluster_status(&status).await.unwrap();
         }

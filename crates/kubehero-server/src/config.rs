@@ -833,6 +833,8 @@ pub struct AgentSettings {
     pub issuer_key_lead: i64,
     /// `KUBEHERO_ISSUER_RSA_KEYS`.
     pub issuer_rsa_keys: Vec<PathBuf>,
+    /// `KUBEHERO_PEER_URL`: where the other replicas reach this one's agent listener.
+    pub peer_url: Option<String>,
 }
 
 impl AgentSettings {
@@ -880,6 +882,17 @@ impl AgentSettings {
             .var("KUBEHERO_ISSUER_RSA_KEYS")
             .map(|v| v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(PathBuf::from).collect())
             .unwrap_or_default();
+        let peer_url = match env.var("KUBEHERO_PEER_URL").map(|v| v.trim().to_string()).filter(|v| !v.is_empty()) {
+            Some(u) if crate::agent::peer::valid_url(&u) => Some(u),
+            Some(u) => {
+                return Err(invalid(
+                    "KUBEHERO_PEER_URL",
+                    format!("{u:?} is not https://HOST:PORT"),
+                    "give the address at which the other replicas reach this one's agent listener, e.g. https://$(POD_IP):8443",
+                ))
+            }
+            None => None,
+        };
         Ok(AgentSettings {
             listen,
             server_names,
@@ -888,6 +901,7 @@ impl AgentSettings {
             cluster_token_ttl,
             issuer_key_lead,
             issuer_rsa_keys,
+            peer_url,
         })
     }
 }

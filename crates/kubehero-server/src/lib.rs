@@ -328,7 +328,7 @@ pub async fn start_with(
         })));
     }
     if let Some((l, bound)) = agent_listener {
-        let _ = state.agents.bound.set(bound);
+        state.agents.bound_at(&state, bound).await;
         tokio::spawn(agent::listener::serve(l, state.clone(), state.agents.clone(), rx.clone()));
     }
     let router = app(state.clone());

@@ -77,6 +77,16 @@ pub struct AgentMetrics {
     pub replaced: Counter,
     pub handshake_failures: Counter,
     cert_expiry: Family<ClusterLabels, Gauge>,
+    /// Streams between replicas: `out` forwarded to the replica holding a tunnel, `in` served for another.
+    pub peer_streams: Family<PeerLabels, Counter>,
+    /// Stream requests refused for a missing or wrong replica credential.
+    pub peer_refused: Counter,
+}
+
+/// Which way a stream between replicas went.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PeerLabels {
+    pub direction: &'static str,
 }
 
 impl AgentMetrics {
@@ -108,6 +118,16 @@ impl AgentMetrics {
             "agent_certificate_expiry_seconds",
             "Unix time at which each connected cluster's agent certificate expires",
             self.cert_expiry.clone(),
+        );
+        r.register(
+            "peer_streams",
+            "Streams between replicas (out: to the replica holding the cluster's tunnel; in: for another replica)",
+            self.peer_streams.clone(),
+        );
+        r.register(
+            "peer_stream_refusals",
+            "Stream requests on the agent listener refused for a missing or wrong replica credential",
+            self.peer_refused.clone(),
         );
     }
 

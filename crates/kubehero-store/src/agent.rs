@@ -118,6 +118,8 @@ pub struct ClusterStatus {
     pub agent_version: Option<String>,
     pub kubernetes_version: Option<String>,
     pub cert_not_after: Option<i64>,
+    /// Where the replica holding the tunnel is reached by the others (its `KUBEHERO_PEER_URL`), while connected.
+    pub replica: Option<String>,
 }
 
 /// The agent tables outside of [`crate::Change`]s.
@@ -142,16 +144,21 @@ pub trait AgentStore: Send + Sync {
     /// Every cluster's last known state.
     async fn cluster_statuses(&self) -> Result<Vec<ClusterStatus>>;
     /// Writes a cluster's state, unless the cluster is no longer registered (a late disconnect of a removed
-    /// cluster must not hide that it was removed). True when written.
+    /// cluster must not hide that it was removed), and unless it is a disconnect by a replica other than the
+    /// one whose tunnel the row names (the agent moved on). True when written.
     async fn put_cluster_status(&self, status: &ClusterStatus) -> Result<bool>;
-    /// Records that these connected clusters were seen at `at`.
-    async fn touch_clusters(&self, clusters: &[String], at: i64) -> Result<()>;
+    /// Marks every cluster still shown as connected to `replica` disconnected at `at`: a replica that starts holds
+    /// no tunnel, whatever its previous run (killed without writing its disconnects) left behind.
+    async fn disconnect_replica(&self, replica: &str, at: i64) -> Result<u64>;
+    /// Records that these clusters, connected to `replica`, were seen at `at`.
+    async fn touch_clusters(&self, clusters: &[String], replica: Option<&str>, at: i64) -> Result<()>;
 }
 
 pub(crate) type CaRow = (String, String, String, i64, Option<i64>, Option<i64>);
 pub(crate) type TokenRow = (String, String, String, i64, i64, Option<i64>);
 pub(crate) type CertRow = (String, String, i64, i64, Option<i64>);
-pub(crate) type StatusRow = (String, String, i64, Option<i64>, Option<String>, Option<String>, Option<i64>);
+pub(crate) type StatusRow =
+    (String, String, i64, Option<i64>, Option<String>, Option<String>, Option<i64>, Option<String>);
 
 pub(crate) const AGENT_CAS: &str = "SELECT id, cert_pem, sealed_key, created_at, activated_at, retired_at \
      FROM agent_cas ORDER BY created_at, id";
@@ -191,17 +198,24 @@ pub(crate) fn agent_certs_sql(one_cluster: bool) -> String {
 pub(crate) const REVOKE_AGENT_CERTS: &str = "UPDATE agent_certs SET revoked_at = $2 \
      WHERE cluster = $1 AND revoked_at IS NULL AND ($3 IS NULL OR serial = $3)";
 pub(crate) const CLUSTER_STATUSES: &str = "SELECT cluster, state, since, last_seen, agent_version, \
-     kubernetes_version, cert_not_after FROM cluster_status ORDER BY cluster";
-/// Upserts a status row; `$8` is whether the cluster must still be registered for the write to happen.
+     kubernetes_version, cert_not_after, replica FROM cluster_status ORDER BY cluster";
+/// Upserts a status row; `$8` is whether the cluster must still be registered for the write to happen. A
+/// disconnect from one replica leaves a row that another replica's tunnel wrote since.
 pub(crate) const PUT_CLUSTER_STATUS: &str = "INSERT INTO cluster_status \
-     (cluster, state, since, last_seen, agent_version, kubernetes_version, cert_not_after) \
-     SELECT $1, $2, $3, $4, $5, $6, $7 WHERE NOT $8 OR EXISTS (SELECT 1 FROM clusters WHERE name = $1) \
+     (cluster, state, since, last_seen, agent_version, kubernetes_version, cert_not_after, replica) \
+     SELECT $1, $2, $3, $4, $5, $6, $7, $9 WHERE NOT $8 OR EXISTS (SELECT 1 FROM clusters WHERE name = $1) \
      ON CONFLICT (cluster) DO UPDATE SET state = excluded.state, since = excluded.since, \
      last_seen = excluded.last_seen, agent_version = excluded.agent_version, \
-     kubernetes_version = excluded.kubernetes_version, cert_not_after = excluded.cert_not_after";
+     kubernetes_version = excluded.kubernetes_version, cert_not_after = excluded.cert_not_after, \
+     replica = excluded.replica \
+     WHERE excluded.state <> 'disconnected' OR cluster_status.state <> 'connected' \
+     OR cluster_status.replica IS NULL OR excluded.replica IS NULL OR cluster_status.replica = excluded.replica";
 pub(crate) const DELETE_CLUSTER_STATUS: &str = "DELETE FROM cluster_status WHERE cluster = $1";
-pub(crate) const TOUCH_CLUSTER: &str =
-    "UPDATE cluster_status SET last_seen = $2 WHERE cluster = $1 AND state = 'connected'";
+pub(crate) const DISCONNECT_REPLICA: &str = "UPDATE cluster_status SET state = 'disconnected', since = $2 \
+     WHERE replica = $1 AND state = 'connected'";
+/// `$3` the replica that holds the tunnel (a row another replica has taken since is left alone).
+pub(crate) const TOUCH_CLUSTER: &str = "UPDATE cluster_status SET last_seen = $2 WHERE cluster = $1 \
+     AND state = 'connected' AND ($3 IS NULL OR replica IS NULL OR replica = $3)";
 
 pub(crate) fn ca_from_row((id, cert_pem, sealed_key, created_at, activated_at, retired_at): CaRow) -> AgentCa {
     AgentCa { id, cert_pem, sealed_key, created_at, activated_at, retired_at }
@@ -216,10 +230,10 @@ pub(crate) fn cert_from_row((serial, cluster, issued_at, not_after, revoked_at):
 }
 
 pub(crate) fn status_from_row(row: StatusRow) -> Result<ClusterStatus> {
-    let (cluster, state, since, last_seen, agent_version, kubernetes_version, cert_not_after) = row;
+    let (cluster, state, since, last_seen, agent_version, kubernetes_version, cert_not_after, replica) = row;
     let state = ConnectionState::parse(&state)
         .ok_or_else(|| StoreError::Corrupt(format!("cluster {cluster:?} has connection state {state:?}")))?;
-    Ok(ClusterStatus { cluster, state, since, last_seen, agent_version, kubernetes_version, cert_not_after })
+    Ok(ClusterStatus { cluster, state, since, last_seen, agent_version, kubernetes_version, cert_not_after, replica })
 }
 
 /// Why a join token could not be redeemed for `cluster` at `now`; `token` is what [`FIND_JOIN_TOKEN`] found.
@@ -316,12 +330,23 @@ macro_rules! agent_store {
                 Self::put_status_on(&mut *conn, s, true).await
             }
 
-            async fn touch_clusters(&self, clusters: &[String], at: i64) -> $crate::Result<()> {
+            async fn disconnect_replica(&self, replica: &str, at: i64) -> $crate::Result<u64> {
+                let done = sqlx::query($crate::agent::DISCONNECT_REPLICA)
+                    .bind(replica)
+                    .bind(at)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(Self::err("cluster state"))?;
+                Ok(done.rows_affected())
+            }
+
+            async fn touch_clusters(&self, clusters: &[String], replica: Option<&str>, at: i64) -> $crate::Result<()> {
                 let mut tx = self.begin().await?;
                 for c in clusters {
                     sqlx::query($crate::agent::TOUCH_CLUSTER)
                         .bind(c)
                         .bind(at)
+                        .bind(replica)
                         .execute(&mut *tx)
                         .await
                         .map_err(Self::err("cluster state"))?;

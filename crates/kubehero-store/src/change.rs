@@ -337,6 +337,7 @@ macro_rules! change_store {
                             agent_version: None,
                             kubernetes_version: None,
                             cert_not_after: None,
+                            replica: None,
                         };
                         Self::put_status_on(conn, &removed, false).await?;
                     }
@@ -896,6 +897,7 @@ macro_rules! change_store {
                     .bind(&s.kubernetes_version)
                     .bind(s.cert_not_after)
                     .bind(registered_only)
+                    .bind(&s.replica)
                     .execute(&mut *conn)
                     .await
                     .map_err(Self::err(format!("state of cluster {:?}", s.cluster)))?;

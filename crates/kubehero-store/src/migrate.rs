@@ -45,6 +45,7 @@ pub(crate) const SQLITE: &[Migration] = &[
         sql: include_str!("migrations/sqlite/0012_shares_breakglass.sql"),
     },
     Migration { version: 13, name: "leases", sql: include_str!("migrations/sqlite/0013_leases.sql") },
+    Migration { version: 14, name: "cluster_replica", sql: include_str!("migrations/sqlite/0014_cluster_replica.sql") },
 ];
 
 /// PostgreSQL migrations, oldest first.
@@ -78,6 +79,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         sql: include_str!("migrations/postgres/0012_shares_breakglass.sql"),
     },
     Migration { version: 13, name: "leases", sql: include_str!("migrations/postgres/0013_leases.sql") },
+    Migration {
+        version: 14,
+        name: "cluster_replica",
+        sql: include_str!("migrations/postgres/0014_cluster_replica.sql"),
+    },
 ];
 
 /// Key of the PostgreSQL advisory lock that serialises migrations across replicas ("KUBEHERO" in ASCII).

@@ -45,6 +45,16 @@ pub enum OpenError {
     NotConnected(String),
     #[error("the tunnel to cluster {0} failed: {1}")]
     Tunnel(String, TunnelError),
+    #[error(
+        "cluster {0}'s agent is connected to the replica at {1}, which could not be reached ({2}); if that replica \
+         is gone, the agent reconnects to another one within 30 s"
+    )]
+    Peer(String, String, String),
+    #[error(
+        "cluster {0}'s agent is connected to another replica, which has no peer address: set KUBEHERO_PEER_URL on \
+         every replica"
+    )]
+    NoPeerUrl(String),
 }
 
 /// An HTTP/1.1 connection over a tunnel stream, kept for the next request to the same cluster.
@@ -62,6 +72,8 @@ pub struct Hub {
     /// Clusters that have been connected since this process started (a connect of one of these counts as a
     /// reconnect).
     seen: Mutex<std::collections::HashSet<String>>,
+    /// The Kubernetes versions of clusters reached through another replica, from their state rows.
+    remote_versions: Mutex<HashMap<String, String>>,
 }
 
 /// The peer of a tunnel, from its client certificate.
@@ -84,7 +96,17 @@ impl Hub {
             next_id: AtomicU64::new(1),
             metrics,
             seen: Mutex::default(),
+            remote_versions: Mutex::default(),
         }
+    }
+
+    /// A stream to `cluster` through another replica, counted like one of this replica's own.
+    pub fn forwarded(&self, cluster: &str, inner: Stream, kubernetes_version: Option<String>) -> TunnelStream {
+        if let Some(v) = kubernetes_version {
+            self.remote_versions.lock().insert(cluster.to_string(), v);
+        }
+        self.metrics.agents.streams_open.inc();
+        TunnelStream { inner, open: self.metrics.agents.streams_open.clone() }
     }
 
     /// A pooled connection to `cluster` that can take a request now (closed ones are dropped).
@@ -106,14 +128,15 @@ impl Hub {
         }
     }
 
-    /// The connected cluster's Kubernetes version, once known.
     /// The clusters with a tunnel to this replica, each with its tunnel's id (a new tunnel has a new id).
     pub fn connected(&self) -> Vec<(String, u64)> {
         self.tunnels.lock().iter().map(|(c, e)| (c.clone(), e.id)).collect()
     }
 
+    /// The cluster's Kubernetes version, once known (through this replica's tunnel, or another replica's).
     pub fn kubernetes_version(&self, cluster: &str) -> Option<String> {
-        self.tunnels.lock().get(cluster).and_then(|e| e.kubernetes_version.clone())
+        let local = self.tunnels.lock().get(cluster).and_then(|e| e.kubernetes_version.clone());
+        local.or_else(|| self.remote_versions.lock().get(cluster).cloned())
     }
 
     /// Opens a byte stream to `cluster`'s API server. If the tunnel it picks is closing (replaced a moment ago),
@@ -210,6 +233,7 @@ impl Hub {
             agent_version: peer.version.clone(),
             kubernetes_version: None,
             cert_not_after: Some(peer.not_after),
+            replica: state.agents.peers.own().map(str::to_string),
         };
         self.write_status(state, &status).await;
         let event = agent_event(
@@ -277,6 +301,7 @@ impl Hub {
             agent_version: entry.agent_version,
             kubernetes_version: entry.kubernetes_version,
             cert_not_after: Some(entry.not_after),
+            replica: state.agents.peers.own().map(str::to_string),
         };
         self.write_status(state, &status).await;
         let r = match why {
@@ -323,7 +348,7 @@ impl Hub {
         if names.is_empty() {
             return;
         }
-        if let Err(e) = state.store.touch_clusters(&names, state.clock.now()).await {
+        if let Err(e) = state.store.touch_clusters(&names, state.agents.peers.own(), state.clock.now()).await {
             tracing::warn!(error = %e, "recording when clusters were last seen failed");
         }
     }

@@ -245,6 +245,10 @@ async fn route(
                 tunnel(state, agents, peer, der, source, req)
             }
         }
+        (&Method::GET, path) if path.starts_with(super::peer::STREAM_PATH) => {
+            let cluster = path[super::peer::STREAM_PATH.len()..].to_string();
+            super::peer::serve(state, agents, &cluster, req)
+        }
         _ => error(StatusCode::NOT_FOUND, "not_found", "no such agent call"),
     }
 }

@@ -7,11 +7,12 @@
 pub mod ca;
 pub mod hub;
 pub mod listener;
+pub mod peer;
 
 use crate::config::AgentSettings;
 use crate::state::AppState;
 use kubehero_core::{AuditActor, AuditEvent, AuditOutcome, AuditResult, AuditTarget};
-use kubehero_store::Store;
+use kubehero_store::{ConnectionState, Store};
 use parking_lot::RwLock;
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -117,6 +118,8 @@ pub struct Agents {
     pub server_names: Vec<String>,
     /// Where the agent listener is bound (set once it is).
     pub bound: std::sync::OnceLock<std::net::SocketAddr>,
+    /// Streams to and from the other replicas.
+    pub peers: peer::Peers,
 }
 
 impl Agents {
@@ -129,6 +132,7 @@ impl Agents {
         metrics: Arc<crate::metrics::Metrics>,
         now: i64,
     ) -> Result<Agents, ca::CaError> {
+        let peers = peer::Peers::new(&keys.derive(b"kubehero-peer-streams-v1"));
         let source = match &settings.ca_files {
             Some((cert, key)) => ca::CaSource::Files { cert: cert.clone(), key: key.clone() },
             None => ca::CaSource::Store { keys },
@@ -148,6 +152,14 @@ impl Agents {
                 }
             }
         }
+        // The other replicas check this listener's certificate for the host of its peer URL.
+        let peer_host = match &settings.peer_url {
+            Some(u) => peer::host_of(u),
+            None => settings.listen.filter(|a| !a.ip().is_unspecified()).map(|a| a.ip().to_string()),
+        };
+        if let Some(h) = peer_host.filter(|h| !server_names.contains(h)) {
+            server_names.push(h);
+        }
         let tls = RwLock::new(listener::tls_config(&ca, &registry, &server_names, now)?);
         Ok(Agents {
             ca,
@@ -157,7 +169,56 @@ impl Agents {
             settings: settings.clone(),
             server_names,
             bound: Default::default(),
+            peers,
         })
+    }
+
+    /// Records where the agent listener is bound (and so where the other replicas reach this one), and marks
+    /// the clusters that a previous run at this address left shown as connected disconnected: a replica that
+    /// starts holds no tunnel, and the other replicas must not forward to it.
+    pub async fn bound_at(&self, state: &AppState, addr: std::net::SocketAddr) {
+        let _ = self.bound.set(addr);
+        self.peers.set_own(self.settings.peer_url.as_deref(), addr);
+        if let Some(own) = self.peers.own() {
+            match state.store.disconnect_replica(own, state.clock.now()).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(
+                    clusters = n,
+                    "clusters left connected to this replica's previous run: now disconnected"
+                ),
+                Err(e) => tracing::warn!(error = %e, "clearing this replica's previous tunnels failed"),
+            }
+        }
+    }
+
+    /// A byte stream to `cluster`'s API server: through this replica's tunnel, or, when the agent is connected
+    /// to another replica, through that one (see [`peer`]).
+    pub async fn open(&self, state: &AppState, cluster: &str) -> Result<hub::TunnelStream, hub::OpenError> {
+        match self.hub.open(cluster).await {
+            Err(hub::OpenError::NotConnected(_)) => {}
+            other => return other,
+        }
+        let not_connected = || hub::OpenError::NotConnected(cluster.to_string());
+        let status =
+            state.store.cluster_statuses().await.ok().and_then(|all| all.into_iter().find(|s| s.cluster == cluster));
+        let status = status.filter(|s| s.state == ConnectionState::Connected).ok_or_else(not_connected)?;
+        let Some(url) = status.replica else {
+            return Err(hub::OpenError::NoPeerUrl(cluster.to_string()));
+        };
+        if Some(url.as_str()) == self.peers.own() {
+            // The row names this replica, which has no tunnel: it ended and its row is not written yet.
+            return Err(not_connected());
+        }
+        match peer::open(self, &url, cluster, state.clock.now()).await {
+            Ok(stream) => {
+                state.metrics.agents.peer_streams.get_or_create(&crate::metrics::PeerLabels { direction: "out" }).inc();
+                Ok(self.hub.forwarded(cluster, stream, status.kubernetes_version))
+            }
+            Err(e) => {
+                state.metrics.agents.stream_failures.inc();
+                Err(hub::OpenError::Peer(cluster.to_string(), url, e))
+            }
+        }
     }
 
     /// The agent listener's current TLS settings.

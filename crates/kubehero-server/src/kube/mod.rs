@@ -200,7 +200,7 @@ pub async fn proxy(State(s): State<AppState>, mut req: Request) -> Response {
     let pooled = if upgrade { None } else { s.agents.hub.pooled(&cluster) };
     let conn = match pooled {
         Some(send) => Ok(send),
-        None => match s.agents.hub.open(&cluster).await {
+        None => match s.agents.open(&s, &cluster).await {
             Ok(stream) => Err(stream),
             Err(e) => {
                 let known = s

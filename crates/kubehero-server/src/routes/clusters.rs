@@ -55,6 +55,7 @@ fn view(cluster: Option<Cluster>, name: String, status: Option<ClusterStatus>, n
         agent_version: None,
         kubernetes_version: None,
         cert_not_after: None,
+        replica: None,
     });
     ClusterView {
         cluster,

@@ -224,11 +224,28 @@ async fn agents(s: &dyn Store) {
         agent_version: Some("0.1.0".into()),
         kubernetes_version: Some("v1.20.2".into()),
         cert_not_after: Some(1_000),
+        replica: Some("https://10.0.0.1:8444".into()),
     };
     assert!(s.put_cluster_status(&status).await.unwrap());
-    s.touch_clusters(&["edge".to_string()], 190).await.unwrap();
+    s.touch_clusters(&["edge".to_string()], status.replica.as_deref(), 190).await.unwrap();
     let edge = async || s.cluster_statuses().await.unwrap().into_iter().find(|st| st.cluster == "edge");
     assert_eq!(edge().await.unwrap().last_seen, Some(190));
+    // The agent moves to another replica; the first one's late disconnect and touch leave the new row alone.
+    let moved = ClusterStatus {
+        since: 191,
+        last_seen: Some(191),
+        replica: Some("https://10.0.0.2:8444".into()),
+        ..status.clone()
+    };
+    assert!(s.put_cluster_status(&moved).await.unwrap());
+    let late = ClusterStatus { state: ConnectionState::Disconnected, since: 192, ..status.clone() };
+    assert!(!s.put_cluster_status(&late).await.unwrap(), "another replica's disconnect");
+    s.touch_clusters(&["edge".to_string()], status.replica.as_deref(), 193).await.unwrap();
+    assert_eq!(edge().await.unwrap(), moved);
+    // The holder is killed and starts again: what its last run held is disconnected.
+    assert_eq!(s.disconnect_replica("https://10.0.0.1:8444", 194).await.unwrap(), 0);
+    assert_eq!(s.disconnect_replica("https://10.0.0.2:8444", 194).await.unwrap(), 1);
+    assert_eq!((edge().await.unwrap().state, edge().await.unwrap().since), (ConnectionState::Disconnected, 194));
     s.delete_cluster("edge", 200).await.unwrap();
     let removed = edge().await.unwrap();
     assert_eq!((removed.state, removed.since), (ConnectionState::Removed, 200));

@@ -28,7 +28,7 @@ async fn state_of(url: &str, name: &str) -> Value {
     clusters(url).await.into_iter().find(|c| c["name"] == name).unwrap_or(Value::Null)
 }
 
-async fn until(what: &str, limit: Duration, mut check: impl AsyncFnMut() -> bool) -> Duration {
+pub(crate) async fn until(what: &str, limit: Duration, mut check: impl AsyncFnMut() -> bool) -> Duration {
     let t0 = Instant::now();
     while !check().await {
         assert!(t0.elapsed() < limit, "{what}: not within {limit:?}");
@@ -51,7 +51,13 @@ async fn add(url: &str, name: &str) -> Value {
 }
 
 /// `kubehero agent` towards `server` with a service account's kubeconfig.
-fn agent(server: &str, name: &str, join: &Value, kubeconfig: &std::path::Path, state: &std::path::Path) -> Child {
+pub(crate) fn agent(
+    server: &str,
+    name: &str,
+    join: &Value,
+    kubeconfig: &std::path::Path,
+    state: &std::path::Path,
+) -> Child {
     Command::new(bin())
         .arg("agent")
         .env_clear()
@@ -243,7 +249,7 @@ async fn cluster_commands_register_list_issue_tokens_and_remove() {
 }
 
 /// A serving certificate for 127.0.0.1: (cert path, key path, cert PEM).
-fn tls(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf, Vec<u8>) {
+pub(crate) fn tls(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf, Vec<u8>) {
     let key = rcgen::KeyPair::generate().unwrap();
     let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".into()]).unwrap().self_signed(&key).unwrap();
     let (c, k) = (dir.join("tls.crt"), dir.join("tls.key"));

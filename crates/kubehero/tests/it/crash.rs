@@ -1,33 +1,9 @@
 //! Durability of the audit log under `kill -9`, and several `serve` processes writing one chain.
 
 use crate::support::*;
-use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-
-/// Checks that every answered request that `must` be durable has its row; returns how many others (plain
-/// reads, whose rows are not awaited) have none.
-fn check_every_answer_logged(answered: &Answered, ids: &[String], seqs: &[i64], must: impl Fn(u16) -> bool) -> usize {
-    assert_eq!(seqs, (1..=seqs.len() as i64).collect::<Vec<_>>(), "sequence numbers have no gaps");
-    let logged: HashSet<&String> = ids.iter().collect();
-    let answered = answered.lock().unwrap();
-    assert!(!answered.is_empty());
-    let (missing, unlogged_reads): (Vec<_>, Vec<_>) =
-        answered.iter().filter(|(id, _)| !logged.contains(id)).partition(|(_, status)| must(*status));
-    assert!(
-        missing.is_empty(),
-        "{} answered requests have no audit row: {:?}",
-        missing.len(),
-        &missing[..missing.len().min(5)]
-    );
-    unlogged_reads.len()
-}
-
-/// The load's requests: `POST /api/v1/clusters` answers 201 (or an error, also durable); `GET whoami` 200.
-fn mutation_or_error(status: u16) -> bool {
-    status != 200
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_under_write_load_loses_no_answered_row() {

@@ -6,6 +6,7 @@ mod agents;
 mod cli;
 mod crash;
 mod faults;
+mod ha;
 mod helm;
 mod login_cli;
 mod support;

@@ -1,6 +1,6 @@
 //! Starting `kubehero serve` as a child process and driving it over HTTP.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -42,7 +42,8 @@ impl Serve {
         Self::start_on(env, kubehero_testkit::oidc::free_port().unwrap()).await
     }
 
-    /// [`Serve::start`] on a given port (when the public URL must be known before the server starts).
+    /// [`Serve::start`] on a given port (when the public URL must be known before the server starts). Serves
+    /// HTTPS when the environment names a certificate (`KUBEHERO_TLS_CERT`).
     pub async fn start_on(env: &HashMap<String, String>, port: u16) -> Serve {
         let child = Command::new(bin())
             .arg("serve")
@@ -54,9 +55,11 @@ impl Serve {
             .kill_on_drop(true)
             .spawn()
             .unwrap();
-        let url = format!("http://127.0.0.1:{port}");
+        let scheme = if env.contains_key("KUBEHERO_TLS_CERT") { "https" } else { "http" };
+        let url = format!("{scheme}://127.0.0.1:{port}");
+        let http = client(env);
         let deadline = Instant::now() + Duration::from_secs(30);
-        while reqwest::get(format!("{url}/healthz")).await.is_err() {
+        while http.get(format!("{url}/healthz")).send().await.is_err() {
             assert!(Instant::now() < deadline, "kubehero serve did not start");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -77,6 +80,43 @@ impl Serve {
         let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await.unwrap().unwrap();
         assert!(status.success(), "serve exited with {status}");
     }
+}
+
+/// A client that trusts the serving certificate of `env` (`KUBEHERO_TLS_CERT`), if there is one.
+pub fn client(env: &HashMap<String, String>) -> reqwest::Client {
+    let mut b = reqwest::Client::builder().timeout(Duration::from_secs(30));
+    if let Some(cert) = env.get("KUBEHERO_TLS_CERT") {
+        b = b.add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(cert).unwrap()).unwrap());
+    }
+    b.build().unwrap()
+}
+
+/// Checks that every answered request that `must` be durable has its row; returns how many others (plain
+/// reads, whose rows are not awaited) have none.
+pub fn check_every_answer_logged(
+    answered: &Answered,
+    ids: &[String],
+    seqs: &[i64],
+    must: impl Fn(u16) -> bool,
+) -> usize {
+    assert_eq!(seqs, (1..=seqs.len() as i64).collect::<Vec<_>>(), "sequence numbers have no gaps");
+    let logged: HashSet<&String> = ids.iter().collect();
+    let answered = answered.lock().unwrap();
+    assert!(!answered.is_empty());
+    let (missing, unlogged_reads): (Vec<_>, Vec<_>) =
+        answered.iter().filter(|(id, _)| !logged.contains(id)).partition(|(_, status)| must(*status));
+    assert!(
+        missing.is_empty(),
+        "{} answered requests have no audit row: {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
+    unlogged_reads.len()
+}
+
+/// The load's requests: `POST /api/v1/clusters` answers 201 (or an error, also durable); `GET whoami` 200.
+pub fn mutation_or_error(status: u16) -> bool {
+    status != 200
 }
 
 /// Request ids of every request that got a response, with its status.

@@ -1,0 +1,213 @@
+//! Streams between replicas. An agent holds one tunnel, to whichever replica the load balancer gave it; a
+//! request for its cluster that lands on another replica is passed to the one holding the tunnel, found in the
+//! cluster's state row (`cluster_status.replica`, that replica's `KUBEHERO_PEER_URL`).
+//!
+//! The forwarding replica asks the holder's agent listener for a raw stream (`GET /peer/v1/streams/{cluster}`,
+//! `Upgrade: kubehero-peer/1`) and uses it exactly like a tunnel stream of its own: the request has already
+//! been authenticated, authorized, stripped of the caller's credentials and given its impersonation headers
+//! there, and it is audited there. The holder only splices bytes between the upgraded connection and a new
+//! stream of its local tunnel; it never forwards again (no loops). Replicas prove themselves to each other with
+//! an HMAC over the time and the cluster, under a key derived from the audit HMAC key they share, and the
+//! holder's certificate is checked against the agent CA (every replica's agent listener serves one from it, for
+//! the names of its peer URL), so neither an agent's certificate nor a copied request opens a stream.
+
+use super::Agents;
+use crate::state::AppState;
+use bytes::Bytes;
+use http::StatusCode;
+use http_body_util::{Empty, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The path prefix of a stream request; the cluster's name follows.
+pub const STREAM_PATH: &str = "/peer/v1/streams/";
+/// The upgrade protocol of a stream between replicas.
+pub const PROTOCOL: &str = "kubehero-peer/1";
+/// `<unix seconds>.<base64url HMAC-SHA256>`.
+pub const AUTH_HEADER: &str = "kubehero-peer-auth";
+/// How far the two replicas' clocks (and the request's age) may differ.
+const SKEW_SECS: i64 = 60;
+/// How long connecting to another replica (TCP, TLS, the upgrade) may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// This replica's side of the peer links: the shared key and where the others reach it.
+pub struct Peers {
+    key: ring::hmac::Key,
+    /// `KUBEHERO_PEER_URL`, or the agent listener's address when it is bound to one IP; `None` when neither is
+    /// known (one replica, or an unreachable address: other replicas cannot forward here).
+    own: std::sync::OnceLock<Option<String>>,
+}
+
+impl std::fmt::Debug for Peers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Peers").field("own", &self.own.get()).finish_non_exhaustive()
+    }
+}
+
+impl Peers {
+    pub fn new(secret: &[u8; 32]) -> Peers {
+        Peers { key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret), own: Default::default() }
+    }
+
+    /// Sets where the other replicas reach this one, once the agent listener is bound.
+    pub fn set_own(&self, configured: Option<&str>, bound: std::net::SocketAddr) {
+        let own = match configured {
+            Some(u) => Some(u.trim_end_matches('/').to_string()),
+            None if bound.ip().is_unspecified() => None,
+            None => Some(format!("https://{bound}")),
+        };
+        let _ = self.own.set(own);
+    }
+
+    /// Where the other replicas reach this one, if they can.
+    pub fn own(&self) -> Option<&str> {
+        self.own.get().and_then(|o| o.as_deref())
+    }
+
+    fn mac(&self, ts: i64, cluster: &str) -> ring::hmac::Tag {
+        ring::hmac::sign(&self.key, format!("kubehero-peer-stream\n{ts}\n{cluster}").as_bytes())
+    }
+
+    /// The value of [`AUTH_HEADER`] for a stream to `cluster` at `now`.
+    pub fn credential(&self, cluster: &str, now: i64) -> String {
+        use base64::Engine;
+        let tag = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(self.mac(now, cluster).as_ref());
+        format!("{now}.{tag}")
+    }
+
+    /// Whether `value` is a fresh credential for `cluster` (constant-time comparison).
+    pub fn check(&self, value: &str, cluster: &str, now: i64) -> bool {
+        use base64::Engine;
+        let Some((ts, tag)) = value.split_once('.') else { return false };
+        let Ok(ts) = ts.parse::<i64>() else { return false };
+        if (now - ts).abs() > SKEW_SECS {
+            return false;
+        }
+        let Ok(tag) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(tag) else { return false };
+        ring::hmac::verify(&self.key, format!("kubehero-peer-stream\n{ts}\n{cluster}").as_bytes(), &tag).is_ok()
+    }
+}
+
+/// The host of a peer URL (`https://HOST:PORT`), for the agent listener's certificate.
+pub fn host_of(url: &str) -> Option<String> {
+    let uri: http::Uri = url.parse().ok()?;
+    Some(uri.host()?.trim_start_matches('[').trim_end_matches(']').to_string())
+}
+
+/// Checks a `KUBEHERO_PEER_URL` value: `https://HOST:PORT`, nothing else.
+pub fn valid_url(url: &str) -> bool {
+    url.parse::<http::Uri>().is_ok_and(|u| {
+        u.scheme_str() == Some("https") && u.host().is_some() && u.port_u16().is_some() && u.path() == "/"
+    }) && !url.trim_end_matches('/').ends_with(':')
+}
+
+type Answer = super::listener::Answer;
+
+/// The holder's side: checks the caller's credential, opens a stream of the local tunnel, answers 101 and
+/// splices the two until either side closes.
+pub fn serve(state: &AppState, agents: &Arc<Agents>, cluster: &str, mut req: hyper::Request<Incoming>) -> Answer {
+    use super::listener::error;
+    let wants = req.headers().get(http::header::UPGRADE).and_then(|v| v.to_str().ok());
+    if !wants.is_some_and(|w| w.eq_ignore_ascii_case(PROTOCOL)) {
+        return error(StatusCode::BAD_REQUEST, "invalid_argument", "a peer stream needs Upgrade: kubehero-peer/1");
+    }
+    let auth = req.headers().get(AUTH_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if !agents.peers.check(auth, cluster, state.clock.now()) {
+        state.metrics.agents.peer_refused.inc();
+        tracing::warn!(cluster, "a peer stream without a valid replica credential was refused");
+        return error(StatusCode::UNAUTHORIZED, "unauthenticated", "this call needs another replica's credential");
+    }
+    if !agents.hub.connected().iter().any(|(c, _)| c == cluster) {
+        return error(StatusCode::NOT_FOUND, "not_connected", "the cluster's agent is not connected to this replica");
+    }
+    let upgrade = hyper::upgrade::on(&mut req);
+    let (hub, cluster, metrics) = (agents.hub.clone(), cluster.to_string(), state.metrics.clone());
+    tokio::spawn(async move {
+        let (Ok(from), Ok(to)) = (upgrade.await, hub.open(&cluster).await) else {
+            return tracing::debug!(cluster, "a peer stream ended before it began");
+        };
+        metrics.agents.peer_streams.get_or_create(&crate::metrics::PeerLabels { direction: "in" }).inc();
+        let (mut from, mut to) = (TokioIo::new(from), TokioIo::new(to));
+        if let Err(e) = tokio::io::copy_bidirectional(&mut from, &mut to).await {
+            tracing::debug!(cluster, error = %e, "a peer stream ended with an error");
+        }
+    });
+    let mut res = hyper::Response::new(Full::new(Bytes::new()));
+    *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    res.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("Upgrade"));
+    res.headers_mut().insert(http::header::UPGRADE, http::HeaderValue::from_static(PROTOCOL));
+    res
+}
+
+/// The forwarding side: a byte stream to `cluster`'s API server through the replica at `url`.
+pub async fn open(agents: &Agents, url: &str, cluster: &str, now: i64) -> Result<hyper::upgrade::Upgraded, String> {
+    let uri: http::Uri = url.parse().map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+    let (Some(host), Some(port)) = (host_of(url), uri.port_u16()) else {
+        return Err(format!("{url:?} is not https://HOST:PORT"));
+    };
+    let connect = async {
+        let mut roots = rustls::RootCertStore::empty();
+        for c in agents.ca.trusted() {
+            roots.add(c).map_err(|e| e.to_string())?;
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let name = rustls::pki_types::ServerName::try_from(host.clone()).map_err(|e| e.to_string())?;
+        let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await.map_err(|e| e.to_string())?;
+        let _ = tcp.set_nodelay(true);
+        let tls =
+            tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await.map_err(|e| e.to_string())?;
+        let (mut send, conn) =
+            hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.map_err(|e| e.to_string())?;
+        tokio::spawn(conn.with_upgrades());
+        let req = http::Request::get(format!("{STREAM_PATH}{cluster}"))
+            .header(http::header::HOST, format!("{host}:{port}"))
+            .header(http::header::CONNECTION, "Upgrade")
+            .header(http::header::UPGRADE, PROTOCOL)
+            .header(AUTH_HEADER, agents.peers.credential(cluster, now))
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| e.to_string())?;
+        let res = send.send_request(req).await.map_err(|e| e.to_string())?;
+        if res.status() != StatusCode::SWITCHING_PROTOCOLS {
+            return Err(format!("it answered {}", res.status()));
+        }
+        hyper::upgrade::on(res).await.map_err(|e| e.to_string())
+    };
+    tokio::time::timeout(CONNECT_TIMEOUT, connect).await.map_err(|_| "no answer within 5 s".to_string())?
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn credentials_are_bound_to_cluster_and_time() {
+        let p = Peers::new(&[7; 32]);
+        let c = p.credential("prod", 1_000);
+        assert!(p.check(&c, "prod", 1_000));
+        assert!(p.check(&c, "prod", 1_060));
+        assert!(!p.check(&c, "prod", 1_061), "too old");
+        assert!(!p.check(&c, "dev", 1_000), "another cluster");
+        assert!(!Peers::new(&[8; 32]).check(&c, "prod", 1_000), "another key");
+        for bad in ["", "1000", "x.y", "1000.", "1000.!!"] {
+            assert!(!p.check(bad, "prod", 1_000), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn peer_urls() {
+        assert!(valid_url("https://10.0.0.5:8443"));
+        assert!(valid_url("https://kubehero-0.kubehero:8443/"));
+        for bad in ["http://10.0.0.5:8443", "https://10.0.0.5", "https://10.0.0.5:8443/x", "10.0.0.5:8443"] {
+            assert!(!valid_url(bad), "{bad}");
+        }
+        assert_eq!(host_of("https://[::1]:8443").as_deref(), Some("::1"));
+    }
+}
