@@ -29,15 +29,7 @@ fn sha256(s: &str) -> [u8; 32] {
     out
 }
 
-fn hex(bytes: &[u8]) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(char::from(HEX[usize::from(b >> 4)]));
-        s.push(char::from(HEX[usize::from(b & 0xf)]));
-    }
-    s
-}
+use kubehero_core::hex::encode as hex;
 
 /// Lowercase hex SHA-256 of `s`.
 pub fn sha256_hex(s: &str) -> String {

@@ -10,6 +10,7 @@ pub mod audit;
 pub mod authz;
 pub mod backoff;
 pub mod glob;
+pub mod hex;
 pub mod kube;
 pub mod names;
 pub mod principal;

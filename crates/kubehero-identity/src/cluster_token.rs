@@ -110,14 +110,7 @@ impl Identity {
 }
 
 fn hex_32(s: &str) -> Option<[u8; 32]> {
-    if s.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, chunk) in s.as_bytes().chunks(2).enumerate() {
-        out[i] = u8::from_str_radix(std::str::from_utf8(chunk).ok()?, 16).ok()?;
-    }
-    Some(out)
+    kubehero_core::hex::decode(s)?.try_into().ok()
 }
 
 #[cfg(test)]

@@ -231,6 +231,11 @@ impl RequestContext {
         }
     }
 
+    /// The request's id (what its rows carry).
+    pub fn request_id(&self) -> &str {
+        &self.request_id
+    }
+
     /// The client's address, when known.
     pub fn source(&self) -> Option<std::net::IpAddr> {
         self.facts.source

@@ -56,10 +56,12 @@ pub const SETTINGS: &[Setting] = &[
     Setting { name: "KUBEHERO_GROUP_ROLES", help: "Comma-separated group=role pairs mapping groups claim values to viewer, member, auditor, admin, owner.", default: "unset: everyone is viewer" },
     Setting { name: "KUBEHERO_API_KEYS", help: "Static API keys for service accounts: comma-separated <token> or <token>:<role> (default role viewer). Kept as SHA-256 only.", default: "unset" },
     Setting { name: "KUBEHERO_SCIM_TOKEN", help: "Bearer token of SCIM 2.0 provisioning at <public URL>/scim/v2 (at least 32 characters). Empty or unset: SCIM off (404), no directory checks.", default: "unset: SCIM off" },
+    Setting { name: "KUBEHERO_WORKOS_WEBHOOK_SECRET", help: "Signing secret of the WorkOS Directory Sync webhook (POST <public URL>/webhooks/workos): signed dsync.* events create, update, deactivate and delete people and groups like the matching SCIM operations. Unset: the webhook does not exist (404).", default: "unset: off" },
     Setting { name: "KUBEHERO_REQUIRE_AUTH", help: "true: requests without a credential get 401. false (open mode): they are an anonymous viewer.", default: "false" },
     Setting { name: "AUDIT_HMAC_KEY", help: "HMAC-SHA256 key that chains audit rows (at least 32 characters). Required with KUBEHERO_REQUIRE_AUTH=true; in open mode one is generated into the data dir.", default: "unset" },
     Setting { name: "KUBEHERO_LISTEN", help: "Address and port to listen on.", default: "127.0.0.1:8080" },
     Setting { name: "KUBEHERO_AGENT_LISTEN", help: "Address of the agent listener (TLS 1.3, client certificates): cluster agents join, renew and hold their tunnels here. `off` disables it.", default: "127.0.0.1:8443" },
+    Setting { name: "KUBEHERO_PEER_URL", help: "https://HOST:PORT at which the other replicas reach this one's agent listener, for kubectl requests whose cluster's agent holds its tunnel here (e.g. https://$(POD_IP):8443). Needed with several replicas when the agent listener is bound to 0.0.0.0.", default: "https://<agent listener address> when bound to one IP; else unset" },
     Setting { name: "KUBEHERO_AGENT_SERVER_NAMES", help: "Comma-separated DNS names and IPs that agents use to reach the agent listener; its certificate (signed by the agent CA) names them.", default: "localhost,127.0.0.1,::1 and the host of KUBEHERO_PUBLIC_URL" },
     Setting { name: "KUBEHERO_AGENT_CA_CERT", help: "PEM file of the agent CA (e.g. from cert-manager; several certificates = rollover: the first signs, all are trusted). Re-read when it changes. Unset: a CA built into the store.", default: "unset" },
     Setting { name: "KUBEHERO_AGENT_CA_KEY", help: "PEM file of the key of the first certificate in KUBEHERO_AGENT_CA_CERT.", default: "unset" },
@@ -258,6 +260,9 @@ pub struct ServerConfig {
     pub api_keys: StaticApiKeys,
     /// `KUBEHERO_SCIM_TOKEN`: the SCIM endpoint's bearer token; `None` turns SCIM off.
     pub scim_token: Option<Secret>,
+    /// `KUBEHERO_WORKOS_WEBHOOK_SECRET`: the WorkOS Directory Sync webhook's signing secret; `None` turns the
+    /// webhook off.
+    pub workos_webhook_secret: Option<Secret>,
     /// `KUBEHERO_PUBLIC_URL` when set (without a trailing slash).
     pub public_url: Option<String>,
     pub audit_hmac_key: Option<Secret>,
@@ -397,6 +402,9 @@ impl ServerConfig {
             ));
         }
 
+        let workos_webhook_secret =
+            env.var("KUBEHERO_WORKOS_WEBHOOK_SECRET").filter(|t| !t.trim().is_empty()).map(|t| Secret::new(t.trim()));
+
         let audit_hmac_key = env.var("AUDIT_HMAC_KEY").map(Secret::new);
         if let Some(k) = &audit_hmac_key {
             if k.expose().len() < 32 {
@@ -530,6 +538,7 @@ impl ServerConfig {
             bindings,
             api_keys,
             scim_token,
+            workos_webhook_secret,
             public_url,
             audit_hmac_key,
             audit_previous_keys,

@@ -230,6 +230,7 @@ pub async fn build_state(
             Some(pem[last..].trim().to_string() + "\n")
         }),
         kube_streams: Default::default(),
+        workos: config.workos_webhook_secret.as_ref().map(scim::workos::Webhook::new),
     }))
 }
 

@@ -56,6 +56,8 @@ pub struct Shared {
     pub serving_ca_pem: Option<String>,
     /// What RBAC sync last pushed to each cluster connected here, and its agents' reports.
     pub rbac_pushes: Arc<crate::kube::rbac::Pushes>,
+    /// The WorkOS Directory Sync webhook, when `KUBEHERO_WORKOS_WEBHOOK_SECRET` is set.
+    pub workos: Option<crate::scim::workos::Webhook>,
     /// KubeHero's own OIDC issuer (direct tokens for clusters that trust it).
     pub issuer: Arc<crate::issuer::Issuer>,
     /// Device codes per client address (10 at once, then one every 30 s).

@@ -1,6 +1,7 @@
 //! The agent listener (`KUBEHERO_AGENT_LISTEN`): TLS 1.3 only. A client certificate is checked at the
 //! handshake against the agent CAs, its CN must name a registered cluster and its serial must not be revoked;
-//! only the join call is served without one. Handshakes and request heads are time-limited, bodies are small,
+//! only the join call, and another replica's request for a stream (its own HMAC credential, `peer.rs`), are
+//! served without one. Handshakes and request heads are time-limited, bodies are small,
 //! and a bad peer only ever costs its own connection.
 
 use super::{agent_event, result, Agents, Refusal, Registry};

@@ -44,6 +44,10 @@ pub enum Permission {
     /// The IdP's SCIM client token (`/scim/v2`, answered in the SCIM error schema), then the handler
     /// authorizes this provisioning action. The routes exist only when `KUBEHERO_SCIM_TOKEN` is set.
     Provisioning(Action),
+    /// A webhook signed by a directory broker (WorkOS Directory Sync: `WorkOS-Signature`, checked by the
+    /// handler); each event is applied and recorded as the SCIM operation it matches. Exists only when its
+    /// secret is set (`KUBEHERO_WORKOS_WEBHOOK_SECRET`).
+    Signed,
     /// The Kubernetes surface (`/k8s/clusters/…`, every method, answered in Kubernetes `Status` objects): any
     /// KubeHero credential, then a role for that cluster and namespace from a group mapping or binding.
     Kube,
@@ -282,6 +286,7 @@ pub fn table() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
         r(Method::PATCH, "/scim/v2/Groups/{id}", Provisioning(ScimGroupPatch), on(PATCH, scim::groups::patch)),
         r(Method::DELETE, "/scim/v2/Groups/{id}", Provisioning(ScimGroupDelete), on(DELETE, scim::groups::delete)),
         r(Method::POST, "/scim/v2/.search", Provisioning(ScimUserRead), on(POST, scim::root_search)),
+        r(Method::POST, scim::workos::PATH, Signed, on(POST, scim::workos::receive)),
         r(Method::GET, "/k8s/clusters/{name}", Kube, axum::routing::any(crate::kube::proxy)),
         r(Method::GET, "/k8s/clusters/{name}/{*path}", Kube, axum::routing::any(crate::kube::proxy)),
     ]
@@ -300,7 +305,7 @@ pub fn app(state: AppState) -> Router {
             Permission::Requires(action) | Permission::Provisioning(action) => {
                 handler.layer(axum::middleware::from_fn(move |req, next| crate::audit::mark(action, req, next)))
             }
-            Permission::Public | Permission::SignIn | Permission::Kube => handler,
+            Permission::Public | Permission::SignIn | Permission::Kube | Permission::Signed => handler,
         };
         match paths.iter_mut().find(|(p, _, _)| *p == spec.path) {
             Some(entry) => entry.2 = std::mem::take(&mut entry.2).merge(handler),
@@ -313,6 +318,11 @@ pub fn app(state: AppState) -> Router {
             Permission::Requires(_) => api = api.route(path, handler),
             Permission::Provisioning(_) => provisioning.push((path, handler)),
             Permission::Kube => kube = kube.route(path, handler),
+            // Only with its secret; otherwise an unknown route.
+            Permission::Signed if state.workos.is_some() => {
+                public = public.route(path, handler.layer(DefaultBodyLimit::max(scim::workos::MAX_BODY)))
+            }
+            Permission::Signed => {}
         }
     }
     // Kubernetes bodies (apply of a large object) are the cluster's to limit, and they stream.

@@ -13,6 +13,7 @@
 
 pub(crate) mod groups;
 pub(crate) mod users;
+pub mod workos;
 
 use crate::auth::Auth;
 use crate::error::{ApiError, Code};

@@ -16,3 +16,4 @@ mod scim;
 mod shares;
 mod support;
 mod ui;
+mod workos;

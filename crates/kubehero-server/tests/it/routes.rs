@@ -479,8 +479,12 @@ async fn route_role_scope_matrix() {
 /// without a credential (401 + WWW-Authenticate) and with a bad one; public routes answer without one.
 #[tokio::test]
 async fn every_route_declares_and_enforces_its_permission() {
-    let env =
-        [("KUBEHERO_REQUIRE_AUTH", "true"), ("KUBEHERO_API_KEYS", &*api_keys_env()), ("KUBEHERO_SCIM_TOKEN", SCIM)];
+    let env = [
+        ("KUBEHERO_REQUIRE_AUTH", "true"),
+        ("KUBEHERO_API_KEYS", &*api_keys_env()),
+        ("KUBEHERO_SCIM_TOKEN", SCIM),
+        ("KUBEHERO_WORKOS_WEBHOOK_SECRET", "whsec-route-walk"),
+    ];
     let ts = TestServer::start(&env, None).await;
     let routes = table();
     assert!(routes.len() >= 25);
@@ -562,6 +566,15 @@ async fn every_route_declares_and_enforces_its_permission() {
                 let r = ts.call(Method::GET, &path, Some(ADMIN), None).await;
                 assert_eq!(r.status, StatusCode::NOT_FOUND, "an unknown cluster: {}", r.body);
                 assert_eq!(r.body["reason"], "NotFound");
+            }
+            Permission::Signed => {
+                // The directory broker's webhook: no KubeHero credential opens it, only its signature.
+                assert_eq!(spec.path, "/webhooks/workos");
+                for token in [None, Some(ADMIN), Some(SCIM)] {
+                    let r = ts.call(method.clone(), &path, token, Some(json!({}))).await;
+                    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{path} with {token:?}");
+                    assert_eq!(error_code(&r), "unauthenticated");
+                }
             }
             Permission::Provisioning(action) => {
                 assert!(spec.path.starts_with("/scim/v2/"), "{}", spec.path);

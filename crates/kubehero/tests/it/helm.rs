@@ -43,7 +43,7 @@ fn find<'a>(objs: &'a [Value], kind: &str, name_has: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no {kind} named like {name_has}"))
 }
 
-/// The control plane container's environment: name → value or `secret:<name>/<key>`.
+/// The control plane container's environment: name → value, `secret:<name>/<key>` or `field:<path>`.
 fn env_of(deployment: &Value) -> std::collections::BTreeMap<String, String> {
     let c = &deployment["spec"]["template"]["spec"]["containers"][0];
     c["env"]
@@ -51,9 +51,11 @@ fn env_of(deployment: &Value) -> std::collections::BTreeMap<String, String> {
         .unwrap()
         .iter()
         .map(|e| {
-            let v = match (e["value"].as_str(), &e["valueFrom"]["secretKeyRef"]) {
-                (Some(v), _) => v.to_string(),
-                (None, r) => format!("secret:{}/{}", r["name"].as_str().unwrap(), r["key"].as_str().unwrap()),
+            let from = &e["valueFrom"];
+            let v = match (e["value"].as_str(), from["fieldRef"]["fieldPath"].as_str(), &from["secretKeyRef"]) {
+                (Some(v), _, _) => v.to_string(),
+                (None, Some(field), _) => format!("field:{field}"),
+                (None, None, r) => format!("secret:{}/{}", r["name"].as_str().unwrap(), r["key"].as_str().unwrap()),
             };
             (e["name"].as_str().unwrap().to_string(), v)
         })
@@ -131,6 +133,9 @@ async fn charts_lint_render_what_the_seed_asks_and_refuse_bad_values() {
     let env = env_of(d);
     let expect = [
         ("KUBEHERO_REQUIRE_AUTH", "true"),
+        // Each replica is reached by the others at its pod IP (kubectl to a tunnel held elsewhere).
+        ("POD_IP", "field:status.podIP"),
+        ("KUBEHERO_PEER_URL", "https://$(POD_IP):8443"),
         ("KUBEHERO_DATABASE_URL", "secret:kubehero-postgres/url"),
         ("AUDIT_HMAC_KEY", "secret:kubehero-audit/key"),
         ("KUBEHERO_AUDIT_SIGNING_KEY", "/etc/kubehero/signing/signing.pk8"),
@@ -143,11 +148,13 @@ async fn charts_lint_render_what_the_seed_asks_and_refuse_bad_values() {
     for (k, v) in expect {
         assert_eq!(env.get(k).map(String::as_str), Some(v), "{k} in {env:?}");
     }
-    // Every variable is one the control plane reads (or an OIDC_* / audit key, named in its docs).
+    // Every variable is one the control plane reads (or an OIDC_* / audit key, named in its docs, or POD_IP,
+    // which only builds KUBEHERO_PEER_URL).
     let known: Vec<&str> = kubehero_server::config::SETTINGS.iter().map(|s| s.name).collect();
     for k in env.keys() {
         assert!(
-            known.contains(&k.as_str()) || ["OIDC_ISSUER_URL", "OIDC_AUDIENCE", "AUDIT_HMAC_KEY"].contains(&k.as_str()),
+            known.contains(&k.as_str())
+                || ["OIDC_ISSUER_URL", "OIDC_AUDIENCE", "AUDIT_HMAC_KEY", "POD_IP"].contains(&k.as_str()),
             "{k} is not a KubeHero setting"
         );
     }
@@ -182,12 +189,15 @@ async fn charts_lint_render_what_the_seed_asks_and_refuse_bad_values() {
         "auth.workos.apiKeySecret=workos",
         "--set",
         "auth.workos.clientIdSecret=workos",
+        "--set",
+        "auth.workos.webhookSecret=workos-webhook",
     ];
     let (ok, yaml, err) = helm(home, None, &[&["template", "kh", cp][..], &workos].concat()).await;
     assert!(ok, "{err}");
     let env = env_of(find(&objects(&yaml), "Deployment", "kubehero"));
     assert_eq!(env["OIDC_ISSUER_URL"], "https://api.workos.com/user_management/$(WORKOS_CLIENT_ID)");
     assert_eq!(env["KUBEHERO_OIDC_CLIENT_SECRET"], "secret:workos/apiKey");
+    assert_eq!(env["KUBEHERO_WORKOS_WEBHOOK_SECRET"], "secret:workos-webhook/webhookSecret");
 
     // Bad values: refused with a message that names them.
     for (bad, says) in [
