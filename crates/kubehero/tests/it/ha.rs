@@ -114,10 +114,13 @@ async fn client_loop(http: reqwest::Client, lb: String, tag: String, seen: Arc<S
 }
 
 async fn kubectl_ok(kubectl: &std::path::Path, kubeconfig: &std::path::Path) -> bool {
+    // kubectl keeps a discovery cache under $HOME/.kube: the test's directory, never the repository.
+    let home = kubeconfig.parent().unwrap_or(kubeconfig);
     let out = Command::new(kubectl)
         .args(["get", "namespaces", "--request-timeout=10s", "--kubeconfig"])
         .arg(kubeconfig)
         .env_clear()
+        .env("HOME", home)
         .output()
         .await
         .unwrap();
