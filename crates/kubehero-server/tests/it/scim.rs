@@ -9,7 +9,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
-const TOKEN: &str = "scim-test-token-0123456789abcdef0123456789";
+pub(crate) const TOKEN: &str = "scim-test-token-0123456789abcdef0123456789";
 const PATCH: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
 const USER: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
 const GROUP: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
@@ -497,21 +497,30 @@ async fn scim2_tester_compliance_suite_passes() {
 
 /// A KubeHero with SCIM and browser sign-in, and the IdP.
 async fn with_idp() -> (TestServer, OidcProvider) {
+    with_idp_and(&[]).await
+}
+
+/// [`with_idp`] with more settings.
+pub(crate) async fn with_idp_and(extra: &[(&str, &str)]) -> (TestServer, OidcProvider) {
     let port = free_port().unwrap();
     let base = format!("http://127.0.0.1:{port}");
     let idp = OidcProvider::start_for(free_port().unwrap(), std::slice::from_ref(&base)).await.unwrap();
+    let listen = format!("127.0.0.1:{port}");
     let ts = TestServer::start(
         &[
-            ("KUBEHERO_LISTEN", &format!("127.0.0.1:{port}")),
-            ("KUBEHERO_PUBLIC_URL", &base),
+            ("KUBEHERO_LISTEN", listen.as_str()),
+            ("KUBEHERO_PUBLIC_URL", base.as_str()),
             ("KUBEHERO_REQUIRE_AUTH", "true"),
-            ("OIDC_ISSUER_URL", &idp.issuer),
+            ("OIDC_ISSUER_URL", idp.issuer.as_str()),
             ("OIDC_AUDIENCE", "kubehero"),
             ("KUBEHERO_OIDC_CLIENT_ID", "kubehero"),
             ("KUBEHERO_OIDC_CLIENT_SECRET", "kubehero-secret"),
             ("KUBEHERO_GROUP_ROLES", "kubehero-admins=admin,kubehero-owners=owner"),
             ("KUBEHERO_SCIM_TOKEN", TOKEN),
-        ],
+        ]
+        .into_iter()
+        .chain(extra.iter().copied())
+        .collect::<Vec<_>>(),
         None,
     )
     .await;

@@ -5,12 +5,11 @@
 //! the npm oidc-provider's tokens for the person the directory describes, SCIM to read the directory back.
 
 use crate::support::*;
-use kubehero_testkit::oidc::{free_port, OidcProvider};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 const SECRET: &str = "whsec-test-0123456789abcdef0123456789";
-const SCIM: &str = "scim-token-for-workos-tests-0123456789ab";
+use crate::scim::TOKEN as SCIM;
 const DIRECTORY: &str = "directory_01ECAZ4NV9QMV47GW873HDCX74";
 
 /// A `directory_user` as WorkOS documents it.
@@ -81,33 +80,20 @@ async fn send(ts: &TestServer, hook: &kubehero_server::scim::workos::Webhook, bo
     r.body
 }
 
-async fn scim_user(ts: &TestServer, external_id: &str) -> Value {
-    let filter = kubehero_server::login::urlencode(&format!("externalId eq \"{external_id}\""));
+/// The SCIM users matching `filter`, read back through SCIM.
+async fn scim_users(ts: &TestServer, filter: &str) -> Value {
+    let filter = kubehero_server::login::urlencode(filter);
     let r = ts.http.get(format!("{}/scim/v2/Users?filter={filter}", ts.url)).bearer_auth(SCIM).send().await.unwrap();
-    let v: Value = r.json().await.unwrap();
-    v["Resources"][0].clone()
+    r.json().await.unwrap()
+}
+
+async fn scim_user(ts: &TestServer, external_id: &str) -> Value {
+    scim_users(ts, &format!("externalId eq \"{external_id}\"")).await["Resources"][0].clone()
 }
 
 #[tokio::test]
 async fn workos_directory_sync_events_provision_and_deprovision_like_scim() {
-    let port = free_port().unwrap();
-    let base = format!("http://127.0.0.1:{port}");
-    let idp = OidcProvider::start_for(free_port().unwrap(), std::slice::from_ref(&base)).await.unwrap();
-    let ts = TestServer::start(
-        &[
-            ("KUBEHERO_LISTEN", &format!("127.0.0.1:{port}")),
-            ("KUBEHERO_PUBLIC_URL", &base),
-            ("KUBEHERO_REQUIRE_AUTH", "true"),
-            ("OIDC_ISSUER_URL", &idp.issuer),
-            ("OIDC_AUDIENCE", "kubehero"),
-            ("KUBEHERO_GROUP_ROLES", "kubehero-admins=admin"),
-            ("KUBEHERO_SCIM_TOKEN", SCIM),
-            ("KUBEHERO_WORKOS_WEBHOOK_SECRET", SECRET),
-        ],
-        None,
-    )
-    .await;
-    ts.wait_issuer_healthy().await;
+    let (ts, idp) = crate::scim::with_idp_and(&[("KUBEHERO_WORKOS_WEBHOOK_SECRET", SECRET)]).await;
     let hook = kubehero_server::scim::workos::Webhook::new(&kubehero_core::Secret::new(SECRET.to_string()));
     let dave = idp.authcode("dave", "kubehero", "kubehero-secret").await.unwrap().id_token;
     assert_eq!(ts.whoami(&dave).await["role"], "viewer");
@@ -137,17 +123,7 @@ async fn workos_directory_sync_events_provision_and_deprovision_like_scim() {
     assert_eq!((u["userName"].as_str(), u["active"].as_bool()), (Some("dave@example.com"), Some(true)), "{u}");
     // A redelivery (WorkOS retries) applies nothing new.
     send(&ts, &hook, created).await;
-    let filter = kubehero_server::login::urlencode("userName eq \"dave@example.com\"");
-    let all: Value = ts
-        .http
-        .get(format!("{}/scim/v2/Users?filter={filter}", ts.url))
-        .bearer_auth(SCIM)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let all = scim_users(&ts, "userName eq \"dave@example.com\"").await;
     assert_eq!(all["totalResults"], 1);
 
     // dsync.group.user_added: the group is made and dave joins it; its mapping gives him admin.
