@@ -69,6 +69,14 @@ impl HmacKeys {
         Some(out)
     }
 
+    /// [`HmacKeys::derive`] under every loaded key, the current one first: what a replica still on the previous
+    /// key derived during a rotation is recognised too.
+    pub fn derive_all(&self, label: &[u8]) -> Vec<[u8; 32]> {
+        let mut ids: Vec<&String> = self.keys.keys().filter(|id| **id != self.current).collect();
+        ids.sort();
+        std::iter::once(&self.current).chain(ids).filter_map(|id| self.derive_with(id, label)).collect()
+    }
+
     /// The id of the key that seals new rows.
     pub fn current_id(&self) -> &str {
         &self.current

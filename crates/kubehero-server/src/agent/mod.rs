@@ -132,7 +132,7 @@ impl Agents {
         metrics: Arc<crate::metrics::Metrics>,
         now: i64,
     ) -> Result<Agents, ca::CaError> {
-        let peers = peer::Peers::new(&keys.derive(b"kubehero-peer-streams-v1"));
+        let peers = peer::Peers::new(&keys.derive_all(b"kubehero-peer-streams-v1"));
         let source = match &settings.ca_files {
             Some((cert, key)) => ca::CaSource::Files { cert: cert.clone(), key: key.clone() },
             None => ca::CaSource::Store { keys },

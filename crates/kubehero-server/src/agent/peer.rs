@@ -34,7 +34,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// This replica's side of the peer links: the shared key and where the others reach it.
 pub struct Peers {
-    key: ring::hmac::Key,
+    /// Signs with the first; accepts any (the current audit HMAC key's, then the previous ones': replicas in the
+    /// middle of a key rotation still reach each other).
+    keys: Vec<ring::hmac::Key>,
     /// `KUBEHERO_PEER_URL`, or the agent listener's address when it is bound to one IP; `None` when neither is
     /// known (one replica, or an unreachable address: other replicas cannot forward here).
     own: std::sync::OnceLock<Option<String>>,
@@ -47,8 +49,9 @@ impl std::fmt::Debug for Peers {
 }
 
 impl Peers {
-    pub fn new(secret: &[u8; 32]) -> Peers {
-        Peers { key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret), own: Default::default() }
+    pub fn new(secrets: &[[u8; 32]]) -> Peers {
+        let keys = secrets.iter().map(|s| ring::hmac::Key::new(ring::hmac::HMAC_SHA256, s)).collect();
+        Peers { keys, own: Default::default() }
     }
 
     /// Sets where the other replicas reach this one, once the agent listener is bound.
@@ -66,15 +69,12 @@ impl Peers {
         self.own.get().and_then(|o| o.as_deref())
     }
 
-    fn mac(&self, ts: i64, cluster: &str) -> ring::hmac::Tag {
-        ring::hmac::sign(&self.key, format!("kubehero-peer-stream\n{ts}\n{cluster}").as_bytes())
-    }
-
     /// The value of [`AUTH_HEADER`] for a stream to `cluster` at `now`.
     pub fn credential(&self, cluster: &str, now: i64) -> String {
         use base64::Engine;
-        let tag = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(self.mac(now, cluster).as_ref());
-        format!("{now}.{tag}")
+        let Some(key) = self.keys.first() else { return String::new() };
+        let tag = ring::hmac::sign(key, signed(now, cluster).as_bytes());
+        format!("{now}.{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(tag.as_ref()))
     }
 
     /// Whether `value` is a fresh credential for `cluster` (constant-time comparison).
@@ -86,8 +86,13 @@ impl Peers {
             return false;
         }
         let Ok(tag) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(tag) else { return false };
-        ring::hmac::verify(&self.key, format!("kubehero-peer-stream\n{ts}\n{cluster}").as_bytes(), &tag).is_ok()
+        self.keys.iter().any(|k| ring::hmac::verify(k, signed(ts, cluster).as_bytes(), &tag).is_ok())
     }
+}
+
+/// What a replica credential signs.
+fn signed(ts: i64, cluster: &str) -> String {
+    format!("kubehero-peer-stream\n{ts}\n{cluster}")
 }
 
 /// The host of a peer URL (`https://HOST:PORT`), for the agent listener's certificate.
@@ -189,13 +194,15 @@ mod tests {
 
     #[test]
     fn credentials_are_bound_to_cluster_and_time() {
-        let p = Peers::new(&[7; 32]);
+        let p = Peers::new(&[[7; 32]]);
         let c = p.credential("prod", 1_000);
         assert!(p.check(&c, "prod", 1_000));
         assert!(p.check(&c, "prod", 1_060));
         assert!(!p.check(&c, "prod", 1_061), "too old");
         assert!(!p.check(&c, "dev", 1_000), "another cluster");
-        assert!(!Peers::new(&[8; 32]).check(&c, "prod", 1_000), "another key");
+        assert!(!Peers::new(&[[8; 32]]).check(&c, "prod", 1_000), "another key");
+        let rotating = Peers::new(&[[8; 32], [7; 32]]);
+        assert!(rotating.check(&c, "prod", 1_000), "a replica still on the previous key");
         for bad in ["", "1000", "x.y", "1000.", "1000.!!"] {
             assert!(!p.check(bad, "prod", 1_000), "{bad:?}");
         }
