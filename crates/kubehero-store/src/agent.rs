@@ -143,6 +143,8 @@ pub trait AgentStore: Send + Sync {
     async fn agent_certs(&self, cluster: Option<&str>) -> Result<Vec<AgentCert>>;
     /// Every cluster's last known state.
     async fn cluster_statuses(&self) -> Result<Vec<ClusterStatus>>;
+    /// One cluster's last known state (`None`: it never connected, or is unknown).
+    async fn cluster_status(&self, cluster: &str) -> Result<Option<ClusterStatus>>;
     /// Writes a cluster's state, unless the cluster is no longer registered (a late disconnect of a removed
     /// cluster must not hide that it was removed), and unless it is a disconnect by a replica other than the
     /// one whose tunnel the row names (the agent moved on). True when written.
@@ -199,6 +201,8 @@ pub(crate) const REVOKE_AGENT_CERTS: &str = "UPDATE agent_certs SET revoked_at =
      WHERE cluster = $1 AND revoked_at IS NULL AND ($3 IS NULL OR serial = $3)";
 pub(crate) const CLUSTER_STATUSES: &str = "SELECT cluster, state, since, last_seen, agent_version, \
      kubernetes_version, cert_not_after, replica FROM cluster_status ORDER BY cluster";
+pub(crate) const CLUSTER_STATUS: &str = "SELECT cluster, state, since, last_seen, agent_version, \
+     kubernetes_version, cert_not_after, replica FROM cluster_status WHERE cluster = $1";
 /// Upserts a status row; `$8` is whether the cluster must still be registered for the write to happen. A
 /// disconnect from one replica leaves a row that another replica's tunnel wrote since.
 pub(crate) const PUT_CLUSTER_STATUS: &str = "INSERT INTO cluster_status \
@@ -323,6 +327,15 @@ macro_rules! agent_store {
                     .await
                     .map_err(Self::err("cluster states"))?;
                 rows.into_iter().map($crate::agent::status_from_row).collect()
+            }
+
+            async fn cluster_status(&self, cluster: &str) -> $crate::Result<Option<$crate::agent::ClusterStatus>> {
+                let row: Option<$crate::agent::StatusRow> = sqlx::query_as($crate::agent::CLUSTER_STATUS)
+                    .bind(cluster)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(Self::err("cluster state"))?;
+                row.map($crate::agent::status_from_row).transpose()
             }
 
             async fn put_cluster_status(&self, s: &$crate::agent::ClusterStatus) -> $crate::Result<bool> {

@@ -199,8 +199,7 @@ impl Agents {
             other => return other,
         }
         let not_connected = || hub::OpenError::NotConnected(cluster.to_string());
-        let status =
-            state.store.cluster_statuses().await.ok().and_then(|all| all.into_iter().find(|s| s.cluster == cluster));
+        let status = state.store.cluster_status(cluster).await.ok().flatten();
         let status = status.filter(|s| s.state == ConnectionState::Connected).ok_or_else(not_connected)?;
         let Some(url) = status.replica else {
             return Err(hub::OpenError::NoPeerUrl(cluster.to_string()));

@@ -203,12 +203,7 @@ pub async fn proxy(State(s): State<AppState>, mut req: Request) -> Response {
         None => match s.agents.open(&s, &cluster).await {
             Ok(stream) => Err(stream),
             Err(e) => {
-                let known = s
-                    .store
-                    .cluster_statuses()
-                    .await
-                    .ok()
-                    .and_then(|all| all.into_iter().find(|st| st.cluster == cluster));
+                let known = s.store.cluster_status(&cluster).await.ok().flatten();
                 let seen = known.as_ref().and_then(|k| k.last_seen).map(|t| {
                     let ago = (s.clock.now() - t).max(0);
                     if ago < 120 {

@@ -242,6 +242,8 @@ async fn agents(s: &dyn Store) {
     assert!(!s.put_cluster_status(&late).await.unwrap(), "another replica's disconnect");
     s.touch_clusters(&["edge".to_string()], status.replica.as_deref(), 193).await.unwrap();
     assert_eq!(edge().await.unwrap(), moved);
+    assert_eq!(s.cluster_status("edge").await.unwrap(), Some(moved.clone()));
+    assert_eq!(s.cluster_status("nowhere").await.unwrap(), None);
     // The holder is killed and starts again: what its last run held is disconnected.
     assert_eq!(s.disconnect_replica("https://10.0.0.1:8444", 194).await.unwrap(), 0);
     assert_eq!(s.disconnect_replica("https://10.0.0.2:8444", 194).await.unwrap(), 1);
