@@ -38,6 +38,10 @@ impl std::fmt::Debug for AgentConfig {
     }
 }
 
+/// A tunnel that stood this long before it ended proves the control plane was reachable: the next attempt starts
+/// the backoff over. One that ends sooner (refused right after the handshake, say) keeps growing the wait.
+const STOOD: Duration = Duration::from_secs(2);
+
 /// Default reconnect steps: the first wait is anywhere in 0–4 s, later ones up to 30 s.
 pub const RECONNECT_MIN: Duration = Duration::from_secs(4);
 pub const RECONNECT_MAX: Duration = Duration::from_secs(30);
@@ -176,15 +180,19 @@ pub async fn run(
     let renewer = tokio::spawn(renewals(cfg.clone(), tx, stop.clone()));
     let mut backoff = Backoff::new(cfg.reconnect_min, cfg.reconnect_max).full_jitter();
     loop {
+        // Set when a tunnel that stood for a while was closed cleanly by its replica (a rolling restart).
+        let mut handed_back = false;
         let creds = rx.borrow_and_update().clone();
         match cfg.server.tunnel(&creds, &cfg.version, handler.clone()).await {
             Ok(conn) => {
                 tracing::info!(cluster = %cfg.cluster, "tunnel up");
                 let up = std::time::Instant::now();
                 let mut conn = Box::pin(conn);
+                let mut clean = false;
                 let stopped = loop {
                     tokio::select! {
                         r = &mut conn => {
+                            clean = r.is_ok();
                             match r {
                                 Ok(()) => tracing::warn!(cluster = %cfg.cluster, "tunnel closed by the control plane"),
                                 Err(e) => tracing::warn!(cluster = %cfg.cluster, error = %e, "tunnel lost"),
@@ -215,17 +223,25 @@ pub async fn run(
                     renewer.abort();
                     return Ok(());
                 }
-                // A tunnel that stood for a while ended (its replica went away, or the network broke): the next
-                // attempt comes within the first step (0-4 s), so the agent is back on another replica well
-                // within 30 s. One that ends at once keeps growing the wait, so a broken control plane is not
-                // hammered.
-                if up.elapsed() > Duration::from_secs(5) {
+                // A tunnel that stood for a while ended: the backoff starts over, so the agent is back on
+                // another replica well within 30 s. Closed by its replica (a shutdown, or its process gone: the
+                // connection ends without an error), the next attempt comes within a second; broken (a network
+                // fault), within the first step (0-4 s). One that ends at once keeps growing the wait, so a broken
+                // control plane is not hammered.
+                if up.elapsed() > STOOD {
                     backoff.reset();
+                    handed_back = clean;
                 }
             }
             Err(e) => tracing::warn!(cluster = %cfg.cluster, error = %e, "tunnel could not be opened"),
         }
-        if sleep_or_stop(backoff.next_wait(), &mut stop).await {
+        // Spread over the second, so many agents do not arrive at once.
+        let wait = if handed_back {
+            Duration::from_secs_f64(kubehero_core::backoff::jitter_unit().min(1.0))
+        } else {
+            backoff.next_wait()
+        };
+        if sleep_or_stop(wait, &mut stop).await {
             renewer.abort();
             return Ok(());
         }

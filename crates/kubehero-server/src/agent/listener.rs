@@ -248,7 +248,7 @@ async fn route(
         }
         (&Method::GET, path) if path.starts_with(super::peer::STREAM_PATH) => {
             let cluster = path[super::peer::STREAM_PATH.len()..].to_string();
-            super::peer::serve(state, agents, &cluster, req)
+            super::peer::serve(state, agents, &cluster, req).await
         }
         _ => error(StatusCode::NOT_FOUND, "not_found", "no such agent call"),
     }

@@ -112,7 +112,7 @@ type Answer = super::listener::Answer;
 
 /// The holder's side: checks the caller's credential, opens a stream of the local tunnel, answers 101 and
 /// splices the two until either side closes.
-pub fn serve(state: &AppState, agents: &Arc<Agents>, cluster: &str, mut req: hyper::Request<Incoming>) -> Answer {
+pub async fn serve(state: &AppState, agents: &Arc<Agents>, cluster: &str, mut req: hyper::Request<Incoming>) -> Answer {
     use super::listener::error;
     let wants = req.headers().get(http::header::UPGRADE).and_then(|v| v.to_str().ok());
     if !wants.is_some_and(|w| w.eq_ignore_ascii_case(PROTOCOL)) {
@@ -124,13 +124,19 @@ pub fn serve(state: &AppState, agents: &Arc<Agents>, cluster: &str, mut req: hyp
         tracing::warn!(cluster, "a peer stream without a valid replica credential was refused");
         return error(StatusCode::UNAUTHORIZED, "unauthenticated", "this call needs another replica's credential");
     }
-    if !agents.hub.connected().iter().any(|(c, _)| c == cluster) {
-        return error(StatusCode::NOT_FOUND, "not_connected", "the cluster's agent is not connected to this replica");
-    }
+    // The tunnel's stream first, so a failure is an answer the other replica can report, not a closed stream.
+    let to = match agents.hub.open(cluster).await {
+        Ok(to) => to,
+        Err(super::hub::OpenError::NotConnected(_)) => {
+            let msg = "the cluster's agent is not connected to this replica";
+            return error(StatusCode::NOT_FOUND, "not_connected", msg);
+        }
+        Err(e) => return error(StatusCode::BAD_GATEWAY, "unavailable", &e.to_string()),
+    };
     let upgrade = hyper::upgrade::on(&mut req);
-    let (hub, cluster, metrics) = (agents.hub.clone(), cluster.to_string(), state.metrics.clone());
+    let (cluster, metrics) = (cluster.to_string(), state.metrics.clone());
     tokio::spawn(async move {
-        let (Ok(from), Ok(to)) = (upgrade.await, hub.open(&cluster).await) else {
+        let Ok(from) = upgrade.await else {
             return tracing::debug!(cluster, "a peer stream ended before it began");
         };
         metrics.agents.peer_streams.get_or_create(&crate::metrics::PeerLabels { direction: "in" }).inc();

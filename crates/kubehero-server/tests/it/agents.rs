@@ -432,6 +432,31 @@ async fn bad_agents_get_clear_answers_and_disturb_no_other_tunnel() {
         .await
         .unwrap();
     assert_eq!(r.status(), 401);
+    // Another replica's stream request: only the replicas' own credential opens one, never nothing, a forged
+    // one, or one for another cluster; with it, a stream for a cluster whose tunnel is here is switched (101),
+    // for one whose tunnel is not, 404.
+    let tls = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(good.ca_pem.as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    let peers = &state.agents.peers;
+    let now = crate::agents::now();
+    let stream = async |cluster: &str, credential: Option<String>| {
+        let mut rb = tls
+            .get(format!("{}/peer/v1/streams/{cluster}", agent_url(&ts)))
+            .header("connection", "Upgrade")
+            .header("upgrade", kubehero_server::agent::peer::PROTOCOL);
+        if let Some(c) = credential {
+            rb = rb.header(kubehero_server::agent::peer::AUTH_HEADER, c);
+        }
+        rb.send().await.unwrap().status().as_u16()
+    };
+    assert_eq!(stream("good", None).await, 401);
+    assert_eq!(stream("good", Some(format!("{now}.AAAA"))).await, 401);
+    assert_eq!(stream("good", Some(peers.credential("other", now))).await, 401);
+    assert_eq!(stream("good", Some(peers.credential("good", now - 120))).await, 401, "too old");
+    assert_eq!(stream("good", Some(peers.credential("good", now))).await, 101);
+    assert_eq!(stream("nowhere", Some(peers.credential("nowhere", now))).await, 404);
     let join2 = add(&ts, "second").await;
     let err = cp.join("second", "khj_nope", join2["ca_hash"].as_str().unwrap()).await.unwrap_err();
     assert!(matches!(err, AgentError::Refused { status: 401, .. }), "{err}");

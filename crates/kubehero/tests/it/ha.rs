@@ -232,7 +232,7 @@ async fn three_replicas_behind_haproxy_lose_nothing_through_kill_9_and_rolling_r
             }
         }));
     }
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
 
     // kill -9 of the replica holding the tunnel: the agent is back on another one within 30 s.
     let h = holder(&replicas, &http).await.expect("a replica holds the tunnel");
