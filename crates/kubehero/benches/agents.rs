@@ -32,16 +32,20 @@ fn rss_kib(pid: u32) -> u64 {
     s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()).unwrap_or(0)
 }
 
-/// Answers every request on a stream with a fixed `/version` body (what the control plane reads at connect).
+/// Answers every request on a stream with a fixed `/version` body (what the control plane reads at connect), and
+/// the control plane's RBAC push as an agent with `--rbac-sync=false` does (409, once per change: an answer the
+/// control plane could not read would be pushed again every 2 s, which is not what idle tunnels cost).
 struct Version;
 
 impl StreamHandler for Version {
     fn handle(&self, stream: Stream) -> Pin<Box<dyn Future<Output = ()> + Send>> {
         Box::pin(async move {
-            let svc = hyper::service::service_fn(|_req| async {
-                Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(Bytes::from_static(
-                    br#"{"gitVersion":"v0.0.0-bench"}"#,
-                ))))
+            let svc = hyper::service::service_fn(|req: hyper::Request<hyper::body::Incoming>| async move {
+                let mut res = hyper::Response::new(Full::new(Bytes::from_static(br#"{"gitVersion":"v0.0.0-bench"}"#)));
+                if req.headers().contains_key(kubehero_agent::rbac::CONTROL_HEADER) {
+                    *res.status_mut() = hyper::StatusCode::CONFLICT;
+                }
+                Ok::<_, std::convert::Infallible>(res)
             });
             let _ = hyper::server::conn::http1::Builder::new().serve_connection(stream, svc).await;
         })

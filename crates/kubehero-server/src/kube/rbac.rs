@@ -174,6 +174,9 @@ pub fn desired(s: &AppState, cluster: &str) -> Desired {
 pub struct Pushes {
     last: Mutex<HashMap<String, (u64, u64, String)>>,
     reports: Mutex<HashMap<String, (i64, Report)>>,
+    /// Clusters whose last push failed: their tunnel id, the backoff, and when the next try is due (2 s, then
+    /// doubling up to 5 min, so an agent that cannot apply never gets a push every round).
+    failing: Mutex<HashMap<String, (u64, kubehero_core::backoff::Backoff, std::time::Instant)>>,
 }
 
 impl Pushes {
@@ -189,7 +192,14 @@ pub async fn push_changed(s: &AppState) {
     // The objects change only with the bindings: a tunnel pushed to under this generation is skipped unseen.
     let bindings = s.identity.bindings.current_generation();
     let mut due = Vec::new();
+    let now = std::time::Instant::now();
     for (cluster, tunnel) in s.agents.hub.connected() {
+        // A failing cluster waits for its backoff (a new tunnel is tried at once).
+        let waiting =
+            s.rbac_pushes.failing.lock().get(&cluster).is_some_and(|(t, _, next)| *t == tunnel && *next > now);
+        if waiting {
+            continue;
+        }
         let last = s.rbac_pushes.last.lock().get(&cluster).cloned();
         if last.as_ref().is_some_and(|(t, b, _)| *t == tunnel && *b == bindings) {
             continue;
@@ -198,23 +208,36 @@ pub async fn push_changed(s: &AppState) {
         let unchanged = last.is_some_and(|(t, _, g)| t == tunnel && g == d.generation);
         s.rbac_pushes.last.lock().insert(cluster.clone(), (tunnel, bindings, d.generation.clone()));
         if !unchanged {
-            due.push((cluster, d));
+            due.push((cluster, tunnel, d));
         }
     }
-    for (cluster, d) in due {
+    for (cluster, tunnel, d) in due {
         let s = s.clone();
         tokio::spawn(async move {
             match push(&s, &cluster, &d).await {
                 Ok(report) => {
+                    s.rbac_pushes.failing.lock().remove(&cluster);
                     for e in report.errors.iter().chain(&report.conflicts) {
                         tracing::warn!(cluster, problem = %e, "RBAC sync");
                     }
                     s.rbac_pushes.reports.lock().insert(cluster, (s.clock.now(), report));
                 }
                 Err(e) => {
-                    tracing::warn!(cluster, error = %e, "pushing RBAC objects to the agent failed; trying again");
-                    // Forget the push so the next round tries again.
+                    // Forget the push so a later round tries again, after the cluster's backoff.
                     s.rbac_pushes.last.lock().remove(&cluster);
+                    let mut failing = s.rbac_pushes.failing.lock();
+                    let entry = failing.entry(cluster.clone()).or_insert_with(|| {
+                        let b = kubehero_core::backoff::Backoff::new(Duration::from_secs(2), Duration::from_secs(300));
+                        (tunnel, b, std::time::Instant::now())
+                    });
+                    if entry.0 != tunnel {
+                        entry.0 = tunnel;
+                        entry.1.reset();
+                    }
+                    let wait = entry.1.next_wait();
+                    entry.2 = std::time::Instant::now() + wait;
+                    let retry_in_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
+                    tracing::warn!(cluster, error = %e, retry_in_ms, "pushing RBAC objects to the agent failed; trying again");
                 }
             }
         });
