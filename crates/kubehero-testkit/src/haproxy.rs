@@ -20,7 +20,7 @@ pub struct HaProxy {
     /// One port per frontend, in the order given to [`HaProxy::start`].
     pub ports: Vec<u16>,
     _dir: tempfile::TempDir,
-    child: Child,
+    _child: Child,
 }
 
 impl HaProxy {
@@ -73,11 +73,6 @@ impl HaProxy {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
-        Ok(HaProxy { ports, _dir: dir, child })
-    }
-
-    /// haproxy's process id.
-    pub fn pid(&self) -> Option<u32> {
-        self.child.id()
+        Ok(HaProxy { ports, _dir: dir, _child: child })
     }
 }

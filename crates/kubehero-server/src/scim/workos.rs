@@ -211,6 +211,8 @@ struct Apply<'a> {
     ctx: &'a RequestContext,
     request_id: String,
     actor: AuditActor,
+    /// Whether a change (with its row) was written.
+    wrote: std::sync::atomic::AtomicBool,
 }
 
 fn user_target(id: &str) -> AuditTarget {
@@ -260,7 +262,27 @@ impl Apply<'_> {
             Action::ScimUserDelete | Action::ScimGroupDelete => StatusCode::NO_CONTENT,
             _ => StatusCode::OK,
         };
-        Ok(self.ctx.apply(&self.actor, change, action.as_str(), target, status).await?)
+        let changed = self.ctx.apply(&self.actor, change, action.as_str(), target, status).await?;
+        self.wrote.store(true, std::sync::atomic::Ordering::Relaxed);
+        Ok(changed)
+    }
+
+    /// Applies one event; `false` for a kind of event this webhook does not handle.
+    async fn event(&self, name: &str, data: Value) -> Result<bool, ApiError> {
+        match name {
+            "dsync.user.created" | "dsync.user.updated" => {
+                self.upsert_user(&parse(name, data)?).await?;
+            }
+            "dsync.user.deleted" => self.delete_user(&parse(name, data)?).await?,
+            "dsync.group.created" | "dsync.group.updated" => {
+                self.upsert_group(&parse(name, data)?).await?;
+            }
+            "dsync.group.deleted" => self.delete_group(&parse(name, data)?).await?,
+            "dsync.group.user_added" => self.membership(&parse(name, data)?, true).await?,
+            "dsync.group.user_removed" => self.membership(&parse(name, data)?, false).await?,
+            _ => return Ok(false),
+        }
+        Ok(true)
     }
 
     /// Creates or updates the user (`dsync.user.created`/`updated`, and before a membership change).
@@ -456,40 +478,23 @@ pub async fn receive(State(state): State<AppState>, ctx: RequestContext, headers
         ..Default::default()
     };
     let request_id = ctx.request_id().to_string();
-    let apply = Apply { state: &state, ctx: &ctx, request_id, actor: actor.clone() };
+    let apply = Apply { state: &state, ctx: &ctx, request_id, actor: actor.clone(), wrote: Default::default() };
     let name = event.event.clone();
-    let done = match name.as_str() {
-        "dsync.user.created" | "dsync.user.updated" => match parse::<WorkosUser>(&name, event.data) {
-            Ok(u) => apply.upsert_user(&u).await.map(|_| true),
-            Err(e) => Err(e),
-        },
-        "dsync.user.deleted" => match parse::<WorkosUser>(&name, event.data) {
-            Ok(u) => apply.delete_user(&u).await.map(|_| true),
-            Err(e) => Err(e),
-        },
-        "dsync.group.created" | "dsync.group.updated" => match parse::<WorkosGroup>(&name, event.data) {
-            Ok(g) => apply.upsert_group(&g).await.map(|_| true),
-            Err(e) => Err(e),
-        },
-        "dsync.group.deleted" => match parse::<WorkosGroup>(&name, event.data) {
-            Ok(g) => apply.delete_group(&g).await.map(|_| true),
-            Err(e) => Err(e),
-        },
-        "dsync.group.user_added" | "dsync.group.user_removed" => match parse::<Membership>(&name, event.data) {
-            Ok(m) => apply.membership(&m, name.ends_with("added")).await.map(|_| true),
-            Err(e) => Err(e),
-        },
-        _ => Ok(false),
-    };
+    let done = apply.event(&name, event.data).await;
     match done {
         Ok(applied) => {
             tracing::info!(event = %name, id = %event.id, applied, "WorkOS event received");
             let mut res = (StatusCode::OK, axum::Json(json!({"received": true, "applied": applied}))).into_response();
-            // Applied: each change wrote its row. Acknowledged only (another kind of event): one row says so.
-            if applied {
-                res.extensions_mut().insert(RecordedWithChange);
-            } else {
-                res.extensions_mut().insert(Recorded { action: "workos.ignored", actor, plain_read: false });
+            // Each change wrote its row. An event that changed nothing (a redelivery, another kind of event) gets
+            // one row saying so.
+            let action = match (applied, apply.wrote.load(std::sync::atomic::Ordering::Relaxed)) {
+                (_, true) => None,
+                (true, false) => Some("workos.unchanged"),
+                (false, false) => Some("workos.ignored"),
+            };
+            match action {
+                None => drop(res.extensions_mut().insert(RecordedWithChange)),
+                Some(action) => drop(res.extensions_mut().insert(Recorded { action, actor, plain_read: false })),
             }
             res
         }

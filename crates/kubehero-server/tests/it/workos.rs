@@ -184,6 +184,7 @@ async fn workos_directory_sync_events_provision_and_deprovision_like_scim() {
     }
     assert_eq!(rows.iter().filter(|r| r.body.contains("\"workos.refused\"")).count(), 5);
     assert_eq!(rows.iter().filter(|r| r.body.contains("\"workos.ignored\"")).count(), 1);
+    assert!(rows.iter().any(|r| r.body.contains("\"workos.unchanged\"")), "the redelivery is on record too");
     assert!(rows.iter().any(|r| r.body.contains("\"person.group_removed\"")));
     assert!(rows.iter().all(|r| !r.body.contains(SECRET)));
 }
