@@ -168,15 +168,31 @@ pub fn desired(s: &AppState, cluster: &str) -> Desired {
     Desired { generation, objects }
 }
 
+/// At most this many pushes are under way at once. Each one holds its objects, their JSON and an HTTP/1.1
+/// connection over a tunnel stream: a round over 1,000 new tunnels (a restart) with all of them at once left
+/// tens of MiB of freed but unreturnable heap behind.
+const PUSHES_AT_ONCE: usize = 16;
+
 /// What was last pushed to each connected cluster: (tunnel id, bindings generation, objects digest), and the
 /// agent's report.
-#[derive(Default)]
 pub struct Pushes {
     last: Mutex<HashMap<String, (u64, u64, String)>>,
     reports: Mutex<HashMap<String, (i64, Report)>>,
     /// Clusters whose last push failed: their tunnel id, the backoff, and when the next try is due (2 s, then
     /// doubling up to 5 min, so an agent that cannot apply never gets a push every round).
     failing: Mutex<HashMap<String, (u64, kubehero_core::backoff::Backoff, std::time::Instant)>>,
+    under_way: std::sync::Arc<tokio::sync::Semaphore>,
+}
+
+impl Default for Pushes {
+    fn default() -> Pushes {
+        Pushes {
+            last: Mutex::default(),
+            reports: Mutex::default(),
+            failing: Mutex::default(),
+            under_way: std::sync::Arc::new(tokio::sync::Semaphore::new(PUSHES_AT_ONCE)),
+        }
+    }
 }
 
 impl Pushes {
@@ -204,17 +220,20 @@ pub async fn push_changed(s: &AppState) {
         if last.as_ref().is_some_and(|(t, b, _)| *t == tunnel && *b == bindings) {
             continue;
         }
-        let d = desired(s, &cluster);
-        let unchanged = last.is_some_and(|(t, _, g)| t == tunnel && g == d.generation);
-        s.rbac_pushes.last.lock().insert(cluster.clone(), (tunnel, bindings, d.generation.clone()));
+        // Only the digest is kept: the objects are built again when the push's turn comes.
+        let generation = desired(s, &cluster).generation;
+        let unchanged = last.is_some_and(|(t, _, g)| t == tunnel && g == generation);
+        s.rbac_pushes.last.lock().insert(cluster.clone(), (tunnel, bindings, generation));
         if !unchanged {
-            due.push((cluster, tunnel, d));
+            due.push((cluster, tunnel));
         }
     }
-    for (cluster, tunnel, d) in due {
+    for (cluster, tunnel) in due {
         let s = s.clone();
+        let under_way = s.rbac_pushes.under_way.clone();
         tokio::spawn(async move {
-            match push(&s, &cluster, &d).await {
+            let Ok(_turn) = under_way.acquire_owned().await else { return };
+            match push(&s, &cluster).await {
                 Ok(report) => {
                     s.rbac_pushes.failing.lock().remove(&cluster);
                     for e in report.errors.iter().chain(&report.conflicts) {
@@ -245,12 +264,16 @@ pub async fn push_changed(s: &AppState) {
 }
 
 /// One push over a tunnel stream: the agent applies the objects and says what it did.
-async fn push(s: &AppState, cluster: &str, d: &Desired) -> Result<Report, String> {
+async fn push(s: &AppState, cluster: &str) -> Result<Report, String> {
     use http_body_util::BodyExt;
+    // The objects as of now (the bindings may have changed since the round), as JSON; the tree is dropped here.
+    let (generation, body) = {
+        let d = desired(s, cluster);
+        (d.generation.clone(), serde_json::to_vec(&d).map_err(|e| e.to_string())?)
+    };
     let stream = s.agents.hub.open(cluster).await.map_err(|e| e.to_string())?;
     let (mut send, conn) = hyper::client::conn::http1::handshake(stream).await.map_err(|e| e.to_string())?;
     tokio::spawn(conn);
-    let body = serde_json::to_vec(d).map_err(|e| e.to_string())?;
     let req = http::Request::builder()
         .method(http::Method::PUT)
         .uri("/")
@@ -268,7 +291,7 @@ async fn push(s: &AppState, cluster: &str, d: &Desired) -> Result<Report, String
             let message = format!("the agent answered {status}: {}", v["message"].as_str().unwrap_or(""));
             // Sync turned off on the agent: say so once per change, not every 2 s.
             if status == http::StatusCode::CONFLICT {
-                return Ok(Report { generation: d.generation.clone(), errors: vec![message], ..Report::default() });
+                return Ok(Report { generation, errors: vec![message], ..Report::default() });
             }
             return Err(message);
         }
