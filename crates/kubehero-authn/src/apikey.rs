@@ -50,7 +50,9 @@ pub fn generate_api_key() -> Result<Secret, AuthnError> {
 
 /// Whether a bearer credential has the shape of a compact JWS (two dots), to route it to the JWT path.
 pub fn looks_like_jwt(token: &str) -> bool {
-    token.bytes().filter(|&b| b == b'.').count() == 2
+    // `split` finds each dot with a vectorised search; a byte-by-byte count showed up in request profiles.
+    let mut dots = token.split('.');
+    dots.nth(2).is_some() && dots.next().is_none()
 }
 
 /// A matched static API key.
@@ -119,6 +121,10 @@ impl StaticApiKeys {
     /// Finds the key matching `token`. Hashes it, then compares against every stored digest in constant
     /// time without early exit, so timing reveals neither which key matched nor how close a guess was.
     pub fn lookup(&self, token: &str) -> Option<StaticKeyMatch> {
+        // Without configured keys there is nothing to compare against (and no digest worth computing).
+        if self.keys.is_empty() {
+            return None;
+        }
         let hash = sha256(token);
         let mut found = subtle::Choice::from(0);
         let mut index = 0u64;
@@ -189,5 +195,7 @@ mod tests {
         assert!(looks_like_jwt("a.b.c"));
         assert!(!looks_like_jwt("khk_abc"));
         assert!(!looks_like_jwt("a.b.c.d"));
+        assert!(!looks_like_jwt("a.b"));
+        assert!(looks_like_jwt("a..b"));
     }
 }

@@ -242,11 +242,6 @@ impl BindingsCache {
     }
 }
 
-/// Human-readable scope, for `whoami` and listings.
-pub fn scope_json(scope: &Scope) -> serde_json::Value {
-    serde_json::json!({ "cluster": scope.cluster(), "namespace": scope.namespace() })
-}
-
 impl crate::Identity {
     /// Deletes the database bindings whose time is up, each with a `role_binding.expire` audit row (they
     /// already grant nothing from the moment they expire; this keeps the table and the listing honest). Returns
