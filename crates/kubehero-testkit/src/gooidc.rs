@@ -59,6 +59,11 @@ pub struct GoOidc {
 }
 
 impl GoOidc {
+    /// The peer's process id (for its CPU time).
+    pub fn pid(&self) -> Option<u32> {
+        self._child.id()
+    }
+
     /// Starts the peer for `issuer` (discovery happens at start), accepting `audience`, caching successful
     /// verifications for `cache_secs` (kube-apiserver: 10; 0 turns the cache off).
     pub async fn start(bin: &PathBuf, issuer: &str, audience: &str, cache_secs: u64) -> anyhow::Result<GoOidc> {

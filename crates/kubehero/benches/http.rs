@@ -11,7 +11,10 @@
 //!   generator and the kernel leave for each whoami round;
 //! - when Go and Debian's go-oidc packages are present, the go-oidc verifier (kube-apiserver's) on the same
 //!   requests, built by the testkit (`kubehero_testkit::gooidc`); otherwise the bench says why it skipped it;
-//! - idle RSS of the serving process (target ≤ 64 MiB).
+//! - idle RSS of the serving process (target ≤ 64 MiB);
+//! - for every case, the server's CPU time per request (from `/proc/PID/stat`, over both rounds): how much work
+//!   a request costs, which the load generator's and other processes' share of the cores moves far less than
+//!   req/s.
 //!
 //! Run: `cargo bench -p kubehero --bench http` (needs the npm oidc-provider from `scripts/test`).
 //! The load generator runs in this process on the same two cores as the server, so absolute numbers are
@@ -34,6 +37,9 @@ struct Stats {
     p50: Duration,
     p99: Duration,
     errors: usize,
+    /// The server process's CPU time (user + system) per answered request, over both rounds of a case: a figure
+    /// that the load generator's and other processes' share of the cores moves far less than req/s.
+    cpu_us: Option<f64>,
 }
 
 /// What each request presents.
@@ -115,7 +121,7 @@ async fn load(port: u16, path: &'static str, tokens: Tokens) -> Stats {
     let pct = |p: f64| {
         all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1))).copied().unwrap_or_default()
     };
-    Stats { rps: all.len() as f64 / ROUND.as_secs_f64(), p50: pct(0.50), p99: pct(0.99), errors }
+    Stats { rps: all.len() as f64 / ROUND.as_secs_f64(), p50: pct(0.50), p99: pct(0.99), errors, cpu_us: None }
 }
 
 fn rss_kib(pid: u32) -> Option<u64> {
@@ -250,23 +256,31 @@ async fn wrk(dir: &std::path::Path, port: u16, path: &'static str, tokens: &Toke
         used.fetch_add((rps * ROUND.as_secs_f64()) as usize + WRK_CONNECTIONS, Ordering::Relaxed);
     }
     let errors = num("Non-2xx or 3xx responses:").unwrap_or(0.0) as usize;
-    Stats { rps, p50: latency("50%"), p99: latency("99%"), errors }
+    Stats { rps, p50: latency("50%"), p99: latency("99%"), errors, cpu_us: None }
 }
 
-/// The best of two rounds.
-async fn best_of_2(gen: &Generator, port: u16, path: &'static str, tokens: &Tokens) -> Stats {
+/// CPU time (user + system) the process `pid` used so far, in seconds (`/proc/PID/stat`, 100 ticks a second).
+fn cpu_secs(pid: u32) -> f64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces, inside parentheses): utime and stime are 14 and 15.
+    let rest = s.rsplit_once(')').map_or("", |(_, r)| r);
+    rest.split_whitespace().skip(11).take(2).filter_map(|v| v.parse::<u64>().ok()).sum::<u64>() as f64 / 100.0
+}
+
+/// The best of two rounds, with the server's (`pid`) CPU time per request over both.
+async fn best_of_2(gen: &Generator, pid: Option<u32>, port: u16, path: &'static str, tokens: &Tokens) -> Stats {
+    let before = pid.map(cpu_secs);
     let a = gen.run(port, path, tokens).await;
     let b = gen.run(port, path, tokens).await;
-    if a.rps >= b.rps {
-        a
-    } else {
-        b
-    }
+    let requests = (a.rps + b.rps) * ROUND.as_secs_f64();
+    let cpu_us = pid.zip(before).map(|(pid, before)| (cpu_secs(pid) - before) * 1e6 / requests.max(1.0));
+    Stats { cpu_us, ..if a.rps >= b.rps { a } else { b } }
 }
 
 fn row(name: &str, s: &Stats, ratio: String) {
+    let cpu = s.cpu_us.map_or(String::new(), |us| format!("{us:.1} µs"));
     println!(
-        "| {name} | {:.0} | {:.2} ms | {:.2} ms | {} | {ratio} |",
+        "| {name} | {:.0} | {:.2} ms | {:.2} ms | {} | {cpu} | {ratio} |",
         s.rps,
         s.p50.as_secs_f64() * 1e3,
         s.p99.as_secs_f64() * 1e3,
@@ -298,27 +312,27 @@ async fn main() -> anyhow::Result<()> {
     // Warm-up, then each case's best of two rounds.
     load(port, "/healthz", Tokens::None).await;
     load(port, "/api/v1/whoami", warm.clone()).await;
-    let h = best_of_2(&gen, port, "/healthz", &Tokens::None).await;
+    let h = best_of_2(&gen, Some(pid), port, "/healthz", &Tokens::None).await;
     // The same healthz with the requests the whoami rounds send (the token header, or a fresh token per request
     // through wrk's Lua script) and no verification: what the load generator and the kernel can carry with
     // those bytes on these shared cores, the ceiling of each whoami round.
-    let hw = best_of_2(&gen, port, "/healthz", &warm).await;
-    let hc = best_of_2(&gen, port, "/healthz", &Tokens::Fresh(fresh.clone(), used.clone())).await;
-    let w = best_of_2(&gen, port, "/api/v1/whoami", &warm).await;
-    let c = best_of_2(&gen, port, "/api/v1/whoami", &cold).await;
+    let hw = best_of_2(&gen, Some(pid), port, "/healthz", &warm).await;
+    let hc = best_of_2(&gen, Some(pid), port, "/healthz", &Tokens::Fresh(fresh.clone(), used.clone())).await;
+    let w = best_of_2(&gen, Some(pid), port, "/api/v1/whoami", &warm).await;
+    let c = best_of_2(&gen, Some(pid), port, "/api/v1/whoami", &cold).await;
     let loaded = rss_kib(pid).unwrap_or(0);
     let _ = child.kill().await;
 
     // The same warm reads when every read waits for its durable row (the behaviour before audit levels).
     let (dport, mut dchild, _ddata) = serve(&idp.issuer, "durable", &[&rs256]).await?;
     load(dport, "/api/v1/whoami", warm.clone()).await;
-    let d = best_of_2(&gen, dport, "/api/v1/whoami", &warm).await;
+    let d = best_of_2(&gen, dchild.id(), dport, "/api/v1/whoami", &warm).await;
     let _ = dchild.kill().await;
 
     // The same warm reads with no row for allowed reads: what the row itself costs on this machine.
     let (oport, mut ochild, _odata) = serve(&idp.issuer, "off", &[&rs256]).await?;
     load(oport, "/api/v1/whoami", warm.clone()).await;
-    let o = best_of_2(&gen, oport, "/api/v1/whoami", &warm).await;
+    let o = best_of_2(&gen, ochild.id(), oport, "/api/v1/whoami", &warm).await;
     let _ = ochild.kill().await;
 
     // go-oidc with kube-apiserver's 10 s cache, on the same requests (fresh tokens are new to it).
@@ -327,9 +341,9 @@ async fn main() -> anyhow::Result<()> {
             let g = kubehero_testkit::gooidc::GoOidc::start(bin, &idp.issuer, "kubehero", 10).await?;
             wait_until_token_accepted(g.port, &rs256).await?;
             load(g.port, "/api/v1/whoami", warm.clone()).await;
-            let gw = best_of_2(&gen, g.port, "/api/v1/whoami", &warm).await;
+            let gw = best_of_2(&gen, g.pid(), g.port, "/api/v1/whoami", &warm).await;
             let fresh_for_go = Tokens::Fresh(fresh.clone(), Arc::new(AtomicUsize::new(0)));
-            let gc = best_of_2(&gen, g.port, "/api/v1/whoami", &fresh_for_go).await;
+            let gc = best_of_2(&gen, g.pid(), g.port, "/api/v1/whoami", &fresh_for_go).await;
             Some((gw, gc))
         }
         Err(why) => {
@@ -343,8 +357,8 @@ async fn main() -> anyhow::Result<()> {
         gen.describe(),
         ROUND.as_secs()
     );
-    println!("| endpoint | req/s | p50 | p99 | errors | ratio |");
-    println!("|---|---:|---:|---:|---:|---:|");
+    println!("| endpoint | req/s | p50 | p99 | errors | server CPU per request | ratio |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
     let x = |a: &Stats, b: f64| format!("{:.2} x", a.rps / b);
     row("kubehero GET /healthz", &h, "1.00 x healthz".into());
     row(
@@ -365,7 +379,7 @@ async fn main() -> anyhow::Result<()> {
         row("go-oidc whoami, one RS256 token (10 s cache)", gw, format!("{} healthz", x(gw, h.rps)));
         row("go-oidc whoami, fresh ES256 token each", gc, format!("{} raw ES256", x(gc, raw)));
     }
-    println!("| raw ES256 verify, ring, one core | {raw:.0} | | | | |");
+    println!("| raw ES256 verify, ring, one core | {raw:.0} | | | | | |");
     println!("\nwarm whoami / healthz: {:.2} (target >= 0.80)", w.rps / h.rps);
     println!(
         "warm whoami / healthz with the same request bytes: {:.2}; cold whoami / healthz with fresh tokens: {:.2}",
