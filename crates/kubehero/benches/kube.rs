@@ -197,7 +197,8 @@ async fn main() -> anyhow::Result<()> {
     let (t_rps, t_lat) = load(&http, &format!("{through}{path}"), ADMIN, &none, 8, round).await;
     // The control plane's own work per proxied request (its process only; the agent runs in this one): a figure
     // that the other processes' share of the two cores does not move much.
-    let cp_us = cpu_ticks(pid).saturating_sub(cpu_before) as f64 / TICKS_PER_SEC * 1e6 / (t_rps * round.as_secs_f64()).max(1.0);
+    let cp_us =
+        cpu_ticks(pid).saturating_sub(cpu_before) as f64 / TICKS_PER_SEC * 1e6 / (t_rps * round.as_secs_f64()).max(1.0);
 
     // 2. A 10,000-object list through KubeHero: the control plane streams it.
     create_many(&k, &direct, "bench10k", 10_000, "big").await;

@@ -96,13 +96,37 @@ impl AccessPolicies {
     }
 }
 
+/// Every access policy an owner set (none: no document).
+pub(crate) async fn policies(s: &AppState) -> ApiResult<AccessPolicies> {
+    match s.store.get_setting("access").await? {
+        Some(v) => AccessPolicies::parse(&v).map_err(|e| ApiError::new(Code::Internal, e)),
+        None => Ok(AccessPolicies::default()),
+    }
+}
+
+impl AccessPolicies {
+    /// The policy for `cluster`: the first whose glob matches it.
+    pub(crate) fn for_cluster(&self, cluster: &str) -> Option<&AccessPolicy> {
+        self.policies.iter().find(|x| kubehero_core::glob::matches(&x.clusters, cluster))
+    }
+}
+
 /// The policy for `cluster`, if an owner set one.
 async fn policy_for(s: &AppState, cluster: &str) -> ApiResult<Option<AccessPolicy>> {
-    let Some(v) = s.store.get_setting("access").await? else {
-        return Ok(None);
-    };
-    let all = AccessPolicies::parse(&v).map_err(|e| ApiError::new(Code::Internal, e))?;
-    Ok(all.policies.into_iter().find(|x| kubehero_core::glob::matches(&x.clusters, cluster)))
+    Ok(policies(s).await?.for_cluster(cluster).cloned())
+}
+
+/// Whether `p` may approve the pending `r` now: may decide it, is among the approvers the cluster's policy names
+/// (if it names any), and did not give its first approval (when the policy wants two). A decider who may not
+/// approve may still deny.
+pub(crate) fn may_approve(p: &Principal, r: &AccessRequest, policies: &AccessPolicies) -> bool {
+    let me = p.subject_key();
+    let policy = policies.for_cluster(&r.cluster);
+    r.state == "pending"
+        && r.requester != me
+        && may_grant(p, r)
+        && policy.is_none_or(|x| x.approvers.is_empty() || named(p, &x.approvers))
+        && !(policy.is_some_and(|x| x.approvals == 2) && r.first_approver.as_deref() == Some(me.as_str()))
 }
 
 /// Whether `p` is among `names` (emails and `group:<name>`).
@@ -171,10 +195,12 @@ pub async fn create(
     Ok((StatusCode::CREATED, Audited::done(t), axum::Json(request)))
 }
 
-/// `GET /api/v1/access-requests` — permission: `access.request`. One's own requests, and those one may decide.
+/// `GET /api/v1/access-requests` — permission: `access.request`. One's own requests, and those one may decide
+/// (`can_decide`: deny, and approve when `can_approve`: the cluster's access policy may name other approvers).
 pub async fn list(State(s): State<AppState>, Auth(p): Auth) -> ApiResult<impl IntoResponse> {
     allow(&p, Action::AccessRequest, Target::NONE)?;
     let me = p.subject_key();
+    let policies = policies(&s).await?;
     let items: Vec<_> = s
         .store
         .list_access_requests()
@@ -184,6 +210,7 @@ pub async fn list(State(s): State<AppState>, Auth(p): Auth) -> ApiResult<impl In
             let decide = r.requester != me && may_grant(&p, &r);
             let mut v = json!(r);
             v["can_decide"] = json!(decide && r.state == "pending");
+            v["can_approve"] = json!(may_approve(&p, &r, &policies));
             (r.requester == me || decide, v)
         })
         .filter(|(visible, _)| *visible)

@@ -56,17 +56,29 @@ pub async fn page_of_access(State(s): State<AppState>, headers: HeaderMap) -> Ap
         "You hold no role on any cluster yet: ask for one below, or open a share link.",
     );
     let requests = s.store.list_access_requests().await?;
+    let policies = crate::routes::access::policies(&s).await?;
     let to_decide: Vec<String> = requests
         .iter()
         .filter(|r| r.state == "pending" && r.requester != me && crate::routes::access::may_grant(&p, r))
         .map(|r| {
-            let first = r.first_approver.as_deref().map(|f| format!(" (first approval: {})", esc(f))).unwrap_or_default();
+            let first =
+                r.first_approver.as_deref().map(|f| format!(" (first approval: {})", esc(f))).unwrap_or_default();
+            // The cluster's access policy may name other approvers (or want a second one): then only Deny.
+            let approve = if crate::routes::access::may_approve(&p, r, &policies) {
+                format!(
+                    "<form class=\"inline\" data-api=\"POST /api/v1/access-requests/{id}/approve\" \
+                     data-then=\"reload\"><label>Comment <input name=\"comment\" autocomplete=\"off\"></label>\
+                     <button type=\"submit\" aria-label=\"Approve {id}\">Approve</button><span class=\"out\" \
+                     data-out></span></form>",
+                    id = esc(&r.id)
+                )
+            } else {
+                "<span class=\"muted\">Another approver must approve (the cluster's access policy).</span> ".into()
+            };
             format!(
                 "<tr data-request=\"{id}\"><td>{who}</td><td>{role}</td><td>{place}</td><td>{secs} s</td>\
-                 <td>{reason}{first}</td><td><form class=\"inline\" data-api=\"POST /api/v1/access-requests/{id}/approve\" \
-                 data-then=\"reload\"><label>Comment <input name=\"comment\" autocomplete=\"off\"></label>\
-                 <button type=\"submit\" aria-label=\"Approve {id}\">Approve</button><span class=\"out\" data-out>\
-                 </span></form><form class=\"inline\" data-api=\"POST /api/v1/access-requests/{id}/deny\" \
+                 <td>{reason}{first}</td><td>{approve}<form class=\"inline\" \
+                 data-api=\"POST /api/v1/access-requests/{id}/deny\" \
                  data-then=\"reload\"><button type=\"submit\" class=\"secondary\" aria-label=\"Deny {id}\">Deny\
                  </button><span class=\"out\" data-out></span></form></td></tr>",
                 id = esc(&r.id),

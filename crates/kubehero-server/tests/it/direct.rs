@@ -772,11 +772,21 @@ async fn an_access_policy_limits_duration_names_approvers_and_wants_two() {
         let path = format!("/api/v1/access-requests/{id}/approve");
         ts.call(reqwest::Method::POST, &path, Some(who), Some(json!({}))).await
     };
+    // What each decider is offered: (can_decide, can_approve).
+    let offered = async |who: &str, id: &str| {
+        let got = ts.get("/api/v1/access-requests", Some(who)).await;
+        let r = got.body["items"].as_array().unwrap().iter().find(|r| r["id"] == id).unwrap().clone();
+        (r["can_decide"].as_bool().unwrap(), r["can_approve"].as_bool().unwrap())
+    };
+    assert_eq!(offered(&frank, &id).await, (true, false), "frank may deny, not approve");
+    assert_eq!(offered(&erin, &id).await, (true, true));
     let r = approve(&frank, &id).await;
     assert_eq!(r.status, 403, "frank is an admin the policy does not name: {}", r.body);
     let r = approve(&erin, &id).await;
     assert_eq!((r.status.as_u16(), r.body["state"].as_str()), (200, Some("pending")), "{}", r.body);
     assert_eq!(r.body["first_approver"], "erin@example.com");
+    assert_eq!(offered(&erin, &id).await, (true, false), "erin gave the first approval");
+    assert_eq!(offered(&gina, &id).await, (true, true));
     let r = approve(&erin, &id).await;
     assert_eq!(r.status, 409, "not twice by one person: {}", r.body);
     let r = approve(&gina, &id).await;

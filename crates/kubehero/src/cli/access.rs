@@ -43,7 +43,8 @@ pub async fn decide(t: &Target, id: &str, verb: &str, comment: Option<String>) -
     Ok(ExitCode::SUCCESS)
 }
 
-/// `kubehero access list`: one's requests and those one may decide (`decide` in the state column).
+/// `kubehero access list`: one's requests and those one may decide (`decide` in the state column; `deny-only`
+/// when the cluster's access policy names other approvers, or wants a second one after yours).
 pub async fn list(t: &Target) -> anyhow::Result<ExitCode> {
     let got = t.api.expect(Method::GET, "/api/v1/access-requests", &t.token, None).await?;
     println!("{:<26} {:<9} {:<8} {:<30} {:<8} {:<24} REASON", "ID", "STATE", "ROLE", "WHERE", "FOR", "WHO");
@@ -52,7 +53,11 @@ pub async fn list(t: &Target) -> anyhow::Result<ExitCode> {
             Some(ns) => format!("{}/{ns}", text(&r["cluster"])),
             None => text(&r["cluster"]).to_string(),
         };
-        let state = if r["can_decide"] == true { "decide" } else { text(&r["state"]) };
+        let state = match (r["can_decide"] == true, r["can_approve"] == true) {
+            (true, true) => "decide",
+            (true, false) => "deny-only",
+            _ => text(&r["state"]),
+        };
         println!(
             "{:<26} {:<9} {:<8} {:<30} {:<8} {:<24} {}",
             text(&r["id"]),
