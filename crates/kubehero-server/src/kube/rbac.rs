@@ -196,6 +196,15 @@ impl Default for Pushes {
 }
 
 impl Pushes {
+    /// Drops what is kept for clusters gone from this replica: the push state of those without a tunnel here (a
+    /// new tunnel is pushed to at once anyway), and the last report of those no longer registered.
+    fn forget(&self, s: &AppState, connected: &[(String, u64)]) {
+        let here: std::collections::HashSet<&str> = connected.iter().map(|(name, _)| name.as_str()).collect();
+        self.last.lock().retain(|c, _| here.contains(c.as_str()));
+        self.failing.lock().retain(|c, _| here.contains(c.as_str()));
+        self.reports.lock().retain(|c, _| s.agents.registry.refusal(Some(c), "").is_none());
+    }
+
     /// The last report of `cluster`'s agent (when, what it did).
     pub fn report(&self, cluster: &str) -> Option<(i64, Report)> {
         self.reports.lock().get(cluster).cloned()
@@ -209,7 +218,9 @@ pub async fn push_changed(s: &AppState) {
     let bindings = s.identity.bindings.current_generation();
     let mut due = Vec::new();
     let now = std::time::Instant::now();
-    for (cluster, tunnel) in s.agents.hub.connected() {
+    let connected = s.agents.hub.connected();
+    s.rbac_pushes.forget(s, &connected);
+    for (cluster, tunnel) in connected {
         // A failing cluster waits for its backoff (a new tunnel is tried at once).
         let waiting =
             s.rbac_pushes.failing.lock().get(&cluster).is_some_and(|(t, _, next)| *t == tunnel && *next > now);
