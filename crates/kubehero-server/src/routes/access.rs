@@ -94,6 +94,11 @@ impl AccessPolicies {
         }
         Ok(p)
     }
+
+    /// The policy for `cluster`: the first whose glob matches it.
+    pub(crate) fn for_cluster(&self, cluster: &str) -> Option<&AccessPolicy> {
+        self.policies.iter().find(|x| kubehero_core::glob::matches(&x.clusters, cluster))
+    }
 }
 
 /// Every access policy an owner set (none: no document).
@@ -101,13 +106,6 @@ pub(crate) async fn policies(s: &AppState) -> ApiResult<AccessPolicies> {
     match s.store.get_setting("access").await? {
         Some(v) => AccessPolicies::parse(&v).map_err(|e| ApiError::new(Code::Internal, e)),
         None => Ok(AccessPolicies::default()),
-    }
-}
-
-impl AccessPolicies {
-    /// The policy for `cluster`: the first whose glob matches it.
-    pub(crate) fn for_cluster(&self, cluster: &str) -> Option<&AccessPolicy> {
-        self.policies.iter().find(|x| kubehero_core::glob::matches(&x.clusters, cluster))
     }
 }
 
