@@ -17,6 +17,7 @@ use kubehero_agent::client::ControlPlane;
 use kubehero_agent::run::{AgentConfig, RECONNECT_MAX, RECONNECT_MIN};
 use kubehero_agent::state::StateDir;
 use kubehero_agent::tunnel::{Stream, StreamHandler};
+use kubehero_testkit::process::rss_kib;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::future::Future;
@@ -26,11 +27,6 @@ use std::time::{Duration, Instant};
 
 const ADMIN: &str = "bench-admin-key-0123456789abcdef";
 const HMAC: &str = "bench-audit-hmac-key-0123456789abcdef";
-
-fn rss_kib(pid: u32) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()).unwrap_or(0)
-}
 
 /// Answers every request on a stream with a fixed `/version` body (what the control plane reads at connect), and
 /// the control plane's RBAC push as an agent with `--rbac-sync=false` does (409, once per change: an answer the

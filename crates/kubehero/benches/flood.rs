@@ -8,16 +8,12 @@
 //! Run: `cargo bench -p kubehero --bench flood` (needs `ulimit -n` above 10,000 plus headroom; it says so
 //! otherwise). Prints a table; the figures are the ratios of RSS during and after to RSS before.
 
+use kubehero_testkit::process::rss_kib;
 use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 const FLOOD: usize = 10_000;
-
-fn rss_kib(pid: u32) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()).unwrap_or(0)
-}
 
 async fn healthz(port: u16) -> bool {
     let url = format!("http://127.0.0.1:{port}/healthz");

@@ -23,6 +23,7 @@
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 use kubehero_testkit::oidc::{free_port, OidcProvider};
+use kubehero_testkit::process::rss_kib;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -122,11 +123,6 @@ async fn load(port: u16, path: &'static str, tokens: Tokens) -> Stats {
         all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1))).copied().unwrap_or_default()
     };
     Stats { rps: all.len() as f64 / ROUND.as_secs_f64(), p50: pct(0.50), p99: pct(0.99), errors, cpu_us: None }
-}
-
-fn rss_kib(pid: u32) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Raw ES256 verifications per second on one core with ring: the ceiling of a cold verifier.
@@ -259,21 +255,15 @@ async fn wrk(dir: &std::path::Path, port: u16, path: &'static str, tokens: &Toke
     Stats { rps, p50: latency("50%"), p99: latency("99%"), errors, cpu_us: None }
 }
 
-/// CPU time (user + system) the process `pid` used so far, in seconds (`/proc/PID/stat`, 100 ticks a second).
-fn cpu_secs(pid: u32) -> f64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which may hold spaces, inside parentheses): utime and stime are 14 and 15.
-    let rest = s.rsplit_once(')').map_or("", |(_, r)| r);
-    rest.split_whitespace().skip(11).take(2).filter_map(|v| v.parse::<u64>().ok()).sum::<u64>() as f64 / 100.0
-}
-
 /// The best of two rounds, with the server's (`pid`) CPU time per request over both.
 async fn best_of_2(gen: &Generator, pid: Option<u32>, port: u16, path: &'static str, tokens: &Tokens) -> Stats {
-    let before = pid.map(cpu_secs);
+    let before = pid.map(kubehero_testkit::process::cpu_secs);
     let a = gen.run(port, path, tokens).await;
     let b = gen.run(port, path, tokens).await;
     let requests = (a.rps + b.rps) * ROUND.as_secs_f64();
-    let cpu_us = pid.zip(before).map(|(pid, before)| (cpu_secs(pid) - before) * 1e6 / requests.max(1.0));
+    let cpu_us = pid
+        .zip(before)
+        .map(|(pid, before)| (kubehero_testkit::process::cpu_secs(pid) - before) * 1e6 / requests.max(1.0));
     Stats { cpu_us, ..if a.rps >= b.rps { a } else { b } }
 }
 
@@ -305,7 +295,7 @@ async fn main() -> anyhow::Result<()> {
     let (port, mut child, _data) = serve(&idp.issuer, "async", &[&rs256, &fresh[FRESH_TOKENS - 1]]).await?;
     let pid = child.id().unwrap_or(0);
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let idle = rss_kib(pid).unwrap_or(0);
+    let idle = rss_kib(pid);
     let warm = Tokens::Same(rs256.clone());
     let used = Arc::new(AtomicUsize::new(0));
     let cold = Tokens::Fresh(fresh.clone(), used.clone());
@@ -320,7 +310,7 @@ async fn main() -> anyhow::Result<()> {
     let hc = best_of_2(&gen, Some(pid), port, "/healthz", &Tokens::Fresh(fresh.clone(), used.clone())).await;
     let w = best_of_2(&gen, Some(pid), port, "/api/v1/whoami", &warm).await;
     let c = best_of_2(&gen, Some(pid), port, "/api/v1/whoami", &cold).await;
-    let loaded = rss_kib(pid).unwrap_or(0);
+    let loaded = rss_kib(pid);
     let _ = child.kill().await;
 
     // The same warm reads when every read waits for its durable row (the behaviour before audit levels).

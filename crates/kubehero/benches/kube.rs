@@ -16,28 +16,13 @@ use kubehero_agent::run::AgentConfig;
 use kubehero_agent::state::{State, StateDir};
 use kubehero_agent::upstream::{Forwarder, Upstream};
 use kubehero_testkit::kubeapi::{KubeApiServer, ADMIN_TOKEN, PERSON_TOKEN};
+use kubehero_testkit::process::rss_kib;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const ADMIN: &str = "bench-admin-key-0123456789abcdef";
-
-/// CPU time (user + system) the process `pid` used so far, in clock ticks.
-fn cpu_ticks(pid: u32) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which may hold spaces, inside parentheses): utime and stime are 14 and 15.
-    let rest = s.rsplit_once(')').map_or("", |(_, r)| r);
-    rest.split_whitespace().skip(11).take(2).filter_map(|v| v.parse::<u64>().ok()).sum()
-}
-
-/// Clock ticks per second (`getconf CLK_TCK`; 100 on Linux).
-const TICKS_PER_SEC: f64 = 100.0;
-
-fn rss_kib(pid: u32) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()).unwrap_or(0)
-}
 
 fn pct(sorted: &[Duration], p: f64) -> Duration {
     sorted.get(((sorted.len() as f64 - 1.0) * p).round() as usize).copied().unwrap_or_default()
@@ -212,12 +197,11 @@ async fn main() -> anyhow::Result<()> {
     d1_lat.sort();
     i1_lat.sort();
     t1_lat.sort();
-    let cpu_before = cpu_ticks(pid);
+    let cpu_before = kubehero_testkit::process::cpu_secs(pid);
     let (t_rps, t_lat) = load(&http, &format!("{through}{path}"), ADMIN, &none, 8, round).await;
     // The control plane's own work per proxied request (its process only; the agent runs in this one): a figure
     // that the other processes' share of the two cores does not move much.
-    let cp_us =
-        cpu_ticks(pid).saturating_sub(cpu_before) as f64 / TICKS_PER_SEC * 1e6 / (t_rps * round.as_secs_f64()).max(1.0);
+    let cp_us = (kubehero_testkit::process::cpu_secs(pid) - cpu_before) * 1e6 / (t_rps * round.as_secs_f64()).max(1.0);
 
     // 2. A 10,000-object list through KubeHero: the control plane streams it.
     create_many(&k, &direct, "bench10k", 10_000, "big").await;
