@@ -111,6 +111,21 @@ fn start(store: &Arc<dyn Store>, sinks: &[&str], opts: ForwardOptions) -> Runnin
 }
 
 impl Running {
+    /// The first sink's (delivered seq, lag, last error) once it reports `seq` delivered: its status is set just
+    /// after its durable cursor moves, so a test that saw the cursor at the head may read the status a moment
+    /// early.
+    async fn settled_at(&self, seq: i64) -> (i64, i64, Option<String>) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let snap = self.status.snapshot();
+            let s = &snap[0];
+            if s.delivered_seq == seq || Instant::now() > deadline {
+                return (s.delivered_seq, s.lag_rows, s.last_error.clone());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     async fn shutdown(self) {
         self.stop.send(true).unwrap();
         tokio::time::timeout(Duration::from_secs(20), self.task).await.unwrap().unwrap().unwrap();
@@ -290,8 +305,7 @@ async fn syslog_tcp_outage_loses_nothing_and_restart_resends_nothing() {
         assert!(got.contains_key(&row.seq), "seq {} lost in the outage", row.seq);
         assert!(ids.contains(&event_id(&export_line(row))));
     }
-    let snap = fw.status.snapshot();
-    assert_eq!((snap[0].delivered_seq, snap[0].lag_rows, snap[0].last_error.clone()), (250, 0, None), "{snap:?}");
+    assert_eq!(fw.settled_at(250).await, (250, 0, None));
     fw.shutdown().await;
 
     // A new forwarder continues from the durable cursor: nothing is sent again.
@@ -412,8 +426,7 @@ async fn webhook_batches_are_signed_and_survive_500s() {
     append(&*store, 150, 1000).await;
     fw.status.notify();
     wait_cursor_at_head(&*store, &sink, Duration::from_secs(30)).await;
-    let snap = fw.status.snapshot();
-    assert_eq!((snap[0].delivered_seq, snap[0].lag_rows, snap[0].last_error.clone()), (400, 0, None));
+    assert_eq!(fw.settled_at(400).await, (400, 0, None));
     fw.shutdown().await;
     assert!(hook.requests.load(Ordering::SeqCst) >= 4 + 4, "4 refused + at least 4 batches of <= 100 rows");
     assert!(hook.problems.lock().unwrap().is_empty(), "{:?}", hook.problems.lock().unwrap());
