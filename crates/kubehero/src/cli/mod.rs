@@ -236,7 +236,8 @@ pub enum AccessCommand {
         #[command(flatten)]
         target: ServerArg,
     },
-    /// Your requests and those you may decide.
+    /// Your requests and those you may decide (STATE `decide`; `deny-only` when the cluster's access policy
+    /// names other approvers, or wants a second approver after you).
     List(ServerArg),
 }
 
