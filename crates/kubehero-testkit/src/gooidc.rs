@@ -55,13 +55,13 @@ pub fn build() -> anyhow::Result<Result<PathBuf, String>> {
 /// A running peer.
 pub struct GoOidc {
     pub port: u16,
-    _child: Child,
+    child: Child,
 }
 
 impl GoOidc {
     /// The peer's process id (for its CPU time).
     pub fn pid(&self) -> Option<u32> {
-        self._child.id()
+        self.child.id()
     }
 
     /// Starts the peer for `issuer` (discovery happens at start), accepting `audience`, caching successful
@@ -87,6 +87,6 @@ impl GoOidc {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        Ok(GoOidc { port, _child: child })
+        Ok(GoOidc { port, child })
     }
 }

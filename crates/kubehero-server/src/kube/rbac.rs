@@ -181,7 +181,7 @@ pub struct Pushes {
     /// Clusters whose last push failed: their tunnel id, the backoff, and when the next try is due (2 s, then
     /// doubling up to 5 min, so an agent that cannot apply never gets a push every round).
     failing: Mutex<HashMap<String, (u64, kubehero_core::backoff::Backoff, std::time::Instant)>>,
-    under_way: std::sync::Arc<tokio::sync::Semaphore>,
+    under_way: tokio::sync::Semaphore,
 }
 
 impl Default for Pushes {
@@ -190,7 +190,7 @@ impl Default for Pushes {
             last: Mutex::default(),
             reports: Mutex::default(),
             failing: Mutex::default(),
-            under_way: std::sync::Arc::new(tokio::sync::Semaphore::new(PUSHES_AT_ONCE)),
+            under_way: tokio::sync::Semaphore::new(PUSHES_AT_ONCE),
         }
     }
 }
@@ -241,9 +241,8 @@ pub async fn push_changed(s: &AppState) {
     }
     for (cluster, tunnel) in due {
         let s = s.clone();
-        let under_way = s.rbac_pushes.under_way.clone();
         tokio::spawn(async move {
-            let Ok(_turn) = under_way.acquire_owned().await else { return };
+            let Ok(_turn) = s.rbac_pushes.under_way.acquire().await else { return };
             match push(&s, &cluster).await {
                 Ok(report) => {
                     s.rbac_pushes.failing.lock().remove(&cluster);
