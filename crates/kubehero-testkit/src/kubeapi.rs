@@ -254,6 +254,11 @@ impl KubeApiServer {
         Ok(())
     }
 
+    /// The process ids of kube-apiserver and etcd (for a bench that pins them to a core).
+    pub fn pids(&self) -> [u32; 2] {
+        [self._apiserver.id().unwrap_or(0), self._etcd.id().unwrap_or(0)]
+    }
+
     /// The directory holding the logs (`apiserver.err`, `etcd.err`) and data.
     pub fn dir(&self) -> &std::path::Path {
         self.dir.path()

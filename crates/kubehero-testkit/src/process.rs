@@ -20,3 +20,14 @@ pub fn cpu_secs(pid: u32) -> f64 {
     let ticks: u64 = rest.split_whitespace().skip(11).take(2).filter_map(|v| v.parse::<u64>().ok()).sum();
     ticks as f64 / TICKS_PER_SEC
 }
+
+/// Pins every thread of `pid` to `cpus` (a `taskset` list such as `0` or `0-1`); false when it could not.
+/// Threads started later inherit the mask of the thread that starts them.
+pub fn pin(pid: u32, cpus: &str) -> bool {
+    std::process::Command::new("taskset")
+        .args(["-a", "-p", "-c", cpus, &pid.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
