@@ -46,6 +46,11 @@ pub(crate) const SQLITE: &[Migration] = &[
     },
     Migration { version: 13, name: "leases", sql: include_str!("migrations/sqlite/0013_leases.sql") },
     Migration { version: 14, name: "cluster_replica", sql: include_str!("migrations/sqlite/0014_cluster_replica.sql") },
+    Migration {
+        version: 15,
+        name: "audit_by_cluster",
+        sql: include_str!("migrations/sqlite/0015_audit_by_cluster.sql"),
+    },
 ];
 
 /// PostgreSQL migrations, oldest first.
@@ -83,6 +88,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 14,
         name: "cluster_replica",
         sql: include_str!("migrations/postgres/0014_cluster_replica.sql"),
+    },
+    Migration {
+        version: 15,
+        name: "audit_by_cluster",
+        sql: include_str!("migrations/postgres/0015_audit_by_cluster.sql"),
     },
 ];
 
