@@ -27,6 +27,8 @@ pub const STREAM_PATH: &str = "/peer/v1/streams/";
 pub const PROTOCOL: &str = "kubehero-peer/1";
 /// `<unix seconds>.<base64url HMAC-SHA256>`.
 pub const AUTH_HEADER: &str = "kubehero-peer-auth";
+/// Most [`AUTH_HEADER`] values a replica checks (the current key and a few previous ones).
+const MAX_CREDENTIALS: usize = 8;
 /// How far the two replicas' clocks (and the request's age) may differ.
 const SKEW_SECS: i64 = 60;
 /// How long connecting to another replica (TCP, TLS, the upgrade) may take.
@@ -69,16 +71,24 @@ impl Peers {
         self.own.get().and_then(|o| o.as_deref())
     }
 
-    /// The value of [`AUTH_HEADER`] for a stream to `cluster` at `now`.
-    pub fn credential(&self, cluster: &str, now: i64) -> String {
+    /// The values of [`AUTH_HEADER`] for a stream to `cluster` at `now`: one per key, the current key's first.
+    /// A replica that has not yet been given the new audit HMAC key (a rolling rotation) checks the previous
+    /// key's value; one that reads only the first value sees what it always did.
+    pub fn credentials(&self, cluster: &str, now: i64) -> Vec<String> {
         use base64::Engine;
-        let Some(key) = self.keys.first() else { return String::new() };
-        let tag = ring::hmac::sign(key, signed(now, cluster).as_bytes());
-        format!("{now}.{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(tag.as_ref()))
+        let text = signed(now, cluster);
+        let tag = |key| ring::hmac::sign(key, text.as_bytes());
+        let value = |key| format!("{now}.{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(tag(key)));
+        self.keys.iter().map(value).collect()
     }
 
-    /// Whether `value` is a fresh credential for `cluster` (constant-time comparison).
-    pub fn check(&self, value: &str, cluster: &str, now: i64) -> bool {
+    /// Whether any of `values` is a fresh credential for `cluster` under any of this replica's keys
+    /// (constant-time comparison; at most [`MAX_CREDENTIALS`] values are looked at).
+    pub fn check<'a>(&self, values: impl IntoIterator<Item = &'a str>, cluster: &str, now: i64) -> bool {
+        values.into_iter().take(MAX_CREDENTIALS).any(|v| self.check_one(v, cluster, now))
+    }
+
+    fn check_one(&self, value: &str, cluster: &str, now: i64) -> bool {
         use base64::Engine;
         let Some((ts, tag)) = value.split_once('.') else { return false };
         let Ok(ts) = ts.parse::<i64>() else { return false };
@@ -118,7 +128,7 @@ pub async fn serve(state: &AppState, agents: &Arc<Agents>, cluster: &str, mut re
     if !wants.is_some_and(|w| w.eq_ignore_ascii_case(PROTOCOL)) {
         return error(StatusCode::BAD_REQUEST, "invalid_argument", "a peer stream needs Upgrade: kubehero-peer/1");
     }
-    let auth = req.headers().get(AUTH_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let auth = req.headers().get_all(AUTH_HEADER).iter().filter_map(|v| v.to_str().ok());
     if !agents.peers.check(auth, cluster, state.clock.now()) {
         state.metrics.agents.peer_refused.inc();
         tracing::warn!(cluster, "a peer stream without a valid replica credential was refused");
@@ -177,13 +187,14 @@ pub async fn open(agents: &Agents, url: &str, cluster: &str, now: i64) -> Result
         let (mut send, conn) =
             hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.map_err(|e| e.to_string())?;
         tokio::spawn(conn.with_upgrades());
-        let req = http::Request::get(format!("{STREAM_PATH}{cluster}"))
+        let mut req = http::Request::get(format!("{STREAM_PATH}{cluster}"))
             .header(http::header::HOST, format!("{host}:{port}"))
             .header(http::header::CONNECTION, "Upgrade")
-            .header(http::header::UPGRADE, PROTOCOL)
-            .header(AUTH_HEADER, agents.peers.credential(cluster, now))
-            .body(Empty::<Bytes>::new())
-            .map_err(|e| e.to_string())?;
+            .header(http::header::UPGRADE, PROTOCOL);
+        for value in agents.peers.credentials(cluster, now) {
+            req = req.header(AUTH_HEADER, value);
+        }
+        let req = req.body(Empty::<Bytes>::new()).map_err(|e| e.to_string())?;
         let res = send.send_request(req).await.map_err(|e| e.to_string())?;
         if res.status() != StatusCode::SWITCHING_PROTOCOLS {
             return Err(format!("it answered {}", res.status()));
@@ -201,17 +212,33 @@ mod tests {
     #[test]
     fn credentials_are_bound_to_cluster_and_time() {
         let p = Peers::new(&[[7; 32]]);
-        let c = p.credential("prod", 1_000);
-        assert!(p.check(&c, "prod", 1_000));
-        assert!(p.check(&c, "prod", 1_060));
-        assert!(!p.check(&c, "prod", 1_061), "too old");
-        assert!(!p.check(&c, "dev", 1_000), "another cluster");
-        assert!(!Peers::new(&[[8; 32]]).check(&c, "prod", 1_000), "another key");
-        let rotating = Peers::new(&[[8; 32], [7; 32]]);
-        assert!(rotating.check(&c, "prod", 1_000), "a replica still on the previous key");
+        let c = p.credentials("prod", 1_000);
+        let c: Vec<&str> = c.iter().map(String::as_str).collect();
+        assert!(p.check(c.clone(), "prod", 1_000));
+        assert!(p.check(c.clone(), "prod", 1_060));
+        assert!(!p.check(c.clone(), "prod", 1_061), "too old");
+        assert!(!p.check(c.clone(), "dev", 1_000), "another cluster");
+        assert!(!Peers::new(&[[8; 32]]).check(c.clone(), "prod", 1_000), "another key");
         for bad in ["", "1000", "x.y", "1000.", "1000.!!"] {
-            assert!(!p.check(bad, "prod", 1_000), "{bad:?}");
+            assert!(!p.check([bad], "prod", 1_000), "{bad:?}");
         }
+        assert!(!p.check([], "prod", 1_000));
+    }
+
+    #[test]
+    fn replicas_reach_each_other_in_the_middle_of_a_key_rotation() {
+        // A has the new audit HMAC key with the old one as previous; B has not been given the new key yet.
+        let (a, b) = (Peers::new(&[[8; 32], [7; 32]]), Peers::new(&[[7; 32]]));
+        let from_a = a.credentials("prod", 1_000);
+        assert_eq!(from_a.len(), 2);
+        assert!(b.check(from_a.iter().map(String::as_str), "prod", 1_000), "B checks A's old-key value");
+        assert!(!b.check([from_a[0].as_str()], "prod", 1_000), "the new key's value alone means nothing to B");
+        let from_b = b.credentials("prod", 1_000);
+        assert!(a.check(from_b.iter().map(String::as_str), "prod", 1_000), "A still accepts the old key");
+        // Only the first few values are looked at.
+        let many: Vec<String> =
+            std::iter::repeat_n("1000.AAAA".to_string(), MAX_CREDENTIALS).chain(from_a.iter().cloned()).collect();
+        assert!(!b.check(many.iter().map(String::as_str), "prod", 1_000));
     }
 
     #[test]
