@@ -307,26 +307,22 @@ async fn main() -> anyhow::Result<()> {
         ("one client, direct, the agent's token impersonating the same identity", i1_rps, &i1_lat),
         ("one client, through KubeHero", t1_rps, &t1_lat),
     ];
-    for (name, rps, lat) in rows.iter().chain(&one) {
+    let split_rows: Vec<(&str, f64, &Vec<Duration>)> = split
+        .as_ref()
+        .map(|((d_rps, d_lat), (i_rps, i_lat), (t_rps, t_lat))| {
+            vec![
+                ("split cores, direct, system:masters token", *d_rps, d_lat),
+                ("split cores, direct, the agent's token impersonating the same identity", *i_rps, i_lat),
+                ("split cores, through KubeHero", *t_rps, t_lat),
+            ]
+        })
+        .unwrap_or_default();
+    for (name, rps, lat) in rows.iter().chain(&one).chain(&split_rows) {
         println!(
             "| list 10 configmaps, {name} | {rps:.0} | {:.2} ms | {:.2} ms |",
             ms(pct(lat, 0.5)),
             ms(pct(lat, 0.99))
         );
-    }
-    if let Some(((d_rps, d_lat), (i_rps, i_lat), (t_rps, t_lat))) = &split {
-        let split_rows = [
-            ("direct, system:masters token", d_rps, d_lat),
-            ("direct, the agent's token impersonating the same identity", i_rps, i_lat),
-            ("through KubeHero", t_rps, t_lat),
-        ];
-        for (name, rps, lat) in split_rows {
-            println!(
-                "| split cores (cluster on core 0; KubeHero and the client on core 1), {name} | {rps:.0} | {:.2} ms | {:.2} ms |",
-                ms(pct(lat, 0.5)),
-                ms(pct(lat, 0.99))
-            );
-        }
     }
     println!("control plane CPU per request through KubeHero: {cp_us:.0} µs (user + system)");
     // Through KubeHero against each direct path with the same number of clients.
@@ -338,7 +334,7 @@ async fn main() -> anyhow::Result<()> {
                    direct: &[(&str, f64, &Vec<Duration>)],
                    (ratio_target, latency_target): (&str, &str)| {
         for (name, rps, lat) in direct {
-            let name = name.trim_start_matches("one client, ");
+            let name = name.trim_start_matches("one client, ").trim_start_matches("split cores, ");
             println!(
                 "{prefix}through / {name}: {:.2}{ratio_target}; p50 added {:.2} ms{latency_target}",
                 t_rps / rps,
@@ -348,12 +344,8 @@ async fn main() -> anyhow::Result<()> {
     };
     compare("one client, ", (t1_rps, &t1_lat), &one[..2], ("", " (target <= 1 ms)"));
     compare("shared cores, ", (t_rps, &t_lat), &rows[..3], ("", ""));
-    if let Some(((d_rps, d_lat), (i_rps, i_lat), (t_rps, t_lat))) = &split {
-        let direct = [
-            ("system:masters token", *d_rps, d_lat),
-            ("the agent's token impersonating the same identity", *i_rps, i_lat),
-        ];
-        compare("split cores, ", (*t_rps, t_lat), &direct, (" (target >= 0.7)", ""));
+    if let [direct @ .., (_, t_rps, t_lat)] = &split_rows[..] {
+        compare("split cores, ", (*t_rps, t_lat), direct, (" (target >= 0.7)", ""));
     }
     println!(
         "10,000-configmap list through KubeHero: {:.1} MB in {big_secs:.2} s; cp RSS {:.1} -> peak {:.1} MiB, growth {:.1} MiB (target <= 16 MiB)",
