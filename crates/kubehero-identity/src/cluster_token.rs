@@ -25,7 +25,9 @@ struct Claims {
 
 /// Mints and opens per-cluster tokens.
 pub struct ClusterTokens {
-    key: ring::hmac::Key,
+    /// Mints with the first (the current audit HMAC key's); opens with any (then the previous keys'), so the
+    /// tokens kubectl holds keep working across a rotation of `AUDIT_HMAC_KEY`.
+    keys: Vec<ring::hmac::Key>,
 }
 
 impl std::fmt::Debug for ClusterTokens {
@@ -35,8 +37,8 @@ impl std::fmt::Debug for ClusterTokens {
 }
 
 impl ClusterTokens {
-    pub fn new(key: &[u8; 32]) -> ClusterTokens {
-        ClusterTokens { key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key) }
+    pub fn new(keys: &[[u8; 32]]) -> ClusterTokens {
+        ClusterTokens { keys: keys.iter().map(|k| ring::hmac::Key::new(ring::hmac::HMAC_SHA256, k)).collect() }
     }
 
     /// A token for `cluster`, until `expires_at`, standing on the CLI login whose digest is `login_hash`.
@@ -44,14 +46,15 @@ impl ClusterTokens {
         let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
         let claims = serde_json::json!({ "s": login_hash, "c": cluster, "e": expires_at }).to_string();
         let body = format!("{PREFIX}{}", b64.encode(claims));
-        let mac = ring::hmac::sign(&self.key, body.as_bytes());
-        format!("{body}.{}", b64.encode(mac.as_ref()))
+        let mac = self.keys.first().map(|k| b64.encode(ring::hmac::sign(k, body.as_bytes()))).unwrap_or_default();
+        format!("{body}.{mac}")
     }
 
     fn open(&self, token: &str) -> Option<Claims> {
         let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
         let (body, mac) = token.rsplit_once('.')?;
-        ring::hmac::verify(&self.key, body.as_bytes(), &b64.decode(mac).ok()?).ok()?;
+        let mac = b64.decode(mac).ok()?;
+        self.keys.iter().find(|k| ring::hmac::verify(k, body.as_bytes(), &mac).is_ok())?;
         let v: serde_json::Value = serde_json::from_slice(&b64.decode(body.strip_prefix(PREFIX)?).ok()?).ok()?;
         Some(Claims { s: v["s"].as_str()?.to_string(), c: v["c"].as_str()?.to_string(), e: v["e"].as_i64()? })
     }
@@ -119,12 +122,17 @@ mod tests {
 
     #[test]
     fn tokens_open_only_with_their_key_and_unchanged() {
-        let t = ClusterTokens::new(&[7; 32]);
+        let t = ClusterTokens::new(&[[7; 32]]);
         let tok = t.mint(&"a".repeat(64), "prod", 100);
         assert!(tok.starts_with(PREFIX));
         let c = t.open(&tok).unwrap();
         assert_eq!((c.c.as_str(), c.e), ("prod", 100));
-        assert!(ClusterTokens::new(&[8; 32]).open(&tok).is_none(), "another key");
+        assert!(ClusterTokens::new(&[[8; 32]]).open(&tok).is_none(), "another key");
+        // After a rotation (the new key first, the old one kept as previous) the tokens kubectl holds still open;
+        // new ones are minted under the new key.
+        let rotated = ClusterTokens::new(&[[8; 32], [7; 32]]);
+        assert!(rotated.open(&tok).is_some());
+        assert!(t.open(&rotated.mint(&"a".repeat(64), "prod", 100)).is_none());
         let forged = tok.replacen("khx_", "khx_e", 1);
         assert!(t.open(&forged).is_none());
         assert!(t.open("khx_nothing").is_none());

@@ -142,7 +142,7 @@ pub async fn build_state(
     let login_key = keys.derive(b"kubehero-login-state-v1");
     let forward = kubehero_audit::forward::ForwardStatus::new();
     let cluster_tokens =
-        kubehero_identity::cluster_token::ClusterTokens::new(&keys.derive(b"kubehero-cluster-token-v1"));
+        kubehero_identity::cluster_token::ClusterTokens::new(&keys.derive_all(b"kubehero-cluster-token-v1"));
     let keys = Arc::new(keys);
     let agents = agent::Agents::start(
         &config.agents,
