@@ -45,8 +45,8 @@ pub struct KubeApiServer {
     pub ca_pem: Vec<u8>,
     /// The Kubernetes version the server reports (`v1.20.2`).
     pub version: String,
-    _etcd: Child,
-    _apiserver: Child,
+    etcd: Child,
+    apiserver: Child,
     dir: tempfile::TempDir,
 }
 
@@ -149,7 +149,7 @@ impl KubeApiServer {
         let version: serde_json::Value =
             http.get(format!("{url}/version")).bearer_auth(ADMIN_TOKEN).send().await?.json().await?;
         let version = version["gitVersion"].as_str().unwrap_or_default().to_string();
-        Ok(KubeApiServer { url, ca_pem, version, _etcd: etcd, _apiserver: apiserver, dir })
+        Ok(KubeApiServer { url, ca_pem, version, etcd, apiserver, dir })
     }
 
     /// A kubeconfig (YAML) for the admin user.
@@ -256,7 +256,7 @@ impl KubeApiServer {
 
     /// The process ids of kube-apiserver and etcd (for a bench that pins them to a core).
     pub fn pids(&self) -> [u32; 2] {
-        [self._apiserver.id().unwrap_or(0), self._etcd.id().unwrap_or(0)]
+        [self.apiserver.id().unwrap_or(0), self.etcd.id().unwrap_or(0)]
     }
 
     /// The directory holding the logs (`apiserver.err`, `etcd.err`) and data.
