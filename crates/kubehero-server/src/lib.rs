@@ -139,7 +139,7 @@ pub async fn build_state(
              Set AUDIT_HMAC_KEY (and KUBEHERO_REQUIRE_AUTH=true) for production."
         );
     }
-    let login_key = keys.derive(b"kubehero-login-state-v1");
+    let login_keys = keys.derive_all(b"kubehero-login-state-v1");
     let forward = kubehero_audit::forward::ForwardStatus::new();
     let cluster_tokens =
         kubehero_identity::cluster_token::ClusterTokens::new(&keys.derive_all(b"kubehero-cluster-token-v1"));
@@ -201,7 +201,7 @@ pub async fn build_state(
                     groups_claim: i.verifier.groups_claim.clone(),
                 })
                 .collect();
-            let login = login::Login::new(client, issuers, &login_key)
+            let login = login::Login::new(client, issuers, &login_keys)
                 .map_err(|e| StartError::Tls(format!("the sign-in HTTP client cannot be built: {e}")))?;
             Some(Arc::new(login))
         }

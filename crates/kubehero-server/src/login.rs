@@ -55,8 +55,9 @@ pub struct LoginIssuer {
 pub struct Login {
     pub client: LoginClient,
     pub issuers: Vec<LoginIssuer>,
-    /// Seals the pending sign-in into the `kh_login` cookie.
-    state_key: ring::aead::LessSafeKey,
+    /// Seal the pending sign-in into the `kh_login` cookie: the first (the current audit HMAC key's) seals, any
+    /// opens, so a sign-in begun before a rotation of `AUDIT_HMAC_KEY` still finishes.
+    state_keys: Vec<ring::aead::LessSafeKey>,
     http: reqwest::Client,
     endpoints: Mutex<HashMap<String, Endpoints>>,
 }
@@ -64,16 +65,25 @@ pub struct Login {
 impl Login {
     /// Fails only if the HTTP client cannot be built (no TLS roots); never falls back to a client that
     /// follows redirects.
-    pub fn new(client: LoginClient, issuers: Vec<LoginIssuer>, state_key: &[u8; 32]) -> Result<Login, reqwest::Error> {
+    pub fn new(
+        client: LoginClient,
+        issuers: Vec<LoginIssuer>,
+        state_keys: &[[u8; 32]],
+    ) -> Result<Login, reqwest::Error> {
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(std::time::Duration::from_secs(10))
             .build()?;
         Ok(Login {
-            state_key: ring::aead::LessSafeKey::new(
-                ring::aead::UnboundKey::new(&ring::aead::CHACHA20_POLY1305, state_key)
-                    .unwrap_or_else(|_| unreachable!("a 32-byte key is a ChaCha20-Poly1305 key")),
-            ),
+            state_keys: state_keys
+                .iter()
+                .map(|k| {
+                    ring::aead::LessSafeKey::new(
+                        ring::aead::UnboundKey::new(&ring::aead::CHACHA20_POLY1305, k)
+                            .unwrap_or_else(|_| unreachable!("a 32-byte key is a ChaCha20-Poly1305 key")),
+                    )
+                })
+                .collect(),
             client,
             issuers,
             http,
@@ -86,13 +96,13 @@ impl Login {
         let mut nonce = [0u8; 12];
         nonce.copy_from_slice(&kubehero_identity::credential::random_bytes(12)?);
         let mut data = serde_json::to_vec(pending).map_err(|e| ApiError::new(Code::Internal, e.to_string()))?;
-        self.state_key
-            .seal_in_place_append_tag(
-                ring::aead::Nonce::assume_unique_for_key(nonce),
-                ring::aead::Aad::empty(),
-                &mut data,
-            )
-            .map_err(|_| ApiError::new(Code::Internal, "sealing the sign-in state failed"))?;
+        let key = self.state_keys.first().ok_or_else(|| ApiError::new(Code::Internal, "no sign-in state key"))?;
+        key.seal_in_place_append_tag(
+            ring::aead::Nonce::assume_unique_for_key(nonce),
+            ring::aead::Aad::empty(),
+            &mut data,
+        )
+        .map_err(|_| ApiError::new(Code::Internal, "sealing the sign-in state failed"))?;
         let mut out = nonce.to_vec();
         out.extend_from_slice(&data);
         Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(out))
@@ -105,10 +115,12 @@ impl Login {
             return None;
         }
         let (nonce, sealed) = raw.split_at(12);
-        let nonce = ring::aead::Nonce::try_assume_unique_for_key(nonce).ok()?;
-        let mut sealed = sealed.to_vec();
-        let plain = self.state_key.open_in_place(nonce, ring::aead::Aad::empty(), &mut sealed).ok()?;
-        serde_json::from_slice(plain).ok()
+        self.state_keys.iter().find_map(|key| {
+            let nonce = ring::aead::Nonce::try_assume_unique_for_key(nonce).ok()?;
+            let mut sealed = sealed.to_vec();
+            let plain = key.open_in_place(nonce, ring::aead::Aad::empty(), &mut sealed).ok()?;
+            serde_json::from_slice(plain).ok()
+        })
     }
 
     fn secure(&self) -> bool {
@@ -557,4 +569,36 @@ pub async fn home(State(s): State<AppState>, headers: HeaderMap) -> ApiResult<Re
         url = esc(&s.login.as_ref().map(|l| l.client.public_url.clone()).unwrap_or_default()),
     );
     crate::ui::page(&s, &principal, &session, crate::ui::Section::Home, "Signed in to KubeHero", &body).await
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn login(keys: &[[u8; 32]]) -> Login {
+        let client = LoginClient { client_id: "kubehero".into(), client_secret: None, public_url: "https://kh".into() };
+        Login::new(client, Vec::new(), keys).unwrap()
+    }
+
+    #[test]
+    fn a_sign_in_begun_before_a_key_rotation_still_finishes() {
+        let pending = Pending {
+            state: "s".into(),
+            issuer: "https://idp".into(),
+            verifier: "v".into(),
+            nonce: "n".into(),
+            return_to: "/".into(),
+            expires_at: 100,
+        };
+        let (old, rotated) = (login(&[[7; 32]]), login(&[[8; 32], [7; 32]]));
+        let cookie = old.seal(&pending).unwrap();
+        assert_eq!(rotated.open(&cookie).map(|p| p.state), Some("s".to_string()), "opened with the previous key");
+        assert!(login(&[[8; 32]]).open(&cookie).is_none(), "another key");
+        let fresh = rotated.seal(&pending).unwrap();
+        assert!(old.open(&fresh).is_none(), "sealed with the new key");
+        let mut changed = fresh.into_bytes();
+        changed[20] ^= 1;
+        assert!(rotated.open(&String::from_utf8_lossy(&changed)).is_none(), "changed");
+    }
 }
