@@ -62,8 +62,32 @@ pub(crate) fn write_if_changed(path: &Path, content: &str) -> anyhow::Result<()>
     Ok(())
 }
 
-/// A free loopback port (bound then released).
+/// A free loopback port (bound then released), for a server a test starts afterwards.
+///
+/// Ports come from below the kernel's ephemeral range, one after another from a start that depends on the
+/// process: the kernel never hands those to an outgoing connection or to a `bind(0)`, so another test running
+/// at the same time cannot take the port between this pick and the server's own bind (that race once stopped a
+/// replica of the HA test, whose ports are fixed before it starts). Falls back to `bind(0)` when the range is
+/// unknown or too low.
 pub fn free_port() -> anyhow::Result<u16> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const BASE: u32 = 10_000;
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(0);
+    if low > BASE + 1_000 {
+        let span = low - BASE;
+        let start = std::process::id().wrapping_mul(7_919) % span;
+        for _ in 0..span.min(4_000) {
+            let port = BASE + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % span;
+            let port = u16::try_from(port)?;
+            if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return Ok(port);
+            }
+        }
+    }
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
