@@ -25,9 +25,9 @@ struct Claims {
 
 /// Mints and opens per-cluster tokens.
 pub struct ClusterTokens {
-    /// Mints with the first (the current audit HMAC key's); opens with any (then the previous keys'), so the
-    /// tokens kubectl holds keep working across a rotation of `AUDIT_HMAC_KEY`.
-    keys: Vec<ring::hmac::Key>,
+    /// Mints under the current audit HMAC key's; opens under any, so the tokens kubectl holds keep working
+    /// across a rotation of `AUDIT_HMAC_KEY`.
+    macs: crate::macs::Macs,
 }
 
 impl std::fmt::Debug for ClusterTokens {
@@ -38,7 +38,7 @@ impl std::fmt::Debug for ClusterTokens {
 
 impl ClusterTokens {
     pub fn new(keys: &[[u8; 32]]) -> ClusterTokens {
-        ClusterTokens { keys: keys.iter().map(|k| ring::hmac::Key::new(ring::hmac::HMAC_SHA256, k)).collect() }
+        ClusterTokens { macs: crate::macs::Macs::new(keys) }
     }
 
     /// A token for `cluster`, until `expires_at`, standing on the CLI login whose digest is `login_hash`.
@@ -46,15 +46,15 @@ impl ClusterTokens {
         let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
         let claims = serde_json::json!({ "s": login_hash, "c": cluster, "e": expires_at }).to_string();
         let body = format!("{PREFIX}{}", b64.encode(claims));
-        let mac = self.keys.first().map(|k| b64.encode(ring::hmac::sign(k, body.as_bytes()))).unwrap_or_default();
-        format!("{body}.{mac}")
+        format!("{body}.{}", b64.encode(self.macs.sign(body.as_bytes())))
     }
 
     fn open(&self, token: &str) -> Option<Claims> {
         let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
         let (body, mac) = token.rsplit_once('.')?;
-        let mac = b64.decode(mac).ok()?;
-        self.keys.iter().find(|k| ring::hmac::verify(k, body.as_bytes(), &mac).is_ok())?;
+        if !self.macs.verify(body.as_bytes(), &b64.decode(mac).ok()?) {
+            return None;
+        }
         let v: serde_json::Value = serde_json::from_slice(&b64.decode(body.strip_prefix(PREFIX)?).ok()?).ok()?;
         Some(Claims { s: v["s"].as_str()?.to_string(), c: v["c"].as_str()?.to_string(), e: v["e"].as_i64()? })
     }

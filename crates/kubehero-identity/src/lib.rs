@@ -26,6 +26,7 @@ pub mod credential;
 mod deprovision;
 pub mod directory;
 pub mod grants;
+pub mod macs;
 mod resolve;
 pub mod scim_token;
 

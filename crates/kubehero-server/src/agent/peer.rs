@@ -36,9 +36,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// This replica's side of the peer links: the shared key and where the others reach it.
 pub struct Peers {
-    /// Signs with the first; accepts any (the current audit HMAC key's, then the previous ones': replicas in the
-    /// middle of a key rotation still reach each other).
-    keys: Vec<ring::hmac::Key>,
+    /// The current audit HMAC key's, then the previous ones': replicas in the middle of a key rotation still reach
+    /// each other.
+    macs: kubehero_identity::macs::Macs,
     /// `KUBEHERO_PEER_URL`, or the agent listener's address when it is bound to one IP; `None` when neither is
     /// known (one replica, or an unreachable address: other replicas cannot forward here).
     own: std::sync::OnceLock<Option<String>>,
@@ -52,8 +52,7 @@ impl std::fmt::Debug for Peers {
 
 impl Peers {
     pub fn new(secrets: &[[u8; 32]]) -> Peers {
-        let keys = secrets.iter().map(|s| ring::hmac::Key::new(ring::hmac::HMAC_SHA256, s)).collect();
-        Peers { keys, own: Default::default() }
+        Peers { macs: kubehero_identity::macs::Macs::new(secrets), own: Default::default() }
     }
 
     /// Sets where the other replicas reach this one, once the agent listener is bound.
@@ -76,10 +75,8 @@ impl Peers {
     /// key's value; one that reads only the first value sees what it always did.
     pub fn credentials(&self, cluster: &str, now: i64) -> Vec<String> {
         use base64::Engine;
-        let text = signed(now, cluster);
-        let tag = |key| ring::hmac::sign(key, text.as_bytes());
-        let value = |key| format!("{now}.{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(tag(key)));
-        self.keys.iter().map(value).collect()
+        let tags = self.macs.sign_each(signed(now, cluster).as_bytes());
+        tags.iter().map(|t| format!("{now}.{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(t))).collect()
     }
 
     /// Whether any of `values` is a fresh credential for `cluster` under any of this replica's keys
@@ -96,7 +93,7 @@ impl Peers {
             return false;
         }
         let Ok(tag) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(tag) else { return false };
-        self.keys.iter().any(|k| ring::hmac::verify(k, signed(ts, cluster).as_bytes(), &tag).is_ok())
+        self.macs.verify(signed(ts, cluster).as_bytes(), &tag)
     }
 }
 
