@@ -139,7 +139,6 @@ pub async fn build_state(
              Set AUDIT_HMAC_KEY (and KUBEHERO_REQUIRE_AUTH=true) for production."
         );
     }
-    let login_keys = keys.derive_all(b"kubehero-login-state-v1");
     let forward = kubehero_audit::forward::ForwardStatus::new();
     let cluster_tokens =
         kubehero_identity::cluster_token::ClusterTokens::new(&keys.derive_all(b"kubehero-cluster-token-v1"));
@@ -165,7 +164,7 @@ pub async fn build_state(
     .map_err(|e| StartError::Issuer(e.to_string()))?;
     let audit = kubehero_audit::AuditLog::start_notifying(
         store.clone(),
-        kubehero_audit::ChainSealer::new(keys),
+        kubehero_audit::ChainSealer::new(keys.clone()),
         AUDIT_BATCH,
         forward.clone(),
     );
@@ -201,7 +200,7 @@ pub async fn build_state(
                     groups_claim: i.verifier.groups_claim.clone(),
                 })
                 .collect();
-            let login = login::Login::new(client, issuers, &login_keys)
+            let login = login::Login::new(client, issuers, keys.clone())
                 .map_err(|e| StartError::Tls(format!("the sign-in HTTP client cannot be built: {e}")))?;
             Some(Arc::new(login))
         }

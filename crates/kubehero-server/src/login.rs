@@ -30,6 +30,8 @@ use std::sync::Arc;
 
 pub const SESSION_COOKIE: &str = "kh_session";
 const LOGIN_COOKIE: &str = "kh_login";
+/// What the `kh_login` cookie's sealing key is derived with.
+const STATE_LABEL: &[u8] = b"kubehero-login-state-v1";
 pub use kubehero_identity::credential::{SESSION_IDLE_SECS, SESSION_MAX_SECS, SESSION_PREFIX, SESSION_TOUCH_SECS};
 const ATTEMPT_SECS: i64 = 600;
 
@@ -55,9 +57,10 @@ pub struct LoginIssuer {
 pub struct Login {
     pub client: LoginClient,
     pub issuers: Vec<LoginIssuer>,
-    /// Seal the pending sign-in into the `kh_login` cookie: the first (the current audit HMAC key's) seals, any
-    /// opens, so a sign-in begun before a rotation of `AUDIT_HMAC_KEY` still finishes.
-    state_keys: Vec<ring::aead::LessSafeKey>,
+    /// Seal the pending sign-in into the `kh_login` cookie ([`crate::sealed`], under [`STATE_LABEL`]): sealed
+    /// under the current audit HMAC key, opened under the key it names, so a sign-in begun before a rotation of
+    /// `AUDIT_HMAC_KEY` (or on a replica that already has the new key) still finishes.
+    keys: Arc<kubehero_audit::HmacKeys>,
     http: reqwest::Client,
     endpoints: Mutex<HashMap<String, Endpoints>>,
 }
@@ -68,59 +71,26 @@ impl Login {
     pub fn new(
         client: LoginClient,
         issuers: Vec<LoginIssuer>,
-        state_keys: &[[u8; 32]],
+        keys: Arc<kubehero_audit::HmacKeys>,
     ) -> Result<Login, reqwest::Error> {
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(std::time::Duration::from_secs(10))
             .build()?;
-        Ok(Login {
-            state_keys: state_keys
-                .iter()
-                .map(|k| {
-                    ring::aead::LessSafeKey::new(
-                        ring::aead::UnboundKey::new(&ring::aead::CHACHA20_POLY1305, k)
-                            .unwrap_or_else(|_| unreachable!("a 32-byte key is a ChaCha20-Poly1305 key")),
-                    )
-                })
-                .collect(),
-            client,
-            issuers,
-            http,
-            endpoints: Mutex::new(HashMap::new()),
-        })
+        Ok(Login { keys, client, issuers, http, endpoints: Mutex::new(HashMap::new()) })
     }
 
-    /// Seals a pending sign-in into a cookie value: base64url(nonce ‖ ciphertext ‖ tag).
+    /// Seals a pending sign-in into a cookie value (`<audit key id>:<base64url>`).
     fn seal(&self, pending: &Pending) -> ApiResult<String> {
-        let mut nonce = [0u8; 12];
-        nonce.copy_from_slice(&kubehero_identity::credential::random_bytes(12)?);
-        let mut data = serde_json::to_vec(pending).map_err(|e| ApiError::new(Code::Internal, e.to_string()))?;
-        let key = self.state_keys.first().ok_or_else(|| ApiError::new(Code::Internal, "no sign-in state key"))?;
-        key.seal_in_place_append_tag(
-            ring::aead::Nonce::assume_unique_for_key(nonce),
-            ring::aead::Aad::empty(),
-            &mut data,
-        )
-        .map_err(|_| ApiError::new(Code::Internal, "sealing the sign-in state failed"))?;
-        let mut out = nonce.to_vec();
-        out.extend_from_slice(&data);
-        Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(out))
+        let json = serde_json::to_string(pending).map_err(|e| ApiError::new(Code::Internal, e.to_string()))?;
+        crate::sealed::seal(&self.keys, STATE_LABEL, &json)
+            .map_err(|e| ApiError::new(Code::Internal, format!("sealing the sign-in state failed: {e}")))
     }
 
-    /// Opens a cookie made by [`Login::seal`]; `None` if it was not made with our key or was changed.
+    /// Opens a cookie made by [`Login::seal`]; `None` if it was not made with one of our keys or was changed.
     fn open(&self, cookie: &str) -> Option<Pending> {
-        let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(cookie).ok()?;
-        if raw.len() < 12 + 16 {
-            return None;
-        }
-        let (nonce, sealed) = raw.split_at(12);
-        self.state_keys.iter().find_map(|key| {
-            let nonce = ring::aead::Nonce::try_assume_unique_for_key(nonce).ok()?;
-            let mut sealed = sealed.to_vec();
-            let plain = key.open_in_place(nonce, ring::aead::Aad::empty(), &mut sealed).ok()?;
-            serde_json::from_slice(plain).ok()
-        })
+        let json = crate::sealed::open(&self.keys, STATE_LABEL, cookie, "the sign-in state").ok()?;
+        serde_json::from_str(&json).ok()
     }
 
     fn secure(&self) -> bool {
@@ -576,9 +546,11 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
-    fn login(keys: &[[u8; 32]]) -> Login {
+    /// A Login whose current audit HMAC key is `current`, with `previous` kept.
+    fn login(current: &[u8], previous: &[&[u8]]) -> Login {
         let client = LoginClient { client_id: "kubehero".into(), client_secret: None, public_url: "https://kh".into() };
-        Login::new(client, Vec::new(), keys).unwrap()
+        let keys = kubehero_audit::HmacKeys::new(current, previous).unwrap();
+        Login::new(client, Vec::new(), Arc::new(keys)).unwrap()
     }
 
     #[test]
@@ -591,10 +563,11 @@ mod tests {
             return_to: "/".into(),
             expires_at: 100,
         };
-        let (old, rotated) = (login(&[[7; 32]]), login(&[[8; 32], [7; 32]]));
+        let (k7, k8) = ([7u8; 32], [8u8; 32]);
+        let (old, rotated) = (login(&k7, &[]), login(&k8, &[&k7]));
         let cookie = old.seal(&pending).unwrap();
         assert_eq!(rotated.open(&cookie).map(|p| p.state), Some("s".to_string()), "opened with the previous key");
-        assert!(login(&[[8; 32]]).open(&cookie).is_none(), "another key");
+        assert!(login(&k8, &[]).open(&cookie).is_none(), "another key");
         let fresh = rotated.seal(&pending).unwrap();
         assert!(old.open(&fresh).is_none(), "sealed with the new key");
         let mut changed = fresh.into_bytes();

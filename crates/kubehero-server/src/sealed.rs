@@ -20,8 +20,7 @@ fn aead(key: &[u8]) -> Result<ring::aead::LessSafeKey, SealError> {
 pub fn seal(keys: &kubehero_audit::HmacKeys, label: &[u8], plain: &str) -> Result<String, SealError> {
     let aead = aead(&keys.derive(label))?;
     let mut nonce = [0u8; 12];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut nonce)
-        .map_err(|_| SealError("the operating system gave no randomness".into()))?;
+    nonce.copy_from_slice(&kubehero_identity::credential::random_bytes(12).map_err(|e| SealError(e.to_string()))?);
     let mut data = plain.as_bytes().to_vec();
     aead.seal_in_place_append_tag(ring::aead::Nonce::assume_unique_for_key(nonce), ring::aead::Aad::empty(), &mut data)
         .map_err(|_| SealError("sealing failed".into()))?;
